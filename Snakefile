@@ -1,0 +1,26 @@
+# mp4 -> Cosmos visual tokens + DAC audio tokens -> reconstruction -> muxed mp4.
+# The README explains the outputs; rules/common.smk holds the config logic.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/weights.smk"
+include: "rules/example.smk"
+include: "rules/audio.smk"
+include: "rules/visual.smk"
+include: "rules/mux.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+
+
+onsuccess:
+    report_outputs()

@@ -1,0 +1,18 @@
+"""mp4 -> Cosmos visual latents + DAC audio codes, aligned per latent frame.
+
+Light on purpose: the Snakefile imports this package to validate its config, so
+nothing here imports torch. Training code reads token files with `load_tokens`.
+"""
+
+__version__ = "0.1.0"
+
+
+class AvTokensError(Exception):
+    """An error the user can act on; its message is shown as one line, without traceback."""
+
+
+def load_tokens(path, device="cpu"):
+    """Load a token file written by this project; see `avtokens.tokenfile.load_tokens`."""
+    from avtokens.tokenfile import load_tokens as _load
+
+    return _load(path, device=device)

@@ -1,0 +1,56 @@
+"""Which DAC code frames belong to which latent frame.
+
+Code frame k covers audio samples [k*hop, (k+1)*hop); it belongs to the latent frame
+whose time span contains its start, k*hop/rate. All boundaries are computed with
+integers from the exact frame rate, so the ranges tile the code stream exactly: no
+drift over any length, no code frame counted twice.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+
+def first_code_frame_at(video_frame: int, fps: Fraction, sample_rate: int, hop: int) -> int:
+    """Index of the first code frame starting at or after video frame `video_frame` begins."""
+    # time = video_frame / fps; code frame k starts at k*hop/sample_rate; k = ceil(time*rate/hop)
+    numerator = video_frame * fps.denominator * sample_rate
+    denominator = fps.numerator * hop
+    return -(-numerator // denominator)
+
+
+def code_frame_count(frame_count: int, fps: Fraction, sample_rate: int, hop: int) -> int:
+    """Code frames needed to cover `frame_count` video frames."""
+    return first_code_frame_at(frame_count, fps, sample_rate, hop)
+
+
+def code_frame_ranges(
+    spans: list[tuple[int, int]], fps: Fraction, sample_rate: int, hop: int
+) -> list[tuple[int, int]]:
+    """[start, end) code frame range of each latent frame, from its video frame span."""
+    return [
+        (
+            first_code_frame_at(start, fps, sample_rate, hop),
+            first_code_frame_at(end, fps, sample_rate, hop),
+        )
+        for start, end in spans
+    ]
+
+
+def fixed_size_blocks(codes, ranges, block: int):
+    """The "block x codebooks per latent frame" view: each latent frame's codes cut or
+    right-padded (by repeating its last code frame) to exactly `block` code frames.
+
+    `codes` is [code_frames, codebooks]; returns [latent_frames, block, codebooks].
+    A derived view for models that want fixed shapes; the stored ranges are the truth.
+    """
+    import torch
+
+    out = []
+    for start, end in ranges.tolist() if hasattr(ranges, "tolist") else ranges:
+        piece = codes[start : min(end, start + block)]
+        if len(piece) < block:
+            filler = piece[-1:] if len(piece) else codes.new_zeros((1, codes.shape[1]))
+            piece = torch.cat([piece, filler.expand(block - len(piece), -1)])
+        out.append(piece)
+    return torch.stack(out)

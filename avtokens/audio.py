@@ -1,0 +1,191 @@
+"""Waveform <-> DAC audio token file, in overlapping windows, aligned to latent frames.
+
+DAC's encoder and decoder are convolutional, so a code frame depends only on audio
+within the network's receptive field. Each window is therefore coded with that much
+real audio on both sides (`context`), and only its own code frames (or samples) are
+kept: the result equals a whole-file encode while memory stays bounded by the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from torch import nn
+
+import avtokens
+from avtokens import AvTokensError
+from avtokens.alignment import code_frame_count, code_frame_ranges
+from avtokens.atomic import atomic_output
+from avtokens.cosmos import resolve_device
+from avtokens.media import sha256_of
+from avtokens.tokenfile import TokenFileWriter, read_metadata
+from avtokens.windows import latent_frame_spans, plan_windows
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 44100
+
+
+class DacCodec:
+    """A DAC model loaded from a release-format weights file, and what metadata records of it."""
+
+    def __init__(self, path: Path | str, device: torch.device):
+        import dac
+
+        path = Path(path)
+        if not path.is_file():
+            raise AvTokensError(
+                f"DAC weights {path} are missing: put weights_44khz_8kbps_0.0.1.pth (release "
+                f"asset of github.com/descriptinc/descript-audio-codec) there, point "
+                f"`checkpoints:` at its parent's parent, or use `weights: demo`"
+            )
+        try:
+            package = torch.load(str(path), map_location="cpu", weights_only=True)
+            kwargs, state = package["metadata"]["kwargs"], package["state_dict"]
+        except Exception as err:
+            raise AvTokensError(f"{path}: not a DAC weights file ({err})") from None
+        model = dac.DAC(**kwargs)
+        # DAC.load is not strict; a missing or unexpected weight must not pass silently.
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise AvTokensError(
+                f"{path}: weights do not fit the DAC model: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
+        if model.sample_rate != SAMPLE_RATE:
+            raise AvTokensError(f"{path}: a {model.sample_rate} Hz DAC; this workflow uses {SAMPLE_RATE} Hz")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.hop = int(model.hop_length)
+        self.codebooks = int(model.n_codebooks)
+        self.codebook_size = int(model.codebook_size)
+        self.stand_in = bool(package["metadata"].get("avtokens_stand_in", False))
+        self.encode_context = math.ceil(_receptive_field(model.encoder, upsampling=False) / self.hop) + 1
+        self.decode_context = math.ceil(_receptive_field(model.decoder, upsampling=True)) + 1
+        self.record = {"file": str(path), "sha256": sha256_of(path), "stand_in": self.stand_in,
+                       "hop": self.hop, "codebooks": self.codebooks,
+                       "codebook_size": self.codebook_size}  # fmt: skip
+        if self.stand_in:
+            log.warning("%s holds stand-in weights: its codes carry no meaning", path)
+
+    @torch.inference_mode()
+    def encode(self, samples: torch.Tensor) -> torch.Tensor:
+        """mono float [n * hop] -> codes int64 [n, codebooks]."""
+        codes = self.model.encode(samples.view(1, 1, -1).to(self.device))[1]
+        return codes[0].T
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [n, codebooks] -> mono float [n * hop]."""
+        z = self.model.quantizer.from_codes(codes.T.unsqueeze(0).to(self.device, torch.int64))[0]
+        return self.model.decode(z).view(-1)
+
+
+def _receptive_field(network: nn.Module, upsampling: bool) -> float:
+    """How far one output position sees: in input samples for a downsampling stack, in
+    input (code) frames for an upsampling one. Assumes the modules run in definition
+    order, which holds for DAC's encoder and decoder."""
+    field, scale = 1.0, 1.0  # scale: size of one position at this depth, in input units
+    for m in network.modules():
+        if isinstance(m, nn.ConvTranspose1d):
+            field += (m.kernel_size[0] - 1) / m.stride[0] * scale
+            scale /= m.stride[0]
+        elif isinstance(m, nn.Conv1d):
+            field += (m.kernel_size[0] - 1) * m.dilation[0] * scale
+            if not upsampling:
+                scale *= m.stride[0]
+    return field
+
+
+def _windows(total: int, size: int, context: int):
+    """(start, end, context_start, context_end) of each window over [0, total)."""
+    for start in range(0, total, size):
+        end = min(start + size, total)
+        yield start, end, max(0, start - context), min(total, end + context)
+
+
+def _read_samples(wav: soundfile.SoundFile, start: int, end: int) -> torch.Tensor:
+    """Samples [start, end) of a mono file, zeros past its end."""
+    wav.seek(min(start, wav.frames))
+    data = wav.read(end - start, dtype="float32", always_2d=True)[:, 0]
+    if len(data) < end - start:
+        data = np.pad(data, (0, end - start - len(data)))
+    return torch.from_numpy(data)
+
+
+def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_seconds: float) -> None:
+    """Code a mono 44.1 kHz wav with DAC and align it to the latent frames of a visual token file."""
+    meta = read_metadata(visual_tokens)
+    video, tok = meta["video"], meta["tokenizer"]
+    fps = Fraction(video["fps"])
+    codec = DacCodec(weights, resolve_device(device))
+    windows = plan_windows(video["frame_count"], tok["window"], tok["temporal"])
+    ranges = code_frame_ranges(latent_frame_spans(windows, tok["temporal"]), fps, SAMPLE_RATE, codec.hop)
+    total = code_frame_count(video["frame_count"], fps, SAMPLE_RATE, codec.hop)
+    window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
+    with soundfile.SoundFile(str(wav_path)) as wav, atomic_output(dest) as tmp:
+        if wav.samplerate != SAMPLE_RATE or wav.channels != 1:
+            raise AvTokensError(f"{wav_path}: expected mono {SAMPLE_RATE} Hz, found {wav.channels} channels at {wav.samplerate} Hz")
+        wav_samples = wav.frames
+        writer = TokenFileWriter(tmp, "codes", torch.uint16, (codec.codebooks,))
+        for start, end, c_start, c_end in _windows(total, window, codec.encode_context):
+            codes = codec.encode(_read_samples(wav, c_start * codec.hop, c_end * codec.hop))
+            writer.append(codes[start - c_start : end - c_start].to(torch.uint16).cpu())
+        metadata = {
+            "format": "avtokens-audio/1",
+            "project_version": avtokens.__version__,
+            "source": meta["source"],
+            "audio": {
+                "has_audio": video["has_audio"],
+                "source_rate": video["audio_rate"],
+                "source_channels": video["audio_channels"],
+                "channel_policy": "downmixed to mono by ffmpeg before coding",
+                "wav_samples": wav_samples,
+                "sample_rate": SAMPLE_RATE,
+                "hop": codec.hop,
+                "code_rate": f"{SAMPLE_RATE}/{codec.hop}",
+                "codebooks": codec.codebooks,
+                "codebook_size": codec.codebook_size,
+                "code_frames": total,
+            },
+            "alignment": {
+                "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
+                "fps": video["fps"],
+                "frame_count": video["frame_count"],
+                "latent_frames": len(ranges),
+                "visual_tokens": Path(visual_tokens).name,
+            },
+            "codec": codec.record,
+            "stand_in_weights": codec.stand_in,
+            "device": str(codec.device),
+        }
+        writer.finish(metadata, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
+    log.info("%s: %d code frames over %d latent frames", wav_path, total, len(ranges))
+
+
+def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: float) -> None:
+    """Decode an audio token file to a mono 44.1 kHz wav as long as the source video."""
+    from avtokens.tokenfile import load_tokens
+
+    tokens = load_tokens(tokens_path)
+    codes = tokens["codes"][0].to(torch.int64)
+    align = tokens.metadata["alignment"]
+    codec = DacCodec(weights, resolve_device(device))
+    duration_samples = round(align["frame_count"] * SAMPLE_RATE / Fraction(align["fps"]))
+    window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
+    with atomic_output(dest) as tmp, soundfile.SoundFile(
+        str(tmp), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16", format="WAV"
+    ) as out:
+        written = 0
+        for start, end, c_start, c_end in _windows(len(codes), window, codec.decode_context):
+            audio = codec.decode(codes[c_start:c_end])
+            piece = audio[(start - c_start) * codec.hop : (end - c_start) * codec.hop]
+            piece = piece[: duration_samples - written].clamp(-1, 1).cpu().numpy()
+            out.write(piece)
+            written += len(piece)
+    log.info("%s: %d code frames -> %d samples", tokens_path, len(codes), written)

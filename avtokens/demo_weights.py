@@ -1,0 +1,128 @@
+"""Tiny stand-in weights in the official file formats, for offline runs and tests.
+
+Cosmos: a TorchScript `encoder.jit` / `decoder.jit` pair per kind and factor pair that
+obeys the released models' I/O contract: input [B, 3, T, H, W] in [-1, 1]; causal in
+time (the first latent frame codes one frame, each later one tc frames, and a T that is
+not 1 + k*tc silently gives the wrong length, as the real graphs do); CV latents
+[B, 16, t, H/s, W/s] as the first element of a tuple; DV (indices int32 [B, t, h, w],
+codes [B, 6, t, h, w]) with indices in [0, 64000); an unclamped decoder output of
+1 + tc*(t - 1) frames; weights stored as bf16; an average pool in the encoder (no bf16
+kernel on CPU) and a bf16 cast inside the DV decoder, so the dtype rules bite here too.
+The network is a block-average encoder and a nearest-neighbour decoder carrying the
+colour in three channels, plus randomly initialised channels: reconstructions look
+like a blocky copy of the input, so a misplaced frame or crop shows up in tests.
+
+DAC: a small `dac.DAC` (9 codebooks of 1024 entries, hop 512, 44.1 kHz) with random
+weights, saved the way the release file is (`{"state_dict", "metadata": {"kwargs"}}`).
+
+Every file carries a marker that the loader reads, so stand-in output says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avtokens.fsq import FiniteScalarQuantizer
+
+STAND_IN_MARKER = "avtokens_stand_in.json"
+DAC_STAND_IN_KWARGS = dict(
+    encoder_dim=8,
+    encoder_rates=[2, 4, 8, 8],
+    decoder_dim=32,
+    decoder_rates=[8, 8, 4, 2],
+    n_codebooks=9,
+    codebook_size=1024,
+    codebook_dim=8,
+    sample_rate=44100,
+)
+
+
+class StandInEncoder(nn.Module):
+    def __init__(self, discrete: bool, temporal: int, spatial: int):
+        super().__init__()
+        self.temporal = temporal
+        channels = 6 if discrete else 16
+        block = (temporal, spatial // 2, spatial // 2)
+        self.embed = nn.Conv3d(3, channels, kernel_size=block, stride=block, bias=False)
+        with torch.no_grad():
+            self.embed.weight.normal_(0, 0.02)
+            self.embed.weight[:3] = 0
+            # Colour channels hold the block mean (doubled for DV, to span the FSQ levels).
+            gain = (2.0 if discrete else 1.0) / self.embed.weight[0, 0].numel()
+            for c in range(3):
+                self.embed.weight[c, c] = gain
+        self.quantizer = FiniteScalarQuantizer() if discrete else None
+
+    def forward(self, x):
+        causal = torch.cat([x[:, :, :1].repeat(1, 1, self.temporal - 1, 1, 1), x], dim=2)
+        z = self.embed(F.avg_pool3d(causal, kernel_size=(1, 2, 2)))
+        if self.quantizer is None:
+            return z, z
+        return self.quantizer(z)
+
+
+class StandInDecoder(nn.Module):
+    def __init__(self, discrete: bool, temporal: int, spatial: int):
+        super().__init__()
+        self.temporal = temporal
+        channels = 6 if discrete else 16
+        self.quantizer = FiniteScalarQuantizer() if discrete else None
+        self.post = nn.Conv3d(channels, 3, kernel_size=1, bias=False)
+        block = (temporal, spatial, spatial)
+        self.up = nn.ConvTranspose3d(3, 3, kernel_size=block, stride=block, bias=False)
+        with torch.no_grad():
+            self.post.weight.normal_(0, 0.01)
+            self.up.weight.zero_()
+            for c in range(3):
+                self.post.weight[c, c] = 1.0
+                self.up.weight[c, c] = 1.0
+
+    def forward(self, tokens):
+        if self.quantizer is not None:
+            tokens = self.quantizer.indices_to_codes(tokens).to(torch.bfloat16)
+        frames = self.up(self.post(tokens))
+        return frames[:, :, self.temporal - 1 :]
+
+
+def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spatial: int,
+                          seed: int = 0) -> None:  # fmt: skip
+    """Write `encoder.jit` and `decoder.jit` for one kind and factor pair into `folder`."""
+    from avtokens.atomic import atomic_output
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    encoder = StandInEncoder(discrete, temporal, spatial).eval()
+    decoder = StandInDecoder(discrete, temporal, spatial).eval()
+    # Traced at one size; the graph runs at any size, like the released files.
+    frames = torch.rand(1, 3, 1 + 2 * temporal, 2 * spatial, 3 * spatial) * 2 - 1
+    marker = json.dumps(
+        {"stand_in": True, "kind": "DV" if discrete else "CV", "temporal": temporal,
+         "spatial": spatial, "seed": seed}
+    )  # fmt: skip
+    with torch.no_grad():
+        traced_encoder = torch.jit.trace(encoder, frames)
+        tokens = encoder(frames)[0]
+        if discrete:
+            traced_decoder = torch.jit.trace(decoder.to(torch.bfloat16), tokens)
+        else:
+            traced_decoder = torch.jit.trace(decoder, tokens)
+    for name, module in (("encoder.jit", traced_encoder), ("decoder.jit", traced_decoder)):
+        with atomic_output(folder / name) as tmp:
+            torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files={STAND_IN_MARKER: marker})
+
+
+def write_dac_stand_in(path: Path | str, seed: int = 0) -> None:
+    """Write a small random `dac.DAC` as the release file is saved."""
+    import dac
+
+    from avtokens.atomic import atomic_output
+
+    torch.manual_seed(seed)
+    model = dac.DAC(**DAC_STAND_IN_KWARGS)
+    with atomic_output(path) as tmp:
+        model.save(str(tmp), metadata={"avtokens_stand_in": True}, package=False)

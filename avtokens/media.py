@@ -1,0 +1,265 @@
+"""Video and audio I/O through the ffmpeg binary of the imageio-ffmpeg wheel.
+
+Frames stream through pipes in raw RGB, so a video is never held in memory, and the
+ffmpeg processes decode and encode on their own cores while the model runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from avtokens import AvTokensError
+
+log = logging.getLogger(__name__)
+
+# Channel counts of the layouts ffmpeg names in its stream summary.
+_LAYOUT_CHANNELS = {
+    "mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4, "quad(side)": 4,
+    "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.0": 6,
+    "6.1": 7, "7.0": 7, "7.1": 8, "7.1(wide)": 8, "7.1(wide-side)": 8, "octagonal": 8,
+}  # fmt: skip
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def run_ffmpeg(args: list[str], what: str, source: Path | str) -> bytes:
+    """Run ffmpeg to completion; a failure becomes one line naming the file and the cause."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *args]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        raise AvTokensError(f"{source}: {what} failed: {_last_line(proc.stderr)}")
+    return proc.stdout
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else "ffmpeg gave no reason"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the rest of the pipeline needs to know about a source file."""
+
+    width: int  # as decoded, after any display rotation
+    height: int
+    fps: Fraction  # exact when the container's timestamps are regular
+    packet_count: int  # video packets; the decoded frame count is counted while decoding
+    duration: float  # seconds, from the video timestamps
+    has_audio: bool
+    audio_rate: int | None
+    audio_channels: int | None
+
+    def as_metadata(self) -> dict:
+        d = asdict(self)
+        d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}"
+        return d
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Read a video's size, exact frame rate and audio format without decoding it all."""
+    path = Path(path)
+    if not path.is_file():
+        raise AvTokensError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AvTokensError(f"{path}: file is empty")
+    summary = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True
+    ).stderr.decode(errors="replace")
+    if not re.search(r"Stream #\d+:\d+.*: Video: ", summary):
+        reason = "no video stream" if "Stream #" in summary else _last_line(summary.encode())
+        raise AvTokensError(f"{path}: not a readable video ({reason})")
+    width, height = _first_frame_size(path)
+    fps, packets, duration = _video_timing(path, summary)
+    audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
+    channels = None
+    if audio:
+        layout = audio.group(2).strip()
+        counted = re.fullmatch(r"(\d+) channels.*", layout)
+        channels = int(counted.group(1)) if counted else _LAYOUT_CHANNELS.get(layout)
+    return VideoInfo(
+        width=width,
+        height=height,
+        fps=fps,
+        packet_count=packets,
+        duration=duration,
+        has_audio=audio is not None,
+        audio_rate=int(audio.group(1)) if audio else None,
+        audio_channels=channels,
+    )
+
+
+def _first_frame_size(path: Path) -> tuple[int, int]:
+    """Decode one frame as PPM: its header gives the size ffmpeg will deliver (rotation included)."""
+    ppm = run_ffmpeg(
+        ["-i", str(path), "-map", "0:v:0", "-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm",
+         "pipe:1"],
+        "decoding the first frame", path,
+    )  # fmt: skip
+    fields = ppm[:64].split()
+    if len(fields) < 3 or fields[0] != b"P6":
+        raise AvTokensError(f"{path}: no decodable video frame")
+    return int(fields[1]), int(fields[2])
+
+
+def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float]:
+    """Exact frame rate, packet count and duration from the video packets' timestamps."""
+    crc = run_ffmpeg(
+        ["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"],
+        "reading video timestamps", path,
+    ).decode()  # fmt: skip
+    tb_match = re.search(r"^#tb 0: (\d+)/(\d+)", crc, re.M)
+    time_base = Fraction(int(tb_match.group(1)), int(tb_match.group(2))) if tb_match else None
+    pts, durations = [], []
+    for line in crc.splitlines():
+        if line.startswith("#"):
+            continue
+        cols = [c.strip() for c in line.split(",")]
+        if len(cols) >= 4 and cols[2].lstrip("-").isdigit():
+            pts.append(int(cols[2]))
+            durations.append(int(cols[3]))
+    if not pts:
+        raise AvTokensError(f"{path}: video stream has no frames")
+    pts.sort()
+    fps = None
+    if time_base and durations[0] > 0 and len(set(durations)) == 1:
+        fps = 1 / (durations[0] * time_base)
+    elif time_base and len(pts) > 1 and pts[-1] > pts[0]:
+        # Irregular timestamps (variable rate, or a coarse time base): the mean rate,
+        # snapped to the nearest simple fraction (30000/1001 and friends).
+        fps = (Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base)).limit_denominator(1001)
+    else:
+        stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
+        fps = Fraction(stated.group(1)).limit_denominator(1001) if stated else Fraction(25)
+    duration = float(len(pts) / fps)
+    return fps, len(pts), duration
+
+
+def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_frame_windows(
+    path: Path | str, info: VideoInfo, window: int, prefetch: int = 4
+) -> Iterator[np.ndarray]:
+    """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
+    (the last one shorter). A background thread keeps up to `prefetch` windows ready."""
+    frame_bytes = info.width * info.height * 3
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
+           "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "pipe:1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            while not stop.is_set():
+                buf = np.empty((window, info.height, info.width, 3), np.uint8)
+                view, got = memoryview(buf).cast("B"), 0
+                while got < len(view) and (n := proc.stdout.readinto(view[got:])):
+                    got += n
+                frames = got // frame_bytes
+                if frames:
+                    ready.put(buf[:frames])
+                if got < len(view):
+                    break
+            ready.put(None)
+        except BaseException as err:  # hand any failure to the consumer
+            ready.put(err)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        if proc.wait() != 0:
+            raise AvTokensError(f"{path}: decoding failed: {_last_line(proc.stderr.read())}")
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+class VideoWriter:
+    """Encode RGB frames to an H.264 mp4 at an exact frame rate through an ffmpeg pipe."""
+
+    def __init__(self, path, width: int, height: int, fps: Fraction, crf: int, preset: str):
+        # 4:2:0 needs even sizes; odd-sized sources keep their size in 4:4:4.
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.path = path
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
+               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
+               "-movflags", "+faststart", "-f", "mp4", str(path)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.frames = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 frames [n, H, W, 3]."""
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frames).data)
+        except BrokenPipeError:
+            self.close()
+        self.frames += len(frames)
+
+    def close(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise AvTokensError(
+                f"{self.path}: video encoding failed: {_last_line(self.proc.stderr.read())}"
+            )
+
+
+def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> None:
+    """The source's first audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
+    downmix and resampler). A source without audio gives silence as long as the video."""
+    if info.has_audio:
+        args = ["-i", str(source), "-map", "0:a:0"]
+    else:
+        args = ["-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono", "-t", f"{info.duration}"]
+    run_ffmpeg(
+        ["-y", *args, "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav",
+         str(dest)],
+        "audio extraction", source,
+    )  # fmt: skip
+
+
+def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:
+    """One H.264 video stream (copied) and one AAC audio stream in an mp4."""
+    run_ffmpeg(
+        ["-y", "-i", str(video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+         "-c:v", "copy", "-c:a", "aac", "-b:a", "256k", "-movflags", "+faststart",
+         "-f", "mp4", str(dest)],
+        "muxing", video,
+    )  # fmt: skip

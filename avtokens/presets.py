@@ -1,0 +1,73 @@
+"""Tokenizer presets: the rules a preset must obey, checked before any work starts.
+
+Pure Python (no torch) because the Snakefile imports it to validate the config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from avtokens.windows import check_window_length
+
+# (temporal, spatial) compression pairs NVIDIA released, for both CV and DV.
+RELEASED_FACTORS = {(4, 8), (8, 8), (8, 16)}
+DAC_WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
+_MODEL_NAME = re.compile(r"Cosmos-0\.1-Tokenizer-(CV|DV)(\d+)x(\d+)x\3")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str  # "CV" (continuous latents) or "DV" (discrete indices)
+    temporal: int
+    spatial: int
+    window: int
+    weights: str  # "official" or "demo"
+    model: str  # checkpoint folder name, the Hugging Face repo's last part
+
+    @property
+    def factors(self) -> str:
+        return f"{self.temporal}x{self.spatial}x{self.spatial}"
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.kind == "DV"
+
+
+def default_model_name(kind: str, temporal: int, spatial: int) -> str:
+    return f"Cosmos-0.1-Tokenizer-{kind}{temporal}x{spatial}x{spatial}"
+
+
+def make_preset(name: str, fields: dict, default_weights: str = "official") -> Preset:
+    """Build a preset from its config entry, raising ValueError with an actionable message."""
+    kind, temporal, spatial = fields["kind"], int(fields["temporal"]), int(fields["spatial"])
+    if kind not in ("CV", "DV"):
+        raise ValueError(f"preset '{name}': kind must be CV or DV, not {kind!r}")
+    if (temporal, spatial) not in RELEASED_FACTORS:
+        pairs = ", ".join(f"{t}x{s}x{s}" for t, s in sorted(RELEASED_FACTORS))
+        raise ValueError(
+            f"preset '{name}': no Cosmos tokenizer compresses {temporal}x{spatial}x{spatial}; "
+            f"released factors are {pairs} (temporal 4 exists only with spatial 8)"
+        )
+    window = int(fields.get("window", 17))
+    try:
+        check_window_length(window, temporal)
+    except ValueError as err:
+        raise ValueError(f"preset '{name}': {err}") from None
+    weights = fields.get("weights", default_weights)
+    if weights not in ("official", "demo"):
+        raise ValueError(f"preset '{name}': weights must be official or demo, not {weights!r}")
+    # Stand-ins exist for the released layouts only, so a demo preset ignores `model`.
+    model = default_model_name(kind, temporal, spatial)
+    if weights == "official" and fields.get("model"):
+        model = fields["model"]
+    return Preset(name, kind, temporal, spatial, window, weights, model)
+
+
+def released_model_factors(model: str) -> tuple[str, int, int]:
+    """(kind, temporal, spatial) of a `Cosmos-0.1-Tokenizer-{kind}{t}x{s}x{s}` name."""
+    match = _MODEL_NAME.fullmatch(model)
+    if not match:
+        raise ValueError(f"{model!r} is not a Cosmos-0.1-Tokenizer-{{CV,DV}}TxSxS name")
+    return match.group(1), int(match.group(2)), int(match.group(3))

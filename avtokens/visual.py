@@ -1,0 +1,166 @@
+"""Video file <-> Cosmos visual token file, streamed window by window.
+
+Frames come from an ffmpeg pipe `window` at a time, are padded (time: repeat the last
+frame up to 1 + k*tc; space: repeat the edge up to a multiple of the spatial factor),
+batched several windows per model call, and written to the token file as they come.
+Decoding reverses this and crops the padding away, so memory does not grow with length.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import avtokens
+from avtokens import AvTokensError
+from avtokens.atomic import atomic_output
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder, checkpoint_files, resolve_device
+from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
+from avtokens.presets import Preset
+from avtokens.tokenfile import TokenFileWriter, read_metadata
+from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows
+
+log = logging.getLogger(__name__)
+LATENT_CHANNELS = 16
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def frames_to_model_input(frames: np.ndarray, window: Window, height: int, width: int,
+                          device: torch.device) -> torch.Tensor:  # fmt: skip
+    """uint8 [n, H, W, 3] -> float32 [3, T, height, width] in [-1, 1], padded by repetition."""
+    x = torch.from_numpy(frames).to(device, non_blocking=True)
+    x = x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1)
+    if window.padded_frames > window.real_frames:
+        last = x[:, -1:].expand(-1, window.padded_frames - window.real_frames, -1, -1)
+        x = torch.cat([x, last], dim=1)
+    if (height, width) != tuple(x.shape[2:]):
+        x = F.pad(x, (0, width - x.shape[3], 0, height - x.shape[2]), mode="replicate")
+    return x
+
+
+def model_output_to_frames(frames: torch.Tensor, real_frames: int, height: int, width: int) -> np.ndarray:
+    """float [3, T, H', W'] in [-1, 1] -> uint8 [real_frames, height, width, 3]."""
+    frames = frames[:, :real_frames, :height, :width]
+    frames = frames.add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _batches(items, batch_size: int, key):
+    """Consecutive runs of at most `batch_size` items with equal `key` (equal tensor shapes)."""
+    batch = []
+    for item in items:
+        if batch and (len(batch) == batch_size or key(batch[0]) != key(item)):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
+                      batch_windows: int, name: str) -> None:  # fmt: skip
+    """Tokenize one video with one preset into a visual token file."""
+    source, dev = Path(source), resolve_device(device)
+    info = probe(source)
+    with ThreadPoolExecutor(1) as pool:
+        source_hash = pool.submit(sha256_of, source)
+        encoder = CosmosEncoder(checkpoint_dir, preset, dev)
+        tc, s = preset.temporal, preset.spatial
+        height, width = _round_up(info.height, s), _round_up(info.width, s)
+        discrete = preset.is_discrete
+        tensor_name = "indices" if discrete else "latents"
+        frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
+        windows: list[Window] = []
+
+        def model_inputs():
+            for frames in read_frame_windows(source, info, preset.window):
+                start = windows[-1].start + windows[-1].real_frames if windows else 0
+                win = Window(start, len(frames), padded_length(len(frames), tc))
+                windows.append(win)
+                yield win, frames_to_model_input(frames, win, height, width, dev)
+
+        with atomic_output(dest) as tmp:
+            writer = TokenFileWriter(tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape)
+            for batch in _batches(model_inputs(), batch_windows, key=lambda b: b[0].padded_frames):
+                tokens = encoder(torch.stack([x for _, x in batch]))
+                expected = batch[0][0].latent_frames(tc)
+                if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
+                    raise AvTokensError(
+                        f"{encoder.part.record['file']}: gave tokens {tuple(tokens.shape)} for "
+                        f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
+                        f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
+                    )
+                for window_tokens in tokens:
+                    writer.append(window_tokens.to(torch.uint16) if discrete else window_tokens)
+            if not windows:
+                raise AvTokensError(f"{source}: no decodable video frames")
+            frame_count = sum(w.real_frames for w in windows)
+            spans = latent_frame_spans(windows, tc)
+            decoder_file = checkpoint_files(checkpoint_dir, preset)["decoder"]
+            metadata = {
+                "format": "avtokens-visual/1",
+                "project_version": avtokens.__version__,
+                "source": {"name": name, "file": source.name, "size": source.stat().st_size,
+                           "sha256": source_hash.result()},
+                "video": {**info.as_metadata(), "frame_count": frame_count,
+                          "duration": float(frame_count / info.fps),
+                          "padded_width": width, "padded_height": height},
+                "windows": {"frames": preset.window, "count": len(windows),
+                            "last_real_frames": windows[-1].real_frames,
+                            "last_padded_frames": windows[-1].padded_frames},
+                "latent": {"frames": len(spans), "height": frame_shape[0], "width": frame_shape[1],
+                           "channels": None if discrete else LATENT_CHANNELS,
+                           "tensor": tensor_name},
+                "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
+                              "window": preset.window, "model": preset.model,
+                              "weights": preset.weights, "encoder": encoder.part.record,
+                              "decoder_sha256": sha256_of(decoder_file) if decoder_file.is_file() else None},
+                "stand_in_weights": encoder.part.stand_in,
+                "device": str(dev),
+            }  # fmt: skip
+            writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
+    log.info("%s: %d frames -> %d latent frames of %s %s", source, frame_count, len(spans),
+             frame_shape, tensor_name)  # fmt: skip
+
+
+def decode_token_file(tokens_path, dest, preset: Preset, checkpoint_dir, device: str,
+                      batch_windows: int, crf: int, x264_preset: str) -> None:  # fmt: skip
+    """Reconstruct a visual token file into an mp4 of the source's size, rate and length."""
+    from safetensors import safe_open
+
+    meta = read_metadata(tokens_path)
+    tok = meta["tokenizer"]
+    if (tok["kind"], tok["temporal"], tok["spatial"]) != (preset.kind, preset.temporal, preset.spatial):
+        raise AvTokensError(
+            f"{tokens_path}: made by a {tok['kind']}{tok['temporal']}x{tok['spatial']}x{tok['spatial']} "
+            f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
+        )
+    video = meta["video"]
+    from fractions import Fraction
+
+    fps = Fraction(video["fps"])
+    windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
+    decoder = CosmosDecoder(checkpoint_dir, preset, resolve_device(device))
+    offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
+    with safe_open(str(tokens_path), framework="pt") as f, atomic_output(dest) as tmp:
+        latents = f.get_slice(meta["latent"]["tensor"])
+        writer = VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset)
+        try:
+            indexed = list(enumerate(windows))
+            for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
+                tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
+                frames = decoder(tokens)
+                for (_, win), window_frames in zip(batch, frames):
+                    writer.write(model_output_to_frames(window_frames, win.real_frames,
+                                                        video["height"], video["width"]))  # fmt: skip
+        finally:
+            writer.close()
+    log.info("%s: %d frames at %s fps -> %s", tokens_path, writer.frames, video["fps"], dest)

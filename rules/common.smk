@@ -1,0 +1,126 @@
+import dataclasses
+import os
+import re
+import sys
+
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The package lives beside the Snakefile: importable here and, through PYTHONPATH, in
+# every job's script, whatever software environment runs it (venv, --sdm conda).
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
+)
+from avtokens.presets import DAC_WEIGHTS_FILE, make_preset, released_model_factors
+
+DEMO_WEIGHTS = "resources/demo_weights"
+
+validate(config, "../config/schemas/config.schema.yaml")
+
+try:
+    videos = pd.read_csv(
+        config["videos"], sep="\t", dtype=str, keep_default_na=False, quoting=3
+    )
+except (OSError, pd.errors.ParserError) as err:
+    raise WorkflowError(f"cannot read the sample sheet {config['videos']}: {err}")
+validate(videos, "../config/schemas/videos.schema.yaml")
+if videos["name"].duplicated().any():
+    dupes = sorted(set(videos["name"][videos["name"].duplicated()]))
+    raise WorkflowError(f"{config['videos']}: video names must be unique; repeated: {dupes}")
+videos = videos.set_index("name", drop=False)
+
+try:
+    PRESETS = {
+        name: make_preset(name, fields, config["weights"])
+        for name, fields in config["presets"].items()
+    }
+except ValueError as err:
+    raise WorkflowError(f"config: {err}")
+unknown = [name for name in config["run"] if name not in PRESETS]
+if unknown:
+    raise WorkflowError(
+        f"config: `run` names presets that `presets` does not define: {unknown}; "
+        f"defined: {sorted(PRESETS)}"
+    )
+
+RESULTS = config["results"]
+
+
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    video=_alternatives(videos.index),
+    preset=_alternatives(PRESETS),
+    model=r"Cosmos-0\.1-Tokenizer-(CV|DV)\d+x\d+x\d+",
+
+
+def get_final_output():
+    return expand(
+        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_combined.mp4",
+        preset=config["run"],
+        video=videos.index,
+    )
+
+
+def source_video(wildcards):
+    return videos.loc[wildcards.video, "path"]
+
+
+def preset_params(wildcards):
+    """The preset's fields: a change to any of them reruns that preset's jobs."""
+    return dataclasses.asdict(PRESETS[wildcards.preset])
+
+
+def checkpoint_dir(wildcards):
+    preset = PRESETS[wildcards.preset]
+    return DEMO_WEIGHTS if preset.weights == "demo" else config["checkpoints"]
+
+
+def _official_file(path, what, source):
+    if not os.path.isfile(path):
+        raise WorkflowError(
+            f"{what} {path} is missing ({source}). Download it there, point `checkpoints:` "
+            f"at the folder that holds it, or set `weights: demo` to try the workflow offline."
+        )
+    return path
+
+
+def cosmos_checkpoint(part):
+    def get(wildcards):
+        preset = PRESETS[wildcards.preset]
+        path = f"{checkpoint_dir(wildcards)}/{preset.model}/{part}.jit"
+        if preset.weights == "demo":
+            return path
+        repo = f"Hugging Face repo nvidia/{preset.model}"
+        return _official_file(path, f"Cosmos checkpoint for preset '{preset.name}':", repo)
+
+    return get
+
+
+def dac_weights(wildcards):
+    path = f"{checkpoint_dir(wildcards)}/dac/{DAC_WEIGHTS_FILE}"
+    if PRESETS[wildcards.preset].weights == "demo":
+        return path
+    source = "release asset of github.com/descriptinc/descript-audio-codec"
+    return _official_file(path, "DAC weights", source)
+
+
+def demo_factors(wildcards):
+    kind, temporal, spatial = released_model_factors(wildcards.model)
+    return {"discrete": kind == "DV", "temporal": temporal, "spatial": spatial}
+
+
+def report_outputs():
+    print(f"\nOutputs under {RESULTS}/ (per preset: tokens/ and reconstructed/):")
+    for path in get_final_output():
+        print(f"  {path}")
+    demo = sorted(name for name in config["run"] if PRESETS[name].weights == "demo")
+    if demo:
+        print(
+            f"Presets {', '.join(demo)} used stand-in demo weights: their tokens and "
+            "reconstructions carry no meaning; use `weights: official` for real ones."
+        )

@@ -1,0 +1,48 @@
+# Video: source -> Cosmos tokens (streamed in windows) -> reconstructed mp4.
+
+
+rule visual_encode:
+    input:
+        video=source_video,
+        encoder=cosmos_checkpoint("encoder"),
+        decoder=cosmos_checkpoint("decoder"),
+    output:
+        f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
+    log:
+        f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
+    params:
+        preset=preset_params,
+        checkpoints=checkpoint_dir,
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    conda:
+        "../envs/avtokens.yaml"
+    threads: 4
+    script:
+        "../scripts/visual_encode.py"
+
+
+rule visual_decode:
+    input:
+        tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
+        decoder=cosmos_checkpoint("decoder"),
+    output:
+        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
+    log:
+        f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
+    params:
+        preset=preset_params,
+        checkpoints=checkpoint_dir,
+        crf=config["reconstruction"]["crf"],
+        x264_preset=config["reconstruction"]["x264_preset"],
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    conda:
+        "../envs/avtokens.yaml"
+    threads: 4
+    script:
+        "../scripts/visual_decode.py"

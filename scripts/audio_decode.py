@@ -1,0 +1,12 @@
+from avtokens.audio import decode_token_file
+from avtokens.rule import run_rule
+
+run_rule(
+    snakemake,
+    decode_token_file,
+    tokens_path=snakemake.input.tokens,
+    dest=snakemake.output[0],
+    weights=snakemake.input.weights,
+    device=snakemake.config["device"],
+    window_seconds=snakemake.config["audio_window_seconds"],
+)

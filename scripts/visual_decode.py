@@ -1,0 +1,16 @@
+from avtokens.presets import Preset
+from avtokens.rule import run_rule
+from avtokens.visual import decode_token_file
+
+run_rule(
+    snakemake,
+    decode_token_file,
+    tokens_path=snakemake.input.tokens,
+    dest=snakemake.output[0],
+    preset=Preset(**snakemake.params.preset),
+    checkpoint_dir=snakemake.params.checkpoints,
+    device=snakemake.config["device"],
+    batch_windows=snakemake.config["batch_windows"],
+    crf=snakemake.params.crf,
+    x264_preset=snakemake.params.x264_preset,
+)
