@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -49,7 +50,9 @@ class DacCodec:
             kwargs, state = package["metadata"]["kwargs"], package["state_dict"]
         except Exception as err:
             raise AvTokensError(f"{path}: not a DAC weights file ({err})") from None
-        model = dac.DAC(**kwargs)
+        with warnings.catch_warnings():  # DAC builds its layers with the older weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            model = dac.DAC(**kwargs)
         # DAC.load is not strict; a missing or unexpected weight must not pass silently.
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:

@@ -7,6 +7,7 @@ The same code loads the official `encoder.jit` / `decoder.jit` and the stand-ins
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,7 +62,9 @@ class _TorchScriptPart:
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
         extra = {STAND_IN_MARKER: ""}
         try:
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+            with warnings.catch_warnings():  # the released format is TorchScript, deprecated or not
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AvTokensError(f"{path}: not a loadable TorchScript checkpoint ({first})") from None

@@ -20,7 +20,9 @@ Every file carries a marker that the loader reads, so stand-in output says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -89,6 +91,16 @@ class StandInDecoder(nn.Module):
         return frames[:, :, self.temporal - 1 :]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the deprecation notices of TorchScript and DAC's weight_norm: the official
+    formats use both, so the stand-ins must too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spatial: int,
                           seed: int = 0) -> None:  # fmt: skip
     """Write `encoder.jit` and `decoder.jit` for one kind and factor pair into `folder`."""
@@ -104,7 +116,7 @@ def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spa
         {"stand_in": True, "kind": "DV" if discrete else "CV", "temporal": temporal,
          "spatial": spatial, "seed": seed}
     )  # fmt: skip
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         traced_encoder = torch.jit.trace(encoder, frames)
         tokens = encoder(frames)[0]
         if discrete:
@@ -112,7 +124,7 @@ def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spa
         else:
             traced_decoder = torch.jit.trace(decoder, tokens)
     for name, module in (("encoder.jit", traced_encoder), ("decoder.jit", traced_decoder)):
-        with atomic_output(folder / name) as tmp:
+        with atomic_output(folder / name) as tmp, _quiet():
             torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files={STAND_IN_MARKER: marker})
 
 
@@ -123,6 +135,7 @@ def write_dac_stand_in(path: Path | str, seed: int = 0) -> None:
     from avtokens.atomic import atomic_output
 
     torch.manual_seed(seed)
-    model = dac.DAC(**DAC_STAND_IN_KWARGS)
+    with _quiet():
+        model = dac.DAC(**DAC_STAND_IN_KWARGS)
     with atomic_output(path) as tmp:
         model.save(str(tmp), metadata={"avtokens_stand_in": True}, package=False)

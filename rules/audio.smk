@@ -18,7 +18,7 @@ rule audio_encode:
     input:
         wav=f"{RESULTS}/audio/{{video}}.wav",
         visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
-        weights=dac_weights,
+        weights=weights_file("dac"),
     output:
         f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
     log:
@@ -37,7 +37,7 @@ rule audio_encode:
 rule audio_decode:
     input:
         tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
-        weights=dac_weights,
+        weights=weights_file("dac"),
     output:
         f"{RESULTS}/{{preset}}/reconstructed/{{video}}_audio.wav",
     log:

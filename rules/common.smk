@@ -76,37 +76,33 @@ def preset_params(wildcards):
 
 
 def checkpoint_dir(wildcards):
-    preset = PRESETS[wildcards.preset]
-    return DEMO_WEIGHTS if preset.weights == "demo" else config["checkpoints"]
+    """Folder of a preset's weights: built stand-ins, or the official checkpoints."""
+    return DEMO_WEIGHTS if PRESETS[wildcards.preset].weights == "demo" else config["checkpoints"]
 
 
-def _official_file(path, what, source):
-    if not os.path.isfile(path):
-        raise WorkflowError(
-            f"{what} {path} is missing ({source}). Download it there, point `checkpoints:` "
-            f"at the folder that holds it, or set `weights: demo` to try the workflow offline."
-        )
-    return path
+def weights_file(part):
+    """Input function for one weights file: `encoder`, `decoder` (Cosmos) or `dac`.
+    Demo weights are built by a rule; missing official ones stop the run, and the
+    message names every missing file and where it comes from."""
 
-
-def cosmos_checkpoint(part):
     def get(wildcards):
-        preset = PRESETS[wildcards.preset]
-        path = f"{checkpoint_dir(wildcards)}/{preset.model}/{part}.jit"
-        if preset.weights == "demo":
-            return path
-        repo = f"Hugging Face repo nvidia/{preset.model}"
-        return _official_file(path, f"Cosmos checkpoint for preset '{preset.name}':", repo)
+        preset, folder = PRESETS[wildcards.preset], checkpoint_dir(wildcards)
+        cosmos = f"Hugging Face repo nvidia/{preset.model}"
+        files = {
+            "encoder": (f"{folder}/{preset.model}/encoder.jit", cosmos),
+            "decoder": (f"{folder}/{preset.model}/decoder.jit", cosmos),
+            "dac": (f"{folder}/dac/{DAC_WEIGHTS_FILE}", "release asset of github.com/descriptinc/descript-audio-codec"),
+        }
+        missing = [f"{path} ({source})" for path, source in files.values() if not os.path.isfile(path)]
+        if preset.weights == "official" and missing:
+            raise WorkflowError(
+                f"preset '{preset.name}' needs official weights that are missing: "
+                f"{'; '.join(missing)}. Download them there, point `checkpoints:` at the "
+                "folder that holds them, or set `weights: demo` to try the workflow offline."
+            )
+        return files[part][0]
 
     return get
-
-
-def dac_weights(wildcards):
-    path = f"{checkpoint_dir(wildcards)}/dac/{DAC_WEIGHTS_FILE}"
-    if PRESETS[wildcards.preset].weights == "demo":
-        return path
-    source = "release asset of github.com/descriptinc/descript-audio-codec"
-    return _official_file(path, "DAC weights", source)
 
 
 def demo_factors(wildcards):

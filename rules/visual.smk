@@ -4,8 +4,8 @@
 rule visual_encode:
     input:
         video=source_video,
-        encoder=cosmos_checkpoint("encoder"),
-        decoder=cosmos_checkpoint("decoder"),
+        encoder=weights_file("encoder"),
+        decoder=weights_file("decoder"),
     output:
         f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
     log:
@@ -27,7 +27,7 @@ rule visual_encode:
 rule visual_decode:
     input:
         tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
-        decoder=cosmos_checkpoint("decoder"),
+        decoder=weights_file("decoder"),
     output:
         f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
     log:

@@ -1,0 +1,61 @@
+"""Test helpers: clips made with ffmpeg, and the workflow run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from avtokens.media import probe, read_frame_windows, run_ffmpeg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_clip(path: Path, width: int, height: int, frames: int, rate: str = "30000/1001",
+              audio_channels: int | None = 2, audio_rate: int = 48000) -> Path:  # fmt: skip
+    """An H.264 mp4 of moving test pattern with a tone (no audio when audio_channels is None)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = ["-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={rate}"]
+    if audio_channels:
+        args += ["-f", "lavfi", "-i", f"sine=f=330:r={audio_rate}", "-ac", str(audio_channels),
+                 "-c:a", "aac", "-shortest"]  # fmt: skip
+    pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
+    args += ["-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", pix_fmt, "-f", "mp4", str(path)]
+    run_ffmpeg(args, "making a test clip", path)
+    return path
+
+
+def count_frames(path: Path) -> int:
+    return sum(len(w) for w in read_frame_windows(path, probe(path), 64))
+
+
+def run_workflow(
+    workdir: Path, overlay: dict, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay, allow_unicode=True), encoding="utf-8")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
+           str(workdir / "overlay.yaml"), "--cores", "2", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts per rule from a dry run's "Job stats" table."""
+    text = proc.stdout + proc.stderr
+    counts = {}
+    if "Job stats:" in text:
+        for line in text.split("Job stats:")[1].splitlines()[3:]:
+            parts = line.split()
+            if len(parts) != 2 or parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts

@@ -1,0 +1,83 @@
+"""The Cosmos loading path, run on stand-in weights in the official TorchScript layout."""
+
+import numpy as np
+import pytest
+import torch
+
+from avtokens import AvTokensError
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder
+from avtokens.fsq import CODEBOOK_SIZE
+from avtokens.presets import RELEASED_FACTORS, make_preset
+from avtokens.visual import frames_to_model_input, model_output_to_frames
+from avtokens.windows import Window, padded_length
+
+CPU = torch.device("cpu")
+PRESETS = [(kind, t, s) for kind in ("CV", "DV") for t, s in sorted(RELEASED_FACTORS)]
+
+
+def preset(kind, t, s, window=17):
+    return make_preset("p", {"kind": kind, "temporal": t, "spatial": s, "window": window, "weights": "demo"})
+
+
+@pytest.mark.parametrize("kind, t, s", PRESETS)
+def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
+    p = preset(kind, t, s)
+    encoder, decoder = CosmosEncoder(demo_weights, p, CPU), CosmosDecoder(demo_weights, p, CPU)
+    assert encoder.part.stand_in and decoder.part.stand_in
+    height, width = 50, 70  # not multiples of 8 or 16
+    frames = np.random.default_rng(0).integers(0, 256, (10, height, width, 3), dtype=np.uint8)
+    win = Window(0, 10, padded_length(10, t))  # 10 real frames padded to 1 + k*t
+    ph, pw = -(-height // s) * s, -(-width // s) * s
+    x = frames_to_model_input(frames, win, ph, pw, CPU)
+    assert x.shape == (3, win.padded_frames, ph, pw) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x[:, 10:], x[:, 9:10].expand(-1, win.padded_frames - 10, -1, -1))
+    tokens = encoder(torch.stack([x, x]))
+    latent_frames = win.latent_frames(t)
+    if kind == "CV":
+        assert tokens.shape == (2, latent_frames, ph // s, pw // s, 16) and tokens.dtype == torch.bfloat16
+    else:
+        assert tokens.shape == (2, latent_frames, ph // s, pw // s) and tokens.dtype == torch.int64
+        assert 0 <= tokens.min() and tokens.max() < CODEBOOK_SIZE
+    out = decoder(tokens)
+    assert out.shape == (2, 3, 1 + t * (latent_frames - 1), ph, pw)
+    assert out.min() >= -1 and out.max() <= 1
+    restored = model_output_to_frames(out[0], 10, height, width)
+    assert restored.shape == (10, height, width, 3) and restored.dtype == np.uint8
+    # The stand-in is a block average: the first frame comes back close to the input's blocks.
+    assert np.abs(restored.astype(float).mean() - frames.astype(float).mean()) < 40
+
+
+@pytest.mark.parametrize("kind, t, s", PRESETS)
+def test_graph_runs_at_other_sizes_and_a_wrong_frame_count_silently_misleads(demo_weights, kind, t, s):
+    encoder = CosmosEncoder(demo_weights, preset(kind, t, s), CPU)
+    for frames, h, w in ((1, s, s), (1 + 3 * t, 3 * s, 5 * s)):
+        out = encoder(torch.zeros(1, 3, frames, h, w))
+        assert out.shape[1:3] == (1 + (frames - 1) // t, h // s)
+    # Like the released graphs: T != 1 + k*tc gives no error, and the extra frame is lost.
+    assert encoder(torch.zeros(1, 3, 2 + t, s, s)).shape[1] == 2
+
+
+def test_dv_decoder_casts_to_bf16_inside_its_graph(demo_weights):
+    # The reason the DV decoder stays in bf16 on CPU: float32 weights fail in its graph.
+    decoder = CosmosDecoder(demo_weights, preset("DV", 8, 8), CPU)
+    assert decoder.part.dtype == torch.bfloat16
+    with pytest.raises(RuntimeError, match="BFloat16"):
+        decoder.part.module.float()(torch.zeros(1, 2, 1, 1, dtype=torch.int64))
+
+
+def test_missing_checkpoint_names_the_file_and_the_repo(tmp_path):
+    p = make_preset("mine", {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17})
+    with pytest.raises(AvTokensError) as err:
+        CosmosEncoder(tmp_path, p, CPU)
+    message = str(err.value)
+    assert str(tmp_path / "Cosmos-0.1-Tokenizer-CV8x16x16" / "encoder.jit") in message
+    assert "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16" in message and "\n" not in message
+
+
+def test_a_corrupt_checkpoint_fails_with_one_line(tmp_path):
+    p = make_preset("p", {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "weights": "demo"})
+    folder = tmp_path / p.model
+    folder.mkdir()
+    (folder / "encoder.jit").write_text("not a zip")
+    with pytest.raises(AvTokensError, match="not a loadable TorchScript checkpoint"):
+        CosmosEncoder(tmp_path, p, CPU)
