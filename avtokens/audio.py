@@ -133,7 +133,10 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
     with soundfile.SoundFile(str(wav_path)) as wav, atomic_output(dest) as tmp:
         if wav.samplerate != SAMPLE_RATE or wav.channels != 1:
-            raise AvTokensError(f"{wav_path}: expected mono {SAMPLE_RATE} Hz, found {wav.channels} channels at {wav.samplerate} Hz")
+            raise AvTokensError(
+                f"{wav_path}: expected mono {SAMPLE_RATE} Hz, "
+                f"found {wav.channels} channels at {wav.samplerate} Hz"
+            )
         wav_samples = wav.frames
         writer = TokenFileWriter(tmp, "codes", torch.uint16, (codec.codebooks,))
         for start, end, c_start, c_end in _windows(total, window, codec.encode_context):
@@ -181,9 +184,12 @@ def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: f
     codec = DacCodec(weights, resolve_device(device))
     duration_samples = round(align["frame_count"] * SAMPLE_RATE / Fraction(align["fps"]))
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
-    with atomic_output(dest) as tmp, soundfile.SoundFile(
-        str(tmp), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16", format="WAV"
-    ) as out:
+    with (
+        atomic_output(dest) as tmp,
+        soundfile.SoundFile(
+            str(tmp), "w", samplerate=SAMPLE_RATE, channels=1, subtype="PCM_16", format="WAV"
+        ) as out,
+    ):
         written = 0
         for start, end, c_start, c_end in _windows(len(codes), window, codec.decode_context):
             audio = codec.decode(codes[c_start:c_end])

@@ -232,13 +232,21 @@ class VideoWriter:
             self.close()
         self.frames += len(frames)
 
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the caller failed: stop ffmpeg without masking the original error
+            self.proc.kill()
+            self.proc.wait()
+
     def close(self) -> None:
         if not self.proc.stdin.closed:
             self.proc.stdin.close()
         if self.proc.wait() != 0:
-            raise AvTokensError(
-                f"{self.path}: video encoding failed: {_last_line(self.proc.stderr.read())}"
-            )
+            raise AvTokensError(f"{self.path}: video encoding failed: {_last_line(self.proc.stderr.read())}")
 
 
 def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> None:

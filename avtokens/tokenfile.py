@@ -53,8 +53,7 @@ class TokenFileWriter:
     def append(self, chunk: torch.Tensor) -> None:
         if tuple(chunk.shape[1:]) != self.frame_shape or chunk.dtype != self.dtype:
             raise ValueError(
-                f"chunk {tuple(chunk.shape)} {chunk.dtype} does not fit "
-                f"[k, {self.frame_shape}] {self.dtype}"
+                f"chunk {tuple(chunk.shape)} {chunk.dtype} does not fit [k, {self.frame_shape}] {self.dtype}"
             )
         data = _raw_bytes(chunk)
         self.file.write(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,9 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
                 yield win, frames_to_model_input(frames, win, height, width, dev)
 
         with atomic_output(dest) as tmp:
-            writer = TokenFileWriter(tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape)
+            writer = TokenFileWriter(
+                tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape
+            )
             for batch in _batches(model_inputs(), batch_windows, key=lambda b: b[0].padded_frames):
                 tokens = encoder(torch.stack([x for _, x in batch]))
                 expected = batch[0][0].latent_frames(tc)
@@ -144,23 +147,18 @@ def decode_token_file(tokens_path, dest, preset: Preset, checkpoint_dir, device:
             f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
         )
     video = meta["video"]
-    from fractions import Fraction
-
     fps = Fraction(video["fps"])
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
     decoder = CosmosDecoder(checkpoint_dir, preset, resolve_device(device))
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
     with safe_open(str(tokens_path), framework="pt") as f, atomic_output(dest) as tmp:
         latents = f.get_slice(meta["latent"]["tensor"])
-        writer = VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset)
-        try:
+        with VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset) as writer:
             indexed = list(enumerate(windows))
             for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
                 tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
                 frames = decoder(tokens)
-                for (_, win), window_frames in zip(batch, frames):
+                for (_, win), window_frames in zip(batch, frames, strict=True):
                     writer.write(model_output_to_frames(window_frames, win.real_frames,
                                                         video["height"], video["width"]))  # fmt: skip
-        finally:
-            writer.close()
     log.info("%s: %d frames at %s fps -> %s", tokens_path, writer.frames, video["fps"], dest)

@@ -7,11 +7,12 @@ import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The package lives beside the Snakefile: importable here and, through PYTHONPATH, in
-# every job's script, whatever software environment runs it (venv, --sdm conda).
+# The package lives beside the Snakefile: importable here and, through PYTHONPATH (set,
+# not read, so no `envvars:` applies), in every job's script, whatever software
+# environment runs it (venv, --sdm conda, a cluster node).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 )
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset, released_model_factors
 

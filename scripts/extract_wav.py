@@ -1,5 +1,5 @@
-from avtokens.audio import SAMPLE_RATE
 from avtokens.atomic import atomic_output
+from avtokens.audio import SAMPLE_RATE
 from avtokens.media import extract_wav, probe
 from avtokens.rule import run_rule
 

@@ -132,8 +132,11 @@ def test_official_weights_missing_gives_a_clear_error(run, tmp_path):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "preset 'CV8x16x16' needs official weights that are missing" in text
-    for name in ("Cosmos-0.1-Tokenizer-CV8x16x16/encoder.jit (Hugging Face repo nvidia/Cosmos-0.1-Tokenizer-CV8x16x16)",
-                 "Cosmos-0.1-Tokenizer-CV8x16x16/decoder.jit", "dac/weights_44khz_8kbps_0.0.1.pth"):
+    for name in (
+        "Cosmos-0.1-Tokenizer-CV8x16x16/encoder.jit (Hugging Face repo nvidia/Cosmos-0.1-Tokenizer-CV8x16x1",
+        "Cosmos-0.1-Tokenizer-CV8x16x16/decoder.jit",
+        "dac/weights_44khz_8kbps_0.0.1.pth",
+    ):
         assert f"{tmp_path}/ckpts/{name}" in text
     assert "weights: demo" in text
 

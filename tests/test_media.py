@@ -1,0 +1,53 @@
+"""Probing and streaming through ffmpeg."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from helpers import count_frames, make_clip
+
+from avtokens import AvTokensError
+from avtokens.media import VideoWriter, probe, read_frame_windows
+
+
+@pytest.mark.parametrize("rate", ["30000/1001", "25", "24000/1001", "60"])
+def test_probe_reads_the_exact_frame_rate(tmp_path, rate):
+    info = probe(make_clip(tmp_path / "c.mp4", 64, 36, 12, rate=rate))
+    assert info.fps == Fraction(rate) and info.packet_count == 12
+    assert (info.width, info.height) == (64, 36)
+
+
+def test_probe_reports_audio_format_and_its_absence(tmp_path):
+    with_audio = probe(make_clip(tmp_path / "a.mp4", 32, 32, 5, audio_channels=1, audio_rate=16000))
+    assert with_audio.has_audio and with_audio.audio_rate == 16000 and with_audio.audio_channels == 1
+    silent = probe(make_clip(tmp_path / "s.mp4", 32, 32, 5, audio_channels=None))
+    assert not silent.has_audio and silent.audio_rate is None
+
+
+def test_frames_stream_in_windows_with_a_short_last_one(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", 48, 30, 40)
+    windows = list(read_frame_windows(clip, probe(clip), 17))
+    assert [len(w) for w in windows] == [17, 17, 6]
+    assert windows[0].shape[1:] == (30, 48, 3) and windows[0].dtype == np.uint8
+
+
+def test_writer_keeps_odd_sizes_and_the_exact_rate(tmp_path):
+    path = tmp_path / "odd.mp4"
+    writer = VideoWriter(path, 33, 17, Fraction(30000, 1001), crf=10, preset="ultrafast")
+    writer.write(np.random.default_rng(0).integers(0, 255, (7, 17, 33, 3), dtype=np.uint8))
+    writer.close()
+    info = probe(path)
+    assert (info.width, info.height, info.fps) == (33, 17, Fraction(30000, 1001))
+    assert count_frames(path) == 7
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "file is empty"), (b"this is not a video\n" * 10, "not a readable video")],
+)
+def test_unreadable_files_fail_with_one_line_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(AvTokensError) as err:
+        probe(path)
+    assert str(path) in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
