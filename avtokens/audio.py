@@ -36,7 +36,9 @@ class DacCodec:
     """A DAC model loaded from a release-format weights file, and what metadata records of it."""
 
     def __init__(self, path: Path | str, device: torch.device):
-        import dac
+        with warnings.catch_warnings():  # dac scripts a layer with the deprecated torch.jit
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import dac
 
         path = Path(path)
         if not path.is_file():

@@ -154,3 +154,15 @@ def test_bad_config_is_refused_before_any_job(run, tmp_path, change, message):
     workdir, _, overlay = run
     proc = run_workflow(tmp_path / "w", {**overlay, **change}, "--dry-run", check=False)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
+def test_recomputing_gives_byte_identical_token_files(run):
+    # Last in this module: forcing a job makes its dependants stale for later dry runs.
+    workdir, _, overlay = run
+    files = outputs(workdir, "DV8x8x8")
+    before = {key: files[key].read_bytes() for key in ("visual", "audio")}
+    written = {key: files[key].stat().st_mtime_ns for key in before}
+    targets = [str(files["visual"].relative_to(workdir)), str(files["audio"].relative_to(workdir))]
+    run_workflow(workdir, overlay, *targets, "--forcerun", "visual_encode", "audio_encode")
+    assert all(files[key].stat().st_mtime_ns > written[key] for key in before)  # really rewritten
+    assert {key: files[key].read_bytes() for key in before} == before
