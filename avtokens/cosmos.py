@@ -56,10 +56,17 @@ def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, to
     return torch.float32, (torch.bfloat16 if discrete else torch.float32)
 
 
-class _TorchScriptPart:
-    """One loaded TorchScript file and what the token metadata records about it."""
+class _CosmosNetwork:
+    """One loaded TorchScript file of a preset (`part`: encoder or decoder) and what the
+    token metadata records about it."""
 
-    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
+    part: str
+
+    def __init__(self, checkpoint_dir, preset: Preset, device: torch.device):
+        self.preset, self.device = preset, device
+        encoder_dtype, decoder_dtype = _model_dtypes(device, preset.is_discrete)
+        self.dtype = encoder_dtype if self.part == "encoder" else decoder_dtype
+        path = require_checkpoint(checkpoint_dir, preset, self.part)
         extra = {STAND_IN_MARKER: ""}
         try:
             with warnings.catch_warnings():  # the released format is TorchScript, deprecated or not
@@ -68,49 +75,42 @@ class _TorchScriptPart:
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AvTokensError(f"{path}: not a loadable TorchScript checkpoint ({first})") from None
-        self.module = module.to(dtype).eval()
-        self.dtype = dtype
+        self.module = module.to(self.dtype).eval()
         self.stand_in = bool(extra[STAND_IN_MARKER])
         self.record = {
             "file": str(path),
             "sha256": sha256_of(path),
-            "dtype": str(dtype).removeprefix("torch."),
+            "dtype": str(self.dtype).removeprefix("torch."),
             "stand_in": self.stand_in,
         }
         if self.stand_in:
             log.warning("%s holds stand-in weights: its tokens carry no meaning", path)
 
 
-class CosmosEncoder:
+class CosmosEncoder(_CosmosNetwork):
     """frames [B, 3, T, H, W] in [-1, 1] -> CV latents bf16 [B, t, h, w, 16] or DV
     indices int64 [B, t, h, w]; T must be 1 + k*tc and H, W multiples of the spatial factor."""
 
-    def __init__(self, checkpoint_dir, preset: Preset, device: torch.device):
-        self.preset, self.device = preset, device
-        dtype = _model_dtypes(device, preset.is_discrete)[0]
-        self.part = _TorchScriptPart(require_checkpoint(checkpoint_dir, preset, "encoder"), device, dtype)
+    part = "encoder"
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        out = self.part.module(frames.to(self.part.dtype))
+        out = self.module(frames.to(self.dtype))
         if self.preset.is_discrete:
             return out[0].to(torch.int64)
         return out[0].permute(0, 2, 3, 4, 1).to(torch.bfloat16)
 
 
-class CosmosDecoder:
+class CosmosDecoder(_CosmosNetwork):
     """CV latents [B, t, h, w, 16] or DV indices [B, t, h, w] -> frames float32
     [B, 3, 1 + tc*(t - 1), h*s, w*s], clamped to [-1, 1] (the network does not clamp)."""
 
-    def __init__(self, checkpoint_dir, preset: Preset, device: torch.device):
-        self.preset, self.device = preset, device
-        dtype = _model_dtypes(device, preset.is_discrete)[1]
-        self.part = _TorchScriptPart(require_checkpoint(checkpoint_dir, preset, "decoder"), device, dtype)
+    part = "decoder"
 
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.preset.is_discrete:
             tokens = tokens.to(self.device, torch.int64)
         else:
-            tokens = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.part.dtype)
-        return self.part.module(tokens).float().clamp_(-1, 1)
+            tokens = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype)
+        return self.module(tokens).float().clamp_(-1, 1)

@@ -97,7 +97,7 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
                 expected = batch[0][0].latent_frames(tc)
                 if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
                     raise AvTokensError(
-                        f"{encoder.part.record['file']}: gave tokens {tuple(tokens.shape)} for "
+                        f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
                         f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
                         f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
                     )
@@ -124,9 +124,9 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
                            "tensor": tensor_name},
                 "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
                               "window": preset.window, "model": preset.model,
-                              "weights": preset.weights, "encoder": encoder.part.record,
+                              "weights": preset.weights, "encoder": encoder.record,
                               "decoder_sha256": sha256_of(decoder_file) if decoder_file.is_file() else None},
-                "stand_in_weights": encoder.part.stand_in,
+                "stand_in_weights": encoder.stand_in,
                 "device": str(dev),
             }  # fmt: skip
             writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})

@@ -23,7 +23,7 @@ def preset(kind, t, s, window=17):
 def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     p = preset(kind, t, s)
     encoder, decoder = CosmosEncoder(demo_weights, p, CPU), CosmosDecoder(demo_weights, p, CPU)
-    assert encoder.part.stand_in and decoder.part.stand_in
+    assert encoder.stand_in and decoder.stand_in
     height, width = 50, 70  # not multiples of 8 or 16
     frames = np.random.default_rng(0).integers(0, 256, (10, height, width, 3), dtype=np.uint8)
     win = Window(0, 10, padded_length(10, t))  # 10 real frames padded to 1 + k*t
@@ -60,9 +60,9 @@ def test_graph_runs_at_other_sizes_and_a_wrong_frame_count_silently_misleads(dem
 def test_dv_decoder_casts_to_bf16_inside_its_graph(demo_weights):
     # The reason the DV decoder stays in bf16 on CPU: float32 weights fail in its graph.
     decoder = CosmosDecoder(demo_weights, preset("DV", 8, 8), CPU)
-    assert decoder.part.dtype == torch.bfloat16
+    assert decoder.dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="BFloat16"):
-        decoder.part.module.float()(torch.zeros(1, 2, 1, 1, dtype=torch.int64))
+        decoder.module.float()(torch.zeros(1, 2, 1, 1, dtype=torch.int64))
 
 
 def test_missing_checkpoint_names_the_file_and_the_repo(tmp_path):
