@@ -23,6 +23,7 @@ import avtokens
 from avtokens import AvTokensError
 from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
+from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.cosmos import resolve_device
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileWriter, read_metadata
@@ -35,7 +36,7 @@ SAMPLE_RATE = 44100
 class DacCodec:
     """A DAC model loaded from a release-format weights file, and what metadata records of it."""
 
-    def __init__(self, path: Path | str, device: torch.device):
+    def __init__(self, path: Path | str, device: torch.device, lock: WeightsLock | None = None):
         with warnings.catch_warnings():  # dac scripts a layer with the deprecated torch.jit
             warnings.simplefilter("ignore", DeprecationWarning)
             import dac
@@ -72,7 +73,10 @@ class DacCodec:
         self.stand_in = bool(package["metadata"].get("avtokens_stand_in", False))
         self.encode_context = math.ceil(_receptive_field(model.encoder, upsampling=False) / self.hop) + 1
         self.decode_context = math.ceil(_receptive_field(model.decoder, upsampling=True)) + 1
-        self.record = {"file": str(path), "sha256": sha256_of(path), "stand_in": self.stand_in,
+        sha256 = sha256_of(path)
+        if lock is not None:
+            lock.check(DAC_LOCK_KEY, path, sha256)
+        self.record = {"file": str(path), "sha256": sha256, "stand_in": self.stand_in,
                        "hop": self.hop, "codebooks": self.codebooks,
                        "codebook_size": self.codebook_size}  # fmt: skip
         if self.stand_in:
@@ -123,12 +127,13 @@ def _read_samples(wav: soundfile.SoundFile, start: int, end: int) -> torch.Tenso
     return torch.from_numpy(data)
 
 
-def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_seconds: float) -> None:
+def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_seconds: float,
+                    weights_lock=None) -> None:  # fmt: skip
     """Code a mono 44.1 kHz wav with DAC and align it to the latent frames of a visual token file."""
     meta = read_metadata(visual_tokens)
     video, tok = meta["video"], meta["tokenizer"]
     fps = Fraction(video["fps"])
-    codec = DacCodec(weights, resolve_device(device))
+    codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
     windows = plan_windows(video["frame_count"], tok["window"], tok["temporal"])
     ranges = code_frame_ranges(latent_frame_spans(windows, tok["temporal"]), fps, SAMPLE_RATE, codec.hop)
     total = code_frame_count(video["frame_count"], fps, SAMPLE_RATE, codec.hop)
@@ -176,14 +181,15 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
     log.info("%s: %d code frames over %d latent frames", wav_path, total, len(ranges))
 
 
-def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: float) -> None:
+def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: float,
+                      weights_lock=None) -> None:  # fmt: skip
     """Decode an audio token file to a mono 44.1 kHz wav as long as the source video."""
     from avtokens.tokenfile import load_tokens
 
     tokens = load_tokens(tokens_path)
     codes = tokens["codes"][0].to(torch.int64)
     align = tokens.metadata["alignment"]
-    codec = DacCodec(weights, resolve_device(device))
+    codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
     duration_samples = round(align["frame_count"] * SAMPLE_RATE / Fraction(align["fps"]))
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
     with (

@@ -130,12 +130,12 @@ def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spa
 
 def write_dac_stand_in(path: Path | str, seed: int = 0) -> None:
     """Write a small random `dac.DAC` as the release file is saved."""
-    import dac
-
     from avtokens.atomic import atomic_output
 
     torch.manual_seed(seed)
     with _quiet():
+        import dac
+
         model = dac.DAC(**DAC_STAND_IN_KWARGS)
     with atomic_output(path) as tmp:
         model.save(str(tmp), metadata={"avtokens_stand_in": True}, package=False)

@@ -13,6 +13,7 @@ from avtokens.windows import check_window_length
 # (temporal, spatial) compression pairs NVIDIA released, for both CV and DV.
 RELEASED_FACTORS = {(4, 8), (8, 8), (8, 16)}
 DAC_WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
+_NEW_PREFIX, _OLD_PREFIX = "Cosmos-0.1-Tokenizer-", "Cosmos-Tokenizer-"
 _MODEL_NAME = re.compile(r"Cosmos-0\.1-Tokenizer-(CV|DV)(\d+)x(\d+)x\3")
 
 
@@ -24,7 +25,21 @@ class Preset:
     spatial: int
     window: int
     weights: str  # "official" or "demo"
-    model: str  # checkpoint folder name, the Hugging Face repo's last part
+    repo: str  # Hugging Face repo of the Cosmos checkpoint, e.g. nvidia/Cosmos-0.1-Tokenizer-CV8x8x8
+
+    @property
+    def model(self) -> str:
+        """The checkpoint's folder name: the repo's name without its owner."""
+        return self.repo.rsplit("/", 1)[-1]
+
+    @property
+    def folder_names(self) -> list[str]:
+        """Folder names the checkpoint may have locally: the repo's name, then its other
+        spelling (NVIDIA renamed Cosmos-Tokenizer-* to Cosmos-0.1-Tokenizer-*)."""
+        for old, new in ((_OLD_PREFIX, _NEW_PREFIX), (_NEW_PREFIX, _OLD_PREFIX)):
+            if self.model.startswith(old):
+                return [self.model, new + self.model[len(old) :]]
+        return [self.model]
 
     @property
     def factors(self) -> str:
@@ -36,7 +51,7 @@ class Preset:
 
 
 def default_model_name(kind: str, temporal: int, spatial: int) -> str:
-    return f"Cosmos-0.1-Tokenizer-{kind}{temporal}x{spatial}x{spatial}"
+    return f"{_NEW_PREFIX}{kind}{temporal}x{spatial}x{spatial}"
 
 
 def make_preset(name: str, fields: dict, default_weights: str = "official") -> Preset:
@@ -58,11 +73,11 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     weights = fields.get("weights", default_weights)
     if weights not in ("official", "demo"):
         raise ValueError(f"preset '{name}': weights must be official or demo, not {weights!r}")
-    # Stand-ins exist for the released layouts only, so a demo preset ignores `model`.
-    model = default_model_name(kind, temporal, spatial)
-    if weights == "official" and fields.get("model"):
-        model = fields["model"]
-    return Preset(name, kind, temporal, spatial, window, weights, model)
+    # Stand-ins exist for the released layouts only, so a demo preset ignores `repo`.
+    repo = f"nvidia/{default_model_name(kind, temporal, spatial)}"
+    if weights == "official" and fields.get("repo"):
+        repo = fields["repo"]
+    return Preset(name, kind, temporal, spatial, window, weights, repo)
 
 
 def released_model_factors(model: str) -> tuple[str, int, int]:

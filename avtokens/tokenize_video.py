@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         "videos": str(sheet),
         "results": "results",
         "checkpoints": str((REPO / defaults["checkpoints"]).resolve()),
+        "weights_lock": str((REPO / defaults["weights_lock"]).resolve()),
         "weights": args.weights,
         "device": args.device,
         "presets": {name: fields},

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 import avtokens
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
-from avtokens.cosmos import CosmosDecoder, CosmosEncoder, checkpoint_files, resolve_device
+from avtokens.checkpoints import WeightsLock
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder, resolve_device
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
 from avtokens.presets import Preset
 from avtokens.tokenfile import TokenFileWriter, read_metadata
@@ -66,14 +67,15 @@ def _batches(items, batch_size: int, key):
         yield batch
 
 
-def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
-                      batch_windows: int, name: str) -> None:  # fmt: skip
-    """Tokenize one video with one preset into a visual token file."""
+def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, device: str,
+                      batch_windows: int, name: str, weights_lock=None) -> None:  # fmt: skip
+    """Tokenize one video with one preset into a visual token file. `weights_lock`: the
+    lock file official weights are checked against (None for stand-ins)."""
     source, dev = Path(source), resolve_device(device)
     info = probe(source)
     with ThreadPoolExecutor(1) as pool:
         source_hash = pool.submit(sha256_of, source)
-        encoder = CosmosEncoder(checkpoint_dir, preset, dev)
+        encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
         tc, s = preset.temporal, preset.spatial
         height, width = _round_up(info.height, s), _round_up(info.width, s)
         discrete = preset.is_discrete
@@ -107,7 +109,6 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
                 raise AvTokensError(f"{source}: no decodable video frames")
             frame_count = sum(w.real_frames for w in windows)
             spans = latent_frame_spans(windows, tc)
-            decoder_file = checkpoint_files(checkpoint_dir, preset)["decoder"]
             metadata = {
                 "format": "avtokens-visual/1",
                 "project_version": avtokens.__version__,
@@ -123,9 +124,9 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
                            "channels": None if discrete else LATENT_CHANNELS,
                            "tensor": tensor_name},
                 "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
-                              "window": preset.window, "model": preset.model,
+                              "window": preset.window, "repo": preset.repo,
                               "weights": preset.weights, "encoder": encoder.record,
-                              "decoder_sha256": sha256_of(decoder_file) if decoder_file.is_file() else None},
+                              "decoder_sha256": sha256_of(decoder_file)},
                 "stand_in_weights": encoder.stand_in,
                 "device": str(dev),
             }  # fmt: skip
@@ -134,8 +135,8 @@ def encode_video_file(source, dest, preset: Preset, checkpoint_dir, device: str,
              frame_shape, tensor_name)  # fmt: skip
 
 
-def decode_token_file(tokens_path, dest, preset: Preset, checkpoint_dir, device: str,
-                      batch_windows: int, crf: int, x264_preset: str) -> None:  # fmt: skip
+def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str, batch_windows: int,
+                      crf: int, x264_preset: str, weights_lock=None) -> None:  # fmt: skip
     """Reconstruct a visual token file into an mp4 of the source's size, rate and length."""
     from safetensors import safe_open
 
@@ -149,7 +150,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, checkpoint_dir, device:
     video = meta["video"]
     fps = Fraction(video["fps"])
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
-    decoder = CosmosDecoder(checkpoint_dir, preset, resolve_device(device))
+    decoder = CosmosDecoder(decoder_file, preset, resolve_device(device), WeightsLock.optional(weights_lock))
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
     with safe_open(str(tokens_path), framework="pt") as f, atomic_output(dest) as tmp:
         latents = f.get_slice(meta["latent"]["tensor"])

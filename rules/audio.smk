@@ -23,6 +23,8 @@ rule audio_encode:
         f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.audio_encode.log",
+    params:
+        weights_lock=weights_lock,
     resources:
         gpu=1,
         mem_mb=8000,
@@ -42,6 +44,8 @@ rule audio_decode:
         f"{RESULTS}/{{preset}}/reconstructed/{{video}}_audio.wav",
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.audio_decode.log",
+    params:
+        weights_lock=weights_lock,
     resources:
         gpu=1,
         mem_mb=8000,

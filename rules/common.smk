@@ -14,7 +14,8 @@ sys.path.insert(0, workflow.basedir)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 )
-from avtokens.presets import DAC_WEIGHTS_FILE, make_preset, released_model_factors
+from avtokens.checkpoints import cosmos_folder, dac_file
+from avtokens.presets import make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
 
@@ -47,6 +48,18 @@ if unknown:
     )
 
 RESULTS = config["results"]
+CHECKPOINTS = config["checkpoints"]
+
+# Checkpoint folder -> Hugging Face repo, for the official presets that run.
+OFFICIAL_REPOS = {}
+for name in config["run"]:
+    preset = PRESETS[name]
+    if preset.weights == "official":
+        if OFFICIAL_REPOS.setdefault(preset.model, preset.repo) != preset.repo:
+            raise WorkflowError(
+                f"config: presets use two repos named {preset.model} "
+                f"({OFFICIAL_REPOS[preset.model]} and {preset.repo}); their files would share a folder"
+            )
 
 
 def _alternatives(names):
@@ -57,6 +70,7 @@ wildcard_constraints:
     video=_alternatives(videos.index),
     preset=_alternatives(PRESETS),
     model=r"Cosmos-0\.1-Tokenizer-(CV|DV)\d+x\d+x\d+",
+    folder=_alternatives(OFFICIAL_REPOS) or "(?!)",
 
 
 def get_final_output():
@@ -76,34 +90,28 @@ def preset_params(wildcards):
     return dataclasses.asdict(PRESETS[wildcards.preset])
 
 
-def checkpoint_dir(wildcards):
-    """Folder of a preset's weights: built stand-ins, or the official checkpoints."""
-    return DEMO_WEIGHTS if PRESETS[wildcards.preset].weights == "demo" else config["checkpoints"]
-
-
 def weights_file(part):
-    """Input function for one weights file: `encoder`, `decoder` (Cosmos) or `dac`.
-    Demo weights are built by a rule; missing official ones stop the run, and the
-    message names every missing file and where it comes from."""
+    """Input function for one weights file of a preset: `encoder`, `decoder` or `dac`.
+    Demo weights are built by a rule; official ones are fetched by one unless present."""
 
     def get(wildcards):
-        preset, folder = PRESETS[wildcards.preset], checkpoint_dir(wildcards)
-        cosmos = f"Hugging Face repo nvidia/{preset.model}"
-        files = {
-            "encoder": (f"{folder}/{preset.model}/encoder.jit", cosmos),
-            "decoder": (f"{folder}/{preset.model}/decoder.jit", cosmos),
-            "dac": (f"{folder}/dac/{DAC_WEIGHTS_FILE}", "release asset of github.com/descriptinc/descript-audio-codec"),
-        }
-        missing = [f"{path} ({source})" for path, source in files.values() if not os.path.isfile(path)]
-        if preset.weights == "official" and missing:
-            raise WorkflowError(
-                f"preset '{preset.name}' needs official weights that are missing: "
-                f"{'; '.join(missing)}. Download them there, point `checkpoints:` at the "
-                "folder that holds them, or set `weights: demo` to try the workflow offline."
-            )
-        return files[part][0]
+        preset = PRESETS[wildcards.preset]
+        if preset.weights == "demo":
+            cosmos, dac = f"{DEMO_WEIGHTS}/{preset.model}", dac_file(DEMO_WEIGHTS)
+        else:
+            cosmos, dac = cosmos_folder(CHECKPOINTS, preset), dac_file(CHECKPOINTS)
+        return str({"encoder": f"{cosmos}/encoder.jit", "decoder": f"{cosmos}/decoder.jit", "dac": dac}[part])
 
     return get
+
+
+def weights_lock(wildcards):
+    """The lock file official weights are pinned in; stand-ins are not pinned."""
+    return config["weights_lock"] if PRESETS[wildcards.preset].weights == "official" else None
+
+
+def repo_of_folder(wildcards):
+    return OFFICIAL_REPOS[wildcards.folder]
 
 
 def demo_factors(wildcards):

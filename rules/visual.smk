@@ -12,7 +12,7 @@ rule visual_encode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
     params:
         preset=preset_params,
-        checkpoints=checkpoint_dir,
+        weights_lock=weights_lock,
     resources:
         gpu=1,
         mem_mb=16000,
@@ -34,7 +34,7 @@ rule visual_decode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:
         preset=preset_params,
-        checkpoints=checkpoint_dir,
+        weights_lock=weights_lock,
         crf=config["reconstruction"]["crf"],
         x264_preset=config["reconstruction"]["x264_preset"],
     resources:

@@ -1,4 +1,37 @@
-# Stand-in weights for `weights: demo`, built here in the official file formats.
+# Official weights, fetched once into `checkpoints` unless already there (localrule: on a
+# cluster the head node usually has the network access), and stand-in weights for
+# `weights: demo`, built here in the official file formats.
+
+
+rule download_cosmos:
+    output:
+        encoder=f"{CHECKPOINTS}/{{folder}}/encoder.jit",
+        decoder=f"{CHECKPOINTS}/{{folder}}/decoder.jit",
+    log:
+        "logs/download/{folder}.log",
+    params:
+        repo=repo_of_folder,
+    localrule: True
+    priority: 100
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/download_cosmos.py"
+
+
+rule download_dac:
+    output:
+        dac_file(CHECKPOINTS),
+    log:
+        "logs/download/dac.log",
+    params:
+        url=config["dac_url"],
+    localrule: True
+    priority: 100
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/download_dac.py"
 
 
 rule demo_cosmos_weights:
@@ -17,7 +50,7 @@ rule demo_cosmos_weights:
 
 rule demo_dac_weights:
     output:
-        f"{DEMO_WEIGHTS}/dac/{DAC_WEIGHTS_FILE}",
+        dac_file(DEMO_WEIGHTS),
     log:
         "logs/demo_weights/dac.log",
     conda:

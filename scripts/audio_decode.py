@@ -9,4 +9,5 @@ run_rule(
     weights=snakemake.input.weights,
     device=snakemake.config["device"],
     window_seconds=snakemake.config["audio_window_seconds"],
+    weights_lock=snakemake.params.weights_lock,
 )

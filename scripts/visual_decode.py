@@ -8,9 +8,10 @@ run_rule(
     tokens_path=snakemake.input.tokens,
     dest=snakemake.output[0],
     preset=Preset(**snakemake.params.preset),
-    checkpoint_dir=snakemake.params.checkpoints,
+    decoder_file=snakemake.input.decoder,
     device=snakemake.config["device"],
     batch_windows=snakemake.config["batch_windows"],
     crf=snakemake.params.crf,
     x264_preset=snakemake.params.x264_preset,
+    weights_lock=snakemake.params.weights_lock,
 )

@@ -8,8 +8,10 @@ run_rule(
     source=snakemake.input.video,
     dest=snakemake.output[0],
     preset=Preset(**snakemake.params.preset),
-    checkpoint_dir=snakemake.params.checkpoints,
+    encoder_file=snakemake.input.encoder,
+    decoder_file=snakemake.input.decoder,
     device=snakemake.config["device"],
     batch_windows=snakemake.config["batch_windows"],
     name=snakemake.wildcards.video,
+    weights_lock=snakemake.params.weights_lock,
 )

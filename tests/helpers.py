@@ -33,7 +33,7 @@ def count_frames(path: Path) -> int:
 
 
 def run_workflow(
-    workdir: Path, overlay: dict, *extra: str, check: bool = True
+    workdir: Path, overlay: dict, *extra: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def run_workflow(
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
            str(workdir / "overlay.yaml"), "--cores", "2", *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

@@ -15,6 +15,11 @@ CPU = torch.device("cpu")
 PRESETS = [(kind, t, s) for kind in ("CV", "DV") for t, s in sorted(RELEASED_FACTORS)]
 
 
+def files(weights_dir, p, part):
+    """Loader arguments for a preset's stand-in file."""
+    return weights_dir / p.model / f"{part}.jit", p, CPU
+
+
 def preset(kind, t, s, window=17):
     return make_preset("p", {"kind": kind, "temporal": t, "spatial": s, "window": window, "weights": "demo"})
 
@@ -22,7 +27,10 @@ def preset(kind, t, s, window=17):
 @pytest.mark.parametrize("kind, t, s", PRESETS)
 def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     p = preset(kind, t, s)
-    encoder, decoder = CosmosEncoder(demo_weights, p, CPU), CosmosDecoder(demo_weights, p, CPU)
+    encoder, decoder = (
+        CosmosEncoder(*files(demo_weights, p, "encoder")),
+        CosmosDecoder(*files(demo_weights, p, "decoder")),
+    )
     assert encoder.stand_in and decoder.stand_in
     height, width = 50, 70  # not multiples of 8 or 16
     frames = np.random.default_rng(0).integers(0, 256, (10, height, width, 3), dtype=np.uint8)
@@ -49,7 +57,7 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
 
 @pytest.mark.parametrize("kind, t, s", PRESETS)
 def test_graph_runs_at_other_sizes_and_a_wrong_frame_count_silently_misleads(demo_weights, kind, t, s):
-    encoder = CosmosEncoder(demo_weights, preset(kind, t, s), CPU)
+    encoder = CosmosEncoder(*files(demo_weights, preset(kind, t, s), "encoder"))
     for frames, h, w in ((1, s, s), (1 + 3 * t, 3 * s, 5 * s)):
         out = encoder(torch.zeros(1, 3, frames, h, w))
         assert out.shape[1:3] == (1 + (frames - 1) // t, h // s)
@@ -59,7 +67,7 @@ def test_graph_runs_at_other_sizes_and_a_wrong_frame_count_silently_misleads(dem
 
 def test_dv_decoder_casts_to_bf16_inside_its_graph(demo_weights):
     # The reason the DV decoder stays in bf16 on CPU: float32 weights fail in its graph.
-    decoder = CosmosDecoder(demo_weights, preset("DV", 8, 8), CPU)
+    decoder = CosmosDecoder(*files(demo_weights, preset("DV", 8, 8), "decoder"))
     assert decoder.dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="BFloat16"):
         decoder.module.float()(torch.zeros(1, 2, 1, 1, dtype=torch.int64))
@@ -68,16 +76,39 @@ def test_dv_decoder_casts_to_bf16_inside_its_graph(demo_weights):
 def test_missing_checkpoint_names_the_file_and_the_repo(tmp_path):
     p = make_preset("mine", {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17})
     with pytest.raises(AvTokensError) as err:
-        CosmosEncoder(tmp_path, p, CPU)
+        CosmosEncoder(*files(tmp_path, p, "encoder"))
     message = str(err.value)
     assert str(tmp_path / "Cosmos-0.1-Tokenizer-CV8x16x16" / "encoder.jit") in message
     assert "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16" in message and "\n" not in message
 
 
 def test_a_corrupt_checkpoint_fails_with_one_line(tmp_path):
-    p = make_preset("p", {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "weights": "demo"})
-    folder = tmp_path / p.model
-    folder.mkdir()
-    (folder / "encoder.jit").write_text("not a zip")
+    p = preset("CV", 8, 8)
+    (tmp_path / p.model).mkdir()
+    (tmp_path / p.model / "encoder.jit").write_text("not a zip")
     with pytest.raises(AvTokensError, match="not a loadable TorchScript checkpoint"):
-        CosmosEncoder(tmp_path, p, CPU)
+        CosmosEncoder(*files(tmp_path, p, "encoder"))
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+@pytest.mark.parametrize(
+    "configured, found",
+    [
+        (("CV", 8, 16), "CV8x8x8"),
+        (("CV", 8, 8), "CV4x8x8"),
+        (("DV", 8, 8), "DV8x16x16"),
+        (("CV", 8, 8), "DV8x8x8"),
+    ],
+)
+def test_probe_refuses_a_checkpoint_of_other_factors_or_kind(demo_weights, part, configured, found):
+    # The folder of `found` is handed over as if it held the configured model.
+    p = preset(*configured)
+    path = demo_weights / f"Cosmos-0.1-Tokenizer-{found}" / f"{part}.jit"
+    loader = CosmosEncoder if part == "encoder" else CosmosDecoder
+    with pytest.raises(AvTokensError) as err:
+        loader(path, p, CPU)
+    assert f"expects a {p.kind}{p.factors} {part}, but the file is " in str(err.value)
+    if found[:2] == p.kind or part == "encoder":
+        assert str(err.value).endswith(f"is a {found} {part}")
+    else:  # a DV decoder cannot even take CV latents
+        assert f"is not a {p.kind} decoder (it refused {p.kind} tokens: " in str(err.value)

@@ -124,23 +124,6 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     assert jobs == {**{rule: len(PRESETS) for rule in per_video}, "extract_wav": 1, "all": 1}
 
 
-def test_official_weights_missing_gives_a_clear_error(run, tmp_path):
-    workdir, _, overlay = run
-    official = {**overlay, "weights": "official", "checkpoints": str(tmp_path / "ckpts"),
-                "run": ["CV8x16x16"]}  # fmt: skip
-    proc = run_workflow(tmp_path / "w", official, "--dry-run", check=False)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr
-    assert "preset 'CV8x16x16' needs official weights that are missing" in text
-    for name in (
-        "Cosmos-0.1-Tokenizer-CV8x16x16/encoder.jit (Hugging Face repo nvidia/Cosmos-0.1-Tokenizer-CV8x16x1",
-        "Cosmos-0.1-Tokenizer-CV8x16x16/decoder.jit",
-        "dac/weights_44khz_8kbps_0.0.1.pth",
-    ):
-        assert f"{tmp_path}/ckpts/{name}" in text
-    assert "weights: demo" in text
-
-
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -1,0 +1,171 @@
+"""Official weights: fetched once, reused offline, pinned, and clear failures."""
+
+import json
+import shutil
+
+import pytest
+from fake_hub import FakeHub
+from helpers import make_clip, planned_jobs, run_workflow
+
+from avtokens import AvTokensError, load_tokens
+from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock, cosmos_folder, fetch_cosmos, fetch_url
+from avtokens.demo_weights import write_cosmos_stand_in
+from avtokens.media import sha256_of
+from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+
+REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
+FOLDER = "Cosmos-0.1-Tokenizer-CV8x16x16"
+
+
+def hub_for(weights):
+    """The stand-ins served as the official CV8x16x16 repo and DAC release file."""
+    files = {name: weights / FOLDER / name for name in ("encoder.jit", "decoder.jit")}
+    return FakeHub(
+        {REPO: files}, {DAC_WEIGHTS_FILE: weights / "dac" / DAC_WEIGHTS_FILE}, refused=["nvidia/gated"]
+    )
+
+
+def test_fetch_into_an_empty_folder(demo_weights, tmp_path):
+    with hub_for(demo_weights) as hub:
+        fetch_cosmos(REPO, tmp_path / FOLDER, endpoint=hub.url)
+        fetch_url(f"{hub.url}/files/{DAC_WEIGHTS_FILE}", tmp_path / "dac" / DAC_WEIGHTS_FILE)
+    for name in ("encoder.jit", "decoder.jit"):
+        assert (tmp_path / FOLDER / name).read_bytes() == (demo_weights / FOLDER / name).read_bytes()
+    assert sha256_of(tmp_path / "dac" / DAC_WEIGHTS_FILE) == sha256_of(
+        demo_weights / "dac" / DAC_WEIGHTS_FILE
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER, "dac"]  # no staging left
+
+
+@pytest.mark.parametrize("repo, reason", [("nvidia/gated", "401"), ("nvidia/nothing-here", "404")])
+def test_a_failed_fetch_says_what_where_and_how_out_and_leaves_nothing(demo_weights, tmp_path, repo, reason):
+    with hub_for(demo_weights) as hub:
+        with pytest.raises(AvTokensError) as err:
+            fetch_cosmos(repo, tmp_path / "ckpt" / "X", endpoint=hub.url)
+    message = str(err.value)
+    for part in ("encoder.jit, decoder.jit", f"Hugging Face repo {repo}", f"{tmp_path}/ckpt/X/", reason,
+                 "HF_TOKEN", "copy encoder.jit, decoder.jit there by hand"):  # fmt: skip
+        assert part in message
+    assert "\n" not in message
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
+def test_offline_mode_forbids_the_dac_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AvTokensError, match="offline mode"):
+        fetch_url("http://127.0.0.1:9/x.pth", tmp_path / "x.pth")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_lock_pins_on_first_use_and_refuses_a_changed_file(tmp_path):
+    lock = WeightsLock(tmp_path / "weights.lock.json")
+    lock.check("nvidia/X/encoder.jit", "enc.jit", "a" * 64)
+    lock.check("nvidia/X/encoder.jit", "enc.jit", "a" * 64)  # same file: fine
+    assert json.loads(lock.path.read_text()) == {"nvidia/X/encoder.jit": "a" * 64}
+    with pytest.raises(AvTokensError) as err:
+        lock.check("nvidia/X/encoder.jit", "ck/enc.jit", "b" * 64)
+    message = str(err.value)
+    assert "ck/enc.jit has sha256 " + "b" * 64 in message and "a" * 64 in message
+    assert f'delete the "nvidia/X/encoder.jit" entry from {lock.path}' in message
+
+
+def test_files_under_the_older_repo_name_are_found(tmp_path):
+    preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 8, "window": 17})
+    assert cosmos_folder(tmp_path, preset) == tmp_path / "Cosmos-0.1-Tokenizer-DV8x8x8"  # fetch target
+    old = tmp_path / "Cosmos-Tokenizer-DV8x8x8"
+    old.mkdir()
+    for name in ("encoder.jit", "decoder.jit"):
+        (old / name).write_bytes(b"x")
+    assert cosmos_folder(tmp_path, preset) == old
+    renamed = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 8, "window": 17,
+                                "repo": "nvidia/Cosmos-Tokenizer-DV8x8x8"})  # fmt: skip
+    assert renamed.folder_names == ["Cosmos-Tokenizer-DV8x8x8", "Cosmos-0.1-Tokenizer-DV8x8x8"]
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory, demo_weights):
+    """The workflow with `weights: official`, fetching from the fake hub into an empty folder."""
+    workdir = tmp_path_factory.mktemp("official")
+    clip = make_clip(workdir / "clip.mp4", 64, 48, 12, rate="25")
+    (workdir / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")
+    hub = hub_for(demo_weights).__enter__()
+    overlay = {
+        "videos": str(workdir / "videos.tsv"),
+        "checkpoints": str(workdir / "ckpt"),
+        "weights_lock": str(workdir / "weights.lock.json"),
+        "dac_url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}",
+        "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17}},
+        "run": ["p"],
+    }
+    run_workflow(workdir, overlay, env={"HF_ENDPOINT": hub.url})
+    hub.__exit__(None, None, None)
+    return workdir, overlay, hub
+
+
+def test_the_workflow_fetches_pins_and_records_the_hashes(official):
+    workdir, _, hub = official
+    assert any(r.endswith("/encoder.jit") for r in hub.requests)
+    pins = json.loads((workdir / "weights.lock.json").read_text())
+    encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
+    assert pins == {
+        f"{REPO}/encoder.jit": sha256_of(encoder),
+        f"{REPO}/decoder.jit": sha256_of(encoder.with_name("decoder.jit")),
+        DAC_LOCK_KEY: sha256_of(workdir / "ckpt" / "dac" / DAC_WEIGHTS_FILE),
+    }
+    visual = load_tokens(workdir / "results" / "p" / "tokens" / "clip_visual_tokens.safetensors")
+    tokenizer = visual.metadata["tokenizer"]
+    assert tokenizer["encoder"]["sha256"] == pins[f"{REPO}/encoder.jit"] and tokenizer["repo"] == REPO
+    assert tokenizer["decoder_sha256"] == pins[f"{REPO}/decoder.jit"]
+    audio = load_tokens(workdir / "results" / "p" / "tokens" / "clip_audio_tokens.safetensors")
+    assert audio.metadata["codec"]["sha256"] == pins[DAC_LOCK_KEY]
+
+
+def test_present_checkpoints_are_reused_without_network(official):
+    workdir, overlay, hub = official  # the hub is down now
+    shutil.rmtree(workdir / "results")
+    asked = len(hub.requests)
+    dry = run_workflow(workdir, overlay, "--dry-run", env={"HF_HUB_OFFLINE": "1"})
+    assert "download_cosmos" not in planned_jobs(dry) and "download_dac" not in planned_jobs(dry)
+    run_workflow(workdir, overlay, env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert (workdir / "results" / "p" / "reconstructed" / "clip_combined.mp4").is_file()
+    assert len(hub.requests) == asked
+
+
+def test_a_changed_checkpoint_is_refused(official, tmp_path):
+    workdir, overlay, _ = official
+    encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
+    original = encoder.read_bytes()
+    write_cosmos_stand_in(tmp_path, discrete=False, temporal=8, spatial=16, seed=1)
+    shutil.copyfile(tmp_path / "encoder.jit", encoder)
+    try:
+        proc = run_workflow(workdir, overlay, "--forcerun", "visual_encode", check=False,
+                            env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    finally:
+        encoder.write_bytes(original)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert f"{encoder} has sha256 {sha256_of(tmp_path / 'encoder.jit')}" in text
+    assert f'delete the "{REPO}/encoder.jit" entry' in text
+
+
+def test_unobtainable_weights_stop_the_run_before_any_model_job(demo_weights, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", 64, 48, 5, rate="25")
+    (tmp_path / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")
+    with hub_for(demo_weights) as hub:
+        overlay = {
+            "videos": str(tmp_path / "videos.tsv"),
+            "checkpoints": str(tmp_path / "ckpt"),
+            "weights_lock": str(tmp_path / "lock.json"),
+            "dac_url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}",
+            "presets": {
+                "p": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "repo": "nvidia/gated"}
+            },
+            "run": ["p"],
+        }
+        proc = run_workflow(tmp_path / "w", overlay, check=False, env={"HF_ENDPOINT": hub.url})
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "cannot fetch encoder.jit, decoder.jit from Hugging Face repo nvidia/gated" in text
+    assert f"{tmp_path}/ckpt/gated/" in text and "HF_TOKEN" in text
+    assert not (tmp_path / "ckpt" / "gated").exists()
+    assert not (tmp_path / "w" / "results" / "p").exists()  # no model job ran
