@@ -9,12 +9,16 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/weights.smk"
 include: "rules/example.smk"
 include: "rules/audio.smk"
 include: "rules/visual.smk"
 include: "rules/mux.smk"
+include: "rules/report.smk"
 
 
 rule all:

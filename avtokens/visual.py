@@ -23,6 +23,7 @@ from avtokens.atomic import atomic_output
 from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder, resolve_device
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
+from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows
@@ -48,11 +49,11 @@ def frames_to_model_input(frames: np.ndarray, window: Window, height: int, width
     return x
 
 
-def model_output_to_frames(frames: torch.Tensor, real_frames: int, height: int, width: int) -> np.ndarray:
-    """float [3, T, H', W'] in [-1, 1] -> uint8 [real_frames, height, width, 3]."""
+def model_output_to_frames(frames: torch.Tensor, real_frames: int, height: int, width: int) -> torch.Tensor:
+    """float [3, T, H', W'] in [-1, 1] -> uint8 [real_frames, height, width, 3], on its device."""
     frames = frames[:, :real_frames, :height, :width]
     frames = frames.add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()
+    return frames.permute(1, 2, 3, 0).contiguous()
 
 
 def _batches(items, batch_size: int, key):
@@ -135,9 +136,12 @@ def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, 
              frame_shape, tensor_name)  # fmt: skip
 
 
-def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str, batch_windows: int,
-                      crf: int, x264_preset: str, weights_lock=None) -> None:  # fmt: skip
-    """Reconstruct a visual token file into an mp4 of the source's size, rate and length."""
+def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str,
+                      batch_windows: int, crf: int, x264_preset: str, source, frame_metrics,
+                      weights_lock=None) -> None:  # fmt: skip
+    """Reconstruct a visual token file into an mp4 of the source's size, rate and length, and
+    score every decoded frame against the source frame (PSNR, SSIM) into a TSV, before the
+    mp4 encode touches it."""
     from safetensors import safe_open
 
     meta = read_metadata(tokens_path)
@@ -148,18 +152,35 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
         )
     video = meta["video"]
-    fps = Fraction(video["fps"])
+    fps, dev = Fraction(video["fps"]), resolve_device(device)
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
-    decoder = CosmosDecoder(decoder_file, preset, resolve_device(device), WeightsLock.optional(weights_lock))
+    decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
-    with safe_open(str(tokens_path), framework="pt") as f, atomic_output(dest) as tmp:
+    source_windows = read_frame_windows(source, probe(source), tok["window"])
+    with (
+        safe_open(str(tokens_path), framework="pt") as f,
+        atomic_output(dest) as tmp,
+        atomic_output(frame_metrics) as metrics_tmp,
+        open(metrics_tmp, "w") as table,
+        VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset) as writer,
+    ):
         latents = f.get_slice(meta["latent"]["tensor"])
-        with VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset) as writer:
-            indexed = list(enumerate(windows))
-            for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
-                tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
-                frames = decoder(tokens)
-                for (_, win), window_frames in zip(batch, frames, strict=True):
-                    writer.write(model_output_to_frames(window_frames, win.real_frames,
-                                                        video["height"], video["width"]))  # fmt: skip
+        table.write("frame\twindow\tpsnr\tssim\n")
+        indexed = list(enumerate(windows))
+        for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
+            tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
+            for (index, win), window_frames in zip(batch, decoder(tokens), strict=True):
+                frames = model_output_to_frames(
+                    window_frames, win.real_frames, video["height"], video["width"]
+                )
+                original = next(source_windows, None)
+                if original is None or len(original) != win.real_frames:
+                    raise AvTokensError(f"{source}: no longer has the frames {tokens_path} was made from")
+                original = torch.from_numpy(original).to(dev)
+                scores = zip(psnr(original, frames).tolist(), ssim(original, frames).tolist(), strict=True)
+                for k, (p, q) in enumerate(scores):
+                    table.write(f"{win.start + k}\t{index}\t{p:.4f}\t{q:.6f}\n")
+                writer.write(frames.cpu().numpy())
+        if next(source_windows, None) is not None:
+            raise AvTokensError(f"{source}: has more frames than {tokens_path} was made from")
     log.info("%s: %d frames at %s fps -> %s", tokens_path, writer.frames, video["fps"], dest)

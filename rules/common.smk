@@ -74,11 +74,26 @@ wildcard_constraints:
 
 
 def get_final_output():
-    return expand(
-        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_combined.mp4",
+    per_run = expand(
+        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_{{kind}}.mp4",
         preset=config["run"],
         video=videos.index,
+        kind=["combined", "comparison"],
     )
+    per_video = expand(f"{RESULTS}/report/{{video}}_psnr_per_frame.png", video=videos.index)
+    grid = [f"{RESULTS}/report/token_table.tsv", f"{RESULTS}/report/quality_vs_tokens.png"]
+    return per_run + per_video + grid
+
+
+def all_summaries():
+    return expand(
+        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json", preset=config["run"], video=videos.index
+    )
+
+
+def frame_metrics_of_video(wildcards):
+    """{preset: per-frame metrics file} of one video, for every preset that runs."""
+    return {name: f"{RESULTS}/{name}/metrics/{wildcards.video}_frames.tsv" for name in config["run"]}
 
 
 def source_video(wildcards):
@@ -120,9 +135,10 @@ def demo_factors(wildcards):
 
 
 def report_outputs():
-    print(f"\nOutputs under {RESULTS}/ (per preset: tokens/ and reconstructed/):")
+    print(f"\nOutputs under {RESULTS}/ (per preset: tokens/, reconstructed/, metrics/):")
     for path in get_final_output():
         print(f"  {path}")
+    print(f"HTML report with all of it: snakemake --report {RESULTS}/report.zip (open report.html inside)")
     demo = sorted(name for name in config["run"] if PRESETS[name].weights == "demo")
     if demo:
         print(

@@ -1,4 +1,5 @@
-# Video: source -> Cosmos tokens (streamed in windows) -> reconstructed mp4.
+# Video: source -> Cosmos tokens (streamed in windows) -> reconstructed mp4, each decoded
+# frame scored against its source frame on the way (before the mp4 encode).
 
 
 rule visual_encode:
@@ -28,8 +29,10 @@ rule visual_decode:
     input:
         tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
         decoder=weights_file("decoder"),
+        source=source_video,
     output:
-        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
+        video=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
+        frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:

@@ -49,7 +49,7 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     out = decoder(tokens)
     assert out.shape == (2, 3, 1 + t * (latent_frames - 1), ph, pw)
     assert out.min() >= -1 and out.max() <= 1
-    restored = model_output_to_frames(out[0], 10, height, width)
+    restored = model_output_to_frames(out[0], 10, height, width).numpy()
     assert restored.shape == (10, height, width, 3) and restored.dtype == np.uint8
     # The stand-in is a block average: the first frame comes back close to the input's blocks.
     assert np.abs(restored.astype(float).mean() - frames.astype(float).mean()) < 40

@@ -1,0 +1,54 @@
+"""Side-by-side comparison video: source | reconstruction, with the preset and PSNR drawn on."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from avtokens import AvTokensError
+from avtokens.atomic import atomic_output
+from avtokens.media import VideoWriter, probe, read_frame_windows
+
+
+def _caption(frames: np.ndarray, x: int, text: str, font) -> None:
+    """Draw `text` in a dark band at the top of frames[:, :, x:] (in place)."""
+    band_height = min(frames.shape[1], font.size + 8)
+    band = frames[0, :band_height, x:]
+    image = Image.fromarray((band * 0.35).astype(np.uint8))
+    ImageDraw.Draw(image).text((4, 3), text, fill=(255, 255, 255), font=font)
+    frames[0, :band_height, x:] = np.asarray(image)
+
+
+def write_comparison(
+    source, reconstruction, frame_metrics, dest, label: str, crf: int, x264_preset: str
+) -> None:
+    """Stream both videos frame by frame into `dest`, twice as wide as the source."""
+    with open(frame_metrics, newline="") as f:
+        psnr = [float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")]
+    src_info, rec_info = probe(source), probe(reconstruction)
+    if (src_info.width, src_info.height) != (rec_info.width, rec_info.height):
+        raise AvTokensError(f"{reconstruction}: size differs from {source}")
+    font = ImageFont.load_default(size=max(10, min(28, src_info.height // 16)))
+    chunk, done, total = 32, 0, 0.0
+    sources = read_frame_windows(source, src_info, chunk)
+    with (
+        atomic_output(dest) as tmp,
+        VideoWriter(tmp, 2 * src_info.width, src_info.height, src_info.fps, crf, x264_preset) as writer,
+    ):
+        for reconstructed in read_frame_windows(reconstruction, rec_info, chunk):
+            original = next(sources, None)
+            if original is None or len(original) != len(reconstructed) or done + len(original) > len(psnr):
+                raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")
+            side_by_side = np.concatenate([original, reconstructed], axis=2)
+            for k in range(len(side_by_side)):
+                total += psnr[done]
+                done += 1
+                frame = side_by_side[k : k + 1]
+                _caption(frame, 0, "source", font)
+                text = f"{label}  PSNR {psnr[done - 1]:.1f} dB  (mean {total / done:.1f})"
+                _caption(frame, src_info.width, text, font)
+            writer.write(side_by_side)
+        if next(sources, None) is not None or done != len(psnr):
+            raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")

@@ -1,0 +1,143 @@
+"""Reconstruction quality: per-frame PSNR and SSIM, and DAC's audio distances.
+
+Video metrics compare the decoder's own frames (after clamping and rounding to 8 bits)
+with the source frames, before any mp4 re-encode, so the numbers measure the tokenizer.
+Audio metrics compare the reconstruction with the 44.1 kHz mono wav that was coded.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PSNR_CAP = 100.0  # dB reported for identical frames (the true value is infinite)
+
+
+def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Per-frame PSNR in dB of uint8 frames [n, H, W, 3], capped at PSNR_CAP."""
+    error = (reference.float() - estimate.float()).square().mean(dim=(1, 2, 3))
+    value = 10 * torch.log10(255.0**2 / error.clamp_min(1e-12))
+    return value.clamp(max=PSNR_CAP)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+
+def ssim(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Per-frame SSIM (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, range
+    255) of uint8 frames [n, H, W, 3], averaged over the three colour channels. Frames smaller
+    than the window are padded by reflection."""
+    x = reference.permute(0, 3, 1, 2).float()
+    y = estimate.permute(0, 3, 1, 2).float()
+    window = _gaussian_window(device=x.device)
+    pad = max(0, 11 - min(x.shape[2], x.shape[3]))
+    if pad:
+        x = F.pad(x, (0, pad, 0, pad), mode="replicate")
+        y = F.pad(y, (0, pad, 0, pad), mode="replicate")
+
+    def blur(t):
+        return F.conv2d(t, window, groups=3)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return index.mean(dim=(1, 2, 3))
+
+
+def summarize(values: list[float]) -> dict:
+    """mean, 5th percentile and worst value (with its frame index) of per-frame scores."""
+    array = np.asarray(values, dtype=np.float64)
+    worst = int(array.argmin())
+    return {
+        "mean": float(array.mean()),
+        "p5": float(np.percentile(array, 5)),
+        "worst": float(array[worst]),
+        "worst_frame": worst,
+    }
+
+
+class AudioDistances:
+    """DAC's own metrics (descript-audio-codec's `dac.nn.loss`, with the defaults it trains
+    and evaluates with): mel-spectrogram distance, multi-scale STFT distance, and SI-SDR in dB.
+
+    Two mono wav files are read in chunks of `chunk_seconds`, so memory stays bounded: the
+    spectral distances are averaged over chunks (weighted by length) and SI-SDR is computed
+    exactly over the whole signal from running sums."""
+
+    def __init__(self, chunk_seconds: float = 30.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from dac.nn.loss import MelSpectrogramLoss, MultiScaleSTFTLoss
+        self.mel, self.stft = MelSpectrogramLoss(), MultiScaleSTFTLoss()
+        self.chunk_seconds = chunk_seconds
+        self.min_chunk = 4096  # twice the largest STFT window the distances use
+
+    @torch.inference_mode()
+    def files(self, reference_path, estimate_path) -> dict:
+        """Compare two mono wav files at the same rate over their common length."""
+        import soundfile
+
+        with soundfile.SoundFile(str(reference_path)) as ref, soundfile.SoundFile(str(estimate_path)) as est:
+            if ref.samplerate != est.samplerate:
+                raise ValueError(f"{reference_path} and {estimate_path} differ in sample rate")
+            n, rate = min(ref.frames, est.frames), ref.samplerate
+            chunk = max(int(self.chunk_seconds * rate), self.min_chunk)
+            sums = _SdrSums()
+            mel = stft = 0.0
+            remaining = n
+            while remaining:
+                # A short tail joins the chunk before it (the STFT needs a few windows).
+                length = remaining if remaining < chunk + self.min_chunk else chunk
+                remaining -= length
+                a = torch.from_numpy(ref.read(length, dtype="float32", always_2d=True)[:, 0])
+                b = torch.from_numpy(est.read(length, dtype="float32", always_2d=True)[:, 0])
+                sums.add(a.double(), b.double())
+                if length < self.min_chunk:  # a whole file shorter than that: pad with silence
+                    a, b = F.pad(a, (0, self.min_chunk - length)), F.pad(b, (0, self.min_chunk - length))
+                mel_d, stft_d = self._spectral(a, b, rate)
+                mel, stft = mel + mel_d * length, stft + stft_d * length
+        return {"mel_distance": mel / sums.n, "stft_distance": stft / sums.n, "si_sdr": sums.si_sdr()}
+
+    def _spectral(self, reference: torch.Tensor, estimate: torch.Tensor, rate: int) -> tuple[float, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from audiotools import AudioSignal
+
+            a, b = AudioSignal(reference.view(1, 1, -1), rate), AudioSignal(estimate.view(1, 1, -1), rate)
+            return float(self.mel(b, a)), float(self.stft(b, a))
+
+
+class _SdrSums:
+    """Running sums from which the zero-mean SI-SDR of a long signal follows exactly."""
+
+    def __init__(self):
+        self.n = 0
+        self.r = self.e = self.rr = self.ee = self.re = 0.0
+
+    def add(self, reference: torch.Tensor, estimate: torch.Tensor) -> None:
+        self.n += len(reference)
+        self.r += float(reference.sum())
+        self.e += float(estimate.sum())
+        self.rr += float(reference @ reference)
+        self.ee += float(estimate @ estimate)
+        self.re += float(reference @ estimate)
+
+    def si_sdr(self) -> float:
+        """10 log10(|target|^2 / |noise|^2), target = projection of the estimate on the reference."""
+        rr = self.rr - self.r * self.r / self.n
+        ee = self.ee - self.e * self.e / self.n
+        re = self.re - self.r * self.e / self.n
+        target = re * re / max(rr, 1e-20)
+        noise = max(ee - target, 1e-20)
+        return 10 * math.log10(max(target, 1e-20) / noise)

@@ -1,0 +1,117 @@
+"""Numbers per video x preset (quality, token counts, bytes) and the table across a grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+from avtokens.atomic import atomic_output
+from avtokens.metrics import AudioDistances, summarize
+from avtokens.tokenfile import load_tokens
+
+TABLE_COLUMNS = [
+    "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
+    "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens", "total_tokens",
+    "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean", "mel_distance",
+    "stft_distance", "si_sdr", "stand_in_weights",
+]  # fmt: skip
+
+
+def _read_frame_metrics(path) -> tuple[list[float], list[float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [float(r["psnr"]) for r in rows], [float(r["ssim"]) for r in rows]
+
+
+def _duration_text(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} sec"
+
+
+def describe(video: str, s: dict) -> str:
+    """The seed's one-line summary, e.g. "Tom and Jerry: 8 min 51 sec; 25 fps; 960x720 =>
+    1,750 latent frames of 60x45 visual + 27x9 audio; 4,725,000 visual tokens & 425,250
+    audio tokens = 5.15 million tokens"."""
+    return (
+        f"{video}: {_duration_text(s['duration_s'])}; {float(Fraction(s['fps'])):.4g} fps; "
+        f"{s['width']}x{s['height']} => {s['latent_frames']:,} latent frames of "
+        f"{s['latent_width']}x{s['latent_height']} visual + {s['codes_per_latent_frame']}x"
+        f"{s['codebooks']} audio; {s['visual_tokens']:,} visual tokens & {s['audio_tokens']:,} "
+        f"audio tokens = {s['total_tokens'] / 1e6:.2f} million tokens"
+    )
+
+
+def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstructed_wav,
+                  visual_tokens, audio_tokens) -> dict:  # fmt: skip
+    """Everything one video x preset is judged by, as a flat-ish dictionary."""
+    visual, audio = load_tokens(visual_tokens), load_tokens(audio_tokens)
+    meta = visual.metadata
+    psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
+    latent = meta["latent"]
+    ranges = audio["code_ranges"]
+    per_latent = (ranges[:, 1] - ranges[:, 0]).tolist()
+    codebooks = audio["codes"].shape[2]
+    visual_count = latent["frames"] * latent["height"] * latent["width"]
+    audio_count = audio["codes"].shape[1] * codebooks
+    duration = meta["video"]["duration"]
+    summary = {
+        "video": video,
+        "preset": preset,
+        "duration_s": duration,
+        "fps": meta["video"]["fps"],
+        "width": meta["video"]["width"],
+        "height": meta["video"]["height"],
+        "frame_count": meta["video"]["frame_count"],
+        "latent_frames": latent["frames"],
+        "latent_width": latent["width"],
+        "latent_height": latent["height"],
+        # The usual count: the first latent frame of each window covers one video frame only.
+        "codes_per_latent_frame": Counter(per_latent).most_common(1)[0][0],
+        "codes_per_latent_frame_range": [min(per_latent), max(per_latent)],
+        "codebooks": codebooks,
+        "visual_tokens": visual_count,
+        "audio_tokens": audio_count,
+        "total_tokens": visual_count + audio_count,
+        "tokens_per_second": (visual_count + audio_count) / duration,
+        "token_bytes": Path(visual_tokens).stat().st_size + Path(audio_tokens).stat().st_size,
+        "psnr": summarize(psnr_values),
+        "ssim": summarize(ssim_values),
+        "audio": AudioDistances().files(source_wav, reconstructed_wav),
+        "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
+        "window": meta["windows"]["frames"],
+        "stand_in_weights": bool(meta["stand_in_weights"] or audio.metadata["stand_in_weights"]),
+    }
+    summary["description"] = describe(video, summary)
+    return summary
+
+
+def write_summary(dest, **kwargs) -> None:
+    with atomic_output(dest) as tmp:
+        tmp.write_text(json.dumps(video_summary(**kwargs), indent=2) + "\n")
+
+
+def table_row(s: dict) -> dict:
+    return {
+        **{k: s[k] for k in TABLE_COLUMNS if k in s},
+        "psnr_mean": s["psnr"]["mean"],
+        "psnr_p5": s["psnr"]["p5"],
+        "ssim_mean": s["ssim"]["mean"],
+        **{k: s["audio"][k] for k in ("mel_distance", "stft_distance", "si_sdr")},
+    }
+
+
+def write_table(summaries: list[Path | str], dest) -> None:
+    """One TSV row per video x preset, plus a row of totals (counts and bytes summed)."""
+    rows = [table_row(json.loads(Path(p).read_text())) for p in summaries]
+    summed = ("duration_s", "latent_frames", "visual_tokens", "audio_tokens", "total_tokens", "token_bytes")
+    total = {"video": "TOTAL", "preset": f"{len({r['preset'] for r in rows})} presets"}
+    total.update({k: sum(r[k] for r in rows) for k in summed})
+    total["tokens_per_second"] = total["total_tokens"] / total["duration_s"] if total["duration_s"] else 0
+    with atomic_output(dest) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, TABLE_COLUMNS, delimiter="\t", restval="", extrasaction="ignore")
+        writer.writeheader()
+        for row in [*rows, total]:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})

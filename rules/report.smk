@@ -1,0 +1,94 @@
+# Fidelity: numbers per video x preset, a table across the grid, comparison videos and
+# plots, all shown by `snakemake --report report.zip`.
+
+
+rule summarize:
+    input:
+        frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
+        source_wav=f"{RESULTS}/audio/{{video}}.wav",
+        reconstructed_wav=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_audio.wav",
+        visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
+        audio_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
+    output:
+        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json",
+    log:
+        f"{RESULTS}/logs/{{preset}}/{{video}}.summarize.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/summarize.py"
+
+
+rule token_table:
+    input:
+        all_summaries(),
+    output:
+        report(
+            f"{RESULTS}/report/token_table.tsv",
+            caption="../report/token_table.rst",
+            category="Token table",
+        ),
+    log:
+        f"{RESULTS}/logs/token_table.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/token_table.py"
+
+
+rule compare_video:
+    input:
+        source=source_video,
+        reconstruction=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
+        frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
+    output:
+        report(
+            f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4",
+            caption="../report/comparison.rst",
+            category="Comparison videos",
+            labels={"video": "{video}", "preset": "{preset}"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{preset}}/{{video}}.compare_video.log",
+    params:
+        crf=config["reconstruction"]["crf"],
+        x264_preset=config["reconstruction"]["x264_preset"],
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/compare_video.py"
+
+
+rule plot_quality:
+    input:
+        all_summaries(),
+    output:
+        report(
+            f"{RESULTS}/report/quality_vs_tokens.png",
+            caption="../report/quality_vs_tokens.rst",
+            category="Quality against token rate",
+        ),
+    log:
+        f"{RESULTS}/logs/plot_quality.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/plot_quality.py"
+
+
+rule plot_frame_psnr:
+    input:
+        unpack(frame_metrics_of_video),
+    output:
+        report(
+            f"{RESULTS}/report/{{video}}_psnr_per_frame.png",
+            caption="../report/psnr_per_frame.rst",
+            category="PSNR per frame",
+            labels={"video": "{video}"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{video}}.plot_frame_psnr.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/plot_frame_psnr.py"
