@@ -1,5 +1,8 @@
 """The whole workflow, run with snakemake as a user runs it, on clips made with ffmpeg."""
 
+import csv
+import json
+import zipfile
 from fractions import Fraction
 
 import pytest
@@ -97,6 +100,48 @@ def test_reconstruction_keeps_size_rate_and_length(run, preset):
     assert combined.has_audio and combined.audio_rate == 44100 and not video.has_audio
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_metrics_score_every_frame_and_summarize_each_run(run, preset):
+    workdir, source, _ = run
+    base = workdir / "results" / preset
+    with open(base / "metrics" / f"{NAME}_frames.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [int(r["frame"]) for r in rows] == list(range(FRAMES))
+    assert [int(r["window"]) for r in rows] == [i // 17 for i in range(FRAMES)]
+    # The stand-ins are block averages: far from perfect, far from noise.
+    assert all(10 < float(r["psnr"]) < 60 and 0 < float(r["ssim"]) < 1 for r in rows)
+    summary = json.loads((base / "metrics" / f"{NAME}_summary.json").read_text())
+    assert summary["psnr"]["mean"] == pytest.approx(sum(float(r["psnr"]) for r in rows) / FRAMES, rel=1e-4)
+    assert summary["psnr"]["worst"] <= summary["psnr"]["p5"] <= summary["psnr"]["mean"]
+    assert set(summary["audio"]) == {"mel_distance", "stft_distance", "si_sdr"}
+    assert summary["stand_in_weights"] and summary["frame_count"] == FRAMES
+    assert summary["description"].startswith(f"{NAME}: 0 min 1 sec; 29.97 fps; {WIDTH}x{HEIGHT} => ")
+    comparison = base / "reconstructed" / f"{NAME}_comparison.mp4"
+    info = probe(comparison)
+    assert (info.width, info.height) == (2 * WIDTH, HEIGHT) and count_frames(comparison) == FRAMES
+
+
+def test_token_table_has_every_run_and_totals(run):
+    workdir, _, _ = run
+    with open(workdir / "results" / "report" / "token_table.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [r["preset"] for r in rows[:-1]] == list(PRESETS) and rows[-1]["video"] == "TOTAL"
+    for column in ("visual_tokens", "audio_tokens", "total_tokens", "token_bytes"):
+        assert int(rows[-1][column]) == sum(int(r[column]) for r in rows[:-1])
+    for row in rows[:-1]:
+        assert int(row["total_tokens"]) == int(row["visual_tokens"]) + int(row["audio_tokens"])
+
+
+def test_the_report_holds_videos_plots_and_table(run):
+    workdir, _, overlay = run
+    run_workflow(workdir, overlay, "--report", "report.zip")
+    names = zipfile.ZipFile(workdir / "report.zip").namelist()
+    assert sum(n.endswith("_comparison.mp4") for n in names) == len(PRESETS)
+    assert any(n.endswith("quality_vs_tokens.png") for n in names)
+    assert any(n.endswith("_psnr_per_frame.png") for n in names)
+    assert any(n.endswith("token_table.tsv") for n in names) and "report/report.html" in names
+
+
 def test_a_second_run_has_nothing_to_do(run):
     workdir, _, overlay = run
     proc = run_workflow(workdir, overlay, "--dry-run")
@@ -106,12 +151,14 @@ def test_a_second_run_has_nothing_to_do(run):
 def test_changing_one_preset_reruns_only_its_jobs(run):
     workdir, _, overlay = run
     changed = {**overlay, "presets": {**PRESETS, "DV8x8x8": {**PRESETS["DV8x8x8"], "window": 33}}}
-    jobs = planned_jobs(run_workflow(workdir, changed, "--dry-run"))
-    assert jobs == {"visual_encode": 1, "visual_decode": 1, "audio_encode": 1,
-                    "audio_decode": 1, "mux": 1, "all": 1}  # fmt: skip
     proc = run_workflow(workdir, changed, "--dry-run")
+    per_preset = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
+                  "compare_video"}  # fmt: skip
+    across_presets = {"plot_frame_psnr", "token_table", "plot_quality", "all"}  # they read every preset
+    assert planned_jobs(proc) == {rule: 1 for rule in per_preset | across_presets}
     planned = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip().startswith("output:")]
-    assert len(planned) == 5 and all("/DV8x8x8/" in ln for ln in planned)
+    per_preset_outputs = [ln for ln in planned if "/report/" not in ln]
+    assert len(per_preset_outputs) == len(per_preset) and all("/DV8x8x8/" in ln for ln in per_preset_outputs)
 
 
 def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
@@ -120,8 +167,10 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     second = make_clip(tmp_path / "second.mp4", 64, 48, 9, rate="25", audio_channels=None)
     sheet.write_text(f"name\tpath\n{NAME}\t{source}\nsecond\t{second}\n", encoding="utf-8")
     jobs = planned_jobs(run_workflow(workdir, {**overlay, "videos": str(sheet)}, "--dry-run"))
-    per_video = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux"}
-    assert jobs == {**{rule: len(PRESETS) for rule in per_video}, "extract_wav": 1, "all": 1}
+    per_video = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
+                 "compare_video"}  # fmt: skip
+    assert jobs == {**{rule: len(PRESETS) for rule in per_video}, "extract_wav": 1, "plot_frame_psnr": 1,
+                    "token_table": 1, "plot_quality": 1, "all": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize(

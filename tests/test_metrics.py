@@ -1,0 +1,119 @@
+"""Metric sanity: perfect on identical inputs, worse as known noise grows."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from avtokens.metrics import PSNR_CAP, AudioDistances, psnr, ssim, summarize
+from avtokens.summary import describe, write_table
+
+
+def noisy(frames, sigma, seed=0):
+    noise = torch.randn(frames.shape, generator=torch.Generator().manual_seed(seed)) * sigma
+    return (frames.float() + noise).round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("size", [(48, 64), (7, 9)])  # the second is smaller than the SSIM window
+def test_video_metrics_are_perfect_on_identical_frames_and_fall_with_noise(size):
+    rng = np.random.default_rng(1)
+    frames = torch.from_numpy(rng.integers(0, 256, (4, *size, 3), dtype=np.uint8))
+    assert torch.all(psnr(frames, frames) == PSNR_CAP)
+    assert torch.allclose(ssim(frames, frames), torch.ones(4))
+    scores = [
+        (psnr(frames, noisy(frames, s)).mean(), ssim(frames, noisy(frames, s)).mean()) for s in (1, 4, 16, 64)
+    ]
+    for (p_low, s_low), (p_high, s_high) in zip(scores, scores[1:], strict=False):
+        assert p_high < p_low and s_high < s_low
+
+
+def test_psnr_matches_its_definition():
+    a = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
+    b = torch.full((1, 2, 2, 3), 10, dtype=torch.uint8)
+    assert psnr(a, b).item() == pytest.approx(10 * np.log10(255**2 / 100))
+
+
+def test_audio_metrics_are_perfect_on_identical_audio_and_fall_with_noise(tmp_path):
+    rate = 44100
+    t = np.arange(rate * 3) / rate
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 1375 * t * (1 + t))).astype(
+        np.float32
+    )
+    soundfile.write(tmp_path / "ref.wav", clean, rate, subtype="FLOAT")
+    distances = AudioDistances(chunk_seconds=1.0)
+    same = distances.files(tmp_path / "ref.wav", tmp_path / "ref.wav")
+    assert same["mel_distance"] == 0 and same["stft_distance"] == 0 and same["si_sdr"] > 100
+    rng = np.random.default_rng(0)
+    results = []
+    for sigma in (0.001, 0.01, 0.1):
+        noise = sigma * rng.standard_normal(len(clean)).astype(np.float32)
+        soundfile.write(tmp_path / "est.wav", clean + noise, rate, subtype="FLOAT")
+        results.append(distances.files(tmp_path / "ref.wav", tmp_path / "est.wav"))
+    for better, worse in zip(results, results[1:], strict=False):
+        assert (
+            worse["mel_distance"] > better["mel_distance"]
+            and worse["stft_distance"] > better["stft_distance"]
+        )
+        assert worse["si_sdr"] < better["si_sdr"]
+    # SI-SDR of white noise at a known level: 10 log10(signal power / noise power).
+    power = float(np.mean(clean.astype(np.float64) ** 2))
+    assert results[1]["si_sdr"] == pytest.approx(10 * np.log10(power / 0.01**2), abs=0.3)
+
+
+def test_si_sdr_ignores_scale_but_not_distortion(tmp_path):
+    rate = 44100
+    clean = (np.sin(np.arange(rate) / 7) * 0.5).astype(np.float32)
+    soundfile.write(tmp_path / "ref.wav", clean, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "quiet.wav", clean * 0.25, rate, subtype="FLOAT")
+    soundfile.write(tmp_path / "clipped.wav", np.clip(clean, -0.3, 0.3), rate, subtype="FLOAT")
+    distances = AudioDistances()
+    assert distances.files(tmp_path / "ref.wav", tmp_path / "quiet.wav")["si_sdr"] > 100
+    assert distances.files(tmp_path / "ref.wav", tmp_path / "clipped.wav")["si_sdr"] < 30
+
+
+def test_summary_statistics():
+    assert summarize([30.0, 20.0, 40.0, 35.0]) == pytest.approx(
+        {"mean": 31.25, "p5": 21.5, "worst": 20.0, "worst_frame": 1}
+    )
+
+
+def test_the_token_table_sums_counts_into_a_total_row(tmp_path):
+    def summary(preset, tokens):
+        return {
+            "video": "v",
+            "preset": preset,
+            "duration_s": 2.0,
+            "latent_frames": 3,
+            "visual_tokens": tokens,
+            "audio_tokens": 10,
+            "total_tokens": tokens + 10,
+            "token_bytes": 100,
+            "tokens_per_second": 1.0,
+            "psnr": {"mean": 30.0, "p5": 25.0},
+            "ssim": {"mean": 0.9},
+            "audio": {"mel_distance": 1.0, "stft_distance": 2.0, "si_sdr": 3.0},
+        }
+
+    paths = []
+    for preset, tokens in (("a", 100), ("b", 50)):
+        paths.append(tmp_path / f"{preset}.json")
+        paths[-1].write_text(json.dumps(summary(preset, tokens)))
+    write_table(paths, tmp_path / "table.tsv")
+    with open(tmp_path / "table.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [r["preset"] for r in rows] == ["a", "b", "2 presets"]
+    assert rows[-1]["total_tokens"] == "170" and rows[-1]["duration_s"] == "4"
+    assert rows[-1]["tokens_per_second"] == "42.5" and rows[0]["psnr_mean"] == "30"
+
+
+def test_the_seed_sentence():
+    numbers = {"duration_s": 531.0, "fps": "25", "width": 960, "height": 720, "latent_frames": 1750,
+               "latent_width": 60, "latent_height": 45, "codes_per_latent_frame": 27, "codebooks": 9,
+               "visual_tokens": 4_725_000, "audio_tokens": 425_250, "total_tokens": 5_150_250}  # fmt: skip
+    assert describe("Tom and Jerry", numbers) == (
+        "Tom and Jerry: 8 min 51 sec; 25 fps; 960x720 => 1,750 latent frames of 60x45 visual + 27x9 audio; "
+        "4,725,000 visual tokens & 425,250 audio tokens = 5.15 million tokens"
+    )
