@@ -18,6 +18,8 @@ $(STAMP): requirements.lock pyproject.toml
 # The workflow on the bundled example, with stand-in weights (works offline).
 run: setup
 	$(BIN)/snakemake --cores all --configfile config/example.yaml
+	$(BIN)/snakemake --configfile config/example.yaml --report results/example/report.zip
+	@echo "Report: results/example/report.zip (unzip it and open report/report.html)"
 
 test: setup
 	$(BIN)/pytest

@@ -138,7 +138,10 @@ def report_outputs():
     print(f"\nOutputs under {RESULTS}/ (per preset: tokens/, reconstructed/, metrics/):")
     for path in get_final_output():
         print(f"  {path}")
-    print(f"HTML report with all of it: snakemake --report {RESULTS}/report.zip (open report.html inside)")
+    print(
+        f"HTML report of all of it: run the same command again with --report {RESULTS}/report.zip, "
+        "then open report/report.html inside the zip."
+    )
     demo = sorted(name for name in config["run"] if PRESETS[name].weights == "demo")
     if demo:
         print(
