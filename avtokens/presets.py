@@ -86,3 +86,28 @@ def released_model_factors(model: str) -> tuple[str, int, int]:
     if not match:
         raise ValueError(f"{model!r} is not a Cosmos-0.1-Tokenizer-{{CV,DV}}TxSxS name")
     return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
+    """Every combination of a parameter grid as preset entries named after their parameters
+    (`DV8x16x16-w33`), and the combinations left out because no released tokenizer or no
+    valid window fits them (for example temporal 4 with spatial 16)."""
+    if not grid:
+        return {}, []
+    missing = [key for key in ("kind", "temporal", "spatial", "window") if key not in grid]
+    if missing:
+        raise ValueError(f"grid: give lists for all of kind, temporal, spatial and window; missing {missing}")
+    presets, skipped = {}, []
+    for kind in grid["kind"]:
+        for temporal in grid["temporal"]:
+            for spatial in grid["spatial"]:
+                for window in grid["window"]:
+                    name = f"{kind}{temporal}x{spatial}x{spatial}-w{window}"
+                    fields = {"kind": kind, "temporal": temporal, "spatial": spatial, "window": window}
+                    try:
+                        make_preset(name, fields)
+                    except ValueError as err:
+                        skipped.append(str(err))
+                        continue
+                    presets[name] = fields
+    return presets, skipped

@@ -15,7 +15,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 )
 from avtokens.checkpoints import cosmos_folder, dac_file
-from avtokens.presets import make_preset, released_model_factors
+from avtokens.presets import grid_presets, make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
 
@@ -34,25 +34,37 @@ if videos["name"].duplicated().any():
 videos = videos.set_index("name", drop=False)
 
 try:
+    grid, grid_skipped = grid_presets(config.get("grid") or {})
+except ValueError as err:
+    raise WorkflowError(f"config: {err}")
+for name, fields in grid.items():
+    if name in config["presets"] and config["presets"][name] != fields:
+        raise WorkflowError(f"config: grid preset {name} differs from the preset of that name in `presets`")
+for reason in grid_skipped:
+    print(f"grid: left out {reason.removeprefix('preset ')}", file=sys.stderr)
+try:
     PRESETS = {
         name: make_preset(name, fields, config["weights"])
-        for name, fields in config["presets"].items()
+        for name, fields in {**config["presets"], **grid}.items()
     }
 except ValueError as err:
     raise WorkflowError(f"config: {err}")
-unknown = [name for name in config["run"] if name not in PRESETS]
+RUN = list(dict.fromkeys([*config["run"], *grid]))
+unknown = [name for name in RUN if name not in PRESETS]
 if unknown:
     raise WorkflowError(
         f"config: `run` names presets that `presets` does not define: {unknown}; "
         f"defined: {sorted(PRESETS)}"
     )
+if not RUN:
+    raise WorkflowError("config: nothing to run: list presets in `run` or give a `grid`")
 
 RESULTS = config["results"]
 CHECKPOINTS = config["checkpoints"]
 
 # Checkpoint folder -> Hugging Face repo, for the official presets that run.
 OFFICIAL_REPOS = {}
-for name in config["run"]:
+for name in RUN:
     preset = PRESETS[name]
     if preset.weights == "official":
         if OFFICIAL_REPOS.setdefault(preset.model, preset.repo) != preset.repo:
@@ -76,24 +88,37 @@ wildcard_constraints:
 def get_final_output():
     per_run = expand(
         f"{RESULTS}/{{preset}}/reconstructed/{{video}}_{{kind}}.mp4",
-        preset=config["run"],
+        preset=RUN,
         video=videos.index,
         kind=["combined", "comparison"],
     )
     per_video = expand(f"{RESULTS}/report/{{video}}_psnr_per_frame.png", video=videos.index)
-    grid = [f"{RESULTS}/report/token_table.tsv", f"{RESULTS}/report/quality_vs_tokens.png"]
+    grid = [
+        f"{RESULTS}/report/token_table.tsv",
+        f"{RESULTS}/report/quality_vs_tokens.png",
+        f"{RESULTS}/manifest.jsonl",
+    ]
     return per_run + per_video + grid
 
 
 def all_summaries():
     return expand(
-        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json", preset=config["run"], video=videos.index
+        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json", preset=RUN, video=videos.index
+    )
+
+
+def all_token_files(part):
+    """Every `part` (visual or audio) token file, in the same order as all_summaries()."""
+    return expand(
+        f"{RESULTS}/{{preset}}/tokens/{{video}}_{part}_tokens.safetensors",
+        preset=RUN,
+        video=videos.index,
     )
 
 
 def frame_metrics_of_video(wildcards):
     """{preset: per-frame metrics file} of one video, for every preset that runs."""
-    return {name: f"{RESULTS}/{name}/metrics/{wildcards.video}_frames.tsv" for name in config["run"]}
+    return {name: f"{RESULTS}/{name}/metrics/{wildcards.video}_frames.tsv" for name in RUN}
 
 
 def source_video(wildcards):
@@ -142,7 +167,7 @@ def report_outputs():
         f"HTML report of all of it: run the same command again with --report {RESULTS}/report.zip, "
         "then open report/report.html inside the zip."
     )
-    demo = sorted(name for name in config["run"] if PRESETS[name].weights == "demo")
+    demo = sorted(name for name in RUN if PRESETS[name].weights == "demo")
     if demo:
         print(
             f"Presets {', '.join(demo)} used stand-in demo weights: their tokens and "

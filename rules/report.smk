@@ -92,3 +92,18 @@ rule plot_frame_psnr:
         "../envs/avtokens.yaml"
     script:
         "../scripts/plot_frame_psnr.py"
+
+
+rule manifest:
+    input:
+        summaries=all_summaries(),
+        visual_tokens=all_token_files("visual"),
+        audio_tokens=all_token_files("audio"),
+    output:
+        f"{RESULTS}/manifest.jsonl",
+    log:
+        f"{RESULTS}/logs/manifest.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/manifest.py"

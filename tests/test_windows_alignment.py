@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avtokens.alignment import code_frame_count, code_frame_ranges, fixed_size_blocks
-from avtokens.presets import make_preset
+from avtokens.presets import grid_presets, make_preset
 from avtokens.windows import latent_frame_spans, padded_length, plan_windows
 
 SR, HOP = 44100, 512
@@ -78,3 +78,19 @@ def test_bad_presets_are_refused_with_a_reason(fields, message):
     with pytest.raises(ValueError, match="preset 'p'") as err:
         make_preset("p", fields)
     assert message in str(err.value)
+
+
+def test_a_grid_names_its_presets_by_their_parameters_and_skips_unreleased_pairs():
+    presets, skipped = grid_presets(
+        {"kind": ["CV"], "temporal": [4, 8], "spatial": [8, 16], "window": [17, 21]}
+    )
+    assert sorted(presets) == ["CV4x8x8-w17", "CV4x8x8-w21", "CV8x16x16-w17", "CV8x8x8-w17"]
+    assert presets["CV4x8x8-w21"] == {"kind": "CV", "temporal": 4, "spatial": 8, "window": 21}
+    # 4x16x16 twice; window 21 is not 1 + k*8 for the two 8x pairs.
+    assert len(skipped) == 4 and sum("4x16x16" in reason for reason in skipped) == 2
+
+
+def test_an_empty_grid_adds_nothing_and_a_partial_one_is_refused():
+    assert grid_presets({}) == ({}, [])
+    with pytest.raises(ValueError, match="missing \\['window'\\]"):
+        grid_presets({"kind": ["CV"], "temporal": [8], "spatial": [8]})

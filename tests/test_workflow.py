@@ -132,6 +132,36 @@ def test_token_table_has_every_run_and_totals(run):
         assert int(row["total_tokens"]) == int(row["visual_tokens"]) + int(row["audio_tokens"])
 
 
+def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
+    workdir, _, _ = run
+    manifest = workdir / "results" / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    assert [(r["video"], r["preset"]) for r in rows] == [(NAME, p) for p in PRESETS]
+    for row in rows:
+        visual = load_tokens(manifest.parent / row["visual_tokens"])  # relative to the manifest
+        audio = load_tokens(manifest.parent / row["audio_tokens"])
+        assert row["visual_shapes"] == {k: list(v.shape) for k, v in visual.tensors.items()}
+        assert row["audio_shapes"] == {k: list(v.shape) for k, v in audio.tensors.items()}
+        assert row["encoder_sha256"] == visual.metadata["tokenizer"]["encoder"]["sha256"]
+        assert row["dac_sha256"] == audio.metadata["codec"]["sha256"]
+        assert row["audio_token_count"] == audio["codes"].numel() and row["stand_in_weights"] is True
+        assert row["frame_count"] == FRAMES and row["fps"] == "30000/1001"
+
+
+def test_a_parameter_grid_runs_every_released_combination(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", 48, 32, 9, rate="25")
+    (tmp_path / "videos.tsv").write_text(f"name\tpath\nc\t{clip}\n")
+    grid = {"kind": ["DV"], "temporal": [4, 8], "spatial": [16], "window": [17]}
+    overlay = {"videos": str(tmp_path / "videos.tsv"), "weights": "demo", "run": [], "grid": grid}
+    proc = run_workflow(tmp_path / "w", overlay)
+    assert "left out 'DV4x16x16-w17'" in proc.stderr  # no released tokenizer has it
+    rows = [
+        json.loads(line) for line in (tmp_path / "w" / "results" / "manifest.jsonl").read_text().splitlines()
+    ]
+    assert [r["preset"] for r in rows] == ["DV8x16x16-w17"]
+    assert rows[0]["visual_tokens"] == "DV8x16x16-w17/tokens/c_visual_tokens.safetensors"
+
+
 def test_the_report_holds_videos_plots_and_table(run):
     workdir, _, overlay = run
     run_workflow(workdir, overlay, "--report", "report.zip")
@@ -154,10 +184,16 @@ def test_changing_one_preset_reruns_only_its_jobs(run):
     proc = run_workflow(workdir, changed, "--dry-run")
     per_preset = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
                   "compare_video"}  # fmt: skip
-    across_presets = {"plot_frame_psnr", "token_table", "plot_quality", "all"}  # they read every preset
+    across_presets = {
+        "plot_frame_psnr",
+        "token_table",
+        "plot_quality",
+        "manifest",
+        "all",
+    }  # read every preset
     assert planned_jobs(proc) == {rule: 1 for rule in per_preset | across_presets}
     planned = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip().startswith("output:")]
-    per_preset_outputs = [ln for ln in planned if "/report/" not in ln]
+    per_preset_outputs = [ln for ln in planned if "/report/" not in ln and "manifest.jsonl" not in ln]
     assert len(per_preset_outputs) == len(per_preset) and all("/DV8x8x8/" in ln for ln in per_preset_outputs)
 
 
@@ -170,7 +206,7 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     per_video = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
                  "compare_video"}  # fmt: skip
     assert jobs == {**{rule: len(PRESETS) for rule in per_video}, "extract_wav": 1, "plot_frame_psnr": 1,
-                    "token_table": 1, "plot_quality": 1, "all": 1}  # fmt: skip
+                    "token_table": 1, "plot_quality": 1, "manifest": 1, "all": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,62 @@
+"""The dataset manifest: one JSON line per video x preset, so training code finds every
+token file, its shapes and its provenance without walking directories."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from avtokens.atomic import atomic_output
+from avtokens.tokenfile import read_metadata
+
+
+def _shapes(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
+
+
+def manifest_row(summary_path, visual_tokens, audio_tokens, base: Path) -> dict:
+    """Paths are relative to `base` (the manifest's folder), so the dataset can move."""
+    summary = json.loads(Path(summary_path).read_text())
+    visual, audio = read_metadata(visual_tokens), read_metadata(audio_tokens)
+    tokenizer = visual["tokenizer"]
+    return {
+        "video": summary["video"],
+        "preset": summary["preset"],
+        "visual_tokens": os.path.relpath(visual_tokens, base),
+        "audio_tokens": os.path.relpath(audio_tokens, base),
+        "visual_shapes": _shapes(visual_tokens),
+        "audio_shapes": _shapes(audio_tokens),
+        "kind": tokenizer["kind"],
+        "temporal": tokenizer["temporal"],
+        "spatial": tokenizer["spatial"],
+        "window": tokenizer["window"],
+        "latent_frames": summary["latent_frames"],
+        "visual_token_count": summary["visual_tokens"],
+        "audio_token_count": summary["audio_tokens"],
+        "duration_s": summary["duration_s"],
+        "fps": summary["fps"],
+        "frame_count": summary["frame_count"],
+        "width": summary["width"],
+        "height": summary["height"],
+        "source_sha256": visual["source"]["sha256"],
+        "encoder_sha256": tokenizer["encoder"]["sha256"],
+        "decoder_sha256": tokenizer["decoder_sha256"],
+        "dac_sha256": audio["codec"]["sha256"],
+        "stand_in_weights": bool(visual["stand_in_weights"] or audio["stand_in_weights"]),
+        "psnr_mean": summary["psnr"]["mean"],
+        "mel_distance": summary["audio"]["mel_distance"],
+    }
+
+
+def write_manifest(runs: list[dict], dest) -> None:
+    """`runs`: one {"summary", "visual_tokens", "audio_tokens"} per video x preset."""
+    base = Path(dest).resolve().parent
+    with atomic_output(dest) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for run in runs:
+            row = manifest_row(run["summary"], Path(run["visual_tokens"]).resolve(),
+                               Path(run["audio_tokens"]).resolve(), base)  # fmt: skip
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
