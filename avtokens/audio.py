@@ -24,7 +24,7 @@ from avtokens import AvTokensError
 from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
-from avtokens.cosmos import resolve_device
+from avtokens.devices import resolve_device
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import latent_frame_spans, plan_windows

@@ -21,16 +21,6 @@ from avtokens.presets import Preset
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AvTokensError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU")
-    return device
-
-
 def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, torch.dtype]:
     """(encoder, decoder) dtypes. bf16 on GPU. On CPU PyTorch has no bf16 3D average
     pooling, so float32, except the DV decoder, whose graph casts its codes to bf16."""

@@ -21,7 +21,8 @@ import avtokens
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import WeightsLock
-from avtokens.cosmos import CosmosDecoder, CosmosEncoder, resolve_device
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder
+from avtokens.devices import resolve_device
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
 from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
