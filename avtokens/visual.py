@@ -73,11 +73,27 @@ def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, 
                       batch_windows: int, name: str, weights_lock=None) -> None:  # fmt: skip
     """Tokenize one video with one preset into a visual token file. `weights_lock`: the
     lock file official weights are checked against (None for stand-ins)."""
-    source, dev = Path(source), resolve_device(device)
+    encode_video_files([(source, dest, name)], preset, encoder_file, decoder_file, device, batch_windows,
+                       weights_lock)  # fmt: skip
+
+
+def encode_video_files(videos, preset: Preset, encoder_file, decoder_file, device: str,
+                       batch_windows: int, weights_lock=None) -> None:  # fmt: skip
+    """Tokenize several videos, (source, dest, name) each, loading the encoder once: for many
+    short videos, loading a 100 M-parameter model per video would dominate."""
+    dev = resolve_device(device)
+    encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
+    decoder_sha256 = sha256_of(decoder_file)
+    for source, dest, name in videos:
+        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_windows)
+
+
+def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
+            batch_windows: int) -> None:  # fmt: skip
+    preset, dev = encoder.preset, encoder.device
     info = probe(source)
     with ThreadPoolExecutor(1) as pool:
         source_hash = pool.submit(sha256_of, source)
-        encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
         tc, s = preset.temporal, preset.spatial
         height, width = _round_up(info.height, s), _round_up(info.width, s)
         discrete = preset.is_discrete
@@ -128,7 +144,7 @@ def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, 
                 "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
                               "window": preset.window, "repo": preset.repo,
                               "weights": preset.weights, "encoder": encoder.record,
-                              "decoder_sha256": sha256_of(decoder_file)},
+                              "decoder_sha256": decoder_sha256},
                 "stand_in_weights": encoder.stand_in,
                 "device": str(dev),
             }  # fmt: skip

@@ -60,6 +60,8 @@ if not RUN:
     raise WorkflowError("config: nothing to run: list presets in `run` or give a `grid`")
 
 RESULTS = config["results"]
+VIDEOS_PER_JOB = config["videos_per_job"]
+VIDEO_BATCHES = [list(videos.index[i : i + VIDEOS_PER_JOB]) for i in range(0, len(videos), VIDEOS_PER_JOB)]
 CHECKPOINTS = config["checkpoints"]
 
 # Checkpoint folder -> Hugging Face repo, for the official presets that run.
@@ -99,6 +101,13 @@ def get_final_output():
         f"{RESULTS}/manifest.jsonl",
     ]
     return per_run + per_video + grid
+
+
+def batch_outputs(batch, pattern):
+    """Output paths of a batch of videos under `{RESULTS}/{preset}/`, the preset left a
+    wildcard; braces in video names are escaped so that they stay literal."""
+    literal = [name.replace("{", "{{").replace("}", "}}") for name in batch]
+    return [f"{RESULTS}/{{preset}}/{pattern.format(video=name)}" for name in literal]
 
 
 def all_summaries():

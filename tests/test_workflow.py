@@ -234,3 +234,22 @@ def test_recomputing_gives_byte_identical_token_files(run):
     run_workflow(workdir, overlay, *targets, "--forcerun", "visual_encode", "audio_encode")
     assert all(files[key].stat().st_mtime_ns > written[key] for key in before)  # really rewritten
     assert {key: files[key].read_bytes() for key in before} == before
+
+
+def test_batched_encode_loads_once_per_batch_and_writes_the_same_files(tmp_path):
+    clips = [make_clip(tmp_path / f"c{i}.mp4", 48, 32, 9 + i, rate="25") for i in range(3)]
+    sheet = tmp_path / "videos.tsv"
+    sheet.write_text("name\tpath\n" + "".join(f"v{i}\t{c}\n" for i, c in enumerate(clips)))
+    preset = {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}}
+    overlay = {"videos": str(sheet), "weights": "demo", "presets": preset, "run": ["DV8x16x16"]}
+    targets = [f"results/DV8x16x16/tokens/v{i}_visual_tokens.safetensors" for i in range(3)]
+    batched = run_workflow(tmp_path / "batched", {**overlay, "videos_per_job": 2}, *targets)
+    assert "visual_encode_batch0" in batched.stdout + batched.stderr
+    jobs = planned_jobs(batched)
+    assert jobs == {"visual_encode_batch0": 1, "visual_encode_batch1": 1, "demo_cosmos_weights": 1}
+    made = {target: (tmp_path / "batched" / target).read_bytes() for target in targets}
+    # The same workdir, so the same stand-in weights; one job per video this time.
+    single = run_workflow(tmp_path / "batched", overlay, *targets)
+    assert planned_jobs(single) == {"visual_encode": 3}
+    for target in targets:
+        assert (tmp_path / "batched" / target).read_bytes() == made[target]

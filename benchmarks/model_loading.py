@@ -1,0 +1,95 @@
+"""How much loading the encoder once per batch of videos saves, on many short clips.
+
+Makes N short clips with ffmpeg, then runs only the visual_encode step of the workflow on
+them twice: one job per video (`videos_per_job: 1`) and batches of B videos per job. Prints a
+table and writes JSON. With the demo weights (the default) the saving is the per-job start-up
+(a Python process, importing torch, loading the TorchScript files); with the official
+~100 M-parameter checkpoints each load also reads and moves ~200 MB of weights.
+
+    .venv/bin/python benchmarks/model_loading.py --clips 50 --batch 10 [--weights official]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from avtokens.media import run_ffmpeg  # noqa: E402
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed:\n{proc.stderr[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clips", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--weights", choices=["demo", "official"], default="demo")
+    parser.add_argument("--json", type=Path, default=Path("model_loading.json"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="avtokens-bench-"))
+    try:
+        sheet = work / "videos.tsv"
+        rows = ["name\tpath"]
+        for i in range(args.clips):
+            clip = work / "clips" / f"clip{i:03d}.mp4"
+            clip.parent.mkdir(exist_ok=True)
+            run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25", "-frames:v",
+                        str(args.frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+                       "making a clip", clip)  # fmt: skip
+            rows.append(f"clip{i:03d}\t{clip}")
+        sheet.write_text("\n".join(rows) + "\n")
+        results = {}
+        for per_job in (1, args.batch):
+            workdir = work / f"per_job_{per_job}"
+            overlay = {"videos": str(sheet), "weights": args.weights, "videos_per_job": per_job,
+                       "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
+                       "run": ["DV8x16x16"]}  # fmt: skip
+            workdir.mkdir()
+            (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+            targets = [
+                f"results/DV8x16x16/tokens/clip{i:03d}_visual_tokens.safetensors" for i in range(args.clips)
+            ]
+            base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                    str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
+                    str(workdir / "overlay.yaml"), "--cores", str(args.cores)]  # fmt: skip
+            if args.weights == "demo":  # built first, outside the timing
+                _run([*base, "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"])
+            start = time.perf_counter()
+            _run([*base, *targets])
+            results[per_job] = time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    one, many = results[1], results[args.batch]
+    print(f"{args.clips} clips of {args.frames} frames (320x180), DV8x16x16, {args.weights} weights, "
+          f"{args.cores} cores")  # fmt: skip
+    print(f"{'videos per job':>15} {'jobs':>5} {'seconds':>8} {'s/video':>8}")
+    for per_job, seconds in results.items():
+        jobs = -(-args.clips // per_job)
+        print(f"{per_job:>15} {jobs:>5} {seconds:>8.1f} {seconds / args.clips:>8.2f}")
+    print(f"speed-up: {one / many:.1f}x")
+    args.json.write_text(json.dumps({"clips": args.clips, "frames": args.frames, "weights": args.weights,
+                                     "cores": args.cores, "seconds": results, "speedup": one / many}, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
