@@ -52,7 +52,7 @@ def main() -> None:
         for i in range(args.clips):
             clip = work / "clips" / f"clip{i:03d}.mp4"
             clip.parent.mkdir(exist_ok=True)
-            run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=25", "-frames:v",
+            run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-frames:v",
                         str(args.frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
                        "making a clip", clip)  # fmt: skip
             rows.append(f"clip{i:03d}\t{clip}")
@@ -87,8 +87,9 @@ def main() -> None:
         jobs = -(-args.clips // per_job)
         print(f"{per_job:>15} {jobs:>5} {seconds:>8.1f} {seconds / args.clips:>8.2f}")
     print(f"speed-up: {one / many:.1f}x")
-    args.json.write_text(json.dumps({"clips": args.clips, "frames": args.frames, "weights": args.weights,
-                                     "cores": args.cores, "seconds": results, "speedup": one / many}, indent=2))  # fmt: skip
+    record = {"clips": args.clips, "frames": args.frames, "weights": args.weights, "cores": args.cores,
+              "seconds": results, "speedup": one / many}  # fmt: skip
+    args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
