@@ -44,9 +44,8 @@ class DacCodec:
         path = Path(path)
         if not path.is_file():
             raise AvTokensError(
-                f"DAC weights {path} are missing: put weights_44khz_8kbps_0.0.1.pth (release "
-                f"asset of github.com/descriptinc/descript-audio-codec) there, point "
-                f"`checkpoints:` at its parent's parent, or use `weights: demo`"
+                f"DAC weights {path} are missing (weights_44khz_8kbps_0.0.1.pth, the release asset "
+                f"of github.com/descriptinc/descript-audio-codec)"
             )
         try:
             package = torch.load(str(path), map_location="cpu", weights_only=True)
