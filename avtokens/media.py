@@ -135,18 +135,29 @@ def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float]:
     if not pts:
         raise AvTokensError(f"{path}: video stream has no frames")
     pts.sort()
-    fps = None
-    if time_base and durations[0] > 0 and len(set(durations)) == 1:
-        fps = 1 / (durations[0] * time_base)
-    elif time_base and len(pts) > 1 and pts[-1] > pts[0]:
-        # Irregular timestamps (variable rate, or a coarse time base): the mean rate,
-        # snapped to the nearest simple fraction (30000/1001 and friends).
-        fps = (Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base)).limit_denominator(1001)
+    if time_base and len(pts) > 1 and pts[-1] > pts[0]:
+        fps = _frame_rate(Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base), len(pts) - 1, time_base)
+    elif time_base and durations[0] > 0:
+        fps = _frame_rate(1 / (durations[0] * time_base), 1, time_base)
     else:
         stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
         fps = Fraction(stated.group(1)).limit_denominator(1001) if stated else Fraction(25)
     duration = float(len(pts) / fps)
     return fps, len(pts), duration
+
+
+def _frame_rate(mean: Fraction, intervals: int, time_base: Fraction) -> Fraction:
+    """The exact rate behind a measured mean rate. Containers store timestamps rounded to
+    their time base (Matroska: 1 ms), so 24 fps reads as 23.99 and 29.97 as 29.968: take the
+    nearest usual rate (an integer, or an integer x 1000/1001) if it explains the timestamps
+    to within one time-base tick over the whole stream; else keep the mean (variable rate)."""
+    whole = round(mean)
+    candidates = [Fraction(k) for k in (whole - 1, whole, whole + 1) if k > 0]
+    candidates += [Fraction(k * 1000, 1001) for k in (whole, whole + 1) if k > 0]
+    best = min(candidates, key=lambda c: abs(c - mean))
+    if abs(intervals / best - intervals / mean) <= time_base:
+        return best
+    return mean.limit_denominator(1001)
 
 
 def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:

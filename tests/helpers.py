@@ -23,7 +23,15 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: str = "300
         args += ["-f", "lavfi", "-i", f"sine=f=330:r={audio_rate}", "-ac", str(audio_channels),
                  "-c:a", "aac", "-shortest"]  # fmt: skip
     pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
-    args += ["-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", pix_fmt, "-f", "mp4", str(path)]
+    args += [
+        "-frames:v",
+        str(frames),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        pix_fmt,
+        str(path),
+    ]  # format from suffix
     run_ffmpeg(args, "making a test clip", path)
     return path
 

@@ -1,8 +1,14 @@
 """Bad input files: one clear line each, the other videos finish, nothing half-written."""
 
-from helpers import make_clip, run_workflow
+import pytest
+from helpers import count_frames, make_clip, run_workflow
 
-from avtokens.media import run_ffmpeg
+from avtokens import load_tokens
+from avtokens.alignment import code_frame_count
+from avtokens.audio import SAMPLE_RATE, encode_wav_file
+from avtokens.media import extract_wav, probe, run_ffmpeg
+from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+from avtokens.visual import decode_token_file, encode_video_file
 
 
 def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
@@ -39,3 +45,55 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
         left = [p for p in results.rglob(f"{name}*") if p.suffix != ".log"]
         assert left == [], left  # no output that a later run could take for finished
     assert not [p for p in results.rglob("*partial*")]
+
+
+AWKWARD = {
+    # name: (ffmpeg output options, container suffix, expected decoded size)
+    "10-bit 4:2:2": (["-c:v", "libx264", "-pix_fmt", "yuv422p10le"], ".mp4", (64, 48)),
+    "matroska vp9": (["-c:v", "libvpx-vp9", "-deadline", "realtime"], ".mkv", (64, 48)),
+    "avi mpeg4": (["-c:v", "mpeg4"], ".avi", (64, 48)),
+    "rotated phone": (
+        ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-display_rotation", "90"],
+        ".mp4",
+        (48, 64),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", AWKWARD)
+def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, demo_weights, case):
+    options, suffix, (width, height) = AWKWARD[case]
+    source = tmp_path / f"in{suffix}"
+    rotation = options[-2:] if "-display_rotation" in options else []
+    codec = [o for o in options if o not in rotation]
+    plain = tmp_path / f"plain{suffix}"
+    inputs = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24", "-f", "lavfi", "-i", "sine=r=22050:d=0.5"]
+    run_ffmpeg(["-y", *inputs, "-frames:v", "20", *codec, str(plain)], "making a clip", plain)
+    if rotation:  # display rotation is container metadata, set while copying the streams
+        run_ffmpeg(["-y", *rotation, "-i", str(plain), "-c", "copy", str(source)], "rotating", source)
+    else:
+        plain.rename(source)
+    preset = make_preset("p", {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "weights": "demo"})
+    folder = demo_weights / preset.model
+    tokens, video, metrics = tmp_path / "t.safetensors", tmp_path / "rec.mp4", tmp_path / "frames.tsv"
+    encode_video_file(source, tokens, preset, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "v")
+    decode_token_file(
+        tokens, video, preset, folder / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
+    )
+    meta = load_tokens(tokens).metadata["video"]
+    assert (meta["width"], meta["height"], meta["frame_count"]) == (width, height, 20)
+    info, original = probe(video), probe(source)
+    # The source's own rate: 24 fps, except where its timestamps say otherwise (this AVI
+    # muxer leaves a two-frame gap after the first frame; the mean rate keeps the duration).
+    assert (info.width, info.height, info.fps) == (width, height, original.fps) and count_frames(video) == 20
+    wav = tmp_path / "a.wav"
+    extract_wav(source, wav, probe(source), SAMPLE_RATE)
+    audio_tokens = tmp_path / "a.safetensors"
+    encode_wav_file(wav, tokens, audio_tokens, demo_weights / "dac" / DAC_WEIGHTS_FILE, "cpu", 60)
+    audio = load_tokens(audio_tokens)
+    # 0.5 s of audio under ~0.8 s of video: the codes still cover every latent frame.
+    assert (
+        audio["code_ranges"][-1, 1]
+        == audio["codes"].shape[1]
+        == code_frame_count(20, original.fps, SAMPLE_RATE, 512)
+    )

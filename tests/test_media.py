@@ -7,14 +7,25 @@ import pytest
 from helpers import count_frames, make_clip
 
 from avtokens import AvTokensError
-from avtokens.media import VideoWriter, probe, read_frame_windows
+from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg
 
 
-@pytest.mark.parametrize("rate", ["30000/1001", "25", "24000/1001", "60"])
-def test_probe_reads_the_exact_frame_rate(tmp_path, rate):
-    info = probe(make_clip(tmp_path / "c.mp4", 64, 36, 12, rate=rate))
-    assert info.fps == Fraction(rate) and info.packet_count == 12
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # Matroska keeps 1 ms timestamps
+@pytest.mark.parametrize("rate", ["30000/1001", "25", "24000/1001", "24", "60"])
+def test_probe_reads_the_exact_frame_rate(tmp_path, rate, suffix):
+    info = probe(make_clip(tmp_path / f"c{suffix}", 64, 36, 48, rate=rate))
+    assert info.fps == Fraction(rate) and info.packet_count == 48
     assert (info.width, info.height) == (64, 36)
+
+
+def test_a_variable_frame_rate_keeps_its_mean_rate(tmp_path):
+    clip = tmp_path / "vfr.mkv"
+    # Frames at 0, 40, 80 ms then every 200 ms: no constant rate explains them.
+    timing = "setpts='if(lt(N,3),N*0.04,0.08+(N-2)*0.2)/TB'"
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=32x32:rate=25", "-frames:v", "12", "-vf", timing,
+                "-fps_mode", "vfr", str(clip)], "making a VFR clip", clip)  # fmt: skip
+    info = probe(clip)
+    assert info.packet_count == 12 and info.fps == Fraction(11) / Fraction("1.88")  # the mean rate
 
 
 def test_probe_reports_audio_format_and_its_absence(tmp_path):
