@@ -10,7 +10,7 @@ from pathlib import Path
 
 from avtokens.atomic import atomic_output
 from avtokens.metrics import AudioDistances, summarize
-from avtokens.tokenfile import load_tokens
+from avtokens.tokenfile import load_tokens, read_metadata
 
 TABLE_COLUMNS = [
     "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
@@ -47,8 +47,8 @@ def describe(video: str, s: dict) -> str:
 def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstructed_wav,
                   visual_tokens, audio_tokens) -> dict:  # fmt: skip
     """Everything one video x preset is judged by, as a flat-ish dictionary."""
-    visual, audio = load_tokens(visual_tokens), load_tokens(audio_tokens)
-    meta = visual.metadata
+    # The visual tokens can be gigabytes: only their metadata is read. Audio tokens are small.
+    meta, audio = read_metadata(visual_tokens), load_tokens(audio_tokens)
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
     latent = meta["latent"]
     ranges = audio["code_ranges"]
