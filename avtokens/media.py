@@ -60,6 +60,7 @@ class VideoInfo:
     fps: Fraction  # exact when the container's timestamps are regular
     packet_count: int  # video packets; the decoded frame count is counted while decoding
     duration: float  # seconds, from the video timestamps
+    video_start: float  # seconds from the start of the file to the first video frame
     has_audio: bool
     audio_rate: int | None
     audio_channels: int | None
@@ -84,7 +85,7 @@ def probe(path: Path | str) -> VideoInfo:
         reason = "no video stream" if "Stream #" in summary else _last_line(summary.encode())
         raise AvTokensError(f"{path}: not a readable video ({reason})")
     width, height = _first_frame_size(path)
-    fps, packets, duration = _video_timing(path, summary)
+    fps, packets, duration, video_start = _video_timing(path, summary)
     audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
     channels = None
     if audio:
@@ -97,6 +98,7 @@ def probe(path: Path | str) -> VideoInfo:
         fps=fps,
         packet_count=packets,
         duration=duration,
+        video_start=video_start,
         has_audio=audio is not None,
         audio_rate=int(audio.group(1)) if audio else None,
         audio_channels=channels,
@@ -116,8 +118,9 @@ def _first_frame_size(path: Path) -> tuple[int, int]:
     return int(fields[1]), int(fields[2])
 
 
-def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float]:
-    """Exact frame rate, packet count and duration from the video packets' timestamps."""
+def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float]:
+    """Exact frame rate, packet count, duration and start time (from the start of the
+    file, which ffmpeg puts at 0) from the video packets' timestamps."""
     crc = run_ffmpeg(
         ["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"],
         "reading video timestamps", path,
@@ -143,7 +146,7 @@ def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float]:
         stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
         fps = Fraction(stated.group(1)).limit_denominator(1001) if stated else Fraction(25)
     duration = float(len(pts) / fps)
-    return fps, len(pts), duration
+    return fps, len(pts), duration, float(pts[0] * time_base) if time_base else 0.0
 
 
 def _frame_rate(mean: Fraction, intervals: int, time_base: Fraction) -> Fraction:
@@ -262,9 +265,16 @@ class VideoWriter:
 
 def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> None:
     """The source's first audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
-    downmix and resampler). A source without audio gives silence as long as the video."""
+    downmix and resampler), placed on the video's clock: sample 0 is the moment of the first
+    video frame. Audio that starts later than the video is preceded by silence, audio that
+    starts earlier is cut, and gaps inside it are filled with silence. A source without
+    audio gives silence as long as the video."""
     if info.has_audio:
-        args = ["-i", str(source), "-map", "0:a:0"]
+        timeline = f"aresample={sample_rate}:async=1:first_pts=0"  # sample 0 = the file's start
+        skip = round(info.video_start * sample_rate)
+        if skip > 0:
+            timeline += f",atrim=start_sample={skip},asetpts=PTS-STARTPTS"
+        args = ["-i", str(source), "-map", "0:a:0", "-af", timeline]
     else:
         args = ["-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono", "-t", f"{info.duration}"]
     run_ffmpeg(

@@ -4,10 +4,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import soundfile
 from helpers import count_frames, make_clip
 
 from avtokens import AvTokensError
-from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg
+from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # Matroska keeps 1 ms timestamps
@@ -62,3 +63,23 @@ def test_unreadable_files_fail_with_one_line_naming_the_file(tmp_path, content, 
     with pytest.raises(AvTokensError) as err:
         probe(path)
     assert str(path) in str(err.value) and reason in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("video_offset, audio_offset, first_sound", [("0", "0.5", 0.5), ("0.3", "0", 0.0)])
+def test_extracted_audio_runs_on_the_video_clock(tmp_path, video_offset, audio_offset, first_sound):
+    # One second of tone from t=0 beside two seconds of video, then one stream shifted later.
+    plain = tmp_path / "plain.mp4"
+    sources = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:d=2", "-f", "lavfi", "-i", "sine=f=440:d=1"]
+    codecs = ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    run_ffmpeg(["-y", *sources, *codecs, str(plain)], "making a clip", plain)
+    shifted = tmp_path / "shifted.mp4"
+    inputs = ["-itsoffset", video_offset, "-i", str(plain), "-itsoffset", audio_offset, "-i", str(plain)]
+    run_ffmpeg(["-y", *inputs, "-map", "0:v", "-map", "1:a", "-c", "copy", str(shifted)], "shifting", shifted)
+    info = probe(shifted)
+    assert info.video_start == pytest.approx(float(video_offset), abs=0.01)
+    wav = tmp_path / "a.wav"
+    extract_wav(shifted, wav, info, 44100)
+    samples, rate = soundfile.read(wav)
+    onset = np.nonzero(np.abs(samples) > 0.05)[0][0] / rate  # sample 0 is the first video frame
+    assert onset == pytest.approx(first_sound, abs=0.03)
+    assert len(samples) / rate == pytest.approx(1.0 + float(audio_offset) - float(video_offset), abs=0.05)
