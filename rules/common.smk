@@ -134,6 +134,15 @@ def source_video(wildcards):
     return videos.loc[wildcards.video, "path"]
 
 
+def source_videos(wildcards):
+    """A per-video encode job's video, as the list the (also batched) encode script takes."""
+    return [source_video(wildcards)]
+
+
+def video_names(wildcards):
+    return [wildcards.video]
+
+
 def preset_params(wildcards):
     """The preset's fields: a change to any of them reruns that preset's jobs."""
     return dataclasses.asdict(PRESETS[wildcards.preset])

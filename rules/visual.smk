@@ -6,7 +6,7 @@ if VIDEOS_PER_JOB == 1:
 
     rule visual_encode:
         input:
-            video=source_video,
+            videos=source_videos,
             encoder=weights_file("encoder"),
             decoder=weights_file("decoder"),
         output:
@@ -16,6 +16,7 @@ if VIDEOS_PER_JOB == 1:
         params:
             preset=preset_params,
             weights_lock=weights_lock,
+            names=video_names,
         resources:
             gpu=1,
             mem_mb=16000,
@@ -54,7 +55,7 @@ else:
                 "../envs/avtokens.yaml"
             threads: 4
             script:
-                "../scripts/visual_encode_batch.py"
+                "../scripts/visual_encode.py"
 
 
 rule visual_decode:
