@@ -28,3 +28,8 @@ rule all:
 
 onsuccess:
     report_outputs()
+    check_missing_videos(fail=True)
+
+
+onerror:
+    check_missing_videos(fail=False)

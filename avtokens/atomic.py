@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 
@@ -13,6 +14,9 @@ def atomic_output(dest: Path | str):
     it replaces `dest` when the block succeeds and is removed when it fails."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a killed earlier attempt at the same output (only one job ever writes it).
+    for stale in dest.parent.glob(f".{glob.escape(dest.stem)}.partial-*{glob.escape(dest.suffix)}*"):
+        stale.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}{dest.suffix}")
     try:
         yield tmp

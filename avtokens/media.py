@@ -74,9 +74,14 @@ class VideoInfo:
 def probe(path: Path | str) -> VideoInfo:
     """Read a video's size, exact frame rate and audio format without decoding it all."""
     path = Path(path)
-    if not path.is_file():
-        raise AvTokensError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if path.is_dir():
+        raise AvTokensError(f"{path}: is a folder, not a video file")
+    try:
+        with open(path, "rb") as file:
+            empty = not file.read(1)
+    except OSError as err:  # missing, permission denied, a dangling link, an I/O error
+        raise AvTokensError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if empty:
         raise AvTokensError(f"{path}: file is empty")
     summary = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True

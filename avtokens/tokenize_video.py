@@ -18,8 +18,7 @@ import yaml
 
 from avtokens.atomic import atomic_output
 from avtokens.presets import make_preset
-
-REPO = Path(__file__).resolve().parent.parent
+from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     sheet = workdir / "videos.tsv"
     sheet.write_text(f"name\tpath\n{args.video_nickname}\t{source}\n", encoding="utf-8")
-    defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
     overlay = {
         "videos": str(sheet),
         "results": "results",
@@ -78,11 +77,7 @@ def main(argv=None) -> int:
         "presets": {name: fields},
         "run": [name],
     }
-    (workdir / "config.yaml").write_text(yaml.safe_dump(overlay, allow_unicode=True), encoding="utf-8")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
-           str(workdir / "config.yaml"), "--cores", args.cores]  # fmt: skip
-    if subprocess.run(cmd).returncode != 0:
+    if subprocess.run(workflow_command(workdir, overlay, cores=args.cores)).returncode != 0:
         print(f"tokenize_video: the workflow failed; logs are under {workdir}/results/logs",
               file=sys.stderr)  # fmt: skip
         return 1

@@ -20,11 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens.media import run_ffmpeg  # noqa: E402
+from avtokens.workflow import workflow_command  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
@@ -63,14 +62,10 @@ def main() -> None:
             overlay = {"videos": str(sheet), "weights": args.weights, "videos_per_job": per_job,
                        "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
                        "run": ["DV8x16x16"]}  # fmt: skip
-            workdir.mkdir()
-            (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
             targets = [
                 f"results/DV8x16x16/tokens/clip{i:03d}_visual_tokens.safetensors" for i in range(args.clips)
             ]
-            base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                    str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
-                    str(workdir / "overlay.yaml"), "--cores", str(args.cores)]  # fmt: skip
+            base = workflow_command(workdir, overlay, cores=args.cores)
             if args.weights == "demo":  # built first, outside the timing
                 _run([*base, "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"])
             start = time.perf_counter()

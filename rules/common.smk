@@ -32,6 +32,14 @@ if videos["name"].duplicated().any():
     dupes = sorted(set(videos["name"][videos["name"].duplicated()]))
     raise WorkflowError(f"{config['videos']}: video names must be unique; repeated: {dupes}")
 videos = videos.set_index("name", drop=False)
+# A listed file that does not exist is left out with one error line, so that the rest of
+# a large sheet still runs; the run then ends in failure (see `check_missing_videos`).
+MISSING_VIDEOS = {name: path for name, path in videos["path"].items() if not os.path.exists(path)}
+for name, path in MISSING_VIDEOS.items():
+    print(f"ERROR {path}: no such file (video {name} of {config['videos']}); left out", file=sys.stderr)
+videos = videos.drop(index=list(MISSING_VIDEOS))
+if videos.empty:
+    raise WorkflowError(f"{config['videos']}: none of the listed videos exists")
 
 try:
     grid, grid_skipped = grid_presets(config.get("grid") or {})
@@ -191,3 +199,16 @@ def report_outputs():
             f"Presets {', '.join(demo)} used stand-in demo weights: their tokens and "
             "reconstructions carry no meaning; use `weights: official` for real ones."
         )
+
+
+def check_missing_videos(fail):
+    """Name the videos left out for missing once more at the end; with `fail`, end a run
+    that otherwise succeeded in failure."""
+    if MISSING_VIDEOS:
+        message = (
+            f"{len(MISSING_VIDEOS)} video(s) of {config['videos']} do not exist and were left out: "
+            + ", ".join(MISSING_VIDEOS.values())
+        )
+        if fail:
+            raise WorkflowError(message)
+        print(message, file=sys.stderr)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-import yaml
-
 from avtokens.media import probe, read_frame_windows, run_ffmpeg
-
-REPO = Path(__file__).resolve().parent.parent
+from avtokens.workflow import REPO, workflow_command  # noqa: F401 (REPO: for the tests)
 
 
 def make_clip(path: Path, width: int, height: int, frames: int, rate: str = "30000/1001",
@@ -44,11 +40,7 @@ def run_workflow(
     workdir: Path, overlay: dict, *extra: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay, allow_unicode=True), encoding="utf-8")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(REPO / "config" / "config.yaml"),
-           str(workdir / "overlay.yaml"), "--cores", "2", *extra]  # fmt: skip
+    cmd = workflow_command(workdir, overlay, *extra, cores=2)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

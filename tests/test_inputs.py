@@ -1,7 +1,14 @@
 """Bad input files: one clear line each, the other videos finish, nothing half-written."""
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
-from helpers import count_frames, make_clip, run_workflow
+from helpers import REPO, count_frames, make_clip, run_workflow
 
 from avtokens import load_tokens
 from avtokens.alignment import code_frame_count
@@ -24,7 +31,11 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
     run_ffmpeg(
         ["-y", "-f", "lavfi", "-i", "sine=r=16000:d=1", "-c:a", "aac", str(audio_only)], "making", audio_only
     )
-    bad = {"empty": empty, "text": text, "truncated": truncated, "audio_only": audio_only}
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    missing = tmp_path / "missing.mp4"
+    bad = {"empty": empty, "text": text, "truncated": truncated, "audio_only": audio_only,
+           "folder": folder, "missing": missing}  # fmt: skip
     sheet = tmp_path / "videos.tsv"
     sheet.write_text("name\tpath\n" + "".join(f"{n}\t{p}\n" for n, p in {"good": good, **bad}.items()))
     overlay = {
@@ -38,13 +49,33 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
     text_out = proc.stdout + proc.stderr
     results = tmp_path / "w" / "results"
     assert (results / "p" / "reconstructed" / "good_combined.mp4").is_file()
-    reasons = {"empty": "file is empty", "text": "not a readable video", "truncated": "not a readable video",
-               "audio_only": "no video stream"}  # fmt: skip
+    reasons = {"empty": "file is empty", "text": "not a readable video",
+               "truncated": "not a readable video", "audio_only": "no video stream",
+               "folder": "is a folder", "missing": "no such file"}  # fmt: skip
     for name, path in bad.items():
         assert f"ERROR {path}: " in text_out and reasons[name] in text_out, name
         left = [p for p in results.rglob(f"{name}*") if p.suffix != ".log"]
         assert left == [], left  # no output that a later run could take for finished
     assert not [p for p in results.rglob("*partial*")]
+    assert f"1 video(s) of {sheet} do not exist and were left out: {missing}" in text_out
+
+
+def test_an_unreadable_file_fails_with_permission_denied(tmp_path):
+    """Run as a user who may not read the file (root reads everything, so the check
+    drops to `nobody` when the tests run as root)."""
+    folder = Path(tempfile.mkdtemp(prefix="avtokens-perm-"))
+    try:
+        video = make_clip(folder / "locked.mp4", 32, 32, 2)
+        folder.chmod(0o755)
+        video.chmod(0o000)
+        check = [sys.executable, "-c", "import sys, avtokens.media as m; m.probe(sys.argv[1])", video]
+        if os.geteuid() == 0:
+            check = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *check]
+        proc = subprocess.run(check, capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode != 0
+        assert f"{video}: cannot be read (Permission denied)" in proc.stderr
+    finally:
+        shutil.rmtree(folder)
 
 
 AWKWARD = {

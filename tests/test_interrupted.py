@@ -1,0 +1,72 @@
+"""A run killed in the middle of a job finishes on the next run, with the same bytes."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from helpers import make_clip, run_workflow
+
+from avtokens.workflow import workflow_command
+
+
+def _outputs(results: Path) -> dict[str, bytes]:
+    """Every result file but the logs (which carry times), by path."""
+    return {
+        str(p.relative_to(results)): p.read_bytes()
+        for p in sorted(results.rglob("*"))
+        if p.is_file() and "logs" not in p.parts
+    }
+
+
+def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> None:
+    """Start the workflow and send `sig` to all its processes once the visual token file
+    is half written (its temporary file exists and has grown)."""
+    proc = subprocess.Popen(
+        workflow_command(workdir, overlay, cores=2),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tokens = workdir / "results" / "p" / "tokens"
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size > 1 << 17 for p in tokens.glob(".clip_visual_tokens.partial-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the encode was never caught mid-way"
+        time.sleep(0.01)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=120) != 0
+    assert not (tokens / "clip_visual_tokens.safetensors").exists()
+
+
+def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", 320, 240, 240, rate="25")
+    (tmp_path / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")
+    overlay = {
+        "videos": str(tmp_path / "videos.tsv"),
+        "weights": "demo",
+        "batch_windows": 1,  # many small writes: the file grows while the job runs
+        "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17}},
+        "run": ["p"],
+    }
+    workdir, results = tmp_path / "w", tmp_path / "w" / "results"
+    run_workflow(workdir, overlay)
+    uninterrupted = _outputs(results)
+
+    # Ctrl-C: the jobs stop and clean up; the next run simply goes on.
+    subprocess.run(["rm", "-rf", str(results)], check=True)
+    _interrupt_mid_encode(workdir, overlay, signal.SIGINT)
+    run_workflow(workdir, overlay)
+    assert _outputs(results) == uninterrupted
+
+    # kill -9 of everything (a lost node, the OOM killer): the half-written file stays
+    # behind under its temporary name, Snakemake's lock too; after `--unlock` the rerun
+    # redoes the job, clears the leftover and gives the same bytes.
+    subprocess.run(["rm", "-rf", str(results)], check=True)
+    _interrupt_mid_encode(workdir, overlay, signal.SIGKILL)
+    assert list((results / "p" / "tokens").glob(".clip_visual_tokens.partial-*"))
+    assert "--unlock" in run_workflow(workdir, overlay, check=False).stderr
+    run_workflow(workdir, overlay, "--unlock")
+    run_workflow(workdir, overlay)
+    assert _outputs(results) == uninterrupted
+    assert not list(results.rglob(".*partial*"))
