@@ -24,35 +24,40 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     return value.clamp(max=PSNR_CAP)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
+def _gaussian_kernel(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def ssim(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     """Per-frame SSIM (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, range
     255) of uint8 frames [n, H, W, 3], averaged over the three colour channels. Frames smaller
-    than the window are padded by reflection."""
-    x = reference.permute(0, 3, 1, 2).float()
-    y = estimate.permute(0, 3, 1, 2).float()
-    window = _gaussian_window(device=x.device)
-    pad = max(0, 11 - min(x.shape[2], x.shape[3]))
+    than the window are padded by replication."""
+    kernel = _gaussian_kernel(device=reference.device)
+    return torch.stack([_ssim_of_frame(a, b, kernel) for a, b in zip(reference, estimate, strict=True)])
+
+
+def _ssim_of_frame(reference: torch.Tensor, estimate: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    # One frame at a time keeps memory at a few frame-sized maps whatever the resolution.
+    x = reference.permute(2, 0, 1).float()[None]
+    y = estimate.permute(2, 0, 1).float()[None]
+    size = kernel.numel()
+    pad = max(0, size - min(x.shape[2], x.shape[3]))
     if pad:
         x = F.pad(x, (0, pad, 0, pad), mode="replicate")
         y = F.pad(y, (0, pad, 0, pad), mode="replicate")
-
-    def blur(t):
-        return F.conv2d(t, window, groups=3)
-
+    # The five local statistics blurred at once, with the Gaussian split into a row and a
+    # column pass (the same sums as the 11x11 window, a fifth of the work).
+    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    channels = maps.shape[1]
+    maps = F.conv2d(maps, kernel.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
+    maps = F.conv2d(maps, kernel.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
+    mu_x, mu_y, xx, yy, xy = maps.chunk(5, dim=1)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return index.mean(dim=(1, 2, 3))
+    return index.mean()
 
 
 def summarize(values: list[float]) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 
 from avtokens import AvTokensError
@@ -19,8 +20,13 @@ def run_rule(snakemake, work, *args, **kwargs) -> None:
     )
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
+    log = logging.getLogger("avtokens")
     try:
         work(*args, **kwargs)
     except AvTokensError as err:
-        logging.getLogger("avtokens").error("%s", err)
+        log.error("%s", err)
         sys.exit(1)
+    # The job's own high-water mark (ffmpeg helpers not included: a forked child's figure
+    # would count its parent's pages). benchmarks/memory.py reads this line back.
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    log.info("peak memory: %.0f MiB", peak_mib)

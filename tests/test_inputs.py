@@ -1,12 +1,16 @@
-"""Bad input files: one clear line each, the other videos finish, nothing half-written."""
+"""Real-world inputs: broken ones fail with one clear line while the others finish and
+nothing is half-written; awkward ones tokenize and reconstruct correctly."""
 
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import wave
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import REPO, count_frames, make_clip, run_workflow
 
@@ -128,3 +132,48 @@ def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, dem
         == audio["codes"].shape[1]
         == code_frame_count(20, original.fps, SAMPLE_RATE, 512)
     )
+
+
+def test_every_audio_layout_gives_codes_for_every_latent_frame(tmp_path):
+    """5.1, mono at 96 kHz, audio longer than the video and none at all, through the workflow."""
+    clips = {
+        "surround": make_clip(
+            tmp_path / "surround.mp4", 64, 48, 30, rate="25", audio_channels=6, audio_rate=8000
+        ),  # fmt: skip
+        "mono96k": make_clip(
+            tmp_path / "mono96k.mp4", 64, 48, 30, rate="25", audio_channels=1, audio_rate=96000
+        ),  # fmt: skip
+        "silent": make_clip(tmp_path / "silent.mp4", 64, 48, 30, rate="25", audio_channels=None),
+    }
+    long_audio = clips["long_audio"] = tmp_path / "long_audio.mkv"
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1.2", "-f", "lavfi",
+                "-i", "sine=f=440:r=44100:duration=4", "-c:v", "libx264", "-c:a", "flac", str(long_audio)],
+               "making a clip", long_audio)  # fmt: skip
+    sheet = tmp_path / "videos.tsv"
+    sheet.write_text("name\tpath\n" + "".join(f"{n}\t{p}\n" for n, p in clips.items()))
+    overlay = {
+        "videos": str(sheet),
+        "weights": "demo",
+        "presets": {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
+        "run": ["p"],
+    }
+    results = tmp_path / "w" / "results"
+    run_workflow(tmp_path / "w", overlay)
+    expected = {"surround": (6, 8000), "mono96k": (1, 96000), "silent": (None, None),
+                "long_audio": (1, 44100)}  # fmt: skip
+    for name, (channels, rate) in expected.items():
+        frames = count_frames(clips[name])
+        audio = load_tokens(results / "p" / "tokens" / f"{name}_audio_tokens.safetensors")
+        codes, ranges, meta = audio["codes"], audio["code_ranges"], audio.metadata["audio"]
+        assert codes.shape[1] == code_frame_count(frames, Fraction(25), SAMPLE_RATE, 512), name
+        assert ranges[0, 0] == 0 and ranges[-1, 1] == codes.shape[1], name
+        assert (meta["has_audio"], meta["source_channels"], meta["source_rate"]) == (
+            channels is not None, channels, rate), name  # fmt: skip
+        combined = results / "p" / "reconstructed" / f"{name}_combined.mp4"
+        info = probe(combined)
+        assert info.has_audio and info.audio_rate == SAMPLE_RATE and count_frames(combined) == frames
+        # The muxed audio ends with the video: a longer source track is cut, not carried over.
+        assert abs(info.duration - frames / 25) < 0.1, (name, info.duration)
+    with wave.open(str(results / "audio" / "silent.wav")) as wav:
+        silence = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    assert len(silence) == round(30 / 25 * SAMPLE_RATE) and not silence.any()

@@ -30,6 +30,29 @@ def test_video_metrics_are_perfect_on_identical_frames_and_fall_with_noise(size)
         assert p_high < p_low and s_high < s_low
 
 
+def test_ssim_matches_the_definition_with_a_full_gaussian_window():
+    """Against a plain float64 computation: every 11x11 patch weighted by the 2-D Gaussian."""
+    rng = np.random.default_rng(2)
+    ref = rng.integers(0, 256, (2, 20, 23, 3), dtype=np.uint8)
+    est = np.clip(ref + rng.normal(0, 20, ref.shape), 0, 255).astype(np.uint8)
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    expected = []
+    for a, b in zip(ref.astype(np.float64), est.astype(np.float64), strict=True):
+        values = []
+        for i in range(a.shape[0] - 10):
+            for j in range(a.shape[1] - 10):
+                pa, pb = a[i : i + 11, j : j + 11], b[i : i + 11, j : j + 11]  # [11, 11, 3]
+                mean = lambda t: np.einsum("ij,ijc->c", window, t)  # noqa: E731
+                mx, my = mean(pa), mean(pb)
+                vx, vy, cov = mean(pa * pa) - mx**2, mean(pb * pb) - my**2, mean(pa * pb) - mx * my
+                values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+        expected.append(np.mean(values))
+    got = ssim(torch.from_numpy(ref), torch.from_numpy(est)).numpy()
+    assert np.allclose(got, expected, atol=1e-5), (got, expected)
+
+
 def test_psnr_matches_its_definition():
     a = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
     b = torch.full((1, 2, 2, 3), 10, dtype=torch.uint8)

@@ -1,0 +1,108 @@
+"""Peak memory of every rule on a short and a long clip: the workflow streams, so the long
+clip must not need more memory than the short one.
+
+    python benchmarks/memory.py                        # 1 and 20 minutes of 640x480 at 30 fps
+    python benchmarks/memory.py --minutes 0.5 10 --fps 2 --max-ratio 1.2    # CI-sized
+
+Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
+demo weights and one preset; every job logs its own peak resident memory, which this script
+collects per rule. It prints a table, writes JSON, and exits 1 when a rule's peak on the
+longest clip exceeds `--max-ratio` times its peak on the shortest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from avtokens.media import run_ffmpeg  # noqa: E402
+from avtokens.workflow import workflow_command  # noqa: E402
+
+PEAK = re.compile(r"peak memory: (\d+) MiB")
+
+
+def make_clip(path: Path, minutes: float, size: str, fps: int) -> Path:
+    seconds = f"{minutes * 60:g}"
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+                "-f", "lavfi", "-i", f"sine=f=330:r=48000:duration={seconds}", "-ac", "2",
+                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                str(path)], "making a benchmark clip", path)  # fmt: skip
+    return path
+
+
+def peaks_per_rule(logs: Path) -> dict[str, int]:
+    """{rule: peak MiB} from the job logs (`<video>.<rule>.log` or `<rule>.log`)."""
+    peaks = {}
+    for log in sorted(logs.rglob("*.log")):
+        found = PEAK.findall(log.read_text(errors="replace"))
+        if found:
+            rule = log.name.removesuffix(".log").rsplit(".", 1)[-1]
+            peaks[rule] = max(peaks.get(rule, 0), int(found[-1]))
+    return peaks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 20], help="clip lengths")
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--preset", default="DV8x16x16", help="a preset of config/config.yaml")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--max-ratio", type=float, default=1.2)
+    parser.add_argument("--json", type=Path, default=Path("memory.json"))
+    args = parser.parse_args()
+    minutes = sorted(args.minutes)
+
+    work = Path(tempfile.mkdtemp(prefix="avtokens-memory-"))
+    runs = {}
+    try:
+        for length in minutes:
+            clip = make_clip(work / f"clip_{length:g}min.mp4", length, args.size, args.fps)
+            sheet = work / f"videos_{length:g}.tsv"
+            sheet.write_text(f"name\tpath\nclip\t{clip}\n")
+            workdir = work / f"run_{length:g}min"
+            overlay = {"videos": str(sheet), "weights": "demo", "run": [args.preset]}
+            start = time.perf_counter()
+            proc = subprocess.run(workflow_command(workdir, overlay, cores=args.cores), capture_output=True,
+                                  text=True)  # fmt: skip
+            if proc.returncode != 0:
+                sys.exit(f"the workflow failed on the {length:g}-minute clip:\n{proc.stderr[-4000:]}")
+            runs[length] = {"seconds": time.perf_counter() - start,
+                            "peak_mib": peaks_per_rule(workdir / "results" / "logs")}  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    short, long = runs[minutes[0]]["peak_mib"], runs[minutes[-1]]["peak_mib"]
+    ratios = {rule: long[rule] / short[rule] for rule in short}
+    print(f"Peak memory per job (MiB), {args.size} at {args.fps} fps, {args.preset}, demo weights, "
+          f"{args.cores} cores, {platform.node()}")  # fmt: skip
+    print(f"{'rule':<18}" + "".join(f"{f'{m:g} min':>10}" for m in minutes) + f"{'ratio':>8}")
+    for rule in sorted(short):
+        cells = "".join(f"{runs[m]['peak_mib'][rule]:>10}" for m in minutes)
+        print(f"{rule:<18}{cells}{ratios[rule]:>8.2f}")
+    print(f"{'wall time (s)':<18}" + "".join(f"{runs[m]['seconds']:>10.0f}" for m in minutes))
+    worst = max(ratios, key=ratios.get)
+    flat = ratios[worst] <= args.max_ratio
+    print(f"largest ratio {ratios[worst]:.2f} ({worst}): {'flat' if flat else 'NOT flat'} "
+          f"(limit {args.max_ratio})")  # fmt: skip
+    record = {"size": args.size, "fps": args.fps, "preset": args.preset, "cores": args.cores,
+              "minutes": minutes, "runs": {f"{m:g}": runs[m] for m in minutes}, "ratios": ratios,
+              "max_ratio": args.max_ratio, "flat": flat}  # fmt: skip
+    args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return 0 if flat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
