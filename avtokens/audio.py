@@ -24,7 +24,7 @@ from avtokens import AvTokensError
 from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
-from avtokens.devices import resolve_device
+from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import latent_frame_spans, plan_windows
@@ -174,7 +174,7 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
             },
             "codec": codec.record,
             "stand_in_weights": codec.stand_in,
-            "device": str(codec.device),
+            "runtime": runtime_record(codec.device),
         }
         writer.finish(metadata, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
     log.info("%s: %d code frames over %d latent frames", wav_path, total, len(ranges))

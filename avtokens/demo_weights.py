@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avtokens.cosmos_network import CosmosDecoderNetwork, CosmosEncoderNetwork
 from avtokens.fsq import FiniteScalarQuantizer
 
 STAND_IN_MARKER = "avtokens_stand_in.json"
@@ -98,23 +99,33 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Tracing fixes shape-dependent branches (one latent frame or more), as in the
+        # released graphs; every window the pipeline feeds has more than one.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 
 
 def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spatial: int,
-                          seed: int = 0) -> None:  # fmt: skip
-    """Write `encoder.jit` and `decoder.jit` for one kind and factor pair into `folder`."""
+                          seed: int = 0, full_size: bool = False) -> None:  # fmt: skip
+    """Write `encoder.jit` and `decoder.jit` for one kind and factor pair into `folder`:
+    the tiny stand-in, or with `full_size` the published architecture with random weights
+    (the released models' cost, for benchmarks)."""
     from avtokens.atomic import atomic_output
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    encoder = StandInEncoder(discrete, temporal, spatial).eval()
-    decoder = StandInDecoder(discrete, temporal, spatial).eval()
+    if full_size:
+        kind = "DV" if discrete else "CV"
+        encoder = CosmosEncoderNetwork(kind, temporal, spatial).eval()
+        decoder = CosmosDecoderNetwork(kind, temporal, spatial).eval()
+    else:
+        encoder = StandInEncoder(discrete, temporal, spatial).eval()
+        decoder = StandInDecoder(discrete, temporal, spatial).eval()
     # Traced at one size; the graph runs at any size, like the released files.
     frames = torch.rand(1, 3, 1 + 2 * temporal, 2 * spatial, 3 * spatial) * 2 - 1
     marker = json.dumps(
         {"stand_in": True, "kind": "DV" if discrete else "CV", "temporal": temporal,
-         "spatial": spatial, "seed": seed}
+         "spatial": spatial, "seed": seed, "network": "cosmos" if full_size else "tiny"}
     )  # fmt: skip
     with torch.no_grad(), _quiet():
         traced_encoder = torch.jit.trace(encoder, frames)

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 _held_claims = []  # open lock files; a claim lasts as long as the process
 
 
+def runtime_record(device: torch.device) -> dict:
+    """What computed the tokens, for the metadata: results are bit-identical only within
+    one such combination (see the README on determinism)."""
+    record = {"device": str(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        record |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+                   "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+    return record
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA when present, else CPU; `cuda` without an index claims a free GPU."""
     if name == "auto":

@@ -61,6 +61,10 @@ class VideoInfo:
     packet_count: int  # video packets; the decoded frame count is counted while decoding
     duration: float  # seconds, from the video timestamps
     video_start: float  # seconds from the start of the file to the first video frame
+    # Largest distance (seconds) between a frame's own timestamp and its place on the
+    # constant-rate timeline the pipeline uses; more than half a frame means variable rate.
+    timing_deviation: float
+    variable_rate: bool
     has_audio: bool
     audio_rate: int | None
     audio_channels: int | None
@@ -90,7 +94,7 @@ def probe(path: Path | str) -> VideoInfo:
         reason = "no video stream" if "Stream #" in summary else _last_line(summary.encode())
         raise AvTokensError(f"{path}: not a readable video ({reason})")
     width, height = _first_frame_size(path)
-    fps, packets, duration, video_start = _video_timing(path, summary)
+    fps, packets, duration, video_start, deviation = _video_timing(path, summary)
     audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
     channels = None
     if audio:
@@ -104,6 +108,8 @@ def probe(path: Path | str) -> VideoInfo:
         packet_count=packets,
         duration=duration,
         video_start=video_start,
+        timing_deviation=deviation,
+        variable_rate=deviation > 0.5 / fps,
         has_audio=audio is not None,
         audio_rate=int(audio.group(1)) if audio else None,
         audio_channels=channels,
@@ -123,9 +129,10 @@ def _first_frame_size(path: Path) -> tuple[int, int]:
     return int(fields[1]), int(fields[2])
 
 
-def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float]:
-    """Exact frame rate, packet count, duration and start time (from the start of the
-    file, which ffmpeg puts at 0) from the video packets' timestamps."""
+def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float, float]:
+    """Exact frame rate, packet count, duration, start time (from the start of the file,
+    which ffmpeg puts at 0) and timing deviation (see VideoInfo) from the video packets'
+    timestamps."""
     crc = run_ffmpeg(
         ["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"],
         "reading video timestamps", path,
@@ -151,7 +158,10 @@ def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float
         stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
         fps = Fraction(stated.group(1)).limit_denominator(1001) if stated else Fraction(25)
     duration = float(len(pts) / fps)
-    return fps, len(pts), duration, float(pts[0] * time_base) if time_base else 0.0
+    if not time_base:
+        return fps, len(pts), duration, 0.0, 0.0
+    deviation = max(abs((t - pts[0]) * time_base - i / fps) for i, t in enumerate(pts))
+    return fps, len(pts), duration, float(pts[0] * time_base), round(float(deviation), 6)
 
 
 def _frame_rate(mean: Fraction, intervals: int, time_base: Fraction) -> Fraction:

@@ -22,7 +22,7 @@ from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
-from avtokens.devices import resolve_device
+from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
 from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
@@ -146,7 +146,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
                               "weights": preset.weights, "encoder": encoder.record,
                               "decoder_sha256": decoder_sha256},
                 "stand_in_weights": encoder.stand_in,
-                "device": str(dev),
+                "runtime": runtime_record(dev),
             }  # fmt: skip
             writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
     log.info("%s: %d frames -> %d latent frames of %s %s", source, frame_count, len(spans),

@@ -16,6 +16,7 @@ from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, 
 def test_probe_reads_the_exact_frame_rate(tmp_path, rate, suffix):
     info = probe(make_clip(tmp_path / f"c{suffix}", 64, 36, 48, rate=rate))
     assert info.fps == Fraction(rate) and info.packet_count == 48
+    assert not info.variable_rate and info.timing_deviation <= 0.001  # Matroska's rounding at most
     assert (info.width, info.height) == (64, 36)
 
 
@@ -27,6 +28,8 @@ def test_a_variable_frame_rate_keeps_its_mean_rate(tmp_path):
                 "-fps_mode", "vfr", str(clip)], "making a VFR clip", clip)  # fmt: skip
     info = probe(clip)
     assert info.packet_count == 12 and info.fps == Fraction(11) / Fraction("1.88")  # the mean rate
+    # Frame 2 is at 80 ms; on the mean-rate timeline (5.85 fps) it sits at 342 ms.
+    assert info.variable_rate and info.timing_deviation == pytest.approx(2 / info.fps - 0.08, abs=1e-3)
 
 
 def test_probe_reports_audio_format_and_its_absence(tmp_path):

@@ -1,0 +1,77 @@
+"""The published Cosmos architecture in our own modules: sizes, shapes, causality, and
+files in the release layout that load through the same path as the official ones."""
+
+import pytest
+import torch
+
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder
+from avtokens.cosmos_network import CosmosDecoderNetwork, CosmosEncoderNetwork, haar_patch, haar_unpatch
+from avtokens.demo_weights import write_cosmos_stand_in
+from avtokens.presets import make_preset
+
+# Millions of parameters (encoder, decoder) of the released models, from the design notes.
+SIZES = {
+    ("CV", 8, 8): (42.9, 62.7), ("DV", 8, 8): (42.9, 62.7),
+    ("CV", 8, 16): (45.5, 65.4), ("DV", 8, 16): (45.5, 65.4),
+    ("DV", 4, 8): (42.7, 62.0), ("CV", 4, 8): (30.1, 43.1),
+}  # fmt: skip
+
+
+def millions(module):
+    return round(sum(p.numel() for p in module.parameters()) / 1e6, 1)
+
+
+@pytest.mark.parametrize("model", SIZES, ids=lambda m: f"{m[0]}{m[1]}x{m[2]}x{m[2]}")
+def test_each_released_model_has_its_published_size(model):
+    assert (millions(CosmosEncoderNetwork(*model)), millions(CosmosDecoderNetwork(*model))) == SIZES[model]
+
+
+@pytest.mark.parametrize("patch", [2, 4])
+def test_the_haar_patcher_is_exactly_invertible(patch):
+    frames = torch.rand(2, 3, 1 + 2 * patch, 4 * patch, 6 * patch, dtype=torch.float64) * 2 - 1
+    bands = haar_patch(frames, patch)
+    assert bands.shape == (2, 3 * patch**3, 3, 4, 6)
+    assert torch.allclose(haar_unpatch(bands, patch), frames, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", [("CV", 8, 8), ("DV", 4, 8), ("CV", 4, 8)], ids=str)
+def test_the_frame_count_rule_and_causality(model):
+    kind, temporal, spatial = model
+    torch.manual_seed(0)
+    encoder, decoder = CosmosEncoderNetwork(*model).eval(), CosmosDecoderNetwork(*model).eval()
+    frames = torch.rand(1, 3, 1 + 2 * temporal, 2 * spatial, 3 * spatial) * 2 - 1
+    later = frames.clone()
+    later[:, :, 1 + temporal :] = torch.rand_like(later[:, :, 1 + temporal :])  # the last latent frame's
+    with torch.no_grad():
+        out, out_later = encoder(frames), encoder(later)
+        tokens = out[0]
+        if kind == "DV":
+            assert tokens.shape == (1, 3, 2, 3) and tokens.dtype == torch.int32
+            assert 0 <= int(tokens.min()) and int(tokens.max()) < 64000
+            assert torch.equal(tokens[:, :2], out_later[0][:, :2])
+        else:
+            assert tokens.shape == (1, 16, 3, 2, 3)
+            assert torch.allclose(tokens[:, :, :2], out_later[0][:, :, :2], atol=1e-5)
+            assert not torch.allclose(tokens[:, :, 2], out_later[0][:, :, 2])
+        assert decoder(tokens).shape == frames.shape
+
+
+def test_full_size_files_in_the_release_layout_load_like_the_official_ones(tmp_path):
+    write_cosmos_stand_in(tmp_path, discrete=True, temporal=8, spatial=16, full_size=True)
+    keys = torch.jit.load(str(tmp_path / "encoder.jit")).state_dict().keys()
+    assert {"encoder.conv_in.0.conv3d.weight", "encoder.down.0.block.1.conv1.1.conv3d.weight",
+            "encoder.down.0.block.0.nin_shortcut.conv3d.weight",
+            "encoder.down.0.downsample.conv2.conv3d.weight", "encoder.mid.attn_1.0.q.conv3d.weight",
+            "encoder.mid.attn_1.1.proj_out.conv3d.weight", "encoder.down.0.block.0.norm1.norm.weight",
+            "quant_conv.conv3d.weight"} <= set(keys)  # fmt: skip
+    assert (
+        "decoder.up.1.upsample.conv1.conv3d.weight"
+        in torch.jit.load(str(tmp_path / "decoder.jit")).state_dict()
+    )
+    preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "weights": "demo"})
+    device = torch.device("cpu")
+    encoder = CosmosEncoder(tmp_path / "encoder.jit", preset, device)  # probes kind and factors
+    decoder = CosmosDecoder(tmp_path / "decoder.jit", preset, device)
+    indices = encoder(torch.rand(2, 3, 17, 48, 64) * 2 - 1)
+    assert indices.shape == (2, 3, 3, 4) and int(indices.max()) < 64000
+    assert decoder(indices).shape == (2, 3, 17, 48, 64)
