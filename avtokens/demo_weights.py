@@ -139,14 +139,15 @@ def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spa
             torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files={STAND_IN_MARKER: marker})
 
 
-def write_dac_stand_in(path: Path | str, seed: int = 0) -> None:
-    """Write a small random `dac.DAC` as the release file is saved."""
+def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:
+    """Write a small random `dac.DAC` as the release file is saved (with `full_size`, the
+    released 44 kHz model's architecture, whose defaults `dac.DAC` carries)."""
     from avtokens.atomic import atomic_output
 
     torch.manual_seed(seed)
     with _quiet():
         import dac
 
-        model = dac.DAC(**DAC_STAND_IN_KWARGS)
+        model = dac.DAC() if full_size else dac.DAC(**DAC_STAND_IN_KWARGS)
     with atomic_output(path) as tmp:
         model.save(str(tmp), metadata={"avtokens_stand_in": True}, package=False)

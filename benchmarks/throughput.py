@@ -1,0 +1,226 @@
+"""How much of the model's own speed the workflow delivers, on whatever device is present.
+
+    python benchmarks/throughput.py                                   # CV8x16x16, 1280x720, full size
+    python benchmarks/throughput.py --network tiny --size 320x192 --seconds 4    # CI-sized, CPU
+
+For one preset and resolution, in one run:
+
+- model only: frames/s of the encoder and of the decoder on synthetic input already on the
+  device, `--batch-windows` windows of the preset's length per call;
+- end to end, the functions the workflow's rules run: mp4 -> token file (visual_encode) and
+  token file -> mp4 plus per-frame PSNR/SSIM (visual_decode);
+- the upstream way, as the baseline: the whole video decoded into memory, one window per
+  call, numpy round trips, then the mp4 written: mp4 -> tokens -> mp4;
+- DAC encode and decode (audio_encode, audio_decode) as real-time factors;
+- peak host memory (resident set) and peak device memory of each stage.
+
+The networks have random weights: `--network cosmos` (default) is the published Cosmos
+architecture and DAC's 44 kHz model at full size, which cost what the released models cost;
+`--network tiny` is the stand-in the tests use, which makes every stage I/O-bound. The
+headline is end-to-end encode / model-only encode. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from avtokens import audio, visual  # noqa: E402
+from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
+from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
+from avtokens.devices import resolve_device, runtime_record  # noqa: E402
+from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg  # noqa: E402
+from avtokens.presets import make_preset  # noqa: E402
+from avtokens.windows import Window, padded_length  # noqa: E402
+
+
+class Stage:
+    """Times a stage (synchronising the device) and records the peak memory it reached."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
+        # ru_maxrss never falls: stages run in order of their expected peak, baseline last.
+        self.host_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cuda = self.device.type == "cuda"
+        self.device_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
+
+
+def make_clip(path: Path, width: int, height: int, seconds: float, fps: int) -> Path:
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}",
+                "-f", "lavfi", "-i", f"sine=f=330:r=48000:duration={seconds}", "-ac", "2", "-c:v", "libx264",
+                "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+               "making a benchmark clip", path)  # fmt: skip
+    return path
+
+
+def model_only(encoder, decoder, preset, width, height, batch, repeats, device) -> dict:
+    """Frames/s of the bare networks, synthetic input already on the device."""
+    s = preset.spatial
+    frames = (
+        torch.rand(batch, 3, preset.window, -(-height // s) * s, -(-width // s) * s, device=device) * 2 - 1
+    )
+    tokens = encoder(frames)  # warm-up (and cuDNN's algorithm choice)
+    decoder(tokens)
+    with Stage(device) as enc:
+        for _ in range(repeats):
+            tokens = encoder(frames)
+    with Stage(device) as dec:
+        for _ in range(repeats):
+            decoder(tokens)
+    n = batch * preset.window * repeats
+    return {"encode_fps": n / enc.seconds, "decode_fps": n / dec.seconds, "device_mib": enc.device_mib}
+
+
+def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device) -> None:
+    """mp4 -> tokens -> mp4 as the upstream library's loop does it: the whole video in
+    memory, one window per call, numpy between the steps."""
+    info = probe(clip)
+    video = np.concatenate(list(read_frame_windows(clip, info, 64)))  # all of it, in RAM
+    s, window = preset.spatial, preset.window
+    height, width = -(-info.height // s) * s, -(-info.width // s) * s
+    decoded = []
+    for start in range(0, len(video), window):
+        chunk = video[start : start + window]
+        win = Window(start, len(chunk), padded_length(len(chunk), preset.temporal))
+        x = visual.frames_to_model_input(chunk, win, height, width, device)[None]
+        tokens = encoder(x)
+        tokens = (tokens.float() if tokens.is_floating_point() else tokens).cpu().numpy()  # numpy out...
+        frames = decoder(torch.from_numpy(tokens).to(device))[0]  # ...and takes it again
+        decoded.append(
+            visual.model_output_to_frames(frames, len(chunk), info.height, info.width).cpu().numpy()
+        )
+    with VideoWriter(out, info.width, info.height, info.fps, 18, "veryfast") as writer:
+        for frames in decoded:
+            writer.write(frames)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="CV8x16x16", help="kind and factors, e.g. DV8x8x8")
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--seconds", type=float, default=20, help="length of the end-to-end clip")
+    parser.add_argument("--fps", type=int, default=24)
+    parser.add_argument("--network", choices=["cosmos", "tiny"], default="cosmos")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-windows", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5, help="model-only calls timed")
+    parser.add_argument("--json", type=Path, default=Path("throughput.json"))
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    kind, factors = args.preset[:2], args.preset[2:].split("x")
+    fields = {"kind": kind, "temporal": int(factors[0]), "spatial": int(factors[1]), "window": 17}
+    preset = make_preset(args.preset, {**fields, "weights": "demo"})
+    device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = True
+
+    work = Path(tempfile.mkdtemp(prefix="avtokens-throughput-"))
+    try:
+        full = args.network == "cosmos"
+        write_cosmos_stand_in(work, preset.is_discrete, preset.temporal, preset.spatial, full_size=full)
+        write_dac_stand_in(work / "dac.pth", full_size=full)
+        enc_file, dec_file = work / "encoder.jit", work / "decoder.jit"
+        encoder = CosmosEncoder(enc_file, preset, device)
+        decoder = CosmosDecoder(dec_file, preset, device)
+        model = model_only(encoder, decoder, preset, width, height, args.batch_windows, args.repeats, device)
+
+        clip = make_clip(work / "clip.mp4", width, height, args.seconds, args.fps)
+        frames = probe(clip).packet_count
+        tokens, rec, metrics = work / "tokens.safetensors", work / "rec.mp4", work / "frames.tsv"
+        with Stage(device) as enc:
+            visual.encode_video_file(
+                clip, tokens, preset, enc_file, dec_file, args.device, args.batch_windows, "b"
+            )
+        with Stage(device) as dec:
+            visual.decode_token_file(tokens, rec, preset, dec_file, args.device, args.batch_windows, 18,
+                                     "veryfast", clip, metrics)  # fmt: skip
+        wav, codes, wav_out = work / "a.wav", work / "codes.safetensors", work / "a_out.wav"
+        extract_wav(clip, wav, probe(clip), audio.SAMPLE_RATE)
+        with Stage(device) as aenc:
+            audio.encode_wav_file(wav, tokens, codes, work / "dac.pth", args.device, 60)
+        with Stage(device) as adec:
+            audio.decode_token_file(codes, wav_out, work / "dac.pth", args.device, 60)
+        with Stage(device) as base:
+            upstream_style(clip, work / "upstream.mp4", encoder, decoder, preset, device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    duration = float(frames / Fraction(args.fps))
+    ours_round_trip = frames / (enc.seconds + dec.seconds)
+    result = {
+        "preset": args.preset, "size": args.size, "frames": frames, "fps": args.fps,
+        "network": args.network, "batch_windows": args.batch_windows, "runtime": runtime_record(device),
+        "host": platform.node(), "cpu_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+        "model_encode_fps": model["encode_fps"], "model_decode_fps": model["decode_fps"],
+        "e2e_encode_fps": frames / enc.seconds, "e2e_decode_fps": frames / dec.seconds,
+        "e2e_round_trip_fps": ours_round_trip, "upstream_round_trip_fps": frames / base.seconds,
+        "audio_encode_rtf": duration / aenc.seconds, "audio_decode_rtf": duration / adec.seconds,
+        "peak_host_mib": {"encode": enc.host_mib, "decode": dec.host_mib, "audio": adec.host_mib,
+                          "upstream_style": base.host_mib},
+        "peak_device_mib": {"model_only": model["device_mib"], "encode": enc.device_mib,
+                            "decode": dec.device_mib, "audio_encode": aenc.device_mib,
+                            "audio_decode": adec.device_mib, "upstream_style": base.device_mib},
+    }  # fmt: skip
+    result["headline_encode_ratio"] = result["e2e_encode_fps"] / result["model_encode_fps"]
+    result["decode_ratio"] = result["e2e_decode_fps"] / result["model_decode_fps"]
+    result["round_trip_vs_upstream"] = ours_round_trip / result["upstream_round_trip_fps"]
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+    rt = result["runtime"]
+    where = rt.get("gpu", rt["device"])
+    print(f"{args.preset} at {args.size}, {frames} frames, {args.network} network, "
+          f"batch {args.batch_windows} windows, {where}, torch {rt['torch']}")  # fmt: skip
+    rows = [
+        ("model-only encode", f"{result['model_encode_fps']:.1f} frames/s", ""),
+        ("end-to-end encode (mp4 -> tokens)", f"{result['e2e_encode_fps']:.1f} frames/s",
+         f"{result['headline_encode_ratio']:.0%} of model-only"),
+        ("model-only decode", f"{result['model_decode_fps']:.1f} frames/s", ""),
+        ("end-to-end decode (tokens -> mp4 + metrics)", f"{result['e2e_decode_fps']:.1f} frames/s",
+         f"{result['decode_ratio']:.0%} of model-only"),
+        ("mp4 -> tokens -> mp4, ours", f"{ours_round_trip:.1f} frames/s",
+         f"{result['round_trip_vs_upstream']:.1f}x upstream-style"),
+        ("mp4 -> tokens -> mp4, upstream-style", f"{result['upstream_round_trip_fps']:.1f} frames/s", ""),
+        ("DAC encode", f"{result['audio_encode_rtf']:.3g}x real time", ""),
+        ("DAC decode", f"{result['audio_decode_rtf']:.3g}x real time", ""),
+        ("peak host memory, ours / upstream-style",
+         f"{max(enc.host_mib, dec.host_mib, adec.host_mib):.0f} / {base.host_mib:.0f} MiB", ""),
+    ]  # fmt: skip
+    if device.type == "cuda":
+        peak = max(v for k, v in result["peak_device_mib"].items() if k != "upstream_style")
+        rows.append(("peak device memory, ours", f"{peak:.0f} MiB", ""))
+    for name, value, note in rows:
+        print(f"  {name:<45} {value:>22}  {note}")
+    print(
+        f"headline: end-to-end encode runs at {result['headline_encode_ratio']:.0%} of the model's own speed"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The benchmark commands in CI-sized form: they run on CPU and report sound numbers.
+
+The full-size figures are in docs/benchmarks.md.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avtokens.workflow import REPO
+
+
+@pytest.mark.parametrize(
+    "network, size, seconds",
+    [("tiny", "320x192", "4"), ("cosmos", "128x64", "1")],  # cosmos: the released models' architecture
+)
+def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, seconds):
+    report = tmp_path / "throughput.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--network", network, "--size", size,
+         "--seconds", seconds, "--repeats", "1", "--batch-windows", "2", "--json", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["frames"] == round(24 * float(seconds)) and result["runtime"]["device"] == "cpu"
+    speeds = (
+        "model_encode_fps",
+        "model_decode_fps",
+        "e2e_encode_fps",
+        "e2e_decode_fps",
+        "e2e_round_trip_fps",
+        "upstream_round_trip_fps",
+        "audio_encode_rtf",
+        "audio_decode_rtf",
+    )
+    assert all(result[key] > 0 for key in speeds)
+    assert result["headline_encode_ratio"] == result["e2e_encode_fps"] / result["model_encode_fps"]
+    assert all(v > 100 for v in result["peak_host_mib"].values())
+    assert "headline: end-to-end encode runs at" in proc.stdout
+
+
+def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_one(tmp_path):
+    """A low frame rate keeps this short; the audio and the number of windows still grow
+    tenfold (docs/benchmarks.md has 1 and 20 minutes of 640x480 at 30 fps)."""
+    report = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "1", "10", "--fps", "1",
+         "--size", "640x480", "--max-ratio", "1.2", "--json", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    record = json.loads(report.read_text())
+    rules = set(record["ratios"])
+    assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "extract_wav",
+            "summarize", "compare_video"} <= rules  # fmt: skip
+    assert max(record["ratios"].values()) <= 1.2, proc.stdout
