@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from avtokens import AvTokensError
+from avtokens.background import prefetched
 
 log = logging.getLogger(__name__)
 
@@ -196,43 +195,25 @@ def read_frame_windows(
            "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "pipe:1"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ready: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
 
-    def produce():
-        try:
-            while not stop.is_set():
-                buf = np.empty((window, info.height, info.width, 3), np.uint8)
-                view, got = memoryview(buf).cast("B"), 0
-                while got < len(view) and (n := proc.stdout.readinto(view[got:])):
-                    got += n
-                frames = got // frame_bytes
-                if frames:
-                    ready.put(buf[:frames])
-                if got < len(view):
-                    break
-            ready.put(None)
-        except BaseException as err:  # hand any failure to the consumer
-            ready.put(err)
+    def raw_windows():
+        while True:
+            buf = np.empty((window, info.height, info.width, 3), np.uint8)
+            view, got = memoryview(buf).cast("B"), 0
+            while got < len(view) and (n := proc.stdout.readinto(view[got:])):
+                got += n
+            if got // frame_bytes:
+                yield buf[: got // frame_bytes]
+            if got < len(view):
+                return
 
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
     try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from prefetched(raw_windows(), depth=prefetch, cancel=proc.kill)
         if proc.wait() != 0:
             raise AvTokensError(f"{path}: decoding failed: {_last_line(proc.stderr.read())}")
     finally:
-        stop.set()
         if proc.poll() is None:
             proc.kill()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()

@@ -9,6 +9,7 @@ Decoding reverses this and crops the padding away, so memory does not grow with 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 import avtokens
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
+from avtokens.background import InOrderWorker, prefetched
 from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.devices import resolve_device, runtime_record
@@ -37,10 +39,18 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def frames_to_model_input(frames: np.ndarray, window: Window, height: int, width: int,
+def host_frames(windows: Iterator[np.ndarray], device: torch.device) -> Iterator:
+    """Frame windows ready for a copy to `device`: for a GPU, copied into pinned (page-locked)
+    memory on a background thread, so that the copy to the GPU runs without the host waiting."""
+    if device.type != "cuda":
+        return windows
+    return prefetched(windows, lambda frames: torch.from_numpy(frames).pin_memory())
+
+
+def frames_to_model_input(frames: np.ndarray | torch.Tensor, window: Window, height: int, width: int,
                           device: torch.device) -> torch.Tensor:  # fmt: skip
     """uint8 [n, H, W, 3] -> float32 [3, T, height, width] in [-1, 1], padded by repetition."""
-    x = torch.from_numpy(frames).to(device, non_blocking=True)
+    x = torch.as_tensor(frames).to(device, non_blocking=True)
     x = x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1)
     if window.padded_frames > window.real_frames:
         last = x[:, -1:].expand(-1, window.padded_frames - window.real_frames, -1, -1)
@@ -102,7 +112,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
         windows: list[Window] = []
 
         def model_inputs():
-            for frames in read_frame_windows(source, info, preset.window):
+            for frames in host_frames(read_frame_windows(source, info, preset.window), dev):
                 start = windows[-1].start + windows[-1].real_frames if windows else 0
                 win = Window(start, len(frames), padded_length(len(frames), tc))
                 windows.append(win)
@@ -112,17 +122,19 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
             writer = TokenFileWriter(
                 tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape
             )
-            for batch in _batches(model_inputs(), batch_windows, key=lambda b: b[0].padded_frames):
-                tokens = encoder(torch.stack([x for _, x in batch]))
-                expected = batch[0][0].latent_frames(tc)
-                if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
-                    raise AvTokensError(
-                        f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
-                        f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
-                        f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
-                    )
-                for window_tokens in tokens:
-                    writer.append(window_tokens.to(torch.uint16) if discrete else window_tokens)
+            # Tokens are copied off the device and written on a background thread while
+            # the next batch runs.
+            with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
+                for batch in _batches(model_inputs(), batch_windows, key=lambda b: b[0].padded_frames):
+                    tokens = encoder(torch.stack([x for _, x in batch]))
+                    expected = batch[0][0].latent_frames(tc)
+                    if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
+                        raise AvTokensError(
+                            f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
+                            f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
+                            f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
+                        )
+                    saver.put(tokens.to(torch.uint16) if discrete else tokens)
             if not windows:
                 raise AvTokensError(f"{source}: no decodable video frames")
             frame_count = sum(w.real_frames for w in windows)
@@ -173,7 +185,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
     decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
-    source_windows = read_frame_windows(source, probe(source), tok["window"])
+    source_windows = host_frames(read_frame_windows(source, probe(source), tok["window"]), dev)
     with (
         safe_open(str(tokens_path), framework="pt") as f,
         atomic_output(dest) as tmp,
@@ -183,21 +195,27 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
     ):
         latents = f.get_slice(meta["latent"]["tensor"])
         table.write("frame\twindow\tpsnr\tssim\n")
+
+        def save(item):  # on a background thread: the mp4 encode stays off the model's path
+            index, win, frames, psnr_values, ssim_values = item
+            scores = zip(psnr_values.tolist(), ssim_values.tolist(), strict=True)
+            for k, (p, q) in enumerate(scores):
+                table.write(f"{win.start + k}\t{index}\t{p:.4f}\t{q:.6f}\n")
+            writer.write(frames.cpu().numpy())
+
         indexed = list(enumerate(windows))
-        for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
-            tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
-            for (index, win), window_frames in zip(batch, decoder(tokens), strict=True):
-                frames = model_output_to_frames(
-                    window_frames, win.real_frames, video["height"], video["width"]
-                )
-                original = next(source_windows, None)
-                if original is None or len(original) != win.real_frames:
-                    raise AvTokensError(f"{source}: no longer has the frames {tokens_path} was made from")
-                original = torch.from_numpy(original).to(dev)
-                scores = zip(psnr(original, frames).tolist(), ssim(original, frames).tolist(), strict=True)
-                for k, (p, q) in enumerate(scores):
-                    table.write(f"{win.start + k}\t{index}\t{p:.4f}\t{q:.6f}\n")
-                writer.write(frames.cpu().numpy())
+        with InOrderWorker(save) as saver:
+            for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
+                tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
+                for (index, win), window_frames in zip(batch, decoder(tokens), strict=True):
+                    frames = model_output_to_frames(
+                        window_frames, win.real_frames, video["height"], video["width"]
+                    )
+                    original = next(source_windows, None)
+                    if original is None or len(original) != win.real_frames:
+                        raise AvTokensError(f"{source}: no longer has the frames {tokens_path} was made from")
+                    original = torch.as_tensor(original).to(dev, non_blocking=True)
+                    saver.put((index, win, frames, psnr(original, frames), ssim(original, frames)))
         if next(source_windows, None) is not None:
             raise AvTokensError(f"{source}: has more frames than {tokens_path} was made from")
     log.info("%s: %d frames at %s fps -> %s", tokens_path, writer.frames, video["fps"], dest)
