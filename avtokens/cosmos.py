@@ -1,11 +1,14 @@
 """Load the Cosmos causal video tokenizer from its TorchScript files and run it on tensors.
 
 The same code loads the official `encoder.jit` / `decoder.jit` and the stand-ins of
-`avtokens.demo_weights`; only the checkpoint folder differs.
+`avtokens.demo_weights`; only the checkpoint folder differs. The preset's engine says what
+runs: the TorchScript graph itself, our own modules (`avtokens.cosmos_network`) filled with
+its weights, or those modules through `torch.compile`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -14,11 +17,21 @@ import torch
 
 from avtokens import AvTokensError
 from avtokens.checkpoints import WeightsLock
+from avtokens.cosmos_network import network_from_release
 from avtokens.demo_weights import STAND_IN_MARKER
 from avtokens.media import sha256_of
 from avtokens.presets import Preset
 
 log = logging.getLogger(__name__)
+
+
+def _pad_by_repeating(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """`x` extended along `dim` to `size` by repeating its last entry."""
+    missing = size - x.shape[dim]
+    if missing <= 0:
+        return x
+    last = x.narrow(dim, x.shape[dim] - 1, 1)
+    return torch.cat([x, last.expand(*[missing if d == dim else -1 for d in range(x.dim())])], dim=dim)
 
 
 def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, torch.dtype]:
@@ -36,8 +49,9 @@ class _CosmosNetwork:
     part: str
 
     def __init__(
-        self, path: Path | str, preset: Preset, device: torch.device, lock: WeightsLock | None = None
-    ):
+        self, path: Path | str, preset: Preset, device: torch.device, lock: WeightsLock | None = None,
+        compile_backend: str = "inductor",
+    ):  # fmt: skip
         self.preset, self.device, path = preset, device, Path(path)
         encoder_dtype, decoder_dtype = _model_dtypes(device, preset.is_discrete)
         self.dtype = encoder_dtype if self.part == "encoder" else decoder_dtype
@@ -56,6 +70,21 @@ class _CosmosNetwork:
             raise AvTokensError(f"{path}: not a loadable TorchScript checkpoint ({first})") from None
         self.module = module.to(self.dtype).eval()
         self.stand_in = bool(extra[STAND_IN_MARKER])
+        tiny = self.stand_in and json.loads(extra[STAND_IN_MARKER]).get("network", "tiny") == "tiny"
+        self.engine = preset.engine
+        if self.engine == "auto":
+            self.engine = "compiled" if device.type == "cuda" and not tiny else "torchscript"
+        if self.engine != "torchscript":
+            try:
+                network = network_from_release(
+                    module.state_dict(), self.part, preset.kind, preset.temporal, preset.spatial
+                )
+            except ValueError as err:
+                raise AvTokensError(
+                    f"{path}: engine '{self.engine}' runs our own Cosmos network, but {err}"
+                    + (" (the tiny stand-in weights run only as engine torchscript)" if tiny else "")
+                ) from None
+            self.module = network.to(device, self.dtype).eval()
         sha256 = sha256_of(path)
         if lock is not None:
             lock.check(f"{preset.repo}/{path.name}", path, sha256)
@@ -65,12 +94,39 @@ class _CosmosNetwork:
             "sha256": sha256,
             "dtype": str(self.dtype).removeprefix("torch."),
             "stand_in": self.stand_in,
+            "engine": self.engine,
         }
         if self.stand_in:
             log.warning("%s holds stand-in weights: its tokens carry no meaning", path)
         expected, found = f"a {preset.kind}{preset.factors} {self.part}", self._probe()
         if found != expected:
             raise AvTokensError(f"{path}: preset '{preset.name}' expects {expected}, but the file is {found}")
+        self._compiled = None
+        if self.engine == "compiled":
+            # One input shape per resolution (see _run), so the network compiles once; the
+            # compiled kernels are cached on disk (TORCHINDUCTOR_CACHE_DIR) for later jobs.
+            self._compiled = torch.compile(self.module, dynamic=False, backend=compile_backend)
+        self._batch = 0
+
+    def _run(self, x: torch.Tensor, full_length: int, dim: int):
+        """The network on `x`. The compiled engine always sees the same shape: the batch is
+        padded to the largest one seen and dimension `dim` (time) to `full_length`, by
+        repeating the last entry; the network is causal, so the output for the real part is
+        unchanged, and the caller crops it."""
+        if self._compiled is None:
+            return self.module(x)
+        self._batch = max(self._batch, x.shape[0])
+        x = _pad_by_repeating(_pad_by_repeating(x, dim, full_length), 0, self._batch)
+        if not x.is_inference():  # padded inputs are inference tensors: keep one kind (one graph)
+            x = x.clone()
+        try:
+            return self._compiled(x)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as err:  # a compiler failure must not cost the job: run as written
+            log.warning("torch.compile failed (%s); running the network uncompiled", str(err).splitlines()[0])
+            self._compiled, self.engine, self.record["engine"] = None, "eager", "eager"
+            return self.module(x)
 
     def _probe(self) -> str:
         """What the network is, read from how it maps a tiny input: "a CV8x16x16 encoder" and so on."""
@@ -99,10 +155,11 @@ class CosmosEncoder(_CosmosNetwork):
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        out = self.module(frames.to(self.dtype))
+        batch, latent_frames = frames.shape[0], 1 + (frames.shape[2] - 1) // self.preset.temporal
+        out = self._run(frames.to(self.dtype), self.preset.window, dim=2)[0][:batch]
         if self.preset.is_discrete:
-            return out[0].to(torch.int64)
-        return out[0].permute(0, 2, 3, 4, 1).to(torch.bfloat16)
+            return out[:, :latent_frames].to(torch.int64)
+        return out[:, :, :latent_frames].permute(0, 2, 3, 4, 1).to(torch.bfloat16)
 
 
 class CosmosDecoder(_CosmosNetwork):
@@ -131,7 +188,10 @@ class CosmosDecoder(_CosmosNetwork):
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.preset.is_discrete:
-            tokens = tokens.to(self.device, torch.int64)
+            tokens, time_dim = tokens.to(self.device, torch.int64), 1
         else:
-            tokens = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype)
-        return self.module(tokens).float().clamp_(-1, 1)
+            tokens, time_dim = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype), 2
+        batch, latent_frames = tokens.shape[0], tokens.shape[time_dim]
+        window_latents = 1 + (self.preset.window - 1) // self.preset.temporal
+        frames = self._run(tokens, window_latents, dim=time_dim)[:batch]
+        return frames[:, :, : 1 + self.preset.temporal * (latent_frames - 1)].float().clamp_(-1, 1)

@@ -342,3 +342,31 @@ class CosmosDecoderNetwork(nn.Module):
         if self.inv_quant is not None:
             tokens = self.inv_quant.indices_to_codes(tokens).to(self.post_quant_conv.conv3d.weight.dtype)
         return self.decoder(self.post_quant_conv(tokens))
+
+
+def network_from_release(state: dict[str, torch.Tensor], part: str, kind: str, temporal: int,
+                         spatial: int) -> nn.Module:  # fmt: skip
+    """Our encoder or decoder network (`part`) filled from a released TorchScript file's
+    `state_dict()`. The names match; keys the network does not use (buffers, weights of
+    no-op stages) are left out. Raises ValueError naming any parameter left unfilled or of
+    the wrong shape: a silently random layer is the classic failure of a port."""
+    probe_key = "encoder.conv_in.0.conv3d.weight" if part == "encoder" else "decoder.conv_out.1.conv3d.weight"
+    if probe_key not in state:
+        raise ValueError(f"it does not hold the Cosmos network ({probe_key} is missing)")
+    channels = state[probe_key].shape[1 if part == "encoder" else 0]  # 3 * patch^3
+    patch = round((channels / 3) ** (1 / 3))
+    network_class = CosmosEncoderNetwork if part == "encoder" else CosmosDecoderNetwork
+    network = network_class(kind, temporal, spatial, patch=patch)
+    wanted = network.state_dict()
+    missing = [key for key in wanted if key not in state]
+    misshaped = [f"{key} {tuple(state[key].shape)} (needs {tuple(wanted[key].shape)})"
+                 for key in wanted if key in state and state[key].shape != wanted[key].shape]  # fmt: skip
+    if missing or misshaped:
+        problems = [f"{len(missing)} parameters missing: {', '.join(missing[:5])}" if missing else "",
+                    f"wrong shapes: {', '.join(misshaped[:5])}" if misshaped else ""]  # fmt: skip
+        raise ValueError(
+            f"it does not fit the {kind}{temporal}x{spatial}x{spatial} {part} network; "
+            + "; ".join(p for p in problems if p)
+        )
+    network.load_state_dict({key: state[key] for key in wanted})
+    return network

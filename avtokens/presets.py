@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from avtokens.windows import check_window_length
 
+# How a Cosmos network runs: the released TorchScript graph, our own modules filled with its
+# weights, or those modules through torch.compile; auto: compiled on a GPU, else torchscript.
+ENGINES = ("auto", "torchscript", "eager", "compiled")
 # (temporal, spatial) compression pairs NVIDIA released, for both CV and DV.
 RELEASED_FACTORS = {(4, 8), (8, 8), (8, 16)}
 DAC_WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
@@ -26,6 +29,7 @@ class Preset:
     window: int
     weights: str  # "official" or "demo"
     repo: str  # Hugging Face repo of the Cosmos checkpoint, e.g. nvidia/Cosmos-0.1-Tokenizer-CV8x8x8
+    engine: str = "auto"  # how the network runs: see ENGINES
 
     @property
     def model(self) -> str:
@@ -77,7 +81,10 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     repo = f"nvidia/{default_model_name(kind, temporal, spatial)}"
     if weights == "official" and fields.get("repo"):
         repo = fields["repo"]
-    return Preset(name, kind, temporal, spatial, window, weights, repo)
+    engine = fields.get("engine", "auto")
+    if engine not in ENGINES:
+        raise ValueError(f"preset '{name}': engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return Preset(name, kind, temporal, spatial, window, weights, repo, engine)
 
 
 def released_model_factors(model: str) -> tuple[str, int, int]:

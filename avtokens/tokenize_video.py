@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         "results": "results",
         "checkpoints": str((REPO / defaults["checkpoints"]).resolve()),
         "weights_lock": str((REPO / defaults["weights_lock"]).resolve()),
+        "compile_cache": str((REPO / defaults["compile_cache"]).resolve()),
         "weights": args.weights,
         "device": args.device,
         "presets": {name: fields},

@@ -21,6 +21,10 @@ DEMO_WEIGHTS = "resources/demo_weights"
 
 validate(config, "../config/schemas/config.schema.yaml")
 
+# Compiled kernels are kept for the jobs after the first (the `compiled` engine); a value
+# already in the environment wins.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(config["compile_cache"]))
+
 try:
     videos = pd.read_csv(
         config["videos"], sep="\t", dtype=str, keep_default_na=False, quoting=3
