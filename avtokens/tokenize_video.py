@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from avtokens.atomic import atomic_output
-from avtokens.presets import make_preset
+from avtokens.presets import ENGINES, make_preset
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
 
@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cores", default="all", help="CPU cores for snakemake (default: all)")
     p.add_argument("--window", type=int, default=17, help="frames per tokenizer window (default: 17)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="how the Cosmos network runs (README, Engines; default: auto)")  # fmt: skip
     return p
 
 
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     kind = "DV" if args.is_discrete == "1" else "CV"
     name = f"{kind}{args.temporal_factor}x{args.spatial_factor}x{args.spatial_factor}"
     fields = {"kind": kind, "temporal": args.temporal_factor, "spatial": args.spatial_factor,
-              "window": args.window, "weights": args.weights}  # fmt: skip
+              "window": args.window, "weights": args.weights, "engine": args.engine}  # fmt: skip
     try:
         make_preset(name, fields)
     except ValueError as err:
