@@ -186,7 +186,7 @@ def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
 
 
 def read_frame_windows(
-    path: Path | str, info: VideoInfo, window: int, prefetch: int = 4
+    path: Path | str, info: VideoInfo, window: int, prefetch: int = 2
 ) -> Iterator[np.ndarray]:
     """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
     (the last one shorter). A background thread keeps up to `prefetch` windows ready."""

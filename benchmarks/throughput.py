@@ -45,6 +45,7 @@ from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # n
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
 from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg  # noqa: E402
 from avtokens.presets import ENGINES, make_preset  # noqa: E402
+from avtokens.rule import bound_heap_growth  # noqa: E402
 from avtokens.windows import Window, padded_length  # noqa: E402
 
 
@@ -171,6 +172,7 @@ def main() -> int:
                                      "veryfast", clip, metrics)  # fmt: skip
         wav, codes, wav_out = work / "a.wav", work / "codes.safetensors", work / "a_out.wav"
         extract_wav(clip, wav, probe(clip), audio.SAMPLE_RATE)
+        bound_heap_growth()  # as the workflow's audio jobs do
         with Stage(device) as aenc:
             audio.encode_wav_file(wav, tokens, codes, work / "dac.pth", args.device, 60)
         with Stage(device) as adec:

@@ -1,5 +1,7 @@
 from avtokens.audio import decode_token_file
-from avtokens.rule import run_rule
+from avtokens.rule import bound_heap_growth, run_rule
+
+bound_heap_growth()  # DAC's window-sized buffers would fragment the heap (see there)
 
 run_rule(
     snakemake,
