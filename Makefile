@@ -29,4 +29,4 @@ lint: setup
 	$(BIN)/snakemake --lint --cores 1
 
 clean:
-	rm -rf results logs resources/demo_weights resources/example .snakemake
+	rm -rf results logs resources/demo_weights resources/example resources/compile_cache .snakemake

@@ -124,7 +124,8 @@ class _CosmosNetwork:
         except torch.OutOfMemoryError:
             raise
         except Exception as err:  # a compiler failure must not cost the job: run as written
-            log.warning("torch.compile failed (%s); running the network uncompiled", str(err).splitlines()[0])
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            log.warning("torch.compile failed (%s); running the network uncompiled", reason)
             self._compiled, self.engine, self.record["engine"] = None, "eager", "eager"
             return self.module(x)
 
