@@ -75,3 +75,21 @@ def test_full_size_files_in_the_release_layout_load_like_the_official_ones(tmp_p
     indices = encoder(torch.rand(2, 3, 17, 48, 64) * 2 - 1)
     assert indices.shape == (2, 3, 3, 4) and int(indices.max()) < 64000
     assert decoder(indices).shape == (2, 3, 17, 48, 64)
+
+
+def test_the_360p_variants_patch_by_two_and_load_with_their_patch_size():
+    """The "-360p" releases patch 2x2x2 and resample more inside; the loader reads the patch
+    size from the weights (conv_in takes 3 * patch^3 channels)."""
+    from avtokens.cosmos_network import network_from_release
+
+    torch.manual_seed(0)
+    encoder = CosmosEncoderNetwork("DV", 8, 8, patch=2).eval()
+    decoder = CosmosDecoderNetwork("DV", 8, 8, patch=2).eval()
+    assert encoder.encoder.conv_in[0].conv3d.weight.shape[1] == 24
+    frames = torch.rand(1, 3, 17, 32, 48) * 2 - 1
+    with torch.no_grad():
+        indices = encoder(frames)[0]
+        assert indices.shape == (1, 3, 4, 6)
+        assert decoder(indices).shape == frames.shape
+        loaded = network_from_release(encoder.state_dict(), "encoder", "DV", 8, 8).eval()
+        assert torch.equal(loaded(frames)[0], indices)
