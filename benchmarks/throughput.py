@@ -129,6 +129,7 @@ def main() -> int:
     )
     parser.add_argument("--preset", default="CV8x16x16", help="kind and factors, e.g. DV8x8x8")
     parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--window", type=int, default=17, help="frames per tokenizer window")
     parser.add_argument("--seconds", type=float, default=20, help="length of the end-to-end clip")
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--network", choices=["cosmos", "tiny"], default="cosmos")
@@ -141,7 +142,7 @@ def main() -> int:
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     kind, factors = args.preset[:2], args.preset[2:].split("x")
-    fields = {"kind": kind, "temporal": int(factors[0]), "spatial": int(factors[1]), "window": 17}
+    fields = {"kind": kind, "temporal": int(factors[0]), "spatial": int(factors[1]), "window": args.window}
     preset = make_preset(args.preset, {**fields, "weights": "demo"})
     device = resolve_device(args.device)
 
