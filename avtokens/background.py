@@ -59,7 +59,6 @@ class InOrderWorker:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._error = None
         self._queue.put(_DONE)
         self._thread.join()
         self._error = None

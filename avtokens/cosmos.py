@@ -21,6 +21,7 @@ from avtokens.cosmos_network import network_from_release
 from avtokens.demo_weights import STAND_IN_MARKER
 from avtokens.media import sha256_of
 from avtokens.presets import Preset
+from avtokens.windows import latent_frame_count
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class CosmosEncoder(_CosmosNetwork):
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        batch, latent_frames = frames.shape[0], 1 + (frames.shape[2] - 1) // self.preset.temporal
+        batch, latent_frames = frames.shape[0], latent_frame_count(frames.shape[2], self.preset.temporal)
         out = self._run(frames.to(self.dtype), self.preset.window, dim=2)[0][:batch]
         if self.preset.is_discrete:
             return out[:, :latent_frames].to(torch.int64)
@@ -193,6 +194,6 @@ class CosmosDecoder(_CosmosNetwork):
         else:
             tokens, time_dim = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype), 2
         batch, latent_frames = tokens.shape[0], tokens.shape[time_dim]
-        window_latents = 1 + (self.preset.window - 1) // self.preset.temporal
+        window_latents = latent_frame_count(self.preset.window, self.preset.temporal)
         frames = self._run(tokens, window_latents, dim=time_dim)[:batch]
         return frames[:, :, : 1 + self.preset.temporal * (latent_frames - 1)].float().clamp_(-1, 1)

@@ -17,7 +17,12 @@ class Window:
     padded_frames: int  # frames given to the model (the last real frame repeated)
 
     def latent_frames(self, temporal_factor: int) -> int:
-        return 1 + (self.padded_frames - 1) // temporal_factor
+        return latent_frame_count(self.padded_frames, temporal_factor)
+
+
+def latent_frame_count(frames: int, temporal_factor: int) -> int:
+    """Latent frames a causal tokenizer makes of `frames` (1 + k*tc) input frames."""
+    return 1 + (frames - 1) // temporal_factor
 
 
 def check_window_length(window: int, temporal_factor: int) -> None:
