@@ -3,13 +3,16 @@
 The same code loads the official `encoder.jit` / `decoder.jit` and the stand-ins of
 `avtokens.demo_weights`; only the checkpoint folder differs. The preset's engine says what
 runs: the TorchScript graph itself, our own modules (`avtokens.cosmos_network`) filled with
-its weights, or those modules through `torch.compile`.
+its weights, or those modules through `torch.compile`. Our modules run only after a
+self-check on every load has shown that they compute what the file computes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 import warnings
 from pathlib import Path
 
@@ -17,13 +20,38 @@ import torch
 
 from avtokens import AvTokensError
 from avtokens.checkpoints import WeightsLock
-from avtokens.cosmos_network import network_from_release
+from avtokens.cosmos_network import DECODER_VARIANTS, network_from_release
 from avtokens.demo_weights import STAND_IN_MARKER
+from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import sha256_of
 from avtokens.presets import Preset
 from avtokens.windows import latent_frame_count
 
 log = logging.getLogger(__name__)
+
+# The self-check passes when our network's output is within this many bf16 steps of the
+# file's (RMS over the output, a step taken at the output's RMS size). Right networks land
+# near 1 (op order and attention kernels round differently); a wrong level choice lands in
+# the hundreds.
+SELF_CHECK_TOLERANCE = 16
+_BF16_STEP = 2.0**-7  # bf16 keeps 8 significant bits: its spacing is 2^-7 of the value's power of two
+
+
+def bf16_steps_apart(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """RMS difference of `other` from `reference`, in bf16 steps at the reference's RMS size;
+    infinite when the shapes differ."""
+    if reference.shape != other.shape:
+        return math.inf
+    reference, other = reference.double(), other.double()
+    size = reference.square().mean().sqrt().clamp_min(torch.finfo(torch.bfloat16).tiny)
+    return float((other - reference).square().mean().sqrt() / (size * _BF16_STEP))
+
+
+def resolve_engine(requested: str, device: torch.device, tiny: bool) -> str:
+    """The engine `auto` stands for: our compiled network on a GPU, else the TorchScript graph."""
+    if requested != "auto":
+        return requested
+    return "compiled" if device.type == "cuda" and not tiny else "torchscript"
 
 
 def _pad_by_repeating(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -51,7 +79,7 @@ class _CosmosNetwork:
 
     def __init__(
         self, path: Path | str, preset: Preset, device: torch.device, lock: WeightsLock | None = None,
-        compile_backend: str = "inductor",
+        compile_backend="inductor",
     ):  # fmt: skip
         self.preset, self.device, path = preset, device, Path(path)
         encoder_dtype, decoder_dtype = _model_dtypes(device, preset.is_discrete)
@@ -72,20 +100,6 @@ class _CosmosNetwork:
         self.module = module.to(self.dtype).eval()
         self.stand_in = bool(extra[STAND_IN_MARKER])
         tiny = self.stand_in and json.loads(extra[STAND_IN_MARKER]).get("network", "tiny") == "tiny"
-        self.engine = preset.engine
-        if self.engine == "auto":
-            self.engine = "compiled" if device.type == "cuda" and not tiny else "torchscript"
-        if self.engine != "torchscript":
-            try:
-                network = network_from_release(
-                    module.state_dict(), self.part, preset.kind, preset.temporal, preset.spatial
-                )
-            except ValueError as err:
-                raise AvTokensError(
-                    f"{path}: engine '{self.engine}' runs our own Cosmos network, but {err}"
-                    + (" (the tiny stand-in weights run only as engine torchscript)" if tiny else "")
-                ) from None
-            self.module = network.to(device, self.dtype).eval()
         sha256 = sha256_of(path)
         if lock is not None:
             lock.check(f"{preset.repo}/{path.name}", path, sha256)
@@ -95,13 +109,16 @@ class _CosmosNetwork:
             "sha256": sha256,
             "dtype": str(self.dtype).removeprefix("torch."),
             "stand_in": self.stand_in,
-            "engine": self.engine,
         }
         if self.stand_in:
             log.warning("%s holds stand-in weights: its tokens carry no meaning", path)
         expected, found = f"a {preset.kind}{preset.factors} {self.part}", self._probe()
         if found != expected:
             raise AvTokensError(f"{path}: preset '{preset.name}' expects {expected}, but the file is {found}")
+        self.engine = resolve_engine(preset.engine, device, tiny)
+        if self.engine != "torchscript":
+            self._use_our_network(path, tiny)
+        self.record["engine"] = self.engine
         self._compiled = None
         if self.engine == "compiled":
             # One input shape per resolution (see _run), so the network compiles once; the
@@ -131,8 +148,79 @@ class _CosmosNetwork:
             return self.module(x)
 
     def _probe(self) -> str:
-        """What the network is, read from how it maps a tiny input: "a CV8x16x16 encoder" and so on."""
+        """What the file is, read from how it maps a tiny input: "a CV8x16x16 encoder" and so on."""
         raise NotImplementedError
+
+    def _check_input(self) -> torch.Tensor:
+        """A small seeded input for the self-check: three latent frames of 3x4 positions."""
+        raise NotImplementedError
+
+    def _check_output(self, out) -> torch.Tensor:
+        """The floating-point output the self-check compares."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def _use_our_network(self, path: Path, tiny: bool) -> None:
+        """Replace the file's graph by our network filled with its weights, once the same seeded
+        input gives the same output through both (for a decoder, with NVIDIA's standard level
+        rule, else the legacy one). If neither matches: `auto` keeps the graph and warns; an
+        explicit engine stops the job. The figures go into the record."""
+        preset, started = self.preset, time.perf_counter()
+        if tiny:
+            raise AvTokensError(f"{path}: engine '{self.engine}' runs our own Cosmos network, which the tiny "
+                                "stand-in weights are not; they run only as engine torchscript")  # fmt: skip
+        state = self.module.state_dict()
+        probe = self._check_input()
+        expected = self._check_output(self.module(probe))
+        steps: dict[str, float] = {}  # bf16 steps apart, per level rule tried (inf: another shape)
+        unfit: dict[str, str] = {}  # why a rule's network cannot be filled from the file
+        for variant in DECODER_VARIANTS if self.part == "decoder" else DECODER_VARIANTS[:1]:
+            try:
+                network = network_from_release(
+                    state, self.part, preset.kind, preset.temporal, preset.spatial, variant=variant
+                )
+            except ValueError as err:
+                unfit[variant] = str(err)
+                continue
+            network = network.to(self.device, self.dtype).eval()
+            steps[variant] = bf16_steps_apart(expected, self._check_output(network(probe)))
+            if steps[variant] <= SELF_CHECK_TOLERANCE:
+                break
+        else:
+            network = None
+        self.record["self_check"] = {
+            "passed": network is not None,
+            "bf16_steps": {v: round(f, 2) if math.isfinite(f) else None for v, f in steps.items()},
+            "tolerance_bf16_steps": SELF_CHECK_TOLERANCE,
+        }  # fmt: skip
+        if network is not None:
+            if self.part == "decoder":
+                self.record["self_check"]["variant"] = variant
+            # Timed in the log, not the record: the token file's bytes must not depend on it.
+            log.info("%s: our network computes what the file computes (%.2f bf16 steps apart%s); "
+                     "self-check %.2f s", path, steps[variant],
+                     f", {variant} level rule" if self.part == "decoder" else "",
+                     time.perf_counter() - started)  # fmt: skip
+            self.module = network
+            return
+        rules = {"standard": "NVIDIA's standard level rule: ", "legacy": "their legacy rule: "}
+        detail = "; ".join(
+            (rules[v] if self.part == "decoder" else "")
+            + (unfit[v] if v in unfit else f"{steps[v]:.0f} bf16 steps off" if math.isfinite(steps[v])
+               else "another output shape")
+            for v in DECODER_VARIANTS if v in unfit or v in steps
+        )  # fmt: skip
+        if preset.engine == "auto":
+            log.warning("%s: our Cosmos network does not compute what the file computes (%s; at most %d "
+                        "bf16 steps pass): running the file's TorchScript graph instead",
+                        path, detail, SELF_CHECK_TOLERANCE)  # fmt: skip
+            self.engine = "torchscript"
+            return
+        raise AvTokensError(
+            f"{path}: engine '{self.engine}': our Cosmos network does not compute what this file computes "
+            f"({detail}; at most {SELF_CHECK_TOLERANCE} bf16 steps pass); "
+            f"run preset '{preset.name}' with engine torchscript"
+        )
 
 
 class CosmosEncoder(_CosmosNetwork):
@@ -154,6 +242,14 @@ class CosmosEncoder(_CosmosNetwork):
             return f"not a Cosmos encoder (17 frames of 32x32 gave {tuple(out.shape)})"
         s = 32 // h
         return f"a {kind}{16 // (t - 1)}x{s}x{s} encoder"
+
+    def _check_input(self) -> torch.Tensor:
+        tc, s = self.preset.temporal, self.preset.spatial
+        frames = torch.rand(1, 3, 1 + 2 * tc, 3 * s, 4 * s, generator=torch.Generator().manual_seed(0))
+        return (frames * 2 - 1).to(self.device, self.dtype)
+
+    def _check_output(self, out) -> torch.Tensor:
+        return out[1] if self.preset.is_discrete else out[0]  # DV codes, CV latents
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
@@ -186,6 +282,15 @@ class CosmosDecoder(_CosmosNetwork):
             return f"not a Cosmos decoder (2 latent frames of 2x2 gave {tuple(out.shape)})"
         s = out.shape[3] // 2
         return f"a {kind}{out.shape[2] - 1}x{s}x{s} decoder"
+
+    def _check_input(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        if self.preset.is_discrete:
+            return torch.randint(0, CODEBOOK_SIZE, (1, 3, 3, 4), generator=generator).to(self.device)
+        return torch.randn(1, 16, 3, 3, 4, generator=generator).to(self.device, self.dtype)
+
+    def _check_output(self, out) -> torch.Tensor:
+        return out
 
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:

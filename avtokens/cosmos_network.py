@@ -155,8 +155,9 @@ class HybridDownsample(nn.Module):
 
 
 class HybridUpsample(nn.Module):
-    """x2 up in time (repeat, drop the first frame, residual causal conv; a single frame
-    stays single) and/or in space (nearest, residual conv), then a pointwise conv."""
+    """x2 up in time (repeat, drop the first frame, residual causal conv) and/or in space
+    (nearest, residual conv), then a pointwise conv. A single frame is not repeated but still
+    goes through the residual time conv, as in NVIDIA's code and its traced graphs."""
 
     def __init__(self, channels: int, spatial: bool, temporal: bool):
         super().__init__()
@@ -168,8 +169,11 @@ class HybridUpsample(nn.Module):
         self.conv3 = pointwise_conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.temporal and x.shape[2] > 1:
-            x = x.repeat_interleave(2, dim=2)[:, :, 1:]
+        if not (self.temporal or self.spatial):  # a stage that does nothing, as released files carry
+            return x
+        if self.temporal:
+            if x.shape[2] > 1:
+                x = x.repeat_interleave(2, dim=2)[:, :, 1:]
             x = x + self.conv1(x)
         if self.spatial:
             x = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
@@ -236,11 +240,40 @@ def _level_widths(levels: int) -> list[int]:
     return [BASE_WIDTH * m for m in (2, 4, 4)[:levels]]
 
 
-def _resampling(levels: int, temporal: int, spatial: int, patch: int) -> list[tuple[bool, bool]]:
-    """(spatial, temporal) x2 steps after each encoder level but the last."""
-    spatial_steps = int(math.log2(spatial)) - int(math.log2(patch))
-    temporal_steps = int(math.log2(temporal)) - int(math.log2(patch))
-    return [(i < spatial_steps, i < temporal_steps) for i in range(levels - 1)]
+# How the decoder picks its up-sampling levels. NVIDIA's decoder has two rules: "standard"
+# (their default) and "legacy" (their `legacy_mode`). A released file's key names do not say
+# which one it was exported with; what the file computes does (see avtokens.cosmos).
+DECODER_VARIANTS = ("standard", "legacy")
+
+
+def _steps(spatial: int, temporal: int, patch: int) -> tuple[int, int]:
+    """x2 resampling steps the network makes in (space, time); the patcher makes the rest."""
+    return int(math.log2(spatial)) - int(math.log2(patch)), int(math.log2(temporal)) - int(math.log2(patch))
+
+
+def encoder_resampling(levels: int, temporal: int, spatial: int, patch: int) -> list[tuple[bool, bool]]:
+    """(spatial, temporal) x2 down-sampling after encoder level i, for i < levels - 1:
+    space while i < S, time while i < T."""
+    s, t = _steps(spatial, temporal, patch)
+    return [(i < s, i < t) for i in range(levels - 1)]
+
+
+def decoder_resampling(levels: int, temporal: int, spatial: int, patch: int,
+                       variant: str = "standard") -> list[tuple[bool, bool]]:  # fmt: skip
+    """(spatial, temporal) x2 up-sampling of decoder level i (`up.{i}`), for i > 0; item i - 1.
+
+    NVIDIA's rule, with r = levels - 1 - i the level's place counted from the deepest:
+    time when 0 < r < T + 1 (legacy: r < T); space when in time too, or when r < S and S > T.
+    It is not the encoder's mirror: DV4x8x8 up-samples in space at up.2, not up.1."""
+    if variant not in DECODER_VARIANTS:
+        raise ValueError(f"decoder variant must be one of {', '.join(DECODER_VARIANTS)}, not {variant!r}")
+    s, t = _steps(spatial, temporal, patch)
+    steps = []
+    for i in range(1, levels):
+        r = levels - 1 - i
+        temporal_up = r < t if variant == "legacy" else 0 < r < t + 1
+        steps.append((temporal_up or (r < s and s > t), temporal_up))
+    return steps
 
 
 class Encoder(nn.Module):
@@ -251,7 +284,7 @@ class Encoder(nn.Module):
         self.conv_in = factorised_conv(3 * patch**3, BASE_WIDTH)
         self.down = nn.ModuleList()
         width = BASE_WIDTH
-        steps = _resampling(levels, temporal, spatial, patch)
+        steps = encoder_resampling(levels, temporal, spatial, patch)
         for i, out in enumerate(widths):
             level = nn.Module()
             level.block = nn.ModuleList([ResidualBlock(width, out), ResidualBlock(out, out)])
@@ -274,14 +307,15 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, temporal: int, spatial: int, patch: int, levels: int):
+    """`upsampling`: (spatial, temporal) per level above 0, as `decoder_resampling` gives."""
+
+    def __init__(self, patch: int, levels: int, upsampling: list[tuple[bool, bool]]):
         super().__init__()
         self.patch = patch
         widths = _level_widths(levels)
         width = widths[-1]
         self.conv_in = factorised_conv(LATENT_CHANNELS, width)
         self.mid = MiddleBlock(width)
-        steps = _resampling(levels, temporal, spatial, patch)
         up = [None] * levels
         for i in reversed(range(levels)):  # up.{i} mirrors down.{i}; run from the deepest
             level = nn.Module()
@@ -289,8 +323,8 @@ class Decoder(nn.Module):
                 [ResidualBlock(width if j == 0 else widths[i], widths[i]) for j in range(3)]
             )
             width = widths[i]
-            if i > 0 and any(steps[i - 1]):
-                level.upsample = HybridUpsample(width, *steps[i - 1])
+            if i > 0 and any(upsampling[i - 1]):
+                level.upsample = HybridUpsample(width, *upsampling[i - 1])
             up[i] = level
         self.up = nn.ModuleList(up)
         self.norm_out = FrameNorm(width)
@@ -306,16 +340,18 @@ class Decoder(nn.Module):
         return haar_unpatch(self.conv_out(F.silu(self.norm_out(x))), self.patch)
 
 
-def _levels(kind: str, temporal: int, spatial: int) -> int:
+def released_levels(kind: str, temporal: int, spatial: int) -> int:
+    """Levels of the released models: [2, 4, 4] channel multipliers, [2, 4] for CV4x8x8."""
     return 2 if (kind, temporal, spatial) == ("CV", 4, 8) else 3
 
 
 class CosmosEncoderNetwork(nn.Module):
     """Frames -> (latents,) for CV or (indices, codes) for DV, as the released encoder.jit."""
 
-    def __init__(self, kind: str, temporal: int, spatial: int, patch: int = 4):
+    def __init__(self, kind: str, temporal: int, spatial: int, patch: int = 4, levels: int | None = None):
         super().__init__()
-        self.encoder = Encoder(temporal, spatial, patch, _levels(kind, temporal, spatial))
+        levels = levels or released_levels(kind, temporal, spatial)
+        self.encoder = Encoder(temporal, spatial, patch, levels)
         self.quant_conv = pointwise_conv(LATENT_CHANNELS, FSQ_CHANNELS if kind == "DV" else LATENT_CHANNELS)
         self.quantizer = FiniteScalarQuantizer() if kind == "DV" else None
 
@@ -328,15 +364,20 @@ class CosmosEncoderNetwork(nn.Module):
 
 
 class CosmosDecoderNetwork(nn.Module):
-    """Latents (CV) or indices (DV) -> frames, as the released decoder.jit."""
+    """Latents (CV) or indices (DV) -> frames, as the released decoder.jit. `variant` picks
+    NVIDIA's rule for the up-sampling levels; `upsampling` gives them outright instead."""
 
-    def __init__(self, kind: str, temporal: int, spatial: int, patch: int = 4):
+    def __init__(self, kind: str, temporal: int, spatial: int, patch: int = 4, levels: int | None = None,
+                 variant: str = "standard", upsampling: list[tuple[bool, bool]] | None = None):  # fmt: skip
         super().__init__()
+        levels = levels or released_levels(kind, temporal, spatial)
         self.inv_quant = FiniteScalarQuantizer() if kind == "DV" else None
         self.post_quant_conv = pointwise_conv(
             FSQ_CHANNELS if kind == "DV" else LATENT_CHANNELS, LATENT_CHANNELS
         )
-        self.decoder = Decoder(temporal, spatial, patch, _levels(kind, temporal, spatial))
+        if upsampling is None:
+            upsampling = decoder_resampling(levels, temporal, spatial, patch, variant)
+        self.decoder = Decoder(patch, levels, upsampling)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.inv_quant is not None:
@@ -344,19 +385,31 @@ class CosmosDecoderNetwork(nn.Module):
         return self.decoder(self.post_quant_conv(tokens))
 
 
+def _count_levels(state: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many levels `prefix` (encoder.down or decoder.up) has in a state dict."""
+    found = {int(key[len(prefix) + 1 :].split(".", 1)[0]) for key in state if key.startswith(prefix + ".")}
+    return max(found) + 1 if found else 0
+
+
 def network_from_release(state: dict[str, torch.Tensor], part: str, kind: str, temporal: int,
-                         spatial: int) -> nn.Module:  # fmt: skip
+                         spatial: int, variant: str = "standard") -> nn.Module:  # fmt: skip
     """Our encoder or decoder network (`part`) filled from a released TorchScript file's
-    `state_dict()`. The names match; keys the network does not use (buffers, weights of
-    no-op stages) are left out. Raises ValueError naming any parameter left unfilled or of
-    the wrong shape: a silently random layer is the classic failure of a port."""
+    `state_dict()`; for a decoder, with the level rule `variant`. The patch size and the
+    number of levels are read from the weights. Keys the network does not use (buffers,
+    weights of no-op stages) are left out. Raises ValueError naming any parameter left
+    unfilled or of the wrong shape: a silently random layer is the classic failure of a port."""
     probe_key = "encoder.conv_in.0.conv3d.weight" if part == "encoder" else "decoder.conv_out.1.conv3d.weight"
     if probe_key not in state:
         raise ValueError(f"it does not hold the Cosmos network ({probe_key} is missing)")
     channels = state[probe_key].shape[1 if part == "encoder" else 0]  # 3 * patch^3
     patch = round((channels / 3) ** (1 / 3))
-    network_class = CosmosEncoderNetwork if part == "encoder" else CosmosDecoderNetwork
-    network = network_class(kind, temporal, spatial, patch=patch)
+    levels = _count_levels(state, "encoder.down" if part == "encoder" else "decoder.up")
+    if levels not in (2, 3):
+        raise ValueError(f"it has {levels} levels; the released Cosmos {part}s have 2 or 3")
+    if part == "encoder":
+        network = CosmosEncoderNetwork(kind, temporal, spatial, patch=patch, levels=levels)
+    else:
+        network = CosmosDecoderNetwork(kind, temporal, spatial, patch=patch, levels=levels, variant=variant)
     wanted = network.state_dict()
     missing = [key for key in wanted if key not in state]
     misshaped = [f"{key} {tuple(state[key].shape)} (needs {tuple(wanted[key].shape)})"

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avtokens.cosmos_network import CosmosDecoderNetwork, CosmosEncoderNetwork
+from avtokens.cosmos_network import CausalConv3d, CosmosDecoderNetwork, CosmosEncoderNetwork, HybridUpsample
 from avtokens.fsq import FiniteScalarQuantizer
 
 STAND_IN_MARKER = "avtokens_stand_in.json"
@@ -100,43 +100,66 @@ def _quiet():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         # Tracing fixes shape-dependent branches (one latent frame or more), as in the
-        # released graphs; every window the pipeline feeds has more than one.
+        # released graphs.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 
 
-def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spatial: int,
-                          seed: int = 0, full_size: bool = False) -> None:  # fmt: skip
+def write_cosmos_stand_in(folder: Path | str, discrete: bool, temporal: int, spatial: int, seed: int = 0,
+                          full_size: bool = False, variant: str = "standard") -> None:  # fmt: skip
     """Write `encoder.jit` and `decoder.jit` for one kind and factor pair into `folder`:
     the tiny stand-in, or with `full_size` the published architecture with random weights
-    (the released models' cost, for benchmarks)."""
+    (the released models' cost, for benchmarks), its decoder levels by NVIDIA's `variant` rule."""
+    torch.manual_seed(seed)
+    kind = "DV" if discrete else "CV"
+    if full_size:
+        encoder = CosmosEncoderNetwork(kind, temporal, spatial)
+        decoder = with_every_upsampling_conv(CosmosDecoderNetwork(kind, temporal, spatial, variant=variant))
+    else:
+        encoder = StandInEncoder(discrete, temporal, spatial)
+        decoder = StandInDecoder(discrete, temporal, spatial)
+    marker = {"stand_in": True, "kind": kind, "temporal": temporal, "spatial": spatial, "seed": seed,
+              "network": "cosmos" if full_size else "tiny"}  # fmt: skip
+    trace_release_files(folder, encoder, decoder, marker)
+
+
+def with_every_upsampling_conv(decoder: CosmosDecoderNetwork) -> CosmosDecoderNetwork:
+    """`decoder` with all three up-sampling convolutions at every level above 0, used or not,
+    as NVIDIA's released files carry them: then key names say nothing about which levels
+    up-sample, and only what the file computes does."""
+    for level in decoder.decoder.up[1:]:
+        width = level.block[-1].conv2[1].conv3d.out_channels
+        if not hasattr(level, "upsample"):
+            level.upsample = HybridUpsample(width, spatial=False, temporal=False)
+        if not level.upsample.temporal:
+            level.upsample.conv1 = CausalConv3d(width, width, (3, 1, 1))
+        if not level.upsample.spatial:
+            level.upsample.conv2 = CausalConv3d(width, width, (1, 3, 3), padding=1)
+    return decoder
+
+
+def trace_release_files(folder: Path | str, encoder: nn.Module, decoder: nn.Module, marker: dict) -> None:
+    """Trace `encoder` and `decoder` (of the kind and factors `marker` names) into
+    `encoder.jit` / `decoder.jit` as the release files are laid out: traced at one size (the
+    graph then runs at any size), bf16 weights, the DV decoder traced in bf16 so that its
+    graph casts its codes to bf16; `marker` is stored in both, flagging them as stand-ins."""
     from avtokens.atomic import atomic_output
 
     folder = Path(folder)
-    torch.manual_seed(seed)
-    if full_size:
-        kind = "DV" if discrete else "CV"
-        encoder = CosmosEncoderNetwork(kind, temporal, spatial).eval()
-        decoder = CosmosDecoderNetwork(kind, temporal, spatial).eval()
-    else:
-        encoder = StandInEncoder(discrete, temporal, spatial).eval()
-        decoder = StandInDecoder(discrete, temporal, spatial).eval()
-    # Traced at one size; the graph runs at any size, like the released files.
+    temporal, spatial = marker["temporal"], marker["spatial"]
+    encoder, decoder = encoder.eval(), decoder.eval()
     frames = torch.rand(1, 3, 1 + 2 * temporal, 2 * spatial, 3 * spatial) * 2 - 1
-    marker = json.dumps(
-        {"stand_in": True, "kind": "DV" if discrete else "CV", "temporal": temporal,
-         "spatial": spatial, "seed": seed, "network": "cosmos" if full_size else "tiny"}
-    )  # fmt: skip
     with torch.no_grad(), _quiet():
         traced_encoder = torch.jit.trace(encoder, frames)
         tokens = encoder(frames)[0]
-        if discrete:
+        if marker["kind"] == "DV":
             traced_decoder = torch.jit.trace(decoder.to(torch.bfloat16), tokens)
         else:
             traced_decoder = torch.jit.trace(decoder, tokens)
+    extra = {STAND_IN_MARKER: json.dumps(marker)}
     for name, module in (("encoder.jit", traced_encoder), ("decoder.jit", traced_decoder)):
         with atomic_output(folder / name) as tmp, _quiet():
-            torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files={STAND_IN_MARKER: marker})
+            torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files=extra)
 
 
 def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:

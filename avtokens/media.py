@@ -220,9 +220,11 @@ def read_frame_windows(
 
 
 class VideoWriter:
-    """Encode RGB frames to an H.264 mp4 at an exact frame rate through an ffmpeg pipe."""
+    """Encode RGB frames to an H.264 mp4 at an exact frame rate through an ffmpeg pipe,
+    with an optional `comment` tag in its metadata."""
 
-    def __init__(self, path, width: int, height: int, fps: Fraction, crf: int, preset: str):
+    def __init__(self, path, width: int, height: int, fps: Fraction, crf: int, preset: str,
+                 comment: str | None = None):  # fmt: skip
         # 4:2:0 needs even sizes; odd-sized sources keep their size in 4:4:4.
         pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         self.path = path
@@ -230,6 +232,7 @@ class VideoWriter:
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
+               *(["-metadata", f"comment={comment}"] if comment else []),
                "-movflags", "+faststart", "-f", "mp4", str(path)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         self.frames = 0

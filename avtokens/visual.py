@@ -8,6 +8,7 @@ Decoding reverses this and crops the padding away, so memory does not grow with 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +171,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
                       weights_lock=None) -> None:  # fmt: skip
     """Reconstruct a visual token file into an mp4 of the source's size, rate and length, and
     score every decoded frame against the source frame (PSNR, SSIM) into a TSV, before the
-    mp4 encode touches it."""
+    mp4 encode touches it. The mp4's comment tag records the decoder (file, engine, self-check)."""
     from safetensors import safe_open
 
     meta = read_metadata(tokens_path)
@@ -184,6 +185,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
     fps, dev = Fraction(video["fps"]), resolve_device(device)
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
     decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
+    provenance = json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True)
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
     source_windows = host_frames(read_frame_windows(source, probe(source), tok["window"]), dev)
     with (
@@ -191,7 +193,9 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
         atomic_output(dest) as tmp,
         atomic_output(frame_metrics) as metrics_tmp,
         open(metrics_tmp, "w") as table,
-        VideoWriter(tmp, video["width"], video["height"], fps, crf, x264_preset) as writer,
+        VideoWriter(
+            tmp, video["width"], video["height"], fps, crf, x264_preset, comment=provenance
+        ) as writer,
     ):
         latents = f.get_slice(meta["latent"]["tensor"])
         table.write("frame\twindow\tpsnr\tssim\n")

@@ -59,3 +59,17 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def max_bf16_steps(reference, other) -> float:
+    """Largest difference between two tensors in bf16 steps (bf16 keeps 8 significant bits,
+    so its step is 2^-7 of the value's power of two). Values smaller than the reference's RMS
+    are measured in the step at that RMS: near zero, float rounding is relative to the sums
+    that produced a value, not to the value."""
+    import torch
+
+    reference, other = reference.double(), other.double()
+    floor = reference.square().mean().sqrt().clamp_min(torch.finfo(torch.bfloat16).tiny)
+    size = torch.maximum(torch.maximum(reference.abs(), other.abs()), floor)
+    step = torch.exp2(torch.floor(torch.log2(size)) - 7)
+    return float(((other - reference).abs() / step).max())

@@ -77,19 +77,87 @@ def test_full_size_files_in_the_release_layout_load_like_the_official_ones(tmp_p
     assert decoder(indices).shape == (2, 3, 17, 48, 64)
 
 
-def test_the_360p_variants_patch_by_two_and_load_with_their_patch_size():
-    """The "-360p" releases patch 2x2x2 and resample more inside; the loader reads the patch
-    size from the weights (conv_in takes 3 * patch^3 channels)."""
+# Which levels resample, written out by hand from NVIDIA's published rule (design notes) for
+# (kind, temporal, spatial, patch): encoder down.0, down.1, ...; decoder up.1, up.2, ... under
+# their standard rule and their legacy rule. "st": space and time, "s": space, "": nothing.
+LEVELS = {
+    ("CV", 4, 8, 4): (["s"], ["s"], ["s"]),  # two levels
+    ("DV", 4, 8, 4): (["s", ""], ["", "s"], ["", "s"]),  # space at up.2, not at up.1
+    ("CV", 8, 8, 4): (["st", ""], ["st", ""], ["", "st"]),
+    ("DV", 8, 8, 4): (["st", ""], ["st", ""], ["", "st"]),
+    ("CV", 8, 16, 4): (["st", "s"], ["st", "s"], ["s", "st"]),
+    ("DV", 8, 16, 4): (["st", "s"], ["st", "s"], ["s", "st"]),
+    ("DV", 4, 8, 2): (["st", "s"], ["st", "s"], ["s", "st"]),  # -360p layouts
+    ("DV", 8, 8, 2): (["st", "st"], ["st", ""], ["st", "st"]),
+}  # fmt: skip
+
+
+def stages(levels, name):
+    return [
+        ("s" if getattr(level, name).spatial else "") + ("t" if getattr(level, name).temporal else "")
+        if hasattr(level, name) else ""
+        for level in levels
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", LEVELS, ids=lambda m: f"{m[0]}{m[1]}x{m[2]}x{m[2]}-patch{m[3]}")
+def test_each_model_resamples_at_the_levels_nvidias_rule_gives(model):
+    kind, temporal, spatial, patch = model
+    down, standard, legacy = LEVELS[model]
+    encoder = CosmosEncoderNetwork(kind, temporal, spatial, patch=patch).encoder
+    assert stages(encoder.down[:-1], "downsample") == down
+    for variant, expected in (("standard", standard), ("legacy", legacy)):
+        decoder = CosmosDecoderNetwork(kind, temporal, spatial, patch=patch, variant=variant).decoder
+        assert stages(decoder.up[1:], "upsample") == expected, variant
+
+
+def test_a_single_latent_frame_still_passes_the_temporal_upsampling_conv():
+    """NVIDIA's up-sampling applies its residual time conv to a single frame too (only the
+    repeat is skipped), and so do the traced graphs; skipping it decodes a one-frame window
+    differently."""
+    torch.manual_seed(0)
+    decoder = CosmosDecoderNetwork("CV", 8, 8).eval()
+    upsample = decoder.decoder.up[1].upsample
+    x = torch.randn(1, upsample.conv3.conv3d.in_channels, 1, 2, 2)
+    with torch.no_grad():
+        with_conv = upsample(x)
+        torch.nn.init.zeros_(upsample.conv1.conv3d.weight)
+        torch.nn.init.zeros_(upsample.conv1.conv3d.bias)
+        assert not torch.allclose(upsample(x), with_conv)
+
+
+def test_the_number_of_levels_is_read_from_the_weights():
+    """NVIDIA's published code builds a three-level CV4x8x8 encoder; the 0.1 release has two.
+    Either loads as what it is."""
     from avtokens.cosmos_network import network_from_release
 
     torch.manual_seed(0)
-    encoder = CosmosEncoderNetwork("DV", 8, 8, patch=2).eval()
-    decoder = CosmosDecoderNetwork("DV", 8, 8, patch=2).eval()
+    frames = torch.rand(1, 3, 9, 16, 24) * 2 - 1
+    for levels in (2, 3):
+        encoder = CosmosEncoderNetwork("CV", 4, 8, levels=levels).eval()
+        loaded = network_from_release(encoder.state_dict(), "encoder", "CV", 4, 8).eval()
+        assert len(loaded.encoder.down) == levels
+        with torch.no_grad():
+            assert torch.equal(loaded(frames)[0], encoder(frames)[0])
+
+
+@pytest.mark.parametrize("temporal, variant", [(4, "standard"), (8, "legacy")])
+def test_the_360p_variants_patch_by_two_and_load_with_their_patch_size(temporal, variant):
+    """The "-360p" releases patch 2x2x2 and resample more inside; the loader reads the patch
+    size from the weights (conv_in takes 3 * patch^3 channels). With patch 2, an 8x decoder
+    reaches its time factor only under the legacy rule."""
+    from avtokens.cosmos_network import network_from_release
+
+    torch.manual_seed(0)
+    encoder = CosmosEncoderNetwork("DV", temporal, 8, patch=2).eval()
+    decoder = CosmosDecoderNetwork("DV", temporal, 8, patch=2, variant=variant).eval()
     assert encoder.encoder.conv_in[0].conv3d.weight.shape[1] == 24
-    frames = torch.rand(1, 3, 17, 32, 48) * 2 - 1
+    frames = torch.rand(1, 3, 1 + 2 * temporal, 32, 48) * 2 - 1
     with torch.no_grad():
         indices = encoder(frames)[0]
         assert indices.shape == (1, 3, 4, 6)
         assert decoder(indices).shape == frames.shape
-        loaded = network_from_release(encoder.state_dict(), "encoder", "DV", 8, 8).eval()
+        loaded = network_from_release(encoder.state_dict(), "encoder", "DV", temporal, 8).eval()
         assert torch.equal(loaded(frames)[0], indices)
+        loaded = network_from_release(decoder.state_dict(), "decoder", "DV", temporal, 8, variant=variant)
+        assert torch.equal(loaded.eval()(indices), decoder(indices))
