@@ -377,6 +377,7 @@ class CosmosDecoderNetwork(nn.Module):
         )
         if upsampling is None:
             upsampling = decoder_resampling(levels, temporal, spatial, patch, variant)
+        self.upsampling = [tuple(step) for step in upsampling]
         self.decoder = Decoder(patch, levels, upsampling)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

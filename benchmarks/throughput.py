@@ -12,7 +12,9 @@ For one preset and resolution, in one run:
 - the upstream way, as the baseline: the whole video decoded into memory, one window per
   call, numpy round trips, then the mp4 written: mp4 -> tokens -> mp4;
 - DAC encode and decode (audio_encode, audio_decode) as real-time factors;
-- peak host memory (resident set) and peak device memory of each stage.
+- peak host memory (resident set) and peak device memory of each stage;
+- loading time of the encoder and decoder per engine, and how much of it is the self-check
+  that our network computes what the file computes.
 
 The networks have random weights: `--network cosmos` (default) is the published Cosmos
 architecture and DAC's 44 kHz model at full size, which cost what the released models cost;
@@ -155,10 +157,13 @@ def main() -> int:
         engines = {}
         for engine in reversed(args.engines):  # the first one stays loaded for the baseline
             preset = replace(preset, engine=engine)
-            encoder = CosmosEncoder(enc_file, preset, device)
-            decoder = CosmosDecoder(dec_file, preset, device)
+            with Stage(device) as load:
+                encoder = CosmosEncoder(enc_file, preset, device)
+                decoder = CosmosDecoder(dec_file, preset, device)
             engines[encoder.engine] = model_only(encoder, decoder, preset, width, height, args.batch_windows,
                                                  args.repeats, device)  # fmt: skip
+            self_check = encoder.self_check_seconds + decoder.self_check_seconds
+            engines[encoder.engine] |= {"load_seconds": load.seconds, "self_check_seconds": self_check}
         model = engines[encoder.engine]
 
         clip = make_clip(work / "clip.mp4", width, height, args.seconds, args.fps)
@@ -231,6 +236,8 @@ def main() -> int:
         speeds = f"{figures['encode_fps']:.1f} / {figures['decode_fps']:.1f}"
         note = f"frames/s encode / decode; first call {figures['warm_up_seconds']:.1f} s"
         rows.append((f"model only, engine {engine}", speeds, note))
+        rows.append((f"loading encoder + decoder, engine {engine}", f"{figures['load_seconds']:.2f} s",
+                     f"of which self-check {figures['self_check_seconds']:.2f} s"))  # fmt: skip
     for name, value, note in rows:
         print(f"  {name:<45} {value:>22}  {note}")
     print(

@@ -13,14 +13,16 @@ from avtokens.workflow import REPO
 
 
 @pytest.mark.parametrize(
-    "network, size, seconds",
-    [("tiny", "320x192", "4"), ("cosmos", "128x64", "1")],  # cosmos: the released models' architecture
-)
-def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, seconds):
+    "network, size, seconds, engines",
+    [("tiny", "320x192", "4", ["auto"]),
+     ("cosmos", "128x64", "1", ["torchscript", "eager"])],  # cosmos: the released models' architecture
+)  # fmt: skip
+def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, seconds, engines):
     report = tmp_path / "throughput.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--network", network, "--size", size,
-         "--seconds", seconds, "--repeats", "1", "--batch-windows", "2", "--json", str(report)],
+         "--seconds", seconds, "--repeats", "1", "--batch-windows", "2", "--json", str(report),
+         "--engines", *engines],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -40,6 +42,10 @@ def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, 
     assert result["headline_encode_ratio"] == result["e2e_encode_fps"] / result["model_encode_fps"]
     assert all(v > 100 for v in result["peak_host_mib"].values())
     assert "headline: end-to-end encode runs at" in proc.stdout
+    if "eager" in engines:  # our network is checked against the file's graph when it loads; the graph is not
+        by_engine = result["model_only_by_engine"]
+        assert by_engine["eager"]["load_seconds"] > by_engine["eager"]["self_check_seconds"] > 0
+        assert by_engine["torchscript"]["self_check_seconds"] == 0
 
 
 def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_one(tmp_path):
