@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 # The self-check passes when our network's output is within this many bf16 steps of the
 # file's (RMS over the output, a step taken at the output's RMS size). Right networks land
-# near 1 (op order and attention kernels round differently); a wrong level choice lands in
-# the hundreds.
+# below 3 in bf16 (op order and attention kernels round differently) and near 0 in float32;
+# a decoder with its levels chosen by the other rule, or wrongly, lands near 100.
 SELF_CHECK_TOLERANCE = 16
 _BF16_STEP = 2.0**-7  # bf16 keeps 8 significant bits: its spacing is 2^-7 of the value's power of two
 
@@ -73,7 +73,9 @@ def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, to
 
 class _CosmosNetwork:
     """One TorchScript file of a preset (`part`: encoder or decoder), checked against the
-    weights lock and probed with a tiny input, plus what the token metadata records of it."""
+    weights lock and probed with a tiny input, plus what the token metadata records of it.
+    Engines other than torchscript replace the file's graph by our network once the
+    self-check passes; `compile_backend` (a name or a callable) is torch.compile's backend."""
 
     part: str
 
@@ -160,7 +162,6 @@ class _CosmosNetwork:
         """The floating-point output the self-check compares."""
         raise NotImplementedError
 
-    @torch.inference_mode()
     def _use_our_network(self, path: Path, tiny: bool) -> None:
         """Replace the file's graph by our network filled with its weights, once the same seeded
         input gives the same output through both (for a decoder, with NVIDIA's standard level
@@ -172,7 +173,8 @@ class _CosmosNetwork:
                                 "stand-in weights are not; they run only as engine torchscript")  # fmt: skip
         state = self.module.state_dict()
         probe = self._check_input()
-        expected = self._check_output(self.module(probe))
+        with torch.inference_mode():  # only the passes: parameters made here stay ordinary tensors
+            expected = self._check_output(self.module(probe))
         steps: dict[str, float] = {}  # bf16 steps apart, per level rule tried (inf: another shape)
         unfit: dict[str, str] = {}  # why a rule's network cannot be filled from the file
         tried = []  # level choices tried: where the two rules agree (DV4x8x8), one try
@@ -189,7 +191,8 @@ class _CosmosNetwork:
                 continue
             tried.append(levels)
             network = network.to(self.device, self.dtype).eval()
-            steps[variant] = bf16_steps_apart(expected, self._check_output(network(probe)))
+            with torch.inference_mode():
+                steps[variant] = bf16_steps_apart(expected, self._check_output(network(probe)))
             if steps[variant] <= SELF_CHECK_TOLERANCE:
                 break
         else:
