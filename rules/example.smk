@@ -3,7 +3,7 @@
 
 rule example_video:
     output:
-        "resources/example/example.mp4",
+        EXAMPLE_VIDEO,
     log:
         "logs/example_video.log",
     params:
