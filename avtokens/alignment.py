@@ -37,6 +37,15 @@ def code_frame_ranges(
     ]
 
 
+def audio_block_size(ranges, spans, temporal: int) -> int:
+    """The code frames every full latent frame (one standing for `temporal` video frames)
+    carries at least: the "27x9 audio" of the original description (27.6 code frames per
+    8 frames at 25 fps). Videos too short for a full latent frame: the largest count."""
+    counts = [end - start for start, end in ranges]
+    full = [n for n, (first, last) in zip(counts, spans, strict=True) if last - first == temporal]
+    return min(full) if full else max(counts)
+
+
 def fixed_size_blocks(codes, ranges, block: int):
     """The "block x codebooks per latent frame" view: each latent frame's codes cut or
     right-padded (by repeating its last code frame) to exactly `block` code frames.

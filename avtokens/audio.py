@@ -26,11 +26,12 @@ from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import sha256_of
+from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import latent_frame_spans, plan_windows
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 44100
+SAMPLE_RATE = DAC_SAMPLE_RATE
 
 
 class DacCodec:

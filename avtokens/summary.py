@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
+from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
 from avtokens.metrics import AudioDistances, summarize
 from avtokens.tokenfile import load_tokens, read_metadata
+from avtokens.windows import latent_frame_spans, plan_windows
 
 TABLE_COLUMNS = [
     "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
@@ -50,8 +51,10 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
     # The visual tokens can be gigabytes: only their metadata is read. Audio tokens are small.
     meta, audio = read_metadata(visual_tokens), load_tokens(audio_tokens)
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
-    latent = meta["latent"]
+    latent, tok = meta["latent"], meta["tokenizer"]
     ranges = audio["code_ranges"]
+    spans = latent_frame_spans(plan_windows(meta["video"]["frame_count"], tok["window"], tok["temporal"]),
+                               tok["temporal"])  # fmt: skip
     per_latent = (ranges[:, 1] - ranges[:, 0]).tolist()
     codebooks = audio["codes"].shape[2]
     visual_count = latent["frames"] * latent["height"] * latent["width"]
@@ -68,8 +71,8 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
         "latent_frames": latent["frames"],
         "latent_width": latent["width"],
         "latent_height": latent["height"],
-        # The usual count: the first latent frame of each window covers one video frame only.
-        "codes_per_latent_frame": Counter(per_latent).most_common(1)[0][0],
+        # What every full latent frame carries (the first of each window covers one video frame).
+        "codes_per_latent_frame": audio_block_size(ranges.tolist(), spans, meta["tokenizer"]["temporal"]),
         "codes_per_latent_frame_range": [min(per_latent), max(per_latent)],
         "codebooks": codebooks,
         "visual_tokens": visual_count,

@@ -2,13 +2,17 @@
 
 It writes a one-row sample sheet and a config overlay into a work folder
 (<output_tokens_dir>/.tokenize_video/<nickname>/), runs the same Snakemake workflow
-there (so a repeated call recomputes only what is stale), then copies the results to
-the places the original command used.
+there (so a repeated call recomputes only what is stale), then puts the results in the
+places the original command used (hard links where the file system allows, else copies, so
+long episodes' tokens do not take their disk space twice) and prints the original summary
+sentence.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from avtokens.atomic import atomic_output
-from avtokens.presets import ENGINES, make_preset
+from avtokens.presets import DEFAULT_WINDOW, ENGINES, make_preset
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
 
@@ -39,10 +43,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="demo: tiny stand-in models, for trying it offline (default: official)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cores", default="all", help="CPU cores for snakemake (default: all)")
-    p.add_argument("--window", type=int, default=17, help="frames per tokenizer window (default: 17)")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"frames per tokenizer window, 1 + k*temporal_factor (default: {DEFAULT_WINDOW}; "
+                        "NVIDIA's tool uses 17)")  # fmt: skip
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="how the Cosmos network runs (README, Engines; default: auto)")  # fmt: skip
     return p
+
+
+def place(src: Path, dest: Path) -> None:
+    """`src` at `dest` too, replacing what was there: a hard link (no second copy on disk),
+    or a copy where the two places are on different file systems or links are refused."""
+    with atomic_output(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def main(argv=None) -> int:
@@ -86,17 +102,17 @@ def main(argv=None) -> int:
         return 1
 
     results, nick = workdir / "results", args.video_nickname
-    copies = {
+    outputs = {
         results / "audio" / f"{nick}.wav": args.orig_video_dir / f"{nick}.wav",
         **{results / name / "tokens" / f"{nick}_{part}_tokens.safetensors":
            args.output_tokens_dir / f"{nick}_{part}_tokens.safetensors" for part in ("visual", "audio")},
         **{results / name / "reconstructed" / f"{nick}_{part}":
            args.reconstructed_dir / f"{nick}_{part}" for part in ("visual.mp4", "audio.wav", "combined.mp4")},
     }  # fmt: skip
-    for src, dest in copies.items():
-        with atomic_output(dest) as tmp:
-            shutil.copyfile(src, tmp)
+    for src, dest in outputs.items():
+        place(src, dest)
         print(dest)
+    print(json.loads((results / name / "metrics" / f"{nick}_summary.json").read_text())["description"])
     if args.weights == "demo":
         print("tokenize_video: made with stand-in demo weights; the tokens carry no meaning")
     return 0

@@ -14,9 +14,13 @@ def tokenize_video(*args):
     return subprocess.run([str(REPO / "tokenize_video"), *map(str, args)], capture_output=True, text=True)
 
 
+def audio_codes(tokens):
+    return load_tokens(tokens / "tom_audio_tokens.safetensors")["codes"].shape[1]
+
+
 def test_seed_arguments_produce_the_seed_files(tmp_path):
     videos, tokens, recon = tmp_path / "videos dir", tmp_path / "tokens", tmp_path / "recon"
-    make_clip(videos / "orig clip.mp4", 90, 64, 20, rate="25", audio_channels=1, audio_rate=22050)
+    make_clip(videos / "orig clip.mp4", 90, 64, 130, rate="25", audio_channels=1, audio_rate=22050)
     proc = tokenize_video(videos, "orig clip.mp4", "tom", 1, 8, 16, tokens, recon, "--weights", "demo",
                           "--cores", "2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -31,9 +35,19 @@ def test_seed_arguments_produce_the_seed_files(tmp_path):
     for path in expected:
         assert path.is_file() and path.stat().st_size > 0, path
         assert str(path) in proc.stdout  # it says where the outputs are
+    # The outputs are the workflow's files, linked, not second copies.
+    assert (tokens / "tom_visual_tokens.safetensors").stat().st_nlink == 2
     visual = load_tokens(tokens / "tom_visual_tokens.safetensors")
-    # 20 frames: a window of 17 (3 latent frames), then 3 frames padded to 9 (2 latent frames).
-    assert visual["indices"].shape == (1, 3 + 2, 4, 6)
+    # 130 frames: a window of 121 (16 latent frames), then 9 frames (2 latent frames).
+    assert visual["indices"].shape == (1, 16 + 2, 4, 6)
+    assert visual.metadata["windows"]["frames"] == 121
+    # The original description's sentence, for this clip (27.6 code frames per 8 frames at 25 fps).
+    sentence = [line for line in proc.stdout.splitlines() if line.startswith("tom: ")]
+    audio_count = audio_codes(tokens) * 9
+    assert sentence == [
+        f"tom: 0 min 5 sec; 25 fps; 90x64 => 18 latent frames of 6x4 visual + 27x9 audio; 432 visual tokens "
+        f"& {audio_count:,} audio tokens = {(432 + audio_count) / 1e6:.2f} million tokens"
+    ]
     assert visual.metadata["tokenizer"]["kind"] == "DV" and visual.metadata["stand_in_weights"]
     audio = load_tokens(tokens / "tom_audio_tokens.safetensors")
     assert (
@@ -42,7 +56,7 @@ def test_seed_arguments_produce_the_seed_files(tmp_path):
     )
     combined = probe(recon / "tom_combined.mp4")
     assert (combined.width, combined.height, combined.fps, combined.has_audio) == (90, 64, 25, True)
-    assert count_frames(recon / "tom_combined.mp4") == 20
+    assert count_frames(recon / "tom_combined.mp4") == 130
     assert "stand-in" in proc.stdout
     # A repeated call finds nothing stale and leaves the tokens as they were.
     before = (tokens / "tom_visual_tokens.safetensors").read_bytes()
