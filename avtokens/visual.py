@@ -8,6 +8,7 @@ Decoding reverses this and crops the padding away, so memory does not grow with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -68,11 +69,22 @@ def model_output_to_frames(frames: torch.Tensor, real_frames: int, height: int, 
     return frames.permute(1, 2, 3, 0).contiguous()
 
 
-def _batches(items, batch_size: int, key):
-    """Consecutive runs of at most `batch_size` items with equal `key` (equal tensor shapes)."""
+def windows_per_call(budget_megapixels: float, frames: int, height: int, width: int) -> int:
+    """How many windows of `frames` frames at `height` x `width` one model call takes: as many
+    as the budget of frames x pixels holds, and at least one. Memory grows with that product,
+    so one budget serves 17-frame windows (several per call) and 121-frame ones at 1080p (one)."""
+    return max(1, int(budget_megapixels * 1e6 // (frames * height * width)))
+
+
+def _batches(items, frames_of, budget_megapixels: float, height: int, width: int):
+    """Consecutive runs of items with equal `frames_of(item)` (equal tensor shapes), as many
+    per run as `windows_per_call` allows."""
     batch = []
     for item in items:
-        if batch and (len(batch) == batch_size or key(batch[0]) != key(item)):
+        if batch and (
+            frames_of(batch[0]) != frames_of(item)
+            or len(batch) == windows_per_call(budget_megapixels, frames_of(item), height, width)
+        ):
             yield batch
             batch = []
         batch.append(item)
@@ -80,27 +92,47 @@ def _batches(items, batch_size: int, key):
         yield batch
 
 
+@contextlib.contextmanager
+def _explain_oom(device: torch.device, part: str, windows: int, frames: int, height: int, width: int,
+                 budget_megapixels: float):  # fmt: skip
+    """Turn the device running out of memory in a model call into one line naming the setting
+    to lower: the window when a single window does not fit, else the batch budget."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if windows == 1:
+            raise AvTokensError(
+                f"{device}: one window of {frames} frames at {width}x{height} does not fit in memory for the "
+                f"Cosmos {part}; lower the preset's `window` (now {frames}), for example to 33 or 17"
+            ) from None
+        raise AvTokensError(
+            f"{device}: {windows} windows of {frames} frames at {width}x{height} "
+            f"({windows * frames * width * height / 1e6:.0f} megapixel-frames) do not fit in memory for the "
+            f"Cosmos {part}; lower `batch_megapixels` (now {budget_megapixels:g})"
+        ) from None
+
+
 def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, device: str,
-                      batch_windows: int, name: str, weights_lock=None) -> None:  # fmt: skip
+                      batch_megapixels: float, name: str, weights_lock=None) -> None:  # fmt: skip
     """Tokenize one video with one preset into a visual token file. `weights_lock`: the
     lock file official weights are checked against (None for stand-ins)."""
-    encode_video_files([(source, dest, name)], preset, encoder_file, decoder_file, device, batch_windows,
+    encode_video_files([(source, dest, name)], preset, encoder_file, decoder_file, device, batch_megapixels,
                        weights_lock)  # fmt: skip
 
 
 def encode_video_files(videos, preset: Preset, encoder_file, decoder_file, device: str,
-                       batch_windows: int, weights_lock=None) -> None:  # fmt: skip
+                       batch_megapixels: float, weights_lock=None) -> None:  # fmt: skip
     """Tokenize several videos, (source, dest, name) each, loading the encoder once: for many
     short videos, loading a 100 M-parameter model per video would dominate."""
     dev = resolve_device(device)
     encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
     decoder_sha256 = sha256_of(decoder_file)
     for source, dest, name in videos:
-        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_windows)
+        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_megapixels)
 
 
 def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
-            batch_windows: int) -> None:  # fmt: skip
+            batch_megapixels: float) -> None:  # fmt: skip
     preset, dev = encoder.preset, encoder.device
     info = probe(source)
     with ThreadPoolExecutor(1) as pool:
@@ -126,9 +158,15 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
             # Tokens are copied off the device and written on a background thread while
             # the next batch runs.
             with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
-                for batch in _batches(model_inputs(), batch_windows, key=lambda b: b[0].padded_frames):
-                    tokens = encoder(torch.stack([x for _, x in batch]))
-                    expected = batch[0][0].latent_frames(tc)
+                batches = _batches(
+                    model_inputs(), lambda b: b[0].padded_frames, batch_megapixels, height, width
+                )
+                for batch in batches:
+                    win = batch[0][0]
+                    with _explain_oom(dev, "encoder", len(batch), win.padded_frames, height, width,
+                                      batch_megapixels):  # fmt: skip
+                        tokens = encoder(torch.stack([x for _, x in batch]))
+                    expected = win.latent_frames(tc)
                     if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
                         raise AvTokensError(
                             f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
@@ -167,7 +205,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
 
 
 def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str,
-                      batch_windows: int, crf: int, x264_preset: str, source, frame_metrics,
+                      batch_megapixels: float, crf: int, x264_preset: str, source, frame_metrics,
                       weights_lock=None) -> None:  # fmt: skip
     """Reconstruct a visual token file into an mp4 of the source's size, rate and length, and
     score every decoded frame against the source frame (PSNR, SSIM) into a TSV, before the
@@ -209,9 +247,13 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
 
         indexed = list(enumerate(windows))
         with InOrderWorker(save) as saver:
-            for batch in _batches(indexed, batch_windows, key=lambda b: b[1].padded_frames):
+            height, width = video["padded_height"], video["padded_width"]
+            for batch in _batches(indexed, lambda b: b[1].padded_frames, batch_megapixels, height, width):
                 tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
-                for (index, win), window_frames in zip(batch, decoder(tokens), strict=True):
+                with _explain_oom(dev, "decoder", len(batch), batch[0][1].padded_frames, height, width,
+                                  batch_megapixels):  # fmt: skip
+                    decoded = decoder(tokens)
+                for (index, win), window_frames in zip(batch, decoded, strict=True):
                     frames = model_output_to_frames(
                         window_frames, win.real_frames, video["height"], video["width"]
                     )

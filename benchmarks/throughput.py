@@ -6,7 +6,8 @@
 For one preset and resolution, in one run:
 
 - model only: frames/s of the encoder and of the decoder on synthetic input already on the
-  device, `--batch-windows` windows of the preset's length per call;
+  device, as many windows of the preset's length per call as `--batch-megapixels` holds (the
+  workflow's `batch_megapixels`);
 - end to end, the functions the workflow's rules run: mp4 -> token file (visual_encode) and
   token file -> mp4 plus per-frame PSNR/SSIM (visual_decode);
 - the upstream way, as the baseline: the whole video decoded into memory, one window per
@@ -138,7 +139,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--engines", nargs="+", default=["auto"], choices=ENGINES,
                         help="model-only figures for each; the first one runs end to end")  # fmt: skip
-    parser.add_argument("--batch-windows", type=int, default=4)
+    parser.add_argument("--batch-megapixels", type=float, default=64,
+                        help="frames x pixels per call, in millions (config batch_megapixels)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="model-only calls timed")
     parser.add_argument("--json", type=Path, default=Path("throughput.json"))
     args = parser.parse_args()
@@ -147,6 +149,9 @@ def main() -> int:
     fields = {"kind": kind, "temporal": int(factors[0]), "spatial": int(factors[1]), "window": args.window}
     preset = make_preset(args.preset, {**fields, "weights": "demo"})
     device = resolve_device(args.device)
+    s = preset.spatial
+    batch_windows = visual.windows_per_call(args.batch_megapixels, args.window, -(-height // s) * s,
+                                            -(-width // s) * s)  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-throughput-"))
     try:
@@ -160,7 +165,7 @@ def main() -> int:
             with Stage(device) as load:
                 encoder = CosmosEncoder(enc_file, preset, device)
                 decoder = CosmosDecoder(dec_file, preset, device)
-            engines[encoder.engine] = model_only(encoder, decoder, preset, width, height, args.batch_windows,
+            engines[encoder.engine] = model_only(encoder, decoder, preset, width, height, batch_windows,
                                                  args.repeats, device)  # fmt: skip
             self_check = encoder.self_check_seconds + decoder.self_check_seconds
             engines[encoder.engine] |= {"load_seconds": load.seconds, "self_check_seconds": self_check}
@@ -171,10 +176,10 @@ def main() -> int:
         tokens, rec, metrics = work / "tokens.safetensors", work / "rec.mp4", work / "frames.tsv"
         with Stage(device) as enc:
             visual.encode_video_file(
-                clip, tokens, preset, enc_file, dec_file, args.device, args.batch_windows, "b"
+                clip, tokens, preset, enc_file, dec_file, args.device, args.batch_megapixels, "b"
             )
         with Stage(device) as dec:
-            visual.decode_token_file(tokens, rec, preset, dec_file, args.device, args.batch_windows, 18,
+            visual.decode_token_file(tokens, rec, preset, dec_file, args.device, args.batch_megapixels, 18,
                                      "veryfast", clip, metrics)  # fmt: skip
         wav, codes, wav_out = work / "a.wav", work / "codes.safetensors", work / "a_out.wav"
         extract_wav(clip, wav, probe(clip), audio.SAMPLE_RATE)
@@ -192,7 +197,8 @@ def main() -> int:
     ours_round_trip = frames / (enc.seconds + dec.seconds)
     result = {
         "preset": args.preset, "size": args.size, "frames": frames, "fps": args.fps,
-        "network": args.network, "engine": encoder.engine, "batch_windows": args.batch_windows,
+        "network": args.network, "engine": encoder.engine, "batch_windows": batch_windows,
+        "batch_megapixels": args.batch_megapixels,
         "runtime": runtime_record(device), "model_only_by_engine": engines,
         "host": platform.node(), "cpu_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
         "model_encode_fps": model["encode_fps"], "model_decode_fps": model["decode_fps"],
@@ -213,7 +219,7 @@ def main() -> int:
     rt = result["runtime"]
     where = rt.get("gpu", rt["device"])
     print(f"{args.preset} at {args.size}, {frames} frames, {args.network} network, engine {encoder.engine}, "
-          f"batch {args.batch_windows} windows, {where}, torch {rt['torch']}")  # fmt: skip
+          f"batch {batch_windows} windows, {where}, torch {rt['torch']}")  # fmt: skip
     rows = [
         ("model-only encode", f"{result['model_encode_fps']:.1f} frames/s", ""),
         ("end-to-end encode (mp4 -> tokens)", f"{result['e2e_encode_fps']:.1f} frames/s",

@@ -20,6 +20,11 @@ from avtokens.presets import grid_presets, make_preset, released_model_factors
 DEMO_WEIGHTS = "resources/demo_weights"
 
 validate(config, "../config/schemas/config.schema.yaml")
+if "batch_windows" in config:
+    raise WorkflowError(
+        "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
+        "millions (64: four 17-frame windows at 1280x720); replace it"
+    )
 
 # Compiled kernels are kept for the jobs after the first (the `compiled` engine); a value
 # already in the environment wins.

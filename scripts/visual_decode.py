@@ -12,7 +12,7 @@ run_rule(
     preset=Preset(**snakemake.params.preset),
     decoder_file=snakemake.input.decoder,
     device=snakemake.config["device"],
-    batch_windows=snakemake.config["batch_windows"],
+    batch_megapixels=snakemake.config["batch_megapixels"],
     crf=snakemake.params.crf,
     x264_preset=snakemake.params.x264_preset,
     weights_lock=snakemake.params.weights_lock,

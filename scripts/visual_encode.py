@@ -10,6 +10,6 @@ run_rule(
     encoder_file=snakemake.input.encoder,
     decoder_file=snakemake.input.decoder,
     device=snakemake.config["device"],
-    batch_windows=snakemake.config["batch_windows"],
+    batch_megapixels=snakemake.config["batch_megapixels"],
     weights_lock=snakemake.params.weights_lock,
 )

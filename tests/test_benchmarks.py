@@ -21,7 +21,7 @@ def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, 
     report = tmp_path / "throughput.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--network", network, "--size", size,
-         "--seconds", seconds, "--repeats", "1", "--batch-windows", "2", "--json", str(report),
+         "--seconds", seconds, "--repeats", "1", "--batch-megapixels", "0.3", "--json", str(report),
          "--engines", *engines],
         capture_output=True, text=True,
     )  # fmt: skip

@@ -45,7 +45,7 @@ def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
     overlay = {
         "videos": str(tmp_path / "videos.tsv"),
         "weights": "demo",
-        "batch_windows": 1,  # many small writes: the file grows while the job runs
+        "batch_megapixels": 0.001,  # a window per call, many small writes: the file grows while the job runs
         "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17}},
         "run": ["p"],
     }

@@ -216,6 +216,7 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
          "temporal 4 exists only with spatial 8"),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
         ({"device": "gpu"}, "device"),
+        ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],
 )  # fmt: skip
 def test_bad_config_is_refused_before_any_job(run, tmp_path, change, message):
