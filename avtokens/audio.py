@@ -27,6 +27,7 @@ from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import sha256_of
 from avtokens.planning import DAC_SAMPLE_RATE
+from avtokens.progress import Progress
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import latent_frame_spans, plan_windows
 
@@ -146,9 +147,11 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
             )
         wav_samples = wav.frames
         writer = TokenFileWriter(tmp, "codes", torch.uint16, (codec.codebooks,))
+        progress = Progress(f"{Path(wav_path).name}: audio encode", total * codec.hop / SAMPLE_RATE, "s")
         for start, end, c_start, c_end in _windows(total, window, codec.encode_context):
             codes = codec.encode(_read_samples(wav, c_start * codec.hop, c_end * codec.hop))
             writer.append(codes[start - c_start : end - c_start].to(torch.uint16).cpu())
+            progress.advance((end - start) * codec.hop / SAMPLE_RATE)
         metadata = {
             "format": "avtokens-audio/1",
             "project_version": avtokens.__version__,
@@ -199,10 +202,12 @@ def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: f
         ) as out,
     ):
         written = 0
+        progress = Progress(f"{Path(tokens_path).name}: audio decode", duration_samples / SAMPLE_RATE, "s")
         for start, end, c_start, c_end in _windows(len(codes), window, codec.decode_context):
             audio = codec.decode(codes[c_start:c_end])
             piece = audio[(start - c_start) * codec.hop : (end - c_start) * codec.hop]
             piece = piece[: duration_samples - written].clamp(-1, 1).cpu().numpy()
             out.write(piece)
             written += len(piece)
+            progress.advance(len(piece) / SAMPLE_RATE)
     log.info("%s: %d code frames -> %d samples", tokens_path, len(codes), written)

@@ -30,6 +30,7 @@ from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
 from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
+from avtokens.progress import Progress
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows
 
@@ -143,6 +144,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
         tensor_name = "indices" if discrete else "latents"
         frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
         windows: list[Window] = []
+        progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
         def model_inputs():
             for frames in host_frames(read_frame_windows(source, info, preset.window), dev):
@@ -174,6 +176,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
                             f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
                         )
                     saver.put(tokens.to(torch.uint16) if discrete else tokens)
+                    progress.advance(sum(w.real_frames for w, _ in batch))
             if not windows:
                 raise AvTokensError(f"{source}: no decodable video frames")
             frame_count = sum(w.real_frames for w in windows)
@@ -246,6 +249,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             writer.write(frames.cpu().numpy())
 
         indexed = list(enumerate(windows))
+        progress = Progress(f"{Path(tokens_path).name}: visual decode", video["frame_count"], "frames")
         with InOrderWorker(save) as saver:
             height, width = video["padded_height"], video["padded_width"]
             for batch in _batches(indexed, lambda b: b[1].padded_frames, batch_megapixels, height, width):
@@ -253,6 +257,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
                 with _explain_oom(dev, "decoder", len(batch), batch[0][1].padded_frames, height, width,
                                   batch_megapixels):  # fmt: skip
                     decoded = decoder(tokens)
+                progress.advance(sum(win.real_frames for _, win in batch))
                 for (index, win), window_frames in zip(batch, decoded, strict=True):
                     frames = model_output_to_frames(
                         window_frames, win.real_frames, video["height"], video["width"]

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import zipfile
 from fractions import Fraction
 
@@ -70,6 +71,21 @@ def test_visual_tokens_follow_the_frame_count_and_padding_rules(run, preset):
     assert meta["windows"]["last_real_frames"] == FRAMES - 34
     assert meta["tokenizer"]["weights"] == "demo" and meta["stand_in_weights"] is True
     assert meta["source"]["name"] == NAME and len(meta["source"]["sha256"]) == 64
+
+
+def test_long_jobs_log_their_progress(run):
+    workdir, _, _ = run
+    logs = workdir / "results" / "logs" / "DV8x16x16"
+    seconds = FRAMES * 1001 / 30000
+    done = r"\(100%\), [\d.]+(x real time| frames/s), done"
+    expected = {
+        "visual_encode": rf"my clip\.mp4: visual encode: {FRAMES} of {FRAMES} frames {done}",
+        "visual_decode": rf"_visual_tokens\.safetensors: visual decode: {FRAMES} of {FRAMES} frames {done}",
+        "audio_encode": rf"\.wav: audio encode: [\d.]+ of [\d.]+ s {done}",
+        "audio_decode": rf"audio decode: {seconds:.1f} of {seconds:.1f} s {done}",
+    }
+    for rule, pattern in expected.items():
+        assert re.search(pattern, (logs / f"{NAME}.{rule}.log").read_text()), rule
 
 
 @pytest.mark.parametrize("preset", PRESETS)
