@@ -13,7 +13,8 @@ For one preset and resolution, in one run:
 - the upstream way, as the baseline: the whole video decoded into memory, one window per
   call, numpy round trips, then the mp4 written: mp4 -> tokens -> mp4;
 - DAC encode and decode (audio_encode, audio_decode) as real-time factors;
-- peak host memory (resident set) and peak device memory of each stage;
+- peak host memory (resident set, Linux) and peak device memory of each stage, each stage
+  measured on its own;
 - loading time of the encoder and decoder per engine, and how much of it is the self-check
   that our network computes what the file computes.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -52,6 +52,20 @@ from avtokens.rule import bound_heap_growth  # noqa: E402
 from avtokens.windows import Window, padded_length  # noqa: E402
 
 
+def _reset_peak_resident_set() -> None:
+    """Start the process's peak resident set afresh (Linux: "5" to /proc/self/clear_refs), so
+    each stage's figure is its own, not the peak of everything before it."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_resident_set_mib() -> float:
+    """Peak resident set since the last reset (VmHWM), in MiB."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024
+
+
 class Stage:
     """Times a stage (synchronising the device) and records the peak memory it reached."""
 
@@ -62,6 +76,7 @@ class Stage:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        _reset_peak_resident_set()
         self.start = time.perf_counter()
         return self
 
@@ -69,8 +84,7 @@ class Stage:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds = time.perf_counter() - self.start
-        # ru_maxrss never falls: stages run in order of their expected peak, baseline last.
-        self.host_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.host_mib = _peak_resident_set_mib()
         cuda = self.device.type == "cuda"
         self.device_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
 

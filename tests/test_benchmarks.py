@@ -63,3 +63,20 @@ def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_one(tmp_path):
     assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "extract_wav",
             "summarize", "compare_video"} <= rules  # fmt: skip
     assert max(record["ratios"].values()) <= 1.2, proc.stdout
+
+
+def test_each_stage_reports_its_own_peak_memory_not_the_process_lifetime_peak():
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location("throughput", REPO / "benchmarks" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    with throughput.Stage(torch.device("cpu")) as large:
+        block = np.ones(300 * 2**20, dtype=np.uint8)  # 300 MiB, touched
+        del block
+    with throughput.Stage(torch.device("cpu")) as small:
+        pass
+    assert large.host_mib - small.host_mib > 250
