@@ -247,6 +247,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             for k, (p, q) in enumerate(scores):
                 table.write(f"{win.start + k}\t{index}\t{p:.4f}\t{q:.6f}\n")
             writer.write(frames.cpu().numpy())
+            progress.advance(len(frames))
 
         indexed = list(enumerate(windows))
         progress = Progress(f"{Path(tokens_path).name}: visual decode", video["frame_count"], "frames")
@@ -257,7 +258,6 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
                 with _explain_oom(dev, "decoder", len(batch), batch[0][1].padded_frames, height, width,
                                   batch_megapixels):  # fmt: skip
                     decoded = decoder(tokens)
-                progress.advance(sum(win.real_frames for _, win in batch))
                 for (index, win), window_frames in zip(batch, decoded, strict=True):
                     frames = model_output_to_frames(
                         window_frames, win.real_frames, video["height"], video["width"]
