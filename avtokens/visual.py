@@ -267,6 +267,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
                         raise AvTokensError(f"{source}: no longer has the frames {tokens_path} was made from")
                     original = torch.as_tensor(original).to(dev, non_blocking=True)
                     saver.put((index, win, frames, psnr(original, frames), ssim(original, frames)))
+                del decoded, window_frames  # before the next call: one batch's output alive at a time
         if next(source_windows, None) is not None:
             raise AvTokensError(f"{source}: has more frames than {tokens_path} was made from")
     log.info("%s: %d frames at %s fps -> %s", tokens_path, writer.frames, video["fps"], dest)

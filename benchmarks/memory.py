@@ -2,7 +2,7 @@
 clip must not need more memory than the short one.
 
     python benchmarks/memory.py                        # 1 and 20 minutes of 640x480 at 30 fps
-    python benchmarks/memory.py --minutes 0.5 10 --fps 2 --max-ratio 1.2    # CI-sized
+    python benchmarks/memory.py --minutes 2 10 --fps 6 --size 320x240    # CI-sized
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
 demo weights and one preset; every job logs its own peak resident memory, which this script
@@ -51,6 +51,24 @@ def peaks_per_rule(logs: Path) -> dict[str, int]:
     return peaks
 
 
+def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
+    """Model calls take as many windows as `batch_megapixels` holds: a clip shorter than one
+    call would need less memory for that alone, and the comparison would measure the batch."""
+    import yaml
+
+    from avtokens.visual import windows_per_call
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    preset = config["presets"][args.preset]
+    width, height = (-(-int(v) // preset["spatial"]) * preset["spatial"] for v in args.size.split("x"))
+    per_call = windows_per_call(config["batch_megapixels"], preset["window"], height, width)
+    windows = -(-round(minutes * 60 * args.fps) // preset["window"])
+    if windows < per_call:
+        window = preset["window"]
+        sys.exit(f"the {minutes:g}-minute clip has {windows} windows of {window} frames, fewer than a model"
+                 f" call takes at {args.size} ({per_call}); lengthen the short clip")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,6 +82,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("memory.json"))
     args = parser.parse_args()
     minutes = sorted(args.minutes)
+    check_the_short_clip_fills_a_model_call(minutes[0], args)
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-memory-"))
     runs = {}

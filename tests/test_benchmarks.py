@@ -48,12 +48,14 @@ def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, 
         assert by_engine["torchscript"]["self_check_seconds"] == 0
 
 
-def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_one(tmp_path):
+def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_two(tmp_path):
     """A low frame rate keeps this short; the audio and the number of windows still grow
-    tenfold (docs/benchmarks.md has 1 and 20 minutes of 640x480 at 30 fps)."""
+    fivefold. Two minutes: the short clip must fill a model call (six 121-frame windows at
+    320x240), or the comparison measures the batch (docs/benchmarks.md has 1 and 20 minutes
+    of 640x480 at 30 fps)."""
     report = tmp_path / "memory.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "1", "10", "--fps", "6",
+        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "2", "10", "--fps", "6",
          "--size", "320x240", "--max-ratio", "1.2", "--json", str(report)],
         capture_output=True, text=True,
     )  # fmt: skip
