@@ -29,7 +29,7 @@ from avtokens.media import sha256_of
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
 from avtokens.tokenfile import TokenFileWriter, read_metadata
-from avtokens.windows import latent_frame_spans, plan_windows
+from avtokens.windows import video_latent_spans
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = DAC_SAMPLE_RATE
@@ -135,8 +135,8 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
     video, tok = meta["video"], meta["tokenizer"]
     fps = Fraction(video["fps"])
     codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
-    windows = plan_windows(video["frame_count"], tok["window"], tok["temporal"])
-    ranges = code_frame_ranges(latent_frame_spans(windows, tok["temporal"]), fps, SAMPLE_RATE, codec.hop)
+    spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
+    ranges = code_frame_ranges(spans, fps, SAMPLE_RATE, codec.hop)
     total = code_frame_count(video["frame_count"], fps, SAMPLE_RATE, codec.hop)
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
     with soundfile.SoundFile(str(wav_path)) as wav, atomic_output(dest) as tmp:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from avtokens.alignment import audio_block_size, code_frame_count, code_frame_ranges
-from avtokens.windows import latent_frame_spans, plan_windows
+from avtokens.windows import video_latent_spans
 
 # The released 44.1 kHz DAC model: hop 512 samples, 9 codebooks of 1024 entries.
 DAC_SAMPLE_RATE, DAC_HOP, DAC_CODEBOOKS = 44100, 512, 9
@@ -36,7 +36,7 @@ def plan_tokens(frame_count: int, fps: Fraction, width: int, height: int, tempor
                 window: int) -> TokenPlan:  # fmt: skip
     """Token counts of a video of `frame_count` frames at `fps` and `width`x`height` with a
     tokenizer of factors `temporal` x `spatial` x `spatial` coding `window` frames at a time."""
-    spans = latent_frame_spans(plan_windows(frame_count, window, temporal), temporal)
+    spans = video_latent_spans(frame_count, window, temporal)
     ranges = code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, DAC_HOP)
     latent_width, latent_height = -(-width // spatial), -(-height // spatial)
     code_frames = code_frame_count(frame_count, fps, DAC_SAMPLE_RATE, DAC_HOP)

@@ -11,7 +11,7 @@ from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
 from avtokens.metrics import AudioDistances, summarize
 from avtokens.tokenfile import load_tokens, read_metadata
-from avtokens.windows import latent_frame_spans, plan_windows
+from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
     "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
@@ -53,8 +53,7 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
     latent, tok = meta["latent"], meta["tokenizer"]
     ranges = audio["code_ranges"]
-    spans = latent_frame_spans(plan_windows(meta["video"]["frame_count"], tok["window"], tok["temporal"]),
-                               tok["temporal"])  # fmt: skip
+    spans = video_latent_spans(meta["video"]["frame_count"], tok["window"], tok["temporal"])
     per_latent = (ranges[:, 1] - ranges[:, 0]).tolist()
     codebooks = audio["codes"].shape[2]
     visual_count = latent["frames"] * latent["height"] * latent["width"]
@@ -72,7 +71,7 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
         "latent_width": latent["width"],
         "latent_height": latent["height"],
         # What every full latent frame carries (the first of each window covers one video frame).
-        "codes_per_latent_frame": audio_block_size(ranges.tolist(), spans, meta["tokenizer"]["temporal"]),
+        "codes_per_latent_frame": audio_block_size(ranges.tolist(), spans, tok["temporal"]),
         "codes_per_latent_frame_range": [min(per_latent), max(per_latent)],
         "codebooks": codebooks,
         "visual_tokens": visual_count,

@@ -32,14 +32,10 @@ from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
 from avtokens.progress import Progress
 from avtokens.tokenfile import TokenFileWriter, read_metadata
-from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows
+from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows, round_up
 
 log = logging.getLogger(__name__)
 LATENT_CHANNELS = 16
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def host_frames(windows: Iterator[np.ndarray], device: torch.device) -> Iterator:
@@ -139,7 +135,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
     with ThreadPoolExecutor(1) as pool:
         source_hash = pool.submit(sha256_of, source)
         tc, s = preset.temporal, preset.spatial
-        height, width = _round_up(info.height, s), _round_up(info.width, s)
+        height, width = round_up(info.height, s), round_up(info.width, s)
         discrete = preset.is_discrete
         tensor_name = "indices" if discrete else "latents"
         frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))

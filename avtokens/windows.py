@@ -51,6 +51,16 @@ def plan_windows(frame_count: int, window: int, temporal_factor: int) -> list[Wi
     return windows
 
 
+def round_up(value: int, multiple: int) -> int:
+    """`value` padded up to a multiple of `multiple` (a frame side to the spatial factor)."""
+    return -(-value // multiple) * multiple
+
+
+def video_latent_spans(frame_count: int, window: int, temporal_factor: int) -> list[tuple[int, int]]:
+    """The frame span of every latent frame of a video of `frame_count` frames."""
+    return latent_frame_spans(plan_windows(frame_count, window, temporal_factor), temporal_factor)
+
+
 def latent_frame_spans(windows: list[Window], temporal_factor: int) -> list[tuple[int, int]]:
     """Video frame range [start, end) that each latent frame stands for, padding excluded."""
     spans = []

@@ -57,10 +57,11 @@ def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
     import yaml
 
     from avtokens.visual import windows_per_call
+    from avtokens.windows import round_up
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     preset = config["presets"][args.preset]
-    width, height = (-(-int(v) // preset["spatial"]) * preset["spatial"] for v in args.size.split("x"))
+    width, height = (round_up(int(v), preset["spatial"]) for v in args.size.split("x"))
     per_call = windows_per_call(config["batch_megapixels"], preset["window"], height, width)
     windows = -(-round(minutes * 60 * args.fps) // preset["window"])
     if windows < per_call:

@@ -49,7 +49,7 @@ from avtokens.devices import resolve_device, runtime_record  # noqa: E402
 from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg  # noqa: E402
 from avtokens.presets import ENGINES, make_preset  # noqa: E402
 from avtokens.rule import bound_heap_growth  # noqa: E402
-from avtokens.windows import Window, padded_length  # noqa: E402
+from avtokens.windows import Window, padded_length, round_up  # noqa: E402
 
 
 def _reset_peak_resident_set() -> None:
@@ -101,7 +101,7 @@ def model_only(encoder, decoder, preset, width, height, batch, repeats, device) 
     """Frames/s of the bare networks, synthetic input already on the device."""
     s = preset.spatial
     frames = (
-        torch.rand(batch, 3, preset.window, -(-height // s) * s, -(-width // s) * s, device=device) * 2 - 1
+        torch.rand(batch, 3, preset.window, round_up(height, s), round_up(width, s), device=device) * 2 - 1
     )
     with Stage(device) as warm_up:  # the first calls: compiling, cuDNN's algorithm choice
         tokens = encoder(frames)
@@ -123,7 +123,7 @@ def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device) -> N
     info = probe(clip)
     video = np.concatenate(list(read_frame_windows(clip, info, 64)))  # all of it, in RAM
     s, window = preset.spatial, preset.window
-    height, width = -(-info.height // s) * s, -(-info.width // s) * s
+    height, width = round_up(info.height, s), round_up(info.width, s)
     decoded = []
     for start in range(0, len(video), window):
         chunk = video[start : start + window]
@@ -164,8 +164,8 @@ def main() -> int:
     preset = make_preset(args.preset, {**fields, "weights": "demo"})
     device = resolve_device(args.device)
     s = preset.spatial
-    batch_windows = visual.windows_per_call(args.batch_megapixels, args.window, -(-height // s) * s,
-                                            -(-width // s) * s)  # fmt: skip
+    batch_windows = visual.windows_per_call(args.batch_megapixels, args.window, round_up(height, s),
+                                            round_up(width, s))  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-throughput-"))
     try:
