@@ -1,4 +1,5 @@
-"""Waveform <-> DAC audio token file, in overlapping windows, aligned to latent frames.
+"""Audio tokens: a video's audio <-> DAC codes, once per video, in overlapping windows; the
+codes grouped by each preset's latent frames without running DAC again.
 
 DAC's encoder and decoder are convolutional, so a code frame depends only on audio
 within the network's receptive field. Each window is therefore coded with that much
@@ -8,9 +9,11 @@ kept: the result equals a whole-file encode while memory stays bounded by the wi
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,14 +28,15 @@ from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
-from avtokens.media import sha256_of
+from avtokens.media import decoded_frame_count, extract_wav, probe, sha256_of, source_record, video_record
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
-from avtokens.tokenfile import TokenFileWriter, read_metadata
+from avtokens.tokenfile import TokenFileWriter, load_tokens, read_metadata
 from avtokens.windows import video_latent_spans
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = DAC_SAMPLE_RATE
+CODES_FORMAT = "avtokens-audio-codes/1"  # a video's codes, before alignment to any preset
 
 
 class DacCodec:
@@ -128,16 +132,37 @@ def _read_samples(wav: soundfile.SoundFile, start: int, end: int) -> torch.Tenso
     return torch.from_numpy(data)
 
 
-def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_seconds: float,
-                    weights_lock=None) -> None:  # fmt: skip
-    """Code a mono 44.1 kHz wav with DAC and align it to the latent frames of a visual token file."""
-    meta = read_metadata(visual_tokens)
-    video, tok = meta["video"], meta["tokenizer"]
-    fps = Fraction(video["fps"])
+def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
+    """What the DAC jobs of a video need, made once for all presets: its audio as DAC's input
+    (mono 44.1 kHz on the video's clock, `media.extract_wav`) and its timeline (JSON: the
+    source file and the video stream with the decoded frame count, which every visual token
+    file of the video records too, so the codes cover exactly the frames the latent frames do)."""
+    info = probe(source)
+    with ThreadPoolExecutor(2) as pool:
+        digest = pool.submit(sha256_of, source)
+        frame_count = pool.submit(decoded_frame_count, source)
+        with atomic_output(wav_dest) as tmp:
+            extract_wav(source, tmp, info, SAMPLE_RATE)
+        timeline = {"source": source_record(source, name, digest.result()),
+                    "video": video_record(info, frame_count.result())}  # fmt: skip
+    with atomic_output(timeline_dest) as tmp:
+        tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def encode_wav_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:
+    """Code videos' audio with DAC, (wav, timeline, dest) each, loading the model once.
+    `weights_lock`: the lock file official weights are checked against (None for stand-ins)."""
     codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
-    spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
-    ranges = code_frame_ranges(spans, fps, SAMPLE_RATE, codec.hop)
-    total = code_frame_count(video["frame_count"], fps, SAMPLE_RATE, codec.hop)
+    for wav_path, timeline, dest in items:
+        _encode(codec, Path(wav_path), json.loads(Path(timeline).read_text(encoding="utf-8")), dest,
+                window_seconds)  # fmt: skip
+
+
+def _encode(codec: DacCodec, wav_path: Path, timeline: dict, dest, window_seconds: float) -> None:
+    """The code frames that cover the video's frames (the last one reaching past its end),
+    coded from the audio on the video's clock; silence where the audio is shorter."""
+    video = timeline["video"]
+    total = code_frame_count(video["frame_count"], Fraction(video["fps"]), SAMPLE_RATE, codec.hop)
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
     with soundfile.SoundFile(str(wav_path)) as wav, atomic_output(dest) as tmp:
         if wav.samplerate != SAMPLE_RATE or wav.channels != 1:
@@ -145,23 +170,23 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
                 f"{wav_path}: expected mono {SAMPLE_RATE} Hz, "
                 f"found {wav.channels} channels at {wav.samplerate} Hz"
             )
-        wav_samples = wav.frames
         writer = TokenFileWriter(tmp, "codes", torch.uint16, (codec.codebooks,))
-        progress = Progress(f"{Path(wav_path).name}: audio encode", total * codec.hop / SAMPLE_RATE, "s")
+        progress = Progress(f"{wav_path.name}: audio encode", total * codec.hop / SAMPLE_RATE, "s")
         for start, end, c_start, c_end in _windows(total, window, codec.encode_context):
             codes = codec.encode(_read_samples(wav, c_start * codec.hop, c_end * codec.hop))
             writer.append(codes[start - c_start : end - c_start].to(torch.uint16).cpu())
             progress.advance((end - start) * codec.hop / SAMPLE_RATE)
         metadata = {
-            "format": "avtokens-audio/1",
+            "format": CODES_FORMAT,
             "project_version": avtokens.__version__,
-            "source": meta["source"],
+            "source": timeline["source"],
+            "video": video,
             "audio": {
                 "has_audio": video["has_audio"],
                 "source_rate": video["audio_rate"],
                 "source_channels": video["audio_channels"],
                 "channel_policy": "downmixed to mono by ffmpeg before coding",
-                "wav_samples": wav_samples,
+                "wav_samples": wav.frames,
                 "sample_rate": SAMPLE_RATE,
                 "hop": codec.hop,
                 "code_rate": f"{SAMPLE_RATE}/{codec.hop}",
@@ -169,31 +194,71 @@ def encode_wav_file(wav_path, visual_tokens, dest, weights, device: str, window_
                 "codebook_size": codec.codebook_size,
                 "code_frames": total,
             },
-            "alignment": {
-                "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
-                "fps": video["fps"],
-                "frame_count": video["frame_count"],
-                "latent_frames": len(ranges),
-                "visual_tokens": Path(visual_tokens).name,
-            },
             "codec": codec.record,
             "stand_in_weights": codec.stand_in,
             "runtime": runtime_record(codec.device),
         }
+        writer.finish(metadata)
+    log.info("%s: %d code frames for %d video frames", wav_path, total, video["frame_count"])
+
+
+def align_codes(codes_path, visual_tokens, dest) -> None:
+    """A preset's audio token file: a video's DAC codes (`encode_wav_files`) with the code
+    frames of each latent frame of its visual token file (`code_ranges`). No model runs."""
+    codes = load_tokens(codes_path)
+    audio, visual = codes.metadata, read_metadata(visual_tokens)
+    if audio.get("format") != CODES_FORMAT:
+        raise AvTokensError(
+            f"{codes_path}: not a file of DAC codes ({CODES_FORMAT}) but {audio.get('format')}"
+        )
+    video, tok = visual["video"], visual["tokenizer"]
+    timeline = (audio["source"]["sha256"], audio["video"]["fps"], audio["video"]["frame_count"])
+    if (visual["source"]["sha256"], video["fps"], video["frame_count"]) != timeline:
+        raise AvTokensError(
+            f"{visual_tokens} and {codes_path} describe different videos (source sha256 "
+            f"{visual['source']['sha256'][:12]} vs {timeline[0][:12]}, {video['fps']} vs {timeline[1]} fps, "
+            f"{video['frame_count']} vs {timeline[2]} frames); rerun both from the same source"
+        )
+    fps, hop = Fraction(video["fps"]), audio["audio"]["hop"]
+    spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
+    ranges = code_frame_ranges(spans, fps, SAMPLE_RATE, hop)
+    metadata = {
+        "format": "avtokens-audio/1",
+        "project_version": avtokens.__version__,
+        "source": visual["source"],
+        "audio": audio["audio"],
+        "alignment": {
+            "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
+            "fps": video["fps"],
+            "frame_count": video["frame_count"],
+            "latent_frames": len(ranges),
+            "visual_tokens": Path(visual_tokens).name,
+            "audio_codes": {"file": Path(codes_path).name, "sha256": sha256_of(codes_path)},
+        },
+        "codec": audio["codec"],
+        "stand_in_weights": audio["stand_in_weights"],
+        "runtime": audio["runtime"],  # where the codes were computed
+    }
+    with atomic_output(dest) as tmp:
+        writer = TokenFileWriter(tmp, "codes", torch.uint16, (audio["audio"]["codebooks"],))
+        writer.append(codes["codes"][0])
         writer.finish(metadata, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
-    log.info("%s: %d code frames over %d latent frames", wav_path, total, len(ranges))
+    log.info("%s: %d code frames over %d latent frames", dest, codes["codes"].shape[1], len(ranges))
 
 
-def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: float,
-                      weights_lock=None) -> None:  # fmt: skip
-    """Decode an audio token file to a mono 44.1 kHz wav as long as the source video."""
-    from avtokens.tokenfile import load_tokens
-
-    tokens = load_tokens(tokens_path)
-    codes = tokens["codes"][0].to(torch.int64)
-    align = tokens.metadata["alignment"]
+def decode_codes_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:
+    """Decode DAC code files (`encode_wav_files`), (codes, dest) each, loading the model once,
+    into mono 44.1 kHz wavs as long as their videos."""
     codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
-    duration_samples = round(align["frame_count"] * SAMPLE_RATE / Fraction(align["fps"]))
+    for codes_path, dest in items:
+        _decode(codec, Path(codes_path), dest, window_seconds)
+
+
+def _decode(codec: DacCodec, codes_path: Path, dest, window_seconds: float) -> None:
+    tokens = load_tokens(codes_path)
+    codes = tokens["codes"][0].to(torch.int64)
+    video = tokens.metadata["video"]
+    duration_samples = round(video["frame_count"] * SAMPLE_RATE / Fraction(video["fps"]))
     window = max(1, int(window_seconds * SAMPLE_RATE / codec.hop))
     with (
         atomic_output(dest) as tmp,
@@ -202,7 +267,7 @@ def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: f
         ) as out,
     ):
         written = 0
-        progress = Progress(f"{Path(tokens_path).name}: audio decode", duration_samples / SAMPLE_RATE, "s")
+        progress = Progress(f"{codes_path.name}: audio decode", duration_samples / SAMPLE_RATE, "s")
         for start, end, c_start, c_end in _windows(len(codes), window, codec.decode_context):
             audio = codec.decode(codes[c_start:c_end])
             piece = audio[(start - c_start) * codec.hop : (end - c_start) * codec.hop]
@@ -210,4 +275,4 @@ def decode_token_file(tokens_path, dest, weights, device: str, window_seconds: f
             out.write(piece)
             written += len(piece)
             progress.advance(len(piece) / SAMPLE_RATE)
-    log.info("%s: %d code frames -> %d samples", tokens_path, len(codes), written)
+    log.info("%s: %d code frames -> %d samples", codes_path, len(codes), written)

@@ -18,9 +18,10 @@ def _shapes(path) -> dict:
         return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
 
 
-def manifest_row(summary_path, visual_tokens, audio_tokens, base: Path) -> dict:
+def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, base: Path) -> dict:
     """Paths are relative to `base` (the manifest's folder), so the dataset can move."""
     summary = json.loads(Path(summary_path).read_text())
+    audio_summary = json.loads(Path(audio_summary_path).read_text())
     visual, audio = read_metadata(visual_tokens), read_metadata(audio_tokens)
     tokenizer = visual["tokenizer"]
     return {
@@ -48,15 +49,15 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, base: Path) -> dict:
         "dac_sha256": audio["codec"]["sha256"],
         "stand_in_weights": bool(visual["stand_in_weights"] or audio["stand_in_weights"]),
         "psnr_mean": summary["psnr"]["mean"],
-        "mel_distance": summary["audio"]["mel_distance"],
+        "mel_distance": audio_summary["mel_distance"],
     }
 
 
 def write_manifest(runs: list[dict], dest) -> None:
-    """`runs`: one {"summary", "visual_tokens", "audio_tokens"} per video x preset."""
+    """`runs`: one {"summary", "visual_tokens", "audio_tokens", "audio_summary"} per video x preset."""
     base = Path(dest).resolve().parent
     with atomic_output(dest) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for run in runs:
             row = manifest_row(run["summary"], Path(run["visual_tokens"]).resolve(),
-                               Path(run["audio_tokens"]).resolve(), base)  # fmt: skip
+                               Path(run["audio_tokens"]).resolve(), run["audio_summary"], base)  # fmt: skip
             out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")

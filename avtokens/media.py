@@ -115,6 +115,32 @@ def probe(path: Path | str) -> VideoInfo:
     )
 
 
+def decoded_frame_count(path: Path | str) -> int:
+    """How many frames decoding the video gives: the count every visual token file of it
+    records (read_frame_windows decodes the same way), which can differ from the packet
+    count (frames the decoder drops or an edit list discards). Costs one decode, on CPU."""
+    progress = run_ffmpeg(
+        ["-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null", "-",
+         "-progress", "pipe:1", "-nostats"],
+        "counting video frames", path,
+    ).decode()  # fmt: skip
+    counts = re.findall(r"^frame=(\d+)$", progress, re.M)
+    if not counts or not int(counts[-1]):
+        raise AvTokensError(f"{path}: no decodable video frames")
+    return int(counts[-1])
+
+
+def source_record(path: Path | str, name: str, sha256: str) -> dict:
+    """What token files record of the file they came from."""
+    path = Path(path)
+    return {"name": name, "file": path.name, "size": path.stat().st_size, "sha256": sha256}
+
+
+def video_record(info: VideoInfo, frame_count: int) -> dict:
+    """What token files record of the video stream: the probe, with the decoded frame count."""
+    return {**info.as_metadata(), "frame_count": frame_count, "duration": float(frame_count / info.fps)}
+
+
 def _first_frame_size(path: Path) -> tuple[int, int]:
     """Decode one frame as PPM: its header gives the size ffmpeg will deliver (rotation included)."""
     ppm = run_ffmpeg(

@@ -1,4 +1,5 @@
-"""Numbers per video x preset (quality, token counts, bytes) and the table across a grid."""
+"""Numbers per video x preset (quality, token counts, bytes), per video for the audio (DAC
+codes a video once, whatever the preset), and the tables across a grid."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from avtokens.windows import video_latent_spans
 TABLE_COLUMNS = [
     "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
     "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens", "total_tokens",
-    "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean", "mel_distance",
-    "stft_distance", "si_sdr", "stand_in_weights",
+    "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean", "stand_in_weights",
+]  # fmt: skip
+AUDIO_TABLE_COLUMNS = [
+    "video", "weights", "duration_s", "code_frames", "audio_tokens", "audio_tokens_per_second",
+    "token_bytes", "mel_distance", "stft_distance", "si_sdr", "stand_in_weights",
 ]  # fmt: skip
 
 
@@ -45,9 +49,9 @@ def describe(video: str, s: dict) -> str:
     )
 
 
-def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstructed_wav,
-                  visual_tokens, audio_tokens) -> dict:  # fmt: skip
-    """Everything one video x preset is judged by, as a flat-ish dictionary."""
+def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_tokens) -> dict:
+    """Everything one video x preset is judged by, as a flat-ish dictionary; the audio's
+    distances are the video's (`audio_summary`)."""
     # The visual tokens can be gigabytes: only their metadata is read. Audio tokens are small.
     meta, audio = read_metadata(visual_tokens), load_tokens(audio_tokens)
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
@@ -81,7 +85,6 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
         "token_bytes": Path(visual_tokens).stat().st_size + Path(audio_tokens).stat().st_size,
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
-        "audio": AudioDistances().files(source_wav, reconstructed_wav),
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
         "window": meta["windows"]["frames"],
         "stand_in_weights": bool(meta["stand_in_weights"] or audio.metadata["stand_in_weights"]),
@@ -90,9 +93,34 @@ def video_summary(video: str, preset: str, frame_metrics, source_wav, reconstruc
     return summary
 
 
+def audio_summary(video: str, weights: str, codes, source_wav, reconstructed_wav) -> dict:
+    """A video's audio as DAC codes it (the same for every preset with these weights): code
+    frames, tokens, bytes, and DAC's distances between the coded wav and its reconstruction."""
+    meta = read_metadata(codes)
+    duration, audio = meta["video"]["duration"], meta["audio"]
+    tokens = audio["code_frames"] * audio["codebooks"]
+    return {
+        "video": video,
+        "weights": weights,
+        "duration_s": duration,
+        "code_frames": audio["code_frames"],
+        "codebooks": audio["codebooks"],
+        "audio_tokens": tokens,
+        "audio_tokens_per_second": tokens / duration,
+        "token_bytes": Path(codes).stat().st_size,
+        **AudioDistances().files(source_wav, reconstructed_wav),
+        "stand_in_weights": meta["stand_in_weights"],
+    }
+
+
 def write_summary(dest, **kwargs) -> None:
     with atomic_output(dest) as tmp:
         tmp.write_text(json.dumps(video_summary(**kwargs), indent=2) + "\n")
+
+
+def write_audio_summary(dest, **kwargs) -> None:
+    with atomic_output(dest) as tmp:
+        tmp.write_text(json.dumps(audio_summary(**kwargs), indent=2) + "\n")
 
 
 def table_row(s: dict) -> dict:
@@ -101,7 +129,6 @@ def table_row(s: dict) -> dict:
         "psnr_mean": s["psnr"]["mean"],
         "psnr_p5": s["psnr"]["p5"],
         "ssim_mean": s["ssim"]["mean"],
-        **{k: s["audio"][k] for k in ("mel_distance", "stft_distance", "si_sdr")},
     }
 
 
@@ -112,8 +139,17 @@ def write_table(summaries: list[Path | str], dest) -> None:
     total = {"video": "TOTAL", "preset": f"{len({r['preset'] for r in rows})} presets"}
     total.update({k: sum(r[k] for r in rows) for k in summed})
     total["tokens_per_second"] = total["total_tokens"] / total["duration_s"] if total["duration_s"] else 0
+    _write_tsv([*rows, total], TABLE_COLUMNS, dest)
+
+
+def write_audio_table(summaries: list[Path | str], dest) -> None:
+    """One TSV row per video (and DAC weights): the audio is coded once, whatever the preset."""
+    _write_tsv([json.loads(Path(p).read_text()) for p in summaries], AUDIO_TABLE_COLUMNS, dest)
+
+
+def _write_tsv(rows: list[dict], columns: list[str], dest) -> None:
     with atomic_output(dest) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, TABLE_COLUMNS, delimiter="\t", restval="", extrasaction="ignore")
+        writer = csv.DictWriter(f, columns, delimiter="\t", restval="", extrasaction="ignore")
         writer.writeheader()
-        for row in [*rows, total]:
+        for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})

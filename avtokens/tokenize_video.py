@@ -107,7 +107,9 @@ def main(argv=None) -> int:
         **{results / name / "tokens" / f"{nick}_{part}_tokens.safetensors":
            args.output_tokens_dir / f"{nick}_{part}_tokens.safetensors" for part in ("visual", "audio")},
         **{results / name / "reconstructed" / f"{nick}_{part}":
-           args.reconstructed_dir / f"{nick}_{part}" for part in ("visual.mp4", "audio.wav", "combined.mp4")},
+           args.reconstructed_dir / f"{nick}_{part}" for part in ("visual.mp4", "combined.mp4")},
+        results / "audio" / args.weights / f"{nick}_reconstructed.wav":
+            args.reconstructed_dir / f"{nick}_audio.wav",
     }  # fmt: skip
     for src, dest in outputs.items():
         place(src, dest)

@@ -27,7 +27,7 @@ from avtokens.background import InOrderWorker, prefetched
 from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.devices import resolve_device, runtime_record
-from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of
+from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of, source_record, video_record
 from avtokens.metrics import psnr, ssim
 from avtokens.presets import Preset
 from avtokens.progress import Progress
@@ -180,11 +180,8 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
             metadata = {
                 "format": "avtokens-visual/1",
                 "project_version": avtokens.__version__,
-                "source": {"name": name, "file": source.name, "size": source.stat().st_size,
-                           "sha256": source_hash.result()},
-                "video": {**info.as_metadata(), "frame_count": frame_count,
-                          "duration": float(frame_count / info.fps),
-                          "padded_width": width, "padded_height": height},
+                "source": source_record(source, name, source_hash.result()),
+                "video": {**video_record(info, frame_count), "padded_width": width, "padded_height": height},
                 "windows": {"frames": preset.window, "count": len(windows),
                             "last_real_frames": windows[-1].real_frames,
                             "last_padded_frames": windows[-1].padded_frames},

@@ -1,12 +1,15 @@
-"""How much loading the encoder once per batch of videos saves, on many short clips.
+"""How much loading a model once per batch of videos saves, on many short clips.
 
-Makes N short clips with ffmpeg, then runs only the visual_encode step of the workflow on
-them twice: one job per video (`videos_per_job: 1`) and batches of B videos per job. Prints a
-table and writes JSON. With the demo weights (the default) the saving is the per-job start-up
-(a Python process, importing torch, loading the TorchScript files); with the official
-~100 M-parameter checkpoints each load also reads and moves ~200 MB of weights.
+Makes N short clips with ffmpeg, then runs only one model step of the workflow on them
+(`--step`: visual_encode, the Cosmos encoder, or audio_encode, DAC) twice: one job per video
+(`videos_per_job: 1`) and batches of B videos per job; what the step needs first (weights,
+the extracted audio) is made outside the timing. Prints a table and writes JSON. With the
+demo weights (the default) the saving is the per-job start-up (a Python process, importing
+torch and dac, loading the weights); with the official checkpoints each load also reads and
+moves their weights (~200 MB for Cosmos, ~300 MB for DAC).
 
-    .venv/bin/python benchmarks/model_loading.py --clips 50 --batch 10 [--weights official]
+    .venv/bin/python benchmarks/model_loading.py --clips 50 --batch 10 [--step audio_encode]
+                                                  [--weights official]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--weights", choices=["demo", "official"], default="demo")
+    parser.add_argument("--step", choices=["visual_encode", "audio_encode"], default="visual_encode")
     parser.add_argument("--json", type=Path, default=Path("model_loading.json"))
     args = parser.parse_args()
 
@@ -62,12 +66,16 @@ def main() -> None:
             overlay = {"videos": str(sheet), "weights": args.weights, "videos_per_job": per_job,
                        "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
                        "run": ["DV8x16x16"]}  # fmt: skip
-            targets = [
-                f"results/DV8x16x16/tokens/clip{i:03d}_visual_tokens.safetensors" for i in range(args.clips)
-            ]
+            names = [f"clip{i:03d}" for i in range(args.clips)]
             base = workflow_command(workdir, overlay, cores=args.cores)
-            if args.weights == "demo":  # built first, outside the timing
-                _run([*base, "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"])
+            if args.step == "visual_encode":
+                targets = [f"results/DV8x16x16/tokens/{name}_visual_tokens.safetensors" for name in names]
+                needed = ["resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"]
+            else:
+                targets = [f"results/audio/{args.weights}/{name}_codes.safetensors" for name in names]
+                needed = ["resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth"]
+                needed += [f"results/audio/{name}_timeline.json" for name in names]
+            _run([*base, *(needed if args.weights == "demo" else needed[1:])])  # outside the timing
             start = time.perf_counter()
             _run([*base, *targets])
             results[per_job] = time.perf_counter() - start
@@ -75,15 +83,15 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     one, many = results[1], results[args.batch]
-    print(f"{args.clips} clips of {args.frames} frames (320x180), DV8x16x16, {args.weights} weights, "
-          f"{args.cores} cores")  # fmt: skip
+    print(f"{args.step}: {args.clips} clips of {args.frames} frames (320x180), DV8x16x16, "
+          f"{args.weights} weights, {args.cores} cores")  # fmt: skip
     print(f"{'videos per job':>15} {'jobs':>5} {'seconds':>8} {'s/video':>8}")
     for per_job, seconds in results.items():
         jobs = -(-args.clips // per_job)
         print(f"{per_job:>15} {jobs:>5} {seconds:>8.1f} {seconds / args.clips:>8.2f}")
     print(f"speed-up: {one / many:.1f}x")
-    record = {"clips": args.clips, "frames": args.frames, "weights": args.weights, "cores": args.cores,
-              "seconds": results, "speedup": one / many}  # fmt: skip
+    record = {"step": args.step, "clips": args.clips, "frames": args.frames, "weights": args.weights,
+              "cores": args.cores, "seconds": results, "speedup": one / many}  # fmt: skip
     args.json.write_text(json.dumps(record, indent=2))
 
 

@@ -46,7 +46,7 @@ from avtokens import audio, visual  # noqa: E402
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
 from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
-from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg  # noqa: E402
+from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg  # noqa: E402
 from avtokens.presets import ENGINES, make_preset  # noqa: E402
 from avtokens.rule import bound_heap_growth  # noqa: E402
 from avtokens.windows import Window, padded_length, round_up  # noqa: E402
@@ -195,13 +195,14 @@ def main() -> int:
         with Stage(device) as dec:
             visual.decode_token_file(tokens, rec, preset, dec_file, args.device, args.batch_megapixels, 18,
                                      "veryfast", clip, metrics)  # fmt: skip
-        wav, codes, wav_out = work / "a.wav", work / "codes.safetensors", work / "a_out.wav"
-        extract_wav(clip, wav, probe(clip), audio.SAMPLE_RATE)
+        wav, timeline = work / "a.wav", work / "timeline.json"
+        codes, wav_out = work / "codes.safetensors", work / "a_out.wav"
+        audio.extract_audio(clip, "b", wav, timeline)
         bound_heap_growth()  # as the workflow's audio jobs do
         with Stage(device) as aenc:
-            audio.encode_wav_file(wav, tokens, codes, work / "dac.pth", args.device, 60)
+            audio.encode_wav_files([(wav, timeline, codes)], work / "dac.pth", args.device, 60)
         with Stage(device) as adec:
-            audio.decode_token_file(codes, wav_out, work / "dac.pth", args.device, 60)
+            audio.decode_codes_files([(codes, wav_out)], work / "dac.pth", args.device, 60)
         with Stage(device) as base:
             upstream_style(clip, work / "upstream.mp4", encoder, decoder, preset, device)
     finally:

@@ -84,6 +84,9 @@ if not RUN:
     raise WorkflowError("config: nothing to run: list presets in `run` or give a `grid`")
 
 RESULTS = config["results"]
+# The DAC weights (official or demo) the presets that run use: a video's audio is coded
+# once per entry, whatever the number of presets.
+AUDIO_WEIGHTS = sorted({PRESETS[name].weights for name in RUN})
 VIDEOS_PER_JOB = config["videos_per_job"]
 VIDEO_BATCHES = [list(videos.index[i : i + VIDEOS_PER_JOB]) for i in range(0, len(videos), VIDEOS_PER_JOB)]
 CHECKPOINTS = config["checkpoints"]
@@ -109,6 +112,7 @@ wildcard_constraints:
     preset=_alternatives(PRESETS),
     model=r"Cosmos-0\.1-Tokenizer-(CV|DV)\d+x\d+x\d+",
     folder=_alternatives(OFFICIAL_REPOS) or "(?!)",
+    weights="official|demo",
 
 
 def get_final_output():
@@ -121,17 +125,19 @@ def get_final_output():
     per_video = expand(f"{RESULTS}/report/{{video}}_psnr_per_frame.png", video=videos.index)
     grid = [
         f"{RESULTS}/report/token_table.tsv",
+        f"{RESULTS}/report/audio_table.tsv",
         f"{RESULTS}/report/quality_vs_tokens.png",
         f"{RESULTS}/manifest.jsonl",
     ]
     return per_run + per_video + grid
 
 
-def batch_outputs(batch, pattern):
-    """Output paths of a batch of videos under `{RESULTS}/{preset}/`, the preset left a
-    wildcard; braces in video names are escaped so that they stay literal."""
+def batch_files(batch, pattern):
+    """The paths `{RESULTS}/<pattern>` of a batch of videos; `pattern` names `{video}`, and
+    `{{preset}}` or `{{weights}}` to leave a wildcard. Braces in video names are escaped
+    so that they stay literal."""
     literal = [name.replace("{", "{{").replace("}", "}}") for name in batch]
-    return [f"{RESULTS}/{{preset}}/{pattern.format(video=name)}" for name in literal]
+    return [f"{RESULTS}/{pattern.format(video=name)}" for name in literal]
 
 
 def all_summaries():
@@ -147,6 +153,26 @@ def all_token_files(part):
         preset=RUN,
         video=videos.index,
     )
+
+
+def all_audio_summaries():
+    """Every video's audio summary, once per DAC weights that run."""
+    return expand(f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json", weights=AUDIO_WEIGHTS, video=videos.index)
+
+
+def audio_summary_of_each_run():
+    """The audio summary of every video x preset, in the same order as all_summaries()."""
+    return [f"{RESULTS}/audio/{PRESETS[preset].weights}/{video}_summary.json" for preset in RUN for video in videos.index]
+
+
+def audio_of_preset(suffix):
+    """Input function: the per-video audio file `<video>_<suffix>` made with the preset's
+    DAC weights (shared by every preset with those weights)."""
+
+    def get(wildcards):
+        return f"{RESULTS}/audio/{PRESETS[wildcards.preset].weights}/{wildcards.video}_{suffix}"
+
+    return get
 
 
 def frame_metrics_of_video(wildcards):
@@ -173,23 +199,34 @@ def preset_params(wildcards):
 
 
 def weights_file(part):
-    """Input function for one weights file of a preset: `encoder`, `decoder` or `dac`.
+    """Input function for one Cosmos weights file of a preset: `encoder` or `decoder`.
     Demo weights are built by a rule; official ones are fetched by one unless present."""
 
     def get(wildcards):
         preset = PRESETS[wildcards.preset]
         if preset.weights == "demo":
-            cosmos, dac = f"{DEMO_WEIGHTS}/{preset.model}", dac_file(DEMO_WEIGHTS)
-        else:
-            cosmos, dac = cosmos_folder(CHECKPOINTS, preset), dac_file(CHECKPOINTS)
-        return str({"encoder": f"{cosmos}/encoder.jit", "decoder": f"{cosmos}/decoder.jit", "dac": dac}[part])
+            return f"{DEMO_WEIGHTS}/{preset.model}/{part}.jit"
+        return str(cosmos_folder(CHECKPOINTS, preset) / f"{part}.jit")
 
     return get
 
 
-def weights_lock(wildcards):
+def dac_weights(wildcards):
+    """The DAC weights file of `{weights}` (official or demo)."""
+    return str(dac_file(DEMO_WEIGHTS if wildcards.weights == "demo" else CHECKPOINTS))
+
+
+def _lock_of(weights):
     """The lock file official weights are pinned in; stand-ins are not pinned."""
-    return config["weights_lock"] if PRESETS[wildcards.preset].weights == "official" else None
+    return config["weights_lock"] if weights == "official" else None
+
+
+def weights_lock(wildcards):
+    return _lock_of(PRESETS[wildcards.preset].weights)
+
+
+def dac_weights_lock(wildcards):
+    return _lock_of(wildcards.weights)
 
 
 def repo_of_folder(wildcards):

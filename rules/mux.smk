@@ -4,7 +4,7 @@
 rule mux:
     input:
         video=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
-        audio=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_audio.wav",
+        audio=audio_of_preset("reconstructed.wav"),
     output:
         f"{RESULTS}/{{preset}}/reconstructed/{{video}}_combined.mp4",
     log:

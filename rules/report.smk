@@ -1,12 +1,10 @@
-# Fidelity: numbers per video x preset, a table across the grid, comparison videos and
-# plots, all shown by `snakemake --report report.zip`.
+# Fidelity: numbers per video x preset (and per video for the audio, coded once), tables
+# across the grid, comparison videos and plots, all shown by `snakemake --report report.zip`.
 
 
 rule summarize:
     input:
         frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
-        source_wav=f"{RESULTS}/audio/{{video}}.wav",
-        reconstructed_wav=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_audio.wav",
         visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
         audio_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
     output:
@@ -17,6 +15,38 @@ rule summarize:
         "../envs/avtokens.yaml"
     script:
         "../scripts/summarize.py"
+
+
+rule summarize_audio:
+    input:
+        codes=f"{RESULTS}/audio/{{weights}}/{{video}}_codes.safetensors",
+        source_wav=f"{RESULTS}/audio/{{video}}.wav",
+        reconstructed_wav=f"{RESULTS}/audio/{{weights}}/{{video}}_reconstructed.wav",
+    output:
+        f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json",
+    log:
+        f"{RESULTS}/logs/audio/{{weights}}/{{video}}.summarize_audio.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/summarize_audio.py"
+
+
+rule audio_table:
+    input:
+        all_audio_summaries(),
+    output:
+        report(
+            f"{RESULTS}/report/audio_table.tsv",
+            caption="../report/audio_table.rst",
+            category="Token table",
+        ),
+    log:
+        f"{RESULTS}/logs/audio_table.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/audio_table.py"
 
 
 rule token_table:
@@ -99,6 +129,7 @@ rule manifest:
         summaries=all_summaries(),
         visual_tokens=all_token_files("visual"),
         audio_tokens=all_token_files("audio"),
+        audio_summaries=audio_summary_of_each_run(),
     output:
         f"{RESULTS}/manifest.jsonl",
     log:

@@ -40,7 +40,7 @@ else:
                 encoder=weights_file("encoder"),
                 decoder=weights_file("decoder"),
             output:
-                batch_outputs(batch, "tokens/{video}_visual_tokens.safetensors"),
+                batch_files(batch, "{{preset}}/tokens/{video}_visual_tokens.safetensors"),
             log:
                 f"{RESULTS}/logs/{{preset}}/batch{batch_number}.visual_encode.log",
             params:

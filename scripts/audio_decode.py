@@ -1,13 +1,12 @@
-from avtokens.audio import decode_token_file
+from avtokens.audio import decode_codes_files
 from avtokens.rule import bound_heap_growth, run_rule
 
 bound_heap_growth()  # DAC's window-sized buffers would fragment the heap (see there)
 
 run_rule(
     snakemake,
-    decode_token_file,
-    tokens_path=snakemake.input.tokens,
-    dest=snakemake.output[0],
+    decode_codes_files,
+    items=list(zip(snakemake.input.codes, snakemake.output, strict=True)),
     weights=snakemake.input.weights,
     device=snakemake.config["device"],
     window_seconds=snakemake.config["audio_window_seconds"],

@@ -1,14 +1,12 @@
-from avtokens.audio import encode_wav_file
+from avtokens.audio import encode_wav_files
 from avtokens.rule import bound_heap_growth, run_rule
 
 bound_heap_growth()  # DAC's window-sized buffers would fragment the heap (see there)
 
 run_rule(
     snakemake,
-    encode_wav_file,
-    wav_path=snakemake.input.wav,
-    visual_tokens=snakemake.input.visual_tokens,
-    dest=snakemake.output[0],
+    encode_wav_files,
+    items=list(zip(snakemake.input.wavs, snakemake.input.timelines, snakemake.output, strict=True)),
     weights=snakemake.input.weights,
     device=snakemake.config["device"],
     window_seconds=snakemake.config["audio_window_seconds"],

@@ -62,8 +62,8 @@ def test_every_rule_needs_no_more_memory_for_ten_minutes_than_for_two(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     record = json.loads(report.read_text())
     rules = set(record["ratios"])
-    assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "extract_wav",
-            "summarize", "compare_video"} <= rules  # fmt: skip
+    assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "extract_wav", "align_audio",
+            "summarize", "summarize_audio", "compare_video"} <= rules  # fmt: skip
     assert max(record["ratios"].values()) <= 1.2, proc.stdout
 
 

@@ -16,8 +16,8 @@ from helpers import REPO, count_frames, make_clip, run_workflow
 
 from avtokens import load_tokens
 from avtokens.alignment import code_frame_count
-from avtokens.audio import SAMPLE_RATE, encode_wav_file
-from avtokens.media import extract_wav, probe, run_ffmpeg
+from avtokens.audio import SAMPLE_RATE, align_codes, encode_wav_files, extract_audio
+from avtokens.media import probe, run_ffmpeg
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 from avtokens.visual import decode_token_file, encode_video_file
 
@@ -123,16 +123,46 @@ def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, dem
     # The source's own rate: 24 fps, except where its timestamps say otherwise (this AVI
     # muxer leaves a two-frame gap after the first frame; the mean rate keeps the duration).
     assert (info.width, info.height, info.fps) == (width, height, original.fps) and count_frames(video) == 20
-    wav = tmp_path / "a.wav"
-    extract_wav(source, wav, probe(source), SAMPLE_RATE)
-    audio_tokens = tmp_path / "a.safetensors"
-    encode_wav_file(wav, tokens, audio_tokens, demo_weights / "dac" / DAC_WEIGHTS_FILE, "cpu", 60)
-    audio = load_tokens(audio_tokens)
+    audio = load_tokens(code_and_align_audio(source, tokens, tmp_path, demo_weights))
     # 0.5 s of audio under ~0.8 s of video: the codes still cover every latent frame.
     assert (
         audio["code_ranges"][-1, 1]
         == audio["codes"].shape[1]
         == code_frame_count(20, original.fps, SAMPLE_RATE, 512)
+    )
+
+
+def code_and_align_audio(source, visual_tokens, folder, demo_weights):
+    """The workflow's audio steps for one video and preset; the audio token file's path."""
+    wav, timeline = folder / "a.wav", folder / "timeline.json"
+    codes, audio_tokens = folder / "codes.safetensors", folder / "a.safetensors"
+    extract_audio(source, "v", wav, timeline)
+    encode_wav_files([(wav, timeline, codes)], demo_weights / "dac" / DAC_WEIGHTS_FILE, "cpu", 60)
+    align_codes(codes, visual_tokens, audio_tokens)
+    return audio_tokens
+
+
+def test_a_cut_whose_edit_list_drops_frames_gets_codes_for_the_decoded_frames(tmp_path, demo_weights):
+    """A stream-copied cut keeps the packets back to the keyframe and an edit list that
+    drops them when decoding: 75 packets, 45 frames. The audio must follow the 45."""
+    whole = make_clip(tmp_path / "whole.mp4", 64, 48, 75, rate="25", audio_channels=1)
+    source = tmp_path / "cut.mp4"
+    run_ffmpeg(["-y", "-ss", "1.2", "-i", str(whole), "-c", "copy", str(source)], "cutting", source)
+    assert probe(source).packet_count == 75 and count_frames(source) == 45
+    preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "weights": "demo"})
+    folder = demo_weights / preset.model
+    tokens = tmp_path / "t.safetensors"
+    encode_video_file(source, tokens, preset, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "v")
+    audio = load_tokens(code_and_align_audio(source, tokens, tmp_path, demo_weights))
+    assert (
+        audio.metadata["alignment"]["frame_count"]
+        == load_tokens(tokens).metadata["video"]["frame_count"]
+        == 45
+    )
+    assert (
+        audio["codes"].shape[1]
+        == audio["code_ranges"][-1, 1]
+        == code_frame_count(45, Fraction(25), SAMPLE_RATE, 512)
     )
 
 

@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import re
+import time
 import zipfile
 from fractions import Fraction
 
@@ -13,6 +15,7 @@ from helpers import count_frames, make_clip, planned_jobs, run_workflow
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe
+from avtokens.presets import DAC_WEIGHTS_FILE
 from avtokens.windows import plan_windows
 
 PRESETS = {
@@ -43,7 +46,8 @@ def outputs(workdir, preset):
         "visual": base / "tokens" / f"{NAME}_visual_tokens.safetensors",
         "audio": base / "tokens" / f"{NAME}_audio_tokens.safetensors",
         "video": base / "reconstructed" / f"{NAME}_visual.mp4",
-        "wav": base / "reconstructed" / f"{NAME}_audio.wav",
+        "codes": workdir / "results" / "audio" / "demo" / f"{NAME}_codes.safetensors",
+        "wav": workdir / "results" / "audio" / "demo" / f"{NAME}_reconstructed.wav",
         "combined": base / "reconstructed" / f"{NAME}_combined.mp4",
     }
 
@@ -85,7 +89,8 @@ def test_long_jobs_log_their_progress(run):
         "audio_decode": rf"audio decode: {seconds:.1f} of {seconds:.1f} s {done}",
     }
     for rule, pattern in expected.items():
-        assert re.search(pattern, (logs / f"{NAME}.{rule}.log").read_text()), rule
+        folder = logs if rule.startswith("visual") else workdir / "results" / "logs" / "audio" / "demo"
+        assert re.search(pattern, (folder / f"{NAME}.{rule}.log").read_text()), rule
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -129,7 +134,7 @@ def test_metrics_score_every_frame_and_summarize_each_run(run, preset):
     summary = json.loads((base / "metrics" / f"{NAME}_summary.json").read_text())
     assert summary["psnr"]["mean"] == pytest.approx(sum(float(r["psnr"]) for r in rows) / FRAMES, rel=1e-4)
     assert summary["psnr"]["worst"] <= summary["psnr"]["p5"] <= summary["psnr"]["mean"]
-    assert set(summary["audio"]) == {"mel_distance", "stft_distance", "si_sdr"}
+    assert "audio" not in summary and "mel_distance" not in summary  # per video: audio_table
     assert summary["stand_in_weights"] and summary["frame_count"] == FRAMES
     assert summary["description"].startswith(f"{NAME}: 0 min 1 sec; 29.97 fps; {WIDTH}x{HEIGHT} => ")
     comparison = base / "reconstructed" / f"{NAME}_comparison.mp4"
@@ -148,10 +153,24 @@ def test_token_table_has_every_run_and_totals(run):
         assert int(row["total_tokens"]) == int(row["visual_tokens"]) + int(row["audio_tokens"])
 
 
+def test_the_audio_is_scored_once_per_video(run):
+    workdir, _, _ = run
+    with open(workdir / "results" / "report" / "audio_table.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [(r["video"], r["weights"]) for r in rows] == [(NAME, "demo")]
+    codes = load_tokens(outputs(workdir, "DV8x8x8")["codes"])
+    assert int(rows[0]["code_frames"]) == codes["codes"].shape[1]
+    assert int(rows[0]["audio_tokens"]) == codes["codes"].numel()
+    # Stand-in DAC: its reconstruction is poor but not unrelated to the source.
+    assert float(rows[0]["mel_distance"]) > 0 and float(rows[0]["stft_distance"]) > 0
+    assert rows[0]["stand_in_weights"] == "True"
+
+
 def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
     workdir, _, _ = run
     manifest = workdir / "results" / "manifest.jsonl"
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    audio_summary = json.loads((workdir / "results" / "audio" / "demo" / f"{NAME}_summary.json").read_text())
     assert [(r["video"], r["preset"]) for r in rows] == [(NAME, p) for p in PRESETS]
     for row in rows:
         visual = load_tokens(manifest.parent / row["visual_tokens"])  # relative to the manifest
@@ -161,6 +180,7 @@ def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
         assert row["encoder_sha256"] == visual.metadata["tokenizer"]["encoder"]["sha256"]
         assert row["dac_sha256"] == audio.metadata["codec"]["sha256"]
         assert row["audio_token_count"] == audio["codes"].numel() and row["stand_in_weights"] is True
+        assert row["mel_distance"] == float(audio_summary["mel_distance"])
         assert row["frame_count"] == FRAMES and row["fps"] == "30000/1001"
 
 
@@ -198,8 +218,8 @@ def test_changing_one_preset_reruns_only_its_jobs(run):
     workdir, _, overlay = run
     changed = {**overlay, "presets": {**PRESETS, "DV8x8x8": {**PRESETS["DV8x8x8"], "window": 33}}}
     proc = run_workflow(workdir, changed, "--dry-run")
-    per_preset = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
-                  "compare_video"}  # fmt: skip
+    # The audio is coded once per video: no DAC job, only the light alignment step.
+    per_preset = {"visual_encode", "visual_decode", "align_audio", "mux", "summarize", "compare_video"}
     across_presets = {
         "plot_frame_psnr",
         "token_table",
@@ -219,10 +239,52 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     second = make_clip(tmp_path / "second.mp4", 64, 48, 9, rate="25", audio_channels=None)
     sheet.write_text(f"name\tpath\n{NAME}\t{source}\nsecond\t{second}\n", encoding="utf-8")
     jobs = planned_jobs(run_workflow(workdir, {**overlay, "videos": str(sheet)}, "--dry-run"))
-    per_video = {"visual_encode", "visual_decode", "audio_encode", "audio_decode", "mux", "summarize",
-                 "compare_video"}  # fmt: skip
-    assert jobs == {**{rule: len(PRESETS) for rule in per_video}, "extract_wav": 1, "plot_frame_psnr": 1,
-                    "token_table": 1, "plot_quality": 1, "manifest": 1, "all": 1}  # fmt: skip
+    per_video_and_preset = {
+        "visual_encode",
+        "visual_decode",
+        "align_audio",
+        "mux",
+        "summarize",
+        "compare_video",
+    }
+    per_video = {"extract_wav", "audio_encode", "audio_decode", "summarize_audio", "plot_frame_psnr"}
+    across = {"token_table", "audio_table", "plot_quality", "manifest", "all"}
+    assert jobs == {
+        **{rule: len(PRESETS) for rule in per_video_and_preset},
+        **dict.fromkeys(per_video | across, 1),
+    }
+
+
+def test_a_new_dac_weights_file_reruns_the_audio_and_nothing_visual(run):
+    workdir, _, overlay = run
+    weights = workdir / "resources" / "demo_weights" / "dac" / DAC_WEIGHTS_FILE
+    written = weights.stat()
+    os.utime(weights, ns=(written.st_atime_ns, time.time_ns()))
+    try:
+        jobs = planned_jobs(run_workflow(workdir, overlay, "--dry-run"))
+    finally:
+        os.utime(weights, ns=(written.st_atime_ns, written.st_mtime_ns))
+    per_video = {"audio_encode", "audio_decode", "summarize_audio"}
+    per_preset = {"align_audio", "mux", "summarize"}  # summaries count the audio tokens
+    across = {"audio_table", "token_table", "plot_quality", "manifest", "all"}
+    assert jobs == {**{rule: len(PRESETS) for rule in per_preset}, **dict.fromkeys(per_video | across, 1)}
+
+
+def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
+    clips = [make_clip(tmp_path / f"c{i}.mp4", 48, 32, 9, rate="25") for i in range(2)]
+    sheet = tmp_path / "videos.tsv"
+    sheet.write_text("name\tpath\n" + "".join(f"v{i}\t{c}\n" for i, c in enumerate(clips)))
+    presets = {name: PRESETS[name] for name in ("CV8x8x8", "DV4x8x8", "DV8x16x16")}
+    overlay = {"videos": str(sheet), "weights": "demo", "presets": presets, "run": list(presets)}
+    jobs = planned_jobs(run_workflow(tmp_path / "w", overlay, "--dry-run"))
+    for rule in ("extract_wav", "audio_encode", "audio_decode", "summarize_audio"):
+        assert jobs[rule] == 2, rule
+    assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 6
+    # A preset with its own (official) weights has its own audio: coded once per video too.
+    mixed = {**overlay, "presets": {**presets, "DV8x16x16": {**presets["DV8x16x16"], "weights": "official"}}}
+    proc = run_workflow(tmp_path / "w", mixed, "--dry-run", check=False)
+    jobs = planned_jobs(proc)
+    assert jobs["audio_encode"] == 4 and jobs["align_audio"] == 6, proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -250,23 +312,47 @@ def test_recomputing_gives_byte_identical_token_files(run):
     targets = [str(files["visual"].relative_to(workdir)), str(files["audio"].relative_to(workdir))]
     run_workflow(workdir, overlay, *targets, "--forcerun", "visual_encode", "audio_encode")
     assert all(files[key].stat().st_mtime_ns > written[key] for key in before)  # really rewritten
+    assert files["codes"].stat().st_mtime_ns > written["audio"]  # DAC ran again, then the alignment
     assert {key: files[key].read_bytes() for key in before} == before
 
 
-def test_batched_encode_loads_once_per_batch_and_writes_the_same_files(tmp_path):
+def test_batched_jobs_load_each_model_once_per_batch_and_write_the_same_files(tmp_path):
     clips = [make_clip(tmp_path / f"c{i}.mp4", 48, 32, 9 + i, rate="25") for i in range(3)]
     sheet = tmp_path / "videos.tsv"
     sheet.write_text("name\tpath\n" + "".join(f"v{i}\t{c}\n" for i, c in enumerate(clips)))
     preset = {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}}
     overlay = {"videos": str(sheet), "weights": "demo", "presets": preset, "run": ["DV8x16x16"]}
-    targets = [f"results/DV8x16x16/tokens/v{i}_visual_tokens.safetensors" for i in range(3)]
+    targets = [
+        f"results/DV8x16x16/tokens/v{i}_{part}_tokens.safetensors"
+        for i in range(3)
+        for part in ("visual", "audio")
+    ]
+    targets += [
+        f"results/audio/demo/v{i}_{part}"
+        for i in range(3)
+        for part in ("codes.safetensors", "reconstructed.wav")
+    ]
     batched = run_workflow(tmp_path / "batched", {**overlay, "videos_per_job": 2}, *targets)
     assert "visual_encode_batch0" in batched.stdout + batched.stderr
     jobs = planned_jobs(batched)
-    assert jobs == {"visual_encode_batch0": 1, "visual_encode_batch1": 1, "demo_cosmos_weights": 1}
+    batches = {
+        f"{rule}_batch{n}": 1 for rule in ("visual_encode", "audio_encode", "audio_decode") for n in (0, 1)
+    }
+    assert jobs == {
+        **batches,
+        "extract_wav": 3,
+        "align_audio": 3,
+        "demo_cosmos_weights": 1,
+        "demo_dac_weights": 1,
+    }
     made = {target: (tmp_path / "batched" / target).read_bytes() for target in targets}
     # The same workdir, so the same stand-in weights; one job per video this time.
     single = run_workflow(tmp_path / "batched", overlay, *targets)
-    assert planned_jobs(single) == {"visual_encode": 3}
+    assert planned_jobs(single) == {
+        "visual_encode": 3,
+        "audio_encode": 3,
+        "audio_decode": 3,
+        "align_audio": 3,
+    }
     for target in targets:
-        assert (tmp_path / "batched" / target).read_bytes() == made[target]
+        assert (tmp_path / "batched" / target).read_bytes() == made[target], target
