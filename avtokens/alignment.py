@@ -46,6 +46,12 @@ def audio_block_size(ranges, spans, temporal: int) -> int:
     return min(full) if full else max(counts)
 
 
+def nominal_block_size(temporal: int, fps: Fraction, sample_rate: int, hop: int) -> int:
+    """The code frames every full latent frame carries at least, from the rates alone:
+    floor(temporal / fps * sample_rate / hop), 27 for 8 frames at 25 fps (27.6 code frames)."""
+    return int(Fraction(temporal * sample_rate) / (fps * hop))
+
+
 def fixed_size_blocks(codes, ranges, block: int):
     """The "block x codebooks per latent frame" view: each latent frame's codes cut or
     right-padded (by repeating its last code frame) to exactly `block` code frames.

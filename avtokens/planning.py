@@ -14,7 +14,7 @@ from avtokens.alignment import audio_block_size, code_frame_count, code_frame_ra
 from avtokens.windows import video_latent_spans
 
 # The released 44.1 kHz DAC model: hop 512 samples, 9 codebooks of 1024 entries.
-DAC_SAMPLE_RATE, DAC_HOP, DAC_CODEBOOKS = 44100, 512, 9
+DAC_SAMPLE_RATE, DAC_HOP, DAC_CODEBOOKS, DAC_CODEBOOK_SIZE = 44100, 512, 9, 1024
 
 
 @dataclass(frozen=True)

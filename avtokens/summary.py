@@ -10,6 +10,7 @@ from pathlib import Path
 
 from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
+from avtokens.media import sha256_of
 from avtokens.metrics import AudioDistances, summarize
 from avtokens.tokenfile import load_tokens, read_metadata
 from avtokens.windows import video_latent_spans
@@ -83,6 +84,11 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "total_tokens": visual_count + audio_count,
         "tokens_per_second": (visual_count + audio_count) / duration,
         "token_bytes": Path(visual_tokens).stat().st_size + Path(audio_tokens).stat().st_size,
+        # What a data loader checks its files against (avtokens.data).
+        "files": {
+            part: {"bytes": Path(path).stat().st_size, "sha256": sha256_of(path)}
+            for part, path in (("visual_tokens", visual_tokens), ("audio_tokens", audio_tokens))
+        },
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),

@@ -10,6 +10,7 @@ is stored JSON-encoded, so numbers, lists and nested records survive the round t
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -25,6 +26,8 @@ _DTYPE_NAMES = {
     torch.int32: "I32",
     torch.int64: "I64",
 }
+_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+_ITEM_BYTES = {"BF16": 2, "F32": 4, "U16": 2, "I32": 4, "I64": 8}
 _HEADER_RESERVE = 1 << 16
 
 
@@ -100,6 +103,69 @@ class TokenFileWriter:
                 shutil.copyfileobj(src, dst, 1 << 22)
         finally:
             moved.unlink()
+
+
+class TokenFileReader:
+    """Parts of a token file, read by byte range (`os.pread`): the latent frames of a clip
+    cost their own bytes, however long the video. `bytes_read` counts what was read."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            (size,) = struct.unpack("<Q", self._pread(8, 0))
+            header = json.loads(self._pread(size, 8))
+        except (struct.error, ValueError) as err:
+            self.close()
+            raise ValueError(f"{self.path}: not a safetensors file ({err})") from None
+        self.metadata = {k: json.loads(v) for k, v in header.pop("__metadata__", {}).items()}
+        self._entries = header
+        self._data_start = 8 + size
+        self.bytes_read = 8 + size
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise ValueError(f"{self.path}: ends early ({len(data)} of {size} bytes at {offset})")
+        return data
+
+    def shape(self, name: str) -> list[int]:
+        return list(self._entries[name]["shape"])
+
+    def read(self, name: str) -> torch.Tensor:
+        """The whole tensor `name` (for the small ones: frame_spans, code_ranges)."""
+        begin, end = self._entries[name]["data_offsets"]
+        return self._tensor(name, 0, end - begin, self.shape(name))
+
+    def read_frames(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Frames [start, stop) of a streamed tensor `name` ([1, n, ...] gives [stop - start, ...])."""
+        shape = self.shape(name)
+        if len(shape) < 2 or shape[0] != 1 or not 0 <= start <= stop <= shape[1]:
+            raise IndexError(f"{self.path}: frames [{start}, {stop}) of {name} {shape}")
+        frame_bytes = _ITEM_BYTES[self._entries[name]["dtype"]] * math.prod(shape[2:])
+        return self._tensor(
+            name, start * frame_bytes, (stop - start) * frame_bytes, [stop - start, *shape[2:]]
+        )
+
+    def _tensor(self, name: str, offset: int, size: int, shape: list[int]) -> torch.Tensor:
+        entry = self._entries[name]
+        dtype = _DTYPES[entry["dtype"]]
+        if not size:
+            return torch.empty(shape, dtype=dtype)
+        data = bytearray(self._pread(size, self._data_start + entry["data_offsets"][0] + offset))
+        self.bytes_read += size
+        return torch.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> TokenFileReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass

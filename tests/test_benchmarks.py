@@ -82,3 +82,21 @@ def test_each_stage_reports_its_own_peak_memory_not_the_process_lifetime_peak():
     with throughput.Stage(torch.device("cpu")) as small:
         pass
     assert large.host_mib - small.host_mib > 250
+
+
+def test_the_data_loading_benchmark_reads_a_clip_not_the_file(tmp_path):
+    report = tmp_path / "data_loading.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "data_loading.py"), "--minutes", "0.5",
+         "--size", "320x240", "--clips", "40", "--json", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    presets = json.loads(report.read_text())["presets"]
+    assert set(presets) == {"CV8x16x16", "DV8x16x16"}
+    for figures in presets.values():
+        ours, loaded = figures["ours"], figures["load_tokens"]
+        assert ours["clip_bytes"] == loaded["clip_bytes"] > 0  # the same clips, both ways
+        # The clip plus its share of the two files' headers, read once (40 clips from one episode).
+        assert ours["clip_bytes"] <= ours["bytes_read_per_clip"] < ours["clip_bytes"] + 2 * 2**16 / 40 + 1024
+        assert loaded["bytes_mapped_per_clip"] == pytest.approx(figures["file_mb"] * 1e6)

@@ -14,7 +14,7 @@ from helpers import count_frames, make_clip, planned_jobs, run_workflow
 
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
-from avtokens.media import probe
+from avtokens.media import probe, sha256_of
 from avtokens.presets import DAC_WEIGHTS_FILE
 from avtokens.windows import plan_windows
 
@@ -181,6 +181,9 @@ def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
         assert row["dac_sha256"] == audio.metadata["codec"]["sha256"]
         assert row["audio_token_count"] == audio["codes"].numel() and row["stand_in_weights"] is True
         assert row["mel_distance"] == float(audio_summary["mel_distance"])
+        for part in ("visual_tokens", "audio_tokens"):  # what a data loader checks its files against
+            path = manifest.parent / row[part]
+            assert (row[f"{part}_bytes"], row[f"{part}_sha256"]) == (path.stat().st_size, sha256_of(path))
         assert row["frame_count"] == FRAMES and row["fps"] == "30000/1001"
 
 

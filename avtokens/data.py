@@ -1,0 +1,455 @@
+"""Training batches from token files: clips of L consecutive latent frames of one video and
+preset, each latent frame with its visual tokens and exactly its audio codes.
+
+    clips = AlignedClips("results/manifest.jsonl", clip_length=16, preset="DV8x16x16")
+    sampler = ClipSampler(clips, seed=0)          # rank and world size from torch.distributed
+    loader = DataLoader(clips, batch_size=8, sampler=sampler, num_workers=4, collate_fn=collate_clips)
+
+Files are read by byte range (`TokenFileReader`), never whole. The order of an epoch is a
+permutation seeded by (seed, epoch); rank r of a world of n takes every n-th clip of it, so
+every clip of an epoch is seen once across ranks, and data-loader workers split a rank's
+clips (map-style: the DataLoader hands them out; `AlignedClipStream`: batch k goes to worker
+k mod workers). Both resume from a position in the rank's order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
+
+from avtokens import AvTokensError
+from avtokens.alignment import fixed_size_blocks, nominal_block_size
+from avtokens.fsq import CODEBOOK_SIZE as VISUAL_VOCABULARY
+from avtokens.media import sha256_of
+from avtokens.planning import DAC_CODEBOOK_SIZE, DAC_CODEBOOKS, DAC_HOP, DAC_SAMPLE_RATE
+from avtokens.tokenfile import TokenFileReader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JointVocabulary:
+    """One token vocabulary for DV visual indices and DAC audio codes, for autoregressive
+    models. A latent frame is `[FRAME, v_1 .. v_hw, AUDIO, a_1 .. a_9k]`: its visual indices
+    row-major, then its k code frames, each as 9 codebook ids. Ids:
+
+    - `[0, 64000)`: visual FSQ indices, as stored;
+    - `64000 + 1024 * b + c`: code c of DAC codebook b (b in 0..8);
+    - `FRAME = 73216`: a latent frame begins; `AUDIO = 73217`: its audio begins;
+    - `size = 73218`.
+
+    A latent frame of h x w visual tokens with k code frames is 2 + hw + 9k ids.
+    """
+
+    visual: int = VISUAL_VOCABULARY
+    codebooks: int = DAC_CODEBOOKS
+    codebook_size: int = DAC_CODEBOOK_SIZE
+
+    @property
+    def audio_offset(self) -> int:
+        return self.visual
+
+    @property
+    def frame(self) -> int:
+        return self.visual + self.codebooks * self.codebook_size
+
+    @property
+    def audio(self) -> int:
+        return self.frame + 1
+
+    @property
+    def size(self) -> int:
+        return self.frame + 2
+
+    def frame_tokens(self, visual: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """One latent frame: visual indices [h, w] and its codes [k, codebooks] -> ids [2 + hw + 9k]."""
+        offsets = self.audio_offset + self.codebook_size * torch.arange(self.codebooks)
+        return torch.cat([
+            torch.tensor([self.frame]), visual.reshape(-1).to(torch.int64), torch.tensor([self.audio]),
+            (codes.to(torch.int64) + offsets).reshape(-1),
+        ])  # fmt: skip
+
+
+JOINT_VOCABULARY = JointVocabulary()
+
+
+@dataclass(frozen=True)
+class VideoTokens:
+    """One manifest row: where a video's token files are and what a clip needs to know."""
+
+    where: str  # "<manifest>:<line>", for messages
+    video: str
+    preset: str
+    kind: str
+    factors: tuple[int, int]  # temporal, spatial
+    window: int
+    visual: Path
+    audio: Path
+    latent_frames: int
+    fps: Fraction
+
+    @property
+    def latents_per_window(self) -> int:
+        return 1 + (self.window - 1) // self.factors[0]
+
+
+def read_manifests(manifests, preset: str | None = None, verify: str = "size") -> list[VideoTokens]:
+    """The rows of one or more manifest.jsonl files for one preset (`preset` may be left out
+    when they hold only one), with their files checked: `verify` "size" (present, same size
+    as when the manifest was written), "sha256" (also the same content: reads every file
+    whole once) or "none"."""
+    if verify not in ("size", "sha256", "none"):
+        raise ValueError(f"verify must be 'size', 'sha256' or 'none', not {verify!r}")
+    manifests = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
+    rows = []
+    for manifest in map(Path, manifests):
+        try:
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except OSError as err:
+            raise AvTokensError(f"{manifest}: cannot be read ({err.strerror or err})") from None
+        rows += [
+            (f"{manifest}:{n}", manifest.parent, json.loads(line)) for n, line in enumerate(lines, 1) if line
+        ]
+    presets = sorted({row["preset"] for _, _, row in rows})
+    if preset is None and len(presets) > 1:
+        raise AvTokensError(f"{', '.join(map(str, manifests))}: rows of presets {', '.join(presets)}; "
+                            "choose one with preset=")  # fmt: skip
+    chosen = [(where, base, row) for where, base, row in rows if preset is None or row["preset"] == preset]
+    if not chosen:
+        raise AvTokensError(
+            f"{', '.join(map(str, manifests))}: no rows of preset {preset} (found: {presets})"
+        )
+    videos = [_video_tokens(where, base, row) for where, base, row in chosen]
+    kinds = {}
+    for video in videos:
+        kinds.setdefault((video.kind, video.factors), video)
+    if len(kinds) > 1:
+        described = [
+            f"{v.where} is {v.kind}{v.factors[0]}x{v.factors[1]}x{v.factors[1]}" for v in kinds.values()
+        ]
+        raise AvTokensError("one dataset needs one kind of tokens, but " + " and ".join(described))
+    problems = [
+        p
+        for video, (_, _, row) in zip(videos, chosen, strict=True)
+        for p in _file_problems(video, row, verify)
+    ]
+    if problems:
+        raise AvTokensError(f"{len(problems)} token file(s) missing or changed since the manifest was "
+                            "written (rerun the workflow):\n" + "\n".join(problems))  # fmt: skip
+    return videos
+
+
+def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
+    return VideoTokens(
+        where=where, video=row["video"], preset=row["preset"], kind=row["kind"],
+        factors=(row["temporal"], row["spatial"]), window=row["window"],
+        visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
+        latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
+    )  # fmt: skip
+
+
+def _file_problems(video: VideoTokens, row: dict, verify: str) -> list[str]:
+    problems = []
+    for part, path in (("visual_tokens", video.visual), ("audio_tokens", video.audio)):
+        if verify == "none":
+            break
+        if not path.is_file():
+            problems.append(f"{video.where}: {path}: no such file")
+        elif path.stat().st_size != row[f"{part}_bytes"]:
+            problems.append(f"{video.where}: {path}: {path.stat().st_size} bytes, the manifest says "
+                            f"{row[f'{part}_bytes']}")  # fmt: skip
+        elif verify == "sha256" and sha256_of(path) != row[f"{part}_sha256"]:
+            problems.append(f"{video.where}: {path}: its sha256 differs from the manifest's")
+    return problems
+
+
+class AlignedClips(Dataset):
+    """Map-style dataset of clips of `clip_length` latent frames, every `stride` (default:
+    `clip_length`, so clips tile a video) latent frames of every video of a manifest.
+
+    `tail`: what becomes of a video's last latent frames that do not fill a clip: "drop"
+    (default: every clip has the same length) or "short" (a shorter last clip, so every
+    latent frame is in exactly one clip; batch those with `collate_padded`).
+    `audio`: "ragged" (a clip's codes [n, 9] with `audio_offsets` [L + 1]: latent frame i
+    holds codes[offsets[i]:offsets[i + 1]]) or "blocks" ([L, block_size, 9], each latent
+    frame's codes cut or padded by repeating its last: `fixed_size_blocks`; `block_size`
+    defaults to what every full latent frame carries, 27 at 25 fps with 8x factors).
+    `joint_tokens` (DV only): also a flat id sequence per clip in `JOINT_VOCABULARY`.
+
+    A clip is a dict: `video`, `preset`, `start` (first latent frame), `visual` (CV bf16
+    [L, h, w, 16], DV int64 [L, h, w]), the audio as above, `frame_start` (int64 [L]: the
+    first video frame of each latent frame), `time` (float64 [L]: its time in seconds),
+    `window_start` (bool [L]: the first latent frame of a tokenizer window, which codes one
+    video frame like an image), and with joint tokens `tokens` and `token_offsets` [L + 1].
+    """
+
+    def __init__(self, manifests, clip_length: int, preset: str | None = None, stride: int | None = None,
+                 tail: str = "drop", audio: str = "ragged", block_size: int | None = None,
+                 joint_tokens: bool = False, verify: str = "size", open_files: int = 64):  # fmt: skip
+        if clip_length < 1 or (stride is not None and stride < 1):
+            raise ValueError(f"clip_length and stride must be positive, not {clip_length} and {stride}")
+        if tail not in ("drop", "short") or audio not in ("ragged", "blocks"):
+            raise ValueError(f"tail must be 'drop' or 'short' (not {tail!r}), audio 'ragged' or 'blocks' "
+                             f"(not {audio!r})")  # fmt: skip
+        self.videos = read_manifests(manifests, preset, verify)
+        self.kind = self.videos[0].kind
+        if joint_tokens and self.kind != "DV":
+            raise ValueError("joint_tokens needs discrete (DV) visual tokens; these are CV latents")
+        if audio == "blocks" and block_size is None:
+            sizes = {nominal_block_size(v.factors[0], v.fps, DAC_SAMPLE_RATE, DAC_HOP) for v in self.videos}
+            if len(sizes) > 1:
+                raise ValueError(f"videos carry {sorted(sizes)} code frames per latent frame (different "
+                                 "frame rates): give block_size")  # fmt: skip
+            block_size = sizes.pop()
+        self.clip_length, self.stride = clip_length, stride or clip_length
+        self.tail, self.audio, self.block_size, self.joint_tokens = tail, audio, block_size, joint_tokens
+        self.clips: list[tuple[int, int, int]] = []  # (video index, first latent frame, length)
+        for index, video in enumerate(self.videos):
+            clips = self._clips_of(video.latent_frames)
+            if not clips:
+                log.warning("%s: video %s has %d latent frames, fewer than clip_length %d: left out",
+                            video.where, video.video, video.latent_frames, clip_length)  # fmt: skip
+            self.clips += [(index, start, length) for start, length in clips]
+        if not self.clips:
+            raise AvTokensError(
+                f"no video has {clip_length} latent frames: no clips (tail='short' keeps shorter ones)"
+            )
+        self._readers: OrderedDict[Path, TokenFileReader] = OrderedDict()
+        self._open_files, self._bytes_of_closed = open_files, 0
+        self._small: dict[Path, dict[str, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        # A worker started by spawning opens its own files.
+        return {**self.__dict__, "_readers": OrderedDict()}
+
+    def _clips_of(self, latent_frames: int) -> list[tuple[int, int]]:
+        length, stride = self.clip_length, self.stride
+        clips = [(start, length) for start in range(0, latent_frames - length + 1, stride)]
+        covered = clips[-1][0] + length if clips else 0
+        if self.tail == "short" and covered < latent_frames:
+            start = clips[-1][0] + stride if clips else 0
+            clips.append((start, latent_frames - start))
+        return clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes this process has read from token files."""
+        return self._bytes_of_closed + sum(reader.bytes_read for reader in self._readers.values())
+
+    def _reader(self, path: Path) -> TokenFileReader:
+        # Opened lazily, so that each data-loader worker has its own; the least recently
+        # used is closed beyond `open_files`.
+        if path in self._readers:
+            self._readers.move_to_end(path)
+        else:
+            self._readers[path] = TokenFileReader(path)
+            if len(self._readers) > self._open_files:
+                closed = self._readers.popitem(last=False)[1]
+                closed.close()
+                self._bytes_of_closed += closed.bytes_read
+        return self._readers[path]
+
+    def _small_tensor(self, path: Path, name: str) -> torch.Tensor:
+        """frame_spans and code_ranges: a few bytes per latent frame, read once per file."""
+        held = self._small.setdefault(path, {})
+        if name not in held:
+            held[name] = self._reader(path).read(name)
+        return held[name]
+
+    def __getitem__(self, index: int) -> dict:
+        video_index, start, length = self.clips[index]
+        video = self.videos[video_index]
+        stop = start + length
+        visual = self._reader(video.visual).read_frames(
+            "indices" if self.kind == "DV" else "latents", start, stop
+        )
+        if self.kind == "DV":
+            visual = visual.to(torch.int64)
+        spans = self._small_tensor(video.visual, "frame_spans")[start:stop]
+        ranges = self._small_tensor(video.audio, "code_ranges")[start:stop]
+        first, last = int(ranges[0, 0]), int(ranges[-1, 1])
+        codes = self._reader(video.audio).read_frames("codes", first, last).to(torch.int64)
+        offsets = torch.cat([ranges[:, 0], ranges[-1:, 1]]) - first
+        clip = {
+            "video": video.video,
+            "preset": video.preset,
+            "start": start,
+            "visual": visual,
+            "frame_start": spans[:, 0].clone(),
+            "time": spans[:, 0].double() * video.fps.denominator / video.fps.numerator,
+            "window_start": torch.arange(start, stop) % video.latents_per_window == 0,
+        }
+        if self.audio == "ragged":
+            clip |= {"audio_codes": codes, "audio_offsets": offsets}
+        else:
+            clip["audio_codes"] = fixed_size_blocks(codes, ranges - first, self.block_size)
+        if self.joint_tokens:
+            frames = [JOINT_VOCABULARY.frame_tokens(visual[i], codes[offsets[i] : offsets[i + 1]])
+                      for i in range(length)]  # fmt: skip
+            clip["tokens"] = torch.cat(frames)
+            clip["token_offsets"] = torch.tensor([0, *np.cumsum([len(f) for f in frames])])
+        return clip
+
+
+def epoch_order(count: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The order of `count` clips in an epoch: a permutation seeded by (seed, epoch)."""
+    if not shuffle:
+        return np.arange(count)
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if rank is None:
+        rank = torch.distributed.get_rank() if distributed else 0
+    if world_size is None:
+        world_size = torch.distributed.get_world_size() if distributed else 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size}")
+    return rank, world_size
+
+
+def rank_share(count: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool = True,
+               even: bool = False) -> np.ndarray:  # fmt: skip
+    """Clip indices of one rank in an epoch: every world_size-th of the epoch's order. Ranks
+    differ by at most one clip; `even` drops the last few clips of the order (a different few
+    each epoch) so that every rank has as many, which DistributedDataParallel needs."""
+    order = epoch_order(count, seed, epoch, shuffle)
+    if even:
+        order = order[: count - count % world_size]
+    return order[rank::world_size]
+
+
+class ClipSampler(Sampler[int]):
+    """The clips of this rank for `AlignedClips` with a DataLoader, in the epoch's seeded
+    order; `set_epoch` before each epoch, as with DistributedSampler. `start`: clips of this
+    rank's order to skip, to resume an epoch (batches done x batch size)."""
+
+    def __init__(self, dataset, seed: int = 0, shuffle: bool = True, rank: int | None = None,
+                 world_size: int | None = None, even: bool = False, start: int = 0):  # fmt: skip
+        self.count = len(dataset)
+        self.seed, self.shuffle, self.even, self.start, self.epoch = seed, shuffle, even, start, 0
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> np.ndarray:
+        share = rank_share(
+            self.count, self.seed, self.epoch, self.rank, self.world_size, self.shuffle, self.even
+        )
+        return share[self.start :]
+
+    def __iter__(self):
+        return iter(self._indices().tolist())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+class AlignedClipStream(IterableDataset):
+    """`AlignedClips` as an iterable of whole batches, sharded by rank and by data-loader
+    worker: batch k of this rank's epoch is made by worker k mod workers, so a DataLoader
+    (batch_size=None) yields them in order and `start_batch` resumes exactly."""
+
+    def __init__(self, dataset: AlignedClips, batch_size: int, collate=None, seed: int = 0,
+                 shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
+                 even: bool = False, drop_last: bool = False, start_batch: int = 0):  # fmt: skip
+        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate or collate_clips
+        self.seed, self.shuffle, self.even, self.drop_last = seed, shuffle, even, drop_last
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.epoch, self.start_batch = 0, start_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches of clip indices in this epoch, from `start_batch` on."""
+        share = rank_share(len(self.dataset), self.seed, self.epoch, self.rank, self.world_size, self.shuffle,
+                           self.even)  # fmt: skip
+        batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches[self.start_batch :]
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self):
+        worker = get_worker_info()
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        for batch in self.batches()[worker_id::workers]:
+            yield self.collate([self.dataset[int(i)] for i in batch])
+
+
+def collate_clips(clips: list[dict]) -> dict:
+    """A batch of clips of one shape: visual [B, L, ...] stacked; ragged audio packed (codes
+    of all clips [N, 9], `audio_offsets` [B, L + 1] into them); blocks [B, L, block, 9];
+    joint tokens packed the same way. Clips of different lengths or latent sizes are refused
+    (`collate_padded` takes them)."""
+    shapes = {tuple(c["visual"].shape) for c in clips}
+    if len(shapes) > 1:
+        raise ValueError(f"clips of different shapes {sorted(shapes)} in one batch: use collate_padded")
+    return _collate(clips)
+
+
+def collate_padded(clips: list[dict]) -> dict:
+    """As `collate_clips`, for clips of different lengths (`tail="short"`) or latent sizes
+    (videos of different sizes): visual tokens and everything per latent frame are padded
+    with zeros to the longest and largest; padded latent frames have no audio and no joint
+    tokens. `frame_mask` [B, L] is True on real latent frames, `latent_mask` [B, h, w] on
+    real latent positions."""
+    return _collate(clips)
+
+
+def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Tensors stacked, each padded with zeros at the end of its first dimensions to the largest."""
+    size = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    out = tensors[0].new_zeros((len(tensors), *size))
+    for b, tensor in enumerate(tensors):
+        out[(b, *(slice(0, n) for n in tensor.shape))] = tensor
+    return out
+
+
+def _packed(pieces: list[torch.Tensor], offsets: list[torch.Tensor], length: int) -> tuple:
+    """Concatenate ragged pieces; offsets shifted into the whole and padded with the last."""
+    bases = np.cumsum([0] + [len(p) for p in pieces[:-1]])
+    shifted = [
+        torch.cat([o, o[-1:].expand(length + 1 - len(o))]) + int(b)
+        for o, b in zip(offsets, bases, strict=True)
+    ]
+    return torch.cat(pieces), torch.stack(shifted)
+
+
+def _collate(clips: list[dict]) -> dict:
+    length = max(len(c["visual"]) for c in clips)
+    batch = {
+        "video": [c["video"] for c in clips],
+        "preset": [c["preset"] for c in clips],
+        "start": torch.tensor([c["start"] for c in clips]),
+        "frame_mask": _padded([torch.ones(len(c["visual"]), dtype=torch.bool) for c in clips]),
+        "latent_mask": _padded([torch.ones(c["visual"].shape[1:3], dtype=torch.bool) for c in clips]),
+    }
+    for key in ("visual", "frame_start", "time", "window_start"):
+        batch[key] = _padded([c[key] for c in clips])
+    if "audio_offsets" in clips[0]:
+        batch["audio_codes"], batch["audio_offsets"] = _packed(
+            [c["audio_codes"] for c in clips], [c["audio_offsets"] for c in clips], length)  # fmt: skip
+    else:
+        batch["audio_codes"] = _padded([c["audio_codes"] for c in clips])
+    if "tokens" in clips[0]:
+        batch["tokens"], batch["token_offsets"] = _packed(
+            [c["tokens"] for c in clips], [c["token_offsets"] for c in clips], length)  # fmt: skip
+    return batch

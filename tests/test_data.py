@@ -1,0 +1,277 @@
+"""The training-data side: clips of aligned latent frames read from the workflow's token files."""
+
+import json
+import logging
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REPO, make_clip, run_workflow
+from torch.utils.data import DataLoader
+
+from avtokens import AvTokensError, load_tokens
+from avtokens.alignment import fixed_size_blocks
+from avtokens.data import (
+    JOINT_VOCABULARY,
+    AlignedClips,
+    AlignedClipStream,
+    ClipSampler,
+    collate_clips,
+    collate_padded,
+    rank_share,
+)
+
+PRESETS = {
+    "CV8x8x8": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17},
+    "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
+}
+VIDEOS = {"long": (64, 48, 200), "short": (48, 32, 30), "tiny": (48, 32, 9)}  # width, height, frames
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The workflow's token files and manifest for three videos x two presets (results under
+    results/example, as `make run` writes them, so the README's example runs as written)."""
+    root = tmp_path_factory.mktemp("data")
+    sheet = root / "videos.tsv"
+    rows = [
+        f"{name}\t{make_clip(root / f'{name}.mp4', w, h, n, rate='25')}" for name, (w, h, n) in VIDEOS.items()
+    ]
+    sheet.write_text("name\tpath\n" + "\n".join(rows) + "\n")
+    overlay = {"videos": str(sheet), "weights": "demo", "presets": PRESETS, "run": list(PRESETS),
+               "results": "results/example"}  # fmt: skip
+    run_workflow(root / "w", overlay, "results/example/manifest.jsonl")
+    return root / "w"
+
+
+def manifest(workdir):
+    return workdir / "results" / "example" / "manifest.jsonl"
+
+
+def whole(workdir, preset, video, part):
+    return load_tokens(
+        workdir / "results" / "example" / preset / "tokens" / f"{video}_{part}_tokens.safetensors"
+    )
+
+
+def latent_frames(workdir, preset):
+    rows = [json.loads(line) for line in manifest(workdir).read_text().splitlines()]
+    return {row["video"]: row["latent_frames"] for row in rows if row["preset"] == preset}
+
+
+def test_every_latent_frame_is_seen_once_per_epoch_across_two_ranks_of_two_workers(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=3, preset="DV8x16x16", tail="short")
+    expected = Counter({(v, i): 1 for v, n in latent_frames(workdir, "DV8x16x16").items() for i in range(n)})
+    for epoch in (0, 1):
+        streamed, sampled = Counter(), Counter()
+        for rank in (0, 1):
+            stream = AlignedClipStream(
+                clips, batch_size=2, collate=collate_padded, seed=7, rank=rank, world_size=2
+            )
+            stream.set_epoch(epoch)
+            for batch in DataLoader(stream, batch_size=None, num_workers=2):
+                for video, start, mask in zip(
+                    batch["video"], batch["start"], batch["frame_mask"], strict=True
+                ):
+                    streamed.update((video, int(start) + i) for i in range(int(mask.sum())))
+            sampler = ClipSampler(clips, seed=7, rank=rank, world_size=2)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                clips, batch_size=2, sampler=sampler, num_workers=2, collate_fn=collate_padded
+            )
+            for batch in loader:
+                for video, start, mask in zip(
+                    batch["video"], batch["start"], batch["frame_mask"], strict=True
+                ):
+                    sampled.update((video, int(start) + i) for i in range(int(mask.sum())))
+        assert streamed == expected and sampled == expected
+
+
+def test_epochs_are_shuffled_by_seed_and_epoch_and_shards_differ_by_at_most_one():
+    orders = {
+        (seed, epoch): rank_share(101, seed, epoch, 0, 1).tolist() for seed in (0, 1) for epoch in (0, 1)
+    }
+    assert sorted(orders[0, 0]) == list(range(101)) and len(set(map(tuple, orders.values()))) == 4
+    assert rank_share(101, 0, 0, 0, 1).tolist() == orders[0, 0]  # the same again
+    shares = [rank_share(101, 3, 2, rank, 4) for rank in range(4)]
+    assert sorted(i for s in shares for i in s.tolist()) == list(range(101))
+    assert {len(s) for s in shares} == {25, 26}
+    assert {len(rank_share(101, 3, 2, rank, 4, even=True)) for rank in range(4)} == {25}
+
+
+def test_a_clip_holds_its_latent_frames_and_exactly_their_audio(workdir):
+    for preset, name in (("CV8x8x8", "latents"), ("DV8x16x16", "indices")):
+        clips = AlignedClips(manifest(workdir), clip_length=4, preset=preset, stride=3)
+        assert len(clips) == sum((n - 4) // 3 + 1 for n in latent_frames(workdir, preset).values() if n >= 4)
+        for index in range(len(clips)):
+            clip = clips[index]
+            visual, audio = (
+                whole(workdir, preset, clip["video"], "visual"),
+                whole(workdir, preset, clip["video"], "audio"),
+            )
+            start, stop = clip["start"], clip["start"] + 4
+            assert torch.equal(clip["visual"], visual[name][0, start:stop].to(clip["visual"].dtype))
+            ranges = audio["code_ranges"][start:stop]
+            codes = audio["codes"][0].to(torch.int64)
+            for i, (first, last) in enumerate(ranges.tolist()):
+                offsets = clip["audio_offsets"]
+                assert torch.equal(clip["audio_codes"][offsets[i] : offsets[i + 1]], codes[first:last])
+            assert int(clip["audio_offsets"][-1]) == int(ranges[-1, 1] - ranges[0, 0])
+            spans = visual["frame_spans"][start:stop]
+            assert torch.equal(clip["frame_start"], spans[:, 0])
+            assert torch.allclose(clip["time"], spans[:, 0].double() / 25)
+            # The first latent frame of a window stands for one video frame, every other for 8.
+            assert torch.equal(clip["window_start"], spans[:, 1] - spans[:, 0] == 1)
+        assert clips[0]["visual"].dtype == (torch.bfloat16 if preset == "CV8x8x8" else torch.int64)
+
+
+def test_fixed_size_audio_blocks_are_the_stored_ranges_cut_or_padded(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=5, preset="CV8x8x8", audio="blocks")
+    summary = json.loads((manifest(workdir).parent / "CV8x8x8" / "metrics" / "long_summary.json").read_text())
+    assert clips.block_size == summary["codes_per_latent_frame"] == 27  # 8 frames at 25 fps: 27.6
+    clip = clips[1]
+    audio = whole(workdir, "CV8x8x8", clip["video"], "audio")
+    ranges = audio["code_ranges"][clip["start"] : clip["start"] + 5]
+    expected = fixed_size_blocks(audio["codes"][0].to(torch.int64), ranges, 27)
+    assert clip["audio_codes"].shape == (5, 27, 9) and torch.equal(clip["audio_codes"], expected)
+
+
+def test_a_clip_costs_its_own_bytes_not_the_file(workdir):
+    """Measured by the kernel too: the bytes read() and pread() returned to this process."""
+
+    def read_chars():
+        return int(re.search(r"rchar: (\d+)", Path("/proc/self/io").read_text()).group(1))
+
+    clips = AlignedClips(manifest(workdir), clip_length=2, preset="CV8x8x8")
+    long = [i for i, (video, _, _) in enumerate(clips.clips) if clips.videos[video].video == "long"]
+    clips[long[0]]  # opens the two files and reads their headers, frame spans and code ranges
+    before, chars = clips.bytes_read, read_chars()
+    measuring = read_chars() - chars  # reading /proc/self/io counts too
+    clip = clips[long[5]]
+    after = read_chars()
+    expected = clip["visual"].numel() * 2 + clip["audio_codes"].shape[0] * 9 * 2  # bf16 latents, uint16 codes
+    assert clips.bytes_read - before == expected
+    assert 0 <= after - chars - 2 * measuring - expected < 16  # nothing else was read
+    visual = whole(workdir, "CV8x8x8", "long", "visual")
+    file_bytes = (
+        workdir / "results" / "example" / "CV8x8x8" / "tokens" / "long_visual_tokens.safetensors"
+    ).stat()
+    assert expected * 10 < file_bytes.st_size and visual["latents"].shape[1] > 20
+
+
+def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=3, preset="DV8x16x16", joint_tokens=True)
+    vocab = JOINT_VOCABULARY
+    assert (vocab.visual, vocab.audio_offset, vocab.frame, vocab.audio, vocab.size) == (
+        64000, 64000, 64000 + 9 * 1024, 73217, 73218)  # fmt: skip
+    clip = clips[2]
+    tokens, offsets = clip["tokens"], clip["token_offsets"]
+    h, w = clip["visual"].shape[1:]
+    for i in range(3):
+        frame = tokens[offsets[i] : offsets[i + 1]]
+        codes = clip["audio_codes"][clip["audio_offsets"][i] : clip["audio_offsets"][i + 1]]
+        assert len(frame) == 2 + h * w + 9 * len(codes)
+        assert frame[0] == vocab.frame and frame[1 + h * w] == vocab.audio
+        assert torch.equal(frame[1 : 1 + h * w], clip["visual"][i].reshape(-1))
+        audio = frame[2 + h * w :].reshape(-1, 9) - 64000
+        assert torch.equal(audio // 1024, torch.arange(9).expand_as(audio))  # codebook b -> its own 1024 ids
+        assert torch.equal(audio % 1024, codes)
+    assert int(tokens.max()) < vocab.size
+    with pytest.raises(ValueError, match="joint_tokens needs discrete"):
+        AlignedClips(manifest(workdir), clip_length=3, preset="CV8x8x8", joint_tokens=True)
+
+
+def test_an_epoch_resumes_where_it_stopped(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16")
+    full = list(ClipSampler(clips, seed=3, rank=1, world_size=2))
+    assert list(ClipSampler(clips, seed=3, rank=1, world_size=2, start=5)) == full[5:]
+    stream = AlignedClipStream(clips, batch_size=3, collate=collate_padded, seed=3, rank=1, world_size=2)
+    every = [batch["start"].tolist() for batch in DataLoader(stream, batch_size=None, num_workers=2)]
+    stream.set_epoch(0, start_batch=2)
+    rest = [batch["start"].tolist() for batch in DataLoader(stream, batch_size=None, num_workers=2)]
+    assert len(every) > 3 and rest == every[2:]
+
+
+def test_collating_equal_clips_stacks_them_and_packs_their_audio(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=3, preset="CV8x8x8")
+    same_size = [clips[i] for i, (v, _, _) in enumerate(clips.clips) if clips.videos[v].video == "long"][:3]
+    batch = collate_clips(same_size)
+    assert batch["visual"].shape == (3, 3, 6, 8, 16) and batch["frame_mask"].all()
+    for b, clip in enumerate(same_size):
+        offsets = batch["audio_offsets"][b]
+        assert torch.equal(batch["audio_codes"][offsets[0] : offsets[-1]], clip["audio_codes"])
+    other = next(clips[i] for i, (v, _, _) in enumerate(clips.clips) if clips.videos[v].video == "short")
+    with pytest.raises(ValueError, match="clips of different shapes"):
+        collate_clips([same_size[0], other])
+    padded = collate_padded([same_size[0], other])  # 8x6 and 6x4 latents
+    h, w = other["visual"].shape[1:3]
+    assert padded["visual"].shape == (2, 3, 6, 8, 16) and padded["latent_mask"][0].all()
+    assert padded["latent_mask"][1].sum() == h * w and padded["latent_mask"][1, :h, :w].all()
+    assert (
+        torch.equal(padded["visual"][1, :, :h, :w], other["visual"]) and not padded["visual"][1, :, h:].any()
+    )
+
+
+def test_short_tails_are_padded_with_a_mask(workdir):
+    clips = AlignedClips(manifest(workdir), clip_length=5, preset="DV8x16x16", tail="short")
+    tail = [clips[i] for i, (v, s, n) in enumerate(clips.clips) if clips.videos[v].video == "long"][-2:]
+    n = latent_frames(workdir, "DV8x16x16")["long"] % 5  # 36 latent frames: 7 clips of 5 and 1
+    assert len(tail[1]["visual"]) == n and len(tail[0]["visual"]) == 5 and 0 < n
+    batch = collate_padded(tail)
+    assert batch["frame_mask"][1].tolist() == [True] * n + [False] * (5 - n)
+    assert not batch["visual"][1, n:].any()
+    offsets = batch["audio_offsets"][1]
+    assert (offsets[n:] == offsets[n]).all()  # padded latent frames carry no audio
+
+
+def test_bad_manifests_and_settings_are_refused_with_one_line_each(workdir, tmp_path, caplog):
+    with pytest.raises(AvTokensError, match="rows of presets CV8x8x8, DV8x16x16; choose one with preset="):
+        AlignedClips(manifest(workdir), clip_length=2)
+    with pytest.raises(AvTokensError, match="no rows of preset nope"):
+        AlignedClips(manifest(workdir), clip_length=2, preset="nope")
+    # A second manifest whose preset of the same name is another kind of tokenizer.
+    rows = [json.loads(line) for line in manifest(workdir).read_text().splitlines()]
+    other = tmp_path / "other.jsonl"
+    renamed = [{**row, "preset": "DV8x16x16"} for row in rows if row["preset"] == "CV8x8x8"]
+    other.write_text("".join(json.dumps(row) + "\n" for row in renamed))
+    shutil.copytree(manifest(workdir).parent / "CV8x8x8", tmp_path / "CV8x8x8")
+    with pytest.raises(
+        AvTokensError, match=r"one kind of tokens, but .*manifest.jsonl:\d+ is DV8x16x16 .* is CV8x8x8"
+    ):
+        AlignedClips([manifest(workdir), other], clip_length=2, preset="DV8x16x16")
+    # Files gone or changed since the manifest was written: every one named.
+    (tmp_path / "CV8x8x8" / "tokens" / "short_visual_tokens.safetensors").unlink()
+    with open(tmp_path / "CV8x8x8" / "tokens" / "long_audio_tokens.safetensors", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(AvTokensError) as err:
+        AlignedClips(other, clip_length=2)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("2 token file(s) missing or changed") and len(lines) == 3
+    assert re.search(r"other.jsonl:\d+: .*short_visual_tokens.safetensors: no such file", lines[2] + lines[1])
+    assert re.search(r"long_audio_tokens.safetensors: \d+ bytes, the manifest says \d+", str(err.value))
+    # A video too short for a clip is left out with a warning; none long enough is an error.
+    with caplog.at_level(logging.WARNING):
+        clips = AlignedClips(manifest(workdir), clip_length=5, preset="DV8x16x16")
+    assert "video tiny has 2 latent frames, fewer than clip_length 5: left out" in caplog.text
+    assert {clips.videos[v].video for v, _, _ in clips.clips} == {"long", "short"}
+    with pytest.raises(AvTokensError, match="no video has 500 latent frames"):
+        AlignedClips(manifest(workdir), clip_length=500, preset="DV8x16x16")
+
+
+def test_the_readme_example_runs_as_written(workdir):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Training on the tokens", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # cwd: see the chdir below
+    assert namespace["batch"]["visual"].shape[0] >= 1
+
+
+@pytest.fixture(autouse=True)
+def in_the_workdir(request, monkeypatch):
+    """The README example reads results/example/manifest.jsonl from where it runs."""
+    if "workdir" in request.fixturenames:
+        monkeypatch.chdir(request.getfixturevalue("workdir"))
