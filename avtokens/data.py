@@ -256,16 +256,19 @@ class AlignedClips(Dataset):
         else:
             self._readers[path] = TokenFileReader(path)
             if len(self._readers) > self._open_files:
-                closed = self._readers.popitem(last=False)[1]
+                closed_path, closed = self._readers.popitem(last=False)
                 closed.close()
                 self._bytes_of_closed += closed.bytes_read
+                self._small.pop(closed_path, None)
         return self._readers[path]
 
     def _small_tensor(self, path: Path, name: str) -> torch.Tensor:
-        """frame_spans and code_ranges: a few bytes per latent frame, read once per file."""
+        """frame_spans and code_ranges: a few bytes per latent frame, read once per file and
+        kept while it is open."""
+        reader = self._reader(path)
         held = self._small.setdefault(path, {})
         if name not in held:
-            held[name] = self._reader(path).read(name)
+            held[name] = reader.read(name)
         return held[name]
 
     def __getitem__(self, index: int) -> dict:

@@ -157,9 +157,11 @@ class TokenFileReader:
         return torch.frombuffer(data, dtype=dtype).reshape(shape)
 
     def close(self) -> None:
-        if self._fd is not None:
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
+
+    __del__ = close
 
     def __enter__(self) -> TokenFileReader:
         return self

@@ -1,7 +1,9 @@
 """The training-data side: clips of aligned latent frames read from the workflow's token files."""
 
+import gc
 import json
 import logging
+import os
 import re
 import shutil
 from collections import Counter
@@ -275,3 +277,20 @@ def in_the_workdir(request, monkeypatch):
     """The README example reads results/example/manifest.jsonl from where it runs."""
     if "workdir" in request.fixturenames:
         monkeypatch.chdir(request.getfixturevalue("workdir"))
+
+
+def test_a_bounded_number_of_files_stay_open_and_clips_stay_the_same(workdir):
+    def token_files_open():
+        links = (os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+        return sum(link.endswith("_tokens.safetensors") for link in links if not link.startswith("/proc"))
+
+    many = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16")
+    few = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16", open_files=1)
+    before = token_files_open()
+    for index in list(range(len(few))) * 2:  # every video's two files, in turn, twice
+        a, b = many[index], few[index]
+        assert torch.equal(a["visual"], b["visual"]) and torch.equal(a["audio_codes"], b["audio_codes"])
+        assert token_files_open() - before <= 2 * len(many.videos) + 1
+    del many
+    gc.collect()
+    assert token_files_open() - before <= 1
