@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.media import VideoWriter, probe, read_frame_windows
+from avtokens.picture import Picture
+from avtokens.tokenfile import read_metadata
 
 
 def _caption(frames: np.ndarray, x: int, text: str, font) -> None:
@@ -22,20 +24,31 @@ def _caption(frames: np.ndarray, x: int, text: str, font) -> None:
 
 
 def write_comparison(
-    source, reconstruction, frame_metrics, dest, label: str, crf: int, x264_preset: str
+    source, reconstruction, frame_metrics, visual_tokens, dest, label: str, crf: int, x264_preset: str
 ) -> None:
-    """Stream both videos frame by frame into `dest`, twice as wide as the source."""
+    """Stream both videos frame by frame into `dest`, twice as wide as the frames the
+    tokenizer saw (the source converted as the visual token file records), shown at the
+    source's aspect ratio."""
     with open(frame_metrics, newline="") as f:
         psnr = [float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")]
+    picture = Picture.from_metadata(read_metadata(visual_tokens)["picture"])
     src_info, rec_info = probe(source), probe(reconstruction)
-    if (src_info.width, src_info.height) != (rec_info.width, rec_info.height):
-        raise AvTokensError(f"{reconstruction}: size differs from {source}")
-    font = ImageFont.load_default(size=max(10, min(28, src_info.height // 16)))
+    if (picture.width, picture.height) != (rec_info.width, rec_info.height):
+        raise AvTokensError(f"{reconstruction}: size differs from the frames {visual_tokens} was made from")
+    font = ImageFont.load_default(size=max(10, min(28, picture.height // 16)))
     chunk, done, total = 32, 0, 0.0
-    sources = read_frame_windows(source, src_info, chunk)
+    sources = read_frame_windows(source, src_info, chunk, picture=picture)
     with (
         atomic_output(dest) as tmp,
-        VideoWriter(tmp, 2 * src_info.width, src_info.height, src_info.fps, crf, x264_preset) as writer,
+        VideoWriter(
+            tmp,
+            2 * picture.width,
+            picture.height,
+            src_info.fps,
+            crf,
+            x264_preset,
+            sample_aspect_ratio=picture.sample_aspect_ratio,
+        ) as writer,  # fmt: skip
     ):
         for reconstructed in read_frame_windows(reconstruction, rec_info, chunk):
             original = next(sources, None)
@@ -48,7 +61,7 @@ def write_comparison(
                 frame = side_by_side[k : k + 1]
                 _caption(frame, 0, "source", font)
                 text = f"{label}  PSNR {psnr[done - 1]:.1f} dB  (mean {total / done:.1f})"
-                _caption(frame, src_info.width, text, font)
+                _caption(frame, picture.width, text, font)
             writer.write(side_by_side)
         if next(sources, None) is not None or done != len(psnr):
             raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")

@@ -67,10 +67,18 @@ class VideoInfo:
     has_audio: bool
     audio_rate: int | None
     audio_channels: int | None
+    # How the stored frames are meant to be shown (the stream header's word, as ffmpeg reads it).
+    sample_aspect_ratio: Fraction = Fraction(1)  # width of a stored pixel over its height
+    field_order: str = "progressive"  # or "top first" / "bottom first": interlaced
+    transfer: str | None = None  # transfer characteristic, e.g. bt709, smpte2084 (PQ), arib-std-b67 (HLG)
+    primaries: str | None = None  # colour primaries, e.g. bt709, bt2020
 
     def as_metadata(self) -> dict:
         d = asdict(self)
         d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}"
+        d["sample_aspect_ratio"] = (
+            f"{self.sample_aspect_ratio.numerator}:{self.sample_aspect_ratio.denominator}"
+        )
         return d
 
 
@@ -94,6 +102,7 @@ def probe(path: Path | str) -> VideoInfo:
         raise AvTokensError(f"{path}: not a readable video ({reason})")
     width, height = _first_frame_size(path)
     fps, packets, duration, video_start, deviation = _video_timing(path, summary)
+    picture = _picture_format(re.search(r"Stream #\d+:\d+.*: Video: (.*)", summary).group(1))
     audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
     channels = None
     if audio:
@@ -112,7 +121,30 @@ def probe(path: Path | str) -> VideoInfo:
         has_audio=audio is not None,
         audio_rate=int(audio.group(1)) if audio else None,
         audio_channels=channels,
+        **picture,
     )
+
+
+def _picture_format(video_line: str) -> dict:
+    """Sample aspect ratio, field order and colour of a stream from ffmpeg's summary line,
+    e.g. `h264 (High), yuv420p10le(tv, bt2020nc/bt2020/smpte2084, top first), 720x480 [SAR 8:9 DAR 4:3]`
+    (one colour name stands for matrix, primaries and transfer alike)."""
+    sar = re.search(r"\[SAR (\d+):(\d+) DAR", video_line)
+    details = re.search(r"\b\w+\((.*?)\)(?:,|$)", video_line)  # the pixel format's, e.g. yuv420p(...)
+    order, primaries, transfer = "progressive", None, None
+    for item in (x.strip() for x in details.group(1).split(",")) if details else ():
+        if re.match(r"(top|bottom)( coded)? first", item):
+            order = f"{item.split()[0]} first"
+        elif item.count("/") == 2:  # matrix/primaries/transfer
+            primaries, transfer = item.split("/")[1:]
+        elif item not in ("tv", "pc", "progressive", "unknown") and re.fullmatch(r"[\w-]+", item):
+            primaries = transfer = item
+    return {
+        "sample_aspect_ratio": Fraction(int(sar[1]), int(sar[2])) if sar and int(sar[1]) else Fraction(1),
+        "field_order": order,
+        "transfer": transfer,
+        "primaries": primaries,
+    }
 
 
 def decoded_frame_count(path: Path | str) -> int:
@@ -212,19 +244,23 @@ def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
 
 
 def read_frame_windows(
-    path: Path | str, info: VideoInfo, window: int, prefetch: int = 2
+    path: Path | str, info: VideoInfo, window: int, prefetch: int = 2, picture=None
 ) -> Iterator[np.ndarray]:
     """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
-    (the last one shorter). A background thread keeps up to `prefetch` windows ready."""
-    frame_bytes = info.width * info.height * 3
+    (the last one shorter). A background thread keeps up to `prefetch` windows ready.
+    `picture` (an `avtokens.picture.Picture`): the frames converted as the tokenizer sees
+    them (one frame per frame, at its size); without it, as decoded."""
+    width, height = (picture.width, picture.height) if picture else (info.width, info.height)
+    filters = ["-vf", picture.filters] if picture and picture.filters else []
+    frame_bytes = width * height * 3
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-           "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-map", "0:v:0", *filters, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "pipe:1"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def raw_windows():
         while True:
-            buf = np.empty((window, info.height, info.width, 3), np.uint8)
+            buf = np.empty((window, height, width, 3), np.uint8)
             view, got = memoryview(buf).cast("B"), 0
             while got < len(view) and (n := proc.stdout.readinto(view[got:])):
                 got += n
@@ -247,16 +283,19 @@ def read_frame_windows(
 
 class VideoWriter:
     """Encode RGB frames to an H.264 mp4 at an exact frame rate through an ffmpeg pipe,
-    with an optional `comment` tag in its metadata."""
+    with an optional `comment` tag in its metadata and the pixels' aspect ratio (non-square
+    pixels: players stretch the frames to the display aspect ratio)."""
 
     def __init__(self, path, width: int, height: int, fps: Fraction, crf: int, preset: str,
-                 comment: str | None = None):  # fmt: skip
+                 comment: str | None = None, sample_aspect_ratio: Fraction = Fraction(1)):  # fmt: skip
+        sar = sample_aspect_ratio
         # 4:2:0 needs even sizes; odd-sized sources keep their size in 4:4:4.
         pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         self.path = path
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
+               *(["-vf", f"setsar={sar.numerator}/{sar.denominator}"] if sar != 1 else []),
                "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
                *(["-metadata", f"comment={comment}"] if comment else []),
                "-movflags", "+faststart", "-f", "mp4", str(path)]  # fmt: skip

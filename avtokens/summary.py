@@ -69,8 +69,9 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "preset": preset,
         "duration_s": duration,
         "fps": meta["video"]["fps"],
-        "width": meta["video"]["width"],
-        "height": meta["video"]["height"],
+        # The size the tokenizer saw (square pixels at the display aspect ratio by default).
+        "width": meta["picture"]["width"],
+        "height": meta["picture"]["height"],
         "frame_count": meta["video"]["frame_count"],
         "latent_frames": latent["frames"],
         "latent_width": latent["width"],

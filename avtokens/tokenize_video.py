@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from avtokens.atomic import atomic_output
+from avtokens.picture import PIXELS
 from avtokens.presets import DEFAULT_WINDOW, ENGINES, make_preset
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                         "NVIDIA's tool uses 17)")  # fmt: skip
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="how the Cosmos network runs (README, Engines; default: auto)")  # fmt: skip
+    p.add_argument("--pixels", choices=PIXELS, default="square",
+                   help="non-square pixels: resampled to square ones at the display aspect ratio "
+                        "(default), or tokenized as stored")  # fmt: skip
+    p.add_argument("--no-deinterlace", dest="deinterlace", action="store_false",
+                   help="tokenize interlaced sources as stored (default: deinterlace, bwdif)")  # fmt: skip
     return p
 
 
@@ -93,6 +99,7 @@ def main(argv=None) -> int:
         "compile_cache": str((REPO / defaults["compile_cache"]).resolve()),
         "weights": args.weights,
         "device": args.device,
+        "picture": {"pixels": args.pixels, "deinterlace": args.deinterlace},
         "presets": {name: fields},
         "run": [name],
     }

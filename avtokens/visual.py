@@ -29,6 +29,7 @@ from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of, source_record, video_record
 from avtokens.metrics import psnr, ssim
+from avtokens.picture import Picture, plan_picture
 from avtokens.presets import Preset
 from avtokens.progress import Progress
 from avtokens.tokenfile import TokenFileWriter, read_metadata
@@ -110,32 +111,35 @@ def _explain_oom(device: torch.device, part: str, windows: int, frames: int, hei
 
 
 def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, device: str,
-                      batch_megapixels: float, name: str, weights_lock=None) -> None:  # fmt: skip
+                      batch_megapixels: float, name: str, weights_lock=None,
+                      picture=None) -> None:  # fmt: skip
     """Tokenize one video with one preset into a visual token file. `weights_lock`: the
-    lock file official weights are checked against (None for stand-ins)."""
+    lock file official weights are checked against (None for stand-ins). `picture`: the
+    settings of `avtokens.picture.plan_picture` (pixels, deinterlace); default theirs."""
     encode_video_files([(source, dest, name)], preset, encoder_file, decoder_file, device, batch_megapixels,
-                       weights_lock)  # fmt: skip
+                       weights_lock, picture)  # fmt: skip
 
 
 def encode_video_files(videos, preset: Preset, encoder_file, decoder_file, device: str,
-                       batch_megapixels: float, weights_lock=None) -> None:  # fmt: skip
+                       batch_megapixels: float, weights_lock=None, picture=None) -> None:  # fmt: skip
     """Tokenize several videos, (source, dest, name) each, loading the encoder once: for many
     short videos, loading a 100 M-parameter model per video would dominate."""
     dev = resolve_device(device)
     encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
     decoder_sha256 = sha256_of(decoder_file)
     for source, dest, name in videos:
-        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_megapixels)
+        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_megapixels, picture or {})
 
 
 def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
-            batch_megapixels: float) -> None:  # fmt: skip
+            batch_megapixels: float, picture_settings: dict) -> None:  # fmt: skip
     preset, dev = encoder.preset, encoder.device
     info = probe(source)
+    picture = plan_picture(info, **picture_settings)
     with ThreadPoolExecutor(1) as pool:
         source_hash = pool.submit(sha256_of, source)
         tc, s = preset.temporal, preset.spatial
-        height, width = round_up(info.height, s), round_up(info.width, s)
+        height, width = round_up(picture.height, s), round_up(picture.width, s)
         discrete = preset.is_discrete
         tensor_name = "indices" if discrete else "latents"
         frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
@@ -143,7 +147,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
         progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
         def model_inputs():
-            for frames in host_frames(read_frame_windows(source, info, preset.window), dev):
+            for frames in host_frames(read_frame_windows(source, info, preset.window, picture=picture), dev):
                 start = windows[-1].start + windows[-1].real_frames if windows else 0
                 win = Window(start, len(frames), padded_length(len(frames), tc))
                 windows.append(win)
@@ -182,6 +186,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
                 "project_version": avtokens.__version__,
                 "source": source_record(source, name, source_hash.result()),
                 "video": {**video_record(info, frame_count), "padded_width": width, "padded_height": height},
+                "picture": picture.as_metadata(),
                 "windows": {"frames": preset.window, "count": len(windows),
                             "last_real_frames": windows[-1].real_frames,
                             "last_padded_frames": windows[-1].padded_frames},
@@ -203,8 +208,9 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
 def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str,
                       batch_megapixels: float, crf: int, x264_preset: str, source, frame_metrics,
                       weights_lock=None) -> None:  # fmt: skip
-    """Reconstruct a visual token file into an mp4 of the source's size, rate and length, and
-    score every decoded frame against the source frame (PSNR, SSIM) into a TSV, before the
+    """Reconstruct a visual token file into an mp4 of the size the tokenizer saw, shown at the
+    source's aspect ratio, at its rate and length, and score every decoded frame against the
+    source frame as the tokenizer saw it (PSNR, SSIM) into a TSV, before the
     mp4 encode touches it. The mp4's comment tag records the decoder (file, engine, self-check)."""
     from safetensors import safe_open
 
@@ -215,21 +221,30 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             f"{tokens_path}: made by a {tok['kind']}{tok['temporal']}x{tok['spatial']}x{tok['spatial']} "
             f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
         )
-    video = meta["video"]
+    video, picture = meta["video"], Picture.from_metadata(meta["picture"])
     fps, dev = Fraction(video["fps"]), resolve_device(device)
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
     decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
     provenance = json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True)
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
-    source_windows = host_frames(read_frame_windows(source, probe(source), tok["window"]), dev)
+    source_windows = host_frames(
+        read_frame_windows(source, probe(source), tok["window"], picture=picture), dev
+    )
     with (
         safe_open(str(tokens_path), framework="pt") as f,
         atomic_output(dest) as tmp,
         atomic_output(frame_metrics) as metrics_tmp,
         open(metrics_tmp, "w") as table,
         VideoWriter(
-            tmp, video["width"], video["height"], fps, crf, x264_preset, comment=provenance
-        ) as writer,
+            tmp,
+            picture.width,
+            picture.height,
+            fps,
+            crf,
+            x264_preset,
+            comment=provenance,
+            sample_aspect_ratio=picture.sample_aspect_ratio,
+        ) as writer,  # fmt: skip
     ):
         latents = f.get_slice(meta["latent"]["tensor"])
         table.write("frame\twindow\tpsnr\tssim\n")
@@ -253,7 +268,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
                     decoded = decoder(tokens)
                 for (index, win), window_frames in zip(batch, decoded, strict=True):
                     frames = model_output_to_frames(
-                        window_frames, win.real_frames, video["height"], video["width"]
+                        window_frames, win.real_frames, picture.height, picture.width
                     )
                     original = next(source_windows, None)
                     if original is None or len(original) != win.real_frames:

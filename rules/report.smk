@@ -71,6 +71,7 @@ rule compare_video:
         source=source_video,
         reconstruction=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
         frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
+        visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
     output:
         report(
             f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4",

@@ -16,6 +16,7 @@ if VIDEOS_PER_JOB == 1:
         params:
             preset=preset_params,
             weights_lock=weights_lock,
+            picture=config["picture"],
             names=video_names,
         resources:
             gpu=1,
@@ -46,6 +47,7 @@ else:
             params:
                 preset=preset_params,
                 weights_lock=weights_lock,
+                picture=config["picture"],
                 names=batch,
             resources:
                 gpu=1,

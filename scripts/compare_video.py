@@ -7,6 +7,7 @@ run_rule(
     snakemake.input.source,
     snakemake.input.reconstruction,
     snakemake.input.frame_metrics,
+    snakemake.input.visual_tokens,
     snakemake.output[0],
     label=snakemake.wildcards.preset,
     crf=snakemake.params.crf,

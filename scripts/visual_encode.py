@@ -12,4 +12,5 @@ run_rule(
     device=snakemake.config["device"],
     batch_megapixels=snakemake.config["batch_megapixels"],
     weights_lock=snakemake.params.weights_lock,
+    picture=snakemake.params.picture,
 )

@@ -1,0 +1,96 @@
+"""What the tokenizer sees of a source's frames, and the ffmpeg filters that make it.
+
+The Cosmos tokenizers were trained on progressive SDR video with square pixels. Sources
+often are not: DVD and broadcast frames have non-square pixels (720x480 shown as 640x480),
+broadcast and DVD video is interlaced, phone and streaming video is HDR (PQ or HLG, BT.2020).
+Each of these is recorded in the source's stream header; the frames are converted before
+tokenizing, the same way every time a source is read (encode, scoring, comparison), and the
+token file records what was done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from avtokens.media import VideoInfo
+
+PIXELS = ("square", "stored")
+HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
+# BT.2408: HDR reference white is 203 cd/m2; it becomes SDR white. Mobius keeps the range
+# below its knee linear and rolls highlights off, so SDR-range material keeps its contrast
+# and colour.
+TONE_MAP = ("zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,"
+            "zscale=t=bt709:m=bt709:r=tv,format=yuv444p")  # fmt: skip
+# One output frame per input frame (send_frame), so frame counts and timing stay those of the stream.
+DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=all"
+
+
+@dataclass(frozen=True)
+class Picture:
+    width: int  # what the tokenizer sees
+    height: int
+    stored_width: int  # the decoded frames, before conversion
+    stored_height: int
+    sample_aspect_ratio: Fraction  # of the tokenizer's frames: 1 unless pixels are kept as stored
+    display_aspect_ratio: Fraction  # the source's, kept by every output
+    pixels: str  # "square" (resampled to the display aspect) or "stored"
+    deinterlaced: str | None  # the field order that was deinterlaced
+    tone_mapped: str | None  # "PQ" or "HLG", tone-mapped to SDR BT.709
+
+    @property
+    def filters(self) -> str:
+        """The ffmpeg filter chain from decoded frames to the tokenizer's ("" for none)."""
+        chain = [DEINTERLACE] if self.deinterlaced else []
+        if self.tone_mapped:
+            chain.append(TONE_MAP)
+        if (self.width, self.height) != (self.stored_width, self.stored_height):
+            chain.append(f"scale={self.width}:{self.height}:flags=lanczos,setsar=1")
+        return ",".join(chain)
+
+    def as_metadata(self) -> dict:
+        return {
+            "width": self.width, "height": self.height,
+            "stored_width": self.stored_width, "stored_height": self.stored_height,
+            "sample_aspect_ratio": _ratio(self.sample_aspect_ratio),
+            "display_aspect_ratio": _ratio(self.display_aspect_ratio),
+            "pixels": self.pixels, "deinterlaced": self.deinterlaced, "tone_mapped": self.tone_mapped,
+            "filters": self.filters,
+        }  # fmt: skip
+
+    @classmethod
+    def from_metadata(cls, record: dict) -> Picture:
+        fields = {k: record[k] for k in cls.__dataclass_fields__}
+        for key in ("sample_aspect_ratio", "display_aspect_ratio"):
+            fields[key] = Fraction(record[key].replace(":", "/"))
+        return cls(**fields)
+
+
+def _ratio(value: Fraction) -> str:
+    return f"{value.numerator}:{value.denominator}"
+
+
+def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = True) -> Picture:
+    """How `info`'s frames become the tokenizer's: square pixels at the display aspect ratio
+    (`pixels="square"`: width resampled, height kept, sizes even) or the stored pixels;
+    interlaced streams deinterlaced unless `deinterlace` is off; HDR tone-mapped to SDR."""
+    if pixels not in PIXELS:
+        raise ValueError(f"pixels must be one of {PIXELS}, not {pixels!r}")
+    sar = info.sample_aspect_ratio
+    width, height = info.width, info.height
+    if pixels == "square" and sar != 1:
+        width = max(2, 2 * round(info.width * sar / 2))
+    interlaced = info.field_order != "progressive"
+    return Picture(
+        width=width, height=height, stored_width=info.width, stored_height=info.height,
+        sample_aspect_ratio=sar if pixels == "stored" else Fraction(1),
+        display_aspect_ratio=info.width * sar / info.height, pixels=pixels,
+        deinterlaced=info.field_order if interlaced and deinterlace else None,
+        tone_mapped=HDR_TRANSFERS.get(info.transfer),
+    )  # fmt: skip
+
+
+def plain_picture(info: VideoInfo) -> Picture:
+    """A file's frames as decoded, unconverted (reading back our own reconstructions)."""
+    return Picture(info.width, info.height, info.width, info.height, info.sample_aspect_ratio,
+                   info.width * info.sample_aspect_ratio / info.height, "stored", None, None)  # fmt: skip
