@@ -39,9 +39,15 @@ def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, 
         "audio_decode_rtf",
     )
     assert all(result[key] > 0 for key in speeds)
-    assert result["headline_encode_ratio"] == result["e2e_encode_fps"] / result["model_encode_fps"]
-    assert all(v > 100 for v in result["peak_host_mib"].values())
-    assert "headline: end-to-end encode runs at" in proc.stdout
+    # Stages timed on their own: the round trip is the encode and the decode one after the other.
+    round_trip = 1 / result["e2e_round_trip_fps"]
+    assert round_trip == pytest.approx(1 / result["e2e_encode_fps"] + 1 / result["e2e_decode_fps"])
+    # Each stage's own peak (a process-lifetime figure would give every stage the same one).
+    assert len(set(result["peak_host_mib"].values())) > 1
+    headline = (
+        f"headline: end-to-end encode runs at {result['headline_encode_ratio']:.0%} of the model's own speed"
+    )
+    assert headline in proc.stdout
     if "eager" in engines:  # our network is checked against the file's graph when it loads; the graph is not
         by_engine = result["model_only_by_engine"]
         assert by_engine["eager"]["load_seconds"] > by_engine["eager"]["self_check_seconds"] > 0

@@ -20,20 +20,52 @@ def _outputs(results: Path) -> dict[str, bytes]:
     }
 
 
+# Loaded by every Python the run starts (sitecustomize, through PYTHONPATH): in the
+# visual_encode job, once the token writer (a background thread) has written two windows,
+# half-way through the file, the job's main thread says so and waits there, so the kill
+# lands at the same point on any machine (and Ctrl-C reaches a thread that can stop).
+PAUSE_HOOK = """
+import os, sys, threading, time
+if sys.argv and sys.argv[0].endswith(".visual_encode.py"):
+    from avtokens import progress, tokenfile
+    written = threading.Event()
+    append, advance = tokenfile.TokenFileWriter.append, progress.Progress.advance
+    def append_and_tell(self, chunk):
+        append(self, chunk)
+        if self.frames >= 6:  # two windows of 17 frames: 3 latent frames each
+            self.file.flush()
+            written.set()
+    def advance_or_pause(self, amount):
+        advance(self, amount)
+        if self.done >= 3 * 17 and written.wait(timeout=60):  # three windows encoded, two written
+            open(os.environ["AVTOKENS_TEST_PAUSED"], "w").close()
+            time.sleep(600)
+    tokenfile.TokenFileWriter.append = append_and_tell
+    progress.Progress.advance = advance_or_pause
+"""
+
+
 def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> None:
-    """Start the workflow and send `sig` to all its processes once the visual token file
-    is half written (its temporary file exists and has grown)."""
+    """Start the workflow and send `sig` to all its processes while the visual token file
+    is half written (its temporary file holds two windows' latents)."""
+    hook, paused = workdir / "pause_hook", workdir / "paused"
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    paused.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(hook), "AVTOKENS_TEST_PAUSED": str(paused)}
     proc = subprocess.Popen(
         workflow_command(workdir, overlay, cores=2),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
-    tokens = workdir / "results" / "p" / "tokens"
     deadline = time.monotonic() + 300
-    while not any(p.stat().st_size > 1 << 17 for p in tokens.glob(".clip_visual_tokens.partial-*")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the encode was never caught mid-way"
-        time.sleep(0.01)
+    while not paused.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the encode never reached its pause"
+        time.sleep(0.05)
+    tokens = workdir / "results" / "p" / "tokens"
+    assert [p.stat().st_size > 1 << 16 for p in tokens.glob(".clip_visual_tokens.partial-*")] == [True]
     os.killpg(proc.pid, sig)
     assert proc.wait(timeout=120) != 0
     assert not (tokens / "clip_visual_tokens.safetensors").exists()
@@ -45,7 +77,7 @@ def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
     overlay = {
         "videos": str(tmp_path / "videos.tsv"),
         "weights": "demo",
-        "batch_megapixels": 0.001,  # a window per call, many small writes: the file grows while the job runs
+        "batch_megapixels": 0.001,  # a window per call: the file is written window by window
         "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17}},
         "run": ["p"],
     }

@@ -4,9 +4,11 @@ import csv
 import json
 import os
 import re
+import shutil
 import time
 import zipfile
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,7 +138,20 @@ def test_metrics_score_every_frame_and_summarize_each_run(run, preset):
     assert summary["psnr"]["worst"] <= summary["psnr"]["p5"] <= summary["psnr"]["mean"]
     assert "audio" not in summary and "mel_distance" not in summary  # per video: audio_table
     assert summary["stand_in_weights"] and summary["frame_count"] == FRAMES
-    assert summary["description"].startswith(f"{NAME}: 0 min 1 sec; 29.97 fps; {WIDTH}x{HEIGHT} => ")
+    # The sentence's numbers, from the token files themselves.
+    files = outputs(workdir, preset)
+    visual, audio = load_tokens(files["visual"]), load_tokens(files["audio"])
+    tensor = visual["latents" if preset.startswith("CV") else "indices"]
+    latents, height, width = tensor.shape[1:4]
+    spans, ranges = visual["frame_spans"], audio["code_ranges"]
+    full = (spans[:, 1] - spans[:, 0]) == PRESETS[preset]["temporal"]
+    block = int((ranges[:, 1] - ranges[:, 0])[full].min())
+    visual_count, audio_count = latents * height * width, audio["codes"].numel()
+    assert summary["description"] == (
+        f"{NAME}: 0 min 1 sec; 29.97 fps; {WIDTH}x{HEIGHT} => {latents:,} latent frames of {width}x{height} "
+        f"visual + {block}x9 audio; {visual_count:,} visual tokens & {audio_count:,} audio tokens = "
+        f"{(visual_count + audio_count) / 1e6:.2f} million tokens"
+    )
     comparison = base / "reconstructed" / f"{NAME}_comparison.mp4"
     info = probe(comparison)
     assert (info.width, info.height) == (2 * WIDTH, HEIGHT) and count_frames(comparison) == FRAMES
@@ -214,7 +229,7 @@ def test_the_report_holds_videos_plots_and_table(run):
 def test_a_second_run_has_nothing_to_do(run):
     workdir, _, overlay = run
     proc = run_workflow(workdir, overlay, "--dry-run")
-    assert planned_jobs(proc) == {}, proc.stdout[-2000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr and planned_jobs(proc) == {}, proc.stdout[-2000:]
 
 
 def test_changing_one_preset_reruns_only_its_jobs(run):
@@ -296,7 +311,7 @@ def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
         ({"presets": {"bad": {"kind": "CV", "temporal": 4, "spatial": 16, "window": 17}}, "run": ["bad"]},
          "temporal 4 exists only with spatial 8"),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
-        ({"device": "gpu"}, "device"),
+        ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],
 )  # fmt: skip
@@ -306,9 +321,10 @@ def test_bad_config_is_refused_before_any_job(run, tmp_path, change, message):
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
 
 
-def test_recomputing_gives_byte_identical_token_files(run):
-    # Last in this module: forcing a job makes its dependants stale for later dry runs.
+def test_recomputing_gives_byte_identical_token_files(run, tmp_path):
+    # In a copy (times kept): forcing a job makes its dependants stale for the other tests.
     workdir, _, overlay = run
+    workdir = Path(shutil.copytree(workdir, tmp_path / "copy", symlinks=True))
     files = outputs(workdir, "DV8x8x8")
     before = {key: files[key].read_bytes() for key in ("visual", "audio")}
     written = {key: files[key].stat().st_mtime_ns for key in before}
