@@ -14,6 +14,7 @@ import pytest
 import torch
 from helpers import count_frames, make_clip, planned_jobs, run_workflow
 
+import avtokens
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe, sha256_of
@@ -77,6 +78,14 @@ def test_visual_tokens_follow_the_frame_count_and_padding_rules(run, preset):
     assert meta["windows"]["last_real_frames"] == FRAMES - 34
     assert meta["tokenizer"]["weights"] == "demo" and meta["stand_in_weights"] is True
     assert meta["source"]["name"] == NAME and len(meta["source"]["sha256"]) == 64
+    # What made it: the project, the engine (auto on a CPU: the file's own graph), the machine.
+    assert (
+        meta["project_version"] == avtokens.__version__
+        and meta["tokenizer"]["encoder"]["engine"] == "torchscript"
+    )
+    assert meta["runtime"]["device"] == "cpu" and meta["runtime"]["torch"] == torch.__version__
+    audio = load_tokens(outputs(workdir, preset)["audio"]).metadata
+    assert audio["project_version"] == avtokens.__version__ and audio["runtime"]["device"] == "cpu"
 
 
 def test_long_jobs_log_their_progress(run):
@@ -92,7 +101,9 @@ def test_long_jobs_log_their_progress(run):
     }
     for rule, pattern in expected.items():
         folder = logs if rule.startswith("visual") else workdir / "results" / "logs" / "audio" / "demo"
-        assert re.search(pattern, (folder / f"{NAME}.{rule}.log").read_text()), rule
+        text = (folder / f"{NAME}.{rule}.log").read_text()
+        assert re.search(pattern, text), rule
+        assert "holds stand-in weights" in text, rule  # the warning, in every model job's own log
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -232,9 +243,10 @@ def test_a_second_run_has_nothing_to_do(run):
     assert "Nothing to be done" in proc.stdout + proc.stderr and planned_jobs(proc) == {}, proc.stdout[-2000:]
 
 
-def test_changing_one_preset_reruns_only_its_jobs(run):
+@pytest.mark.parametrize("field, value", [("window", 33), ("engine", "eager")])
+def test_changing_one_preset_reruns_only_its_jobs(run, field, value):
     workdir, _, overlay = run
-    changed = {**overlay, "presets": {**PRESETS, "DV8x8x8": {**PRESETS["DV8x8x8"], "window": 33}}}
+    changed = {**overlay, "presets": {**PRESETS, "DV8x8x8": {**PRESETS["DV8x8x8"], field: value}}}
     proc = run_workflow(workdir, changed, "--dry-run")
     # The audio is coded once per video: no DAC job, only the light alignment step.
     per_preset = {"visual_encode", "visual_decode", "align_audio", "mux", "summarize", "compare_video"}
