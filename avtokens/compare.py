@@ -48,7 +48,7 @@ def write_comparison(
             crf,
             x264_preset,
             sample_aspect_ratio=picture.sample_aspect_ratio,
-        ) as writer,  # fmt: skip
+        ) as writer,
     ):
         for reconstructed in read_frame_windows(reconstruction, rec_info, chunk):
             original = next(sources, None)

@@ -159,14 +159,14 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
 
 def _file_problems(video: VideoTokens, row: dict, verify: str) -> list[str]:
     problems = []
+    if verify == "none":
+        return problems
     for part, path in (("visual_tokens", video.visual), ("audio_tokens", video.audio)):
-        if verify == "none":
-            break
-        if not path.is_file():
+        size = path.stat().st_size if path.is_file() else None
+        if size is None:
             problems.append(f"{video.where}: {path}: no such file")
-        elif path.stat().st_size != row[f"{part}_bytes"]:
-            problems.append(f"{video.where}: {path}: {path.stat().st_size} bytes, the manifest says "
-                            f"{row[f'{part}_bytes']}")  # fmt: skip
+        elif size != row[f"{part}_bytes"]:
+            problems.append(f"{video.where}: {path}: {size} bytes, the manifest says {row[f'{part}_bytes']}")
         elif verify == "sha256" and sha256_of(path) != row[f"{part}_sha256"]:
             problems.append(f"{video.where}: {path}: its sha256 differs from the manifest's")
     return problems

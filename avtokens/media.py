@@ -76,10 +76,13 @@ class VideoInfo:
     def as_metadata(self) -> dict:
         d = asdict(self)
         d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}"
-        d["sample_aspect_ratio"] = (
-            f"{self.sample_aspect_ratio.numerator}:{self.sample_aspect_ratio.denominator}"
-        )
+        d["sample_aspect_ratio"] = ratio_text(self.sample_aspect_ratio)
         return d
+
+
+def ratio_text(value: Fraction) -> str:
+    """An aspect ratio as metadata writes it, e.g. "8:9"."""
+    return f"{value.numerator}:{value.denominator}"
 
 
 def probe(path: Path | str) -> VideoInfo:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from avtokens.media import VideoInfo
+from avtokens.media import VideoInfo, ratio_text
 
 PIXELS = ("square", "stored")
 HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
@@ -52,8 +52,8 @@ class Picture:
         return {
             "width": self.width, "height": self.height,
             "stored_width": self.stored_width, "stored_height": self.stored_height,
-            "sample_aspect_ratio": _ratio(self.sample_aspect_ratio),
-            "display_aspect_ratio": _ratio(self.display_aspect_ratio),
+            "sample_aspect_ratio": ratio_text(self.sample_aspect_ratio),
+            "display_aspect_ratio": ratio_text(self.display_aspect_ratio),
             "pixels": self.pixels, "deinterlaced": self.deinterlaced, "tone_mapped": self.tone_mapped,
             "filters": self.filters,
         }  # fmt: skip
@@ -64,10 +64,6 @@ class Picture:
         for key in ("sample_aspect_ratio", "display_aspect_ratio"):
             fields[key] = Fraction(record[key].replace(":", "/"))
         return cls(**fields)
-
-
-def _ratio(value: Fraction) -> str:
-    return f"{value.numerator}:{value.denominator}"
 
 
 def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = True) -> Picture:
@@ -88,9 +84,3 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
     )  # fmt: skip
-
-
-def plain_picture(info: VideoInfo) -> Picture:
-    """A file's frames as decoded, unconverted (reading back our own reconstructions)."""
-    return Picture(info.width, info.height, info.width, info.height, info.sample_aspect_ratio,
-                   info.width * info.sample_aspect_ratio / info.height, "stored", None, None)  # fmt: skip

@@ -64,6 +64,11 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
     visual_count = latent["frames"] * latent["height"] * latent["width"]
     audio_count = audio["codes"].shape[1] * codebooks
     duration = meta["video"]["duration"]
+    # What a data loader checks its files against (avtokens.data).
+    files = {
+        part: {"bytes": Path(path).stat().st_size, "sha256": sha256_of(path)}
+        for part, path in (("visual_tokens", visual_tokens), ("audio_tokens", audio_tokens))
+    }
     summary = {
         "video": video,
         "preset": preset,
@@ -84,12 +89,8 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "audio_tokens": audio_count,
         "total_tokens": visual_count + audio_count,
         "tokens_per_second": (visual_count + audio_count) / duration,
-        "token_bytes": Path(visual_tokens).stat().st_size + Path(audio_tokens).stat().st_size,
-        # What a data loader checks its files against (avtokens.data).
-        "files": {
-            part: {"bytes": Path(path).stat().st_size, "sha256": sha256_of(path)}
-            for part, path in (("visual_tokens", visual_tokens), ("audio_tokens", audio_tokens))
-        },
+        "token_bytes": sum(f["bytes"] for f in files.values()),
+        "files": files,
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),

@@ -27,7 +27,6 @@ _DTYPE_NAMES = {
     torch.int64: "I64",
 }
 _DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
-_ITEM_BYTES = {"BF16": 2, "F32": 4, "U16": 2, "I32": 4, "I64": 8}
 _HEADER_RESERVE = 1 << 16
 
 
@@ -142,7 +141,7 @@ class TokenFileReader:
         shape = self.shape(name)
         if len(shape) < 2 or shape[0] != 1 or not 0 <= start <= stop <= shape[1]:
             raise IndexError(f"{self.path}: frames [{start}, {stop}) of {name} {shape}")
-        frame_bytes = _ITEM_BYTES[self._entries[name]["dtype"]] * math.prod(shape[2:])
+        frame_bytes = _DTYPES[self._entries[name]["dtype"]].itemsize * math.prod(shape[2:])
         return self._tensor(
             name, start * frame_bytes, (stop - start) * frame_bytes, [stop - start, *shape[2:]]
         )

@@ -244,7 +244,7 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             x264_preset,
             comment=provenance,
             sample_aspect_ratio=picture.sample_aspect_ratio,
-        ) as writer,  # fmt: skip
+        ) as writer,
     ):
         latents = f.get_slice(meta["latent"]["tensor"])
         table.write("frame\twindow\tpsnr\tssim\n")
