@@ -28,8 +28,8 @@ rule all:
 
 onsuccess:
     report_outputs()
-    check_missing_videos(fail=True)
+    check_left_out_videos(fail=True)
 
 
 onerror:
-    check_missing_videos(fail=False)
+    check_left_out_videos(fail=False)

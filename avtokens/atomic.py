@@ -15,7 +15,8 @@ def atomic_output(dest: Path | str):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Leftovers of a killed earlier attempt at the same output (only one job ever writes it).
-    for stale in dest.parent.glob(f".{glob.escape(dest.stem)}.partial-*{glob.escape(dest.suffix)}*"):
+    pattern = f".{glob.escape(dest.stem)}.partial-*" + (f"{glob.escape(dest.suffix)}*" if dest.suffix else "")
+    for stale in dest.parent.glob(pattern):
         stale.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}{dest.suffix}")
     try:

@@ -225,7 +225,6 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
     fps, dev = Fraction(video["fps"]), resolve_device(device)
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
     decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
-    provenance = json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True)
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
     source_windows = host_frames(
         read_frame_windows(source, probe(source), tok["window"], picture=picture), dev
@@ -242,7 +241,8 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             fps,
             crf,
             x264_preset,
-            comment=provenance,
+            # read at the first frames: by then the decoder's record says what decoded them
+            comment=lambda: json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True),
             sample_aspect_ratio=picture.sample_aspect_ratio,
         ) as writer,
     ):

@@ -15,6 +15,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 )
 from avtokens.checkpoints import cosmos_folder, dac_file
+from avtokens.media import unusable_source
 from avtokens.presets import grid_presets, make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
@@ -44,18 +45,21 @@ videos = videos.set_index("name", drop=False)
 # Sources that a rule of this workflow makes (rules/example.smk) are not missing before it runs.
 EXAMPLE_VIDEO = "resources/example/example.mp4"
 MADE_HERE = {os.path.normpath(EXAMPLE_VIDEO)}
-# A listed file that does not exist is left out with one error line, so that the rest of
-# a large sheet still runs; the run then ends in failure (see `check_missing_videos`).
-MISSING_VIDEOS = {
+# A listed file that does not exist, or that this user may not read, is left out with one
+# error line, so that the rest of a large sheet still runs (Snakemake itself reads a job's
+# inputs, and an unreadable one would stop the whole run); the run then ends in failure
+# (see `check_left_out_videos`).
+LEFT_OUT_VIDEOS = {
     name: path
     for name, path in videos["path"].items()
-    if not os.path.exists(path) and os.path.normpath(path) not in MADE_HERE
+    if os.path.normpath(path) not in MADE_HERE and unusable_source(path)
 }
-for name, path in MISSING_VIDEOS.items():
-    print(f"ERROR {path}: no such file (video {name} of {config['videos']}); left out", file=sys.stderr)
-videos = videos.drop(index=list(MISSING_VIDEOS))
+for name, path in LEFT_OUT_VIDEOS.items():
+    reason = unusable_source(path)
+    print(f"ERROR {path}: {reason} (video {name} of {config['videos']}); left out", file=sys.stderr)
+videos = videos.drop(index=list(LEFT_OUT_VIDEOS))
 if videos.empty:
-    raise WorkflowError(f"{config['videos']}: none of the listed videos exists")
+    raise WorkflowError(f"{config['videos']}: none of the listed videos exists and can be read")
 
 try:
     grid, grid_skipped = grid_presets(config.get("grid") or {})
@@ -254,13 +258,13 @@ def report_outputs():
         )
 
 
-def check_missing_videos(fail):
-    """Name the videos left out for missing once more at the end; with `fail`, end a run
+def check_left_out_videos(fail):
+    """Name the videos left out at the start once more at the end; with `fail`, end a run
     that otherwise succeeded in failure."""
-    if MISSING_VIDEOS:
+    if LEFT_OUT_VIDEOS:
         message = (
-            f"{len(MISSING_VIDEOS)} video(s) of {config['videos']} do not exist and were left out: "
-            + ", ".join(MISSING_VIDEOS.values())
+            f"{len(LEFT_OUT_VIDEOS)} video(s) of {config['videos']} do not exist or cannot be read and "
+            "were left out: " + ", ".join(LEFT_OUT_VIDEOS.values())
         )
         if fail:
             raise WorkflowError(message)

@@ -37,10 +37,11 @@ def count_frames(path: Path) -> int:
 
 
 def run_workflow(
-    workdir: Path, overlay: dict, *extra: str, check: bool = True, env: dict | None = None
+    workdir: Path, overlay: dict, *extra: str, check: bool = True, env: dict | None = None, prefix=()
 ) -> subprocess.CompletedProcess:
-    """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would."""
-    cmd = workflow_command(workdir, overlay, *extra, cores=2)
+    """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would (behind
+    the command `prefix`, if any)."""
+    cmd = [*prefix, *workflow_command(workdir, overlay, *extra, cores=2)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

@@ -12,12 +12,14 @@ input lands near 3; a network with other levels lands near 100.
 import json
 import logging
 import re
+import subprocess
 
+import numpy as np
 import pytest
 import torch
 from helpers import make_clip, max_bf16_steps
 
-from avtokens import AvTokensError, cosmos
+from avtokens import AvTokensError, cosmos, load_tokens
 from avtokens.cosmos import SELF_CHECK_TOLERANCE, CosmosDecoder, CosmosEncoder, bf16_steps_apart
 from avtokens.cosmos_network import CosmosDecoderNetwork, CosmosEncoderNetwork
 from avtokens.demo_weights import trace_release_files, with_every_upsampling_conv, write_cosmos_stand_in
@@ -96,7 +98,9 @@ def test_eager_and_compiled_match_the_torchscript_graph(release_files, model):
     assert_parity(reference, run(folder, model, "compiled", frames, backend="aot_eager"), model[0])
 
 
-def test_inductor_compiles_once_and_serves_short_windows_and_batches(release_files):
+def test_inductor_compiles_once_serves_short_windows_and_reuses_its_kernel_cache(
+    release_files, tmp_path, monkeypatch
+):
     model = ("CV", 4, 8)
     folder = release_files / "CV4x8"
     frames = torch.rand(2, 3, 17, 32, 48, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -107,13 +111,25 @@ def test_inductor_compiles_once_and_serves_short_windows_and_batches(release_fil
         compiles.append(graph)
         return torch._dynamo.lookup_backend("inductor")(graph, example_inputs)
 
+    cache = tmp_path / "compile_cache"  # what the workflow's compile_cache setting points at
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
     eager = CosmosEncoder(folder / "encoder.jit", preset(*model, "eager"), CPU)
     compiled = CosmosEncoder(folder / "encoder.jit", preset(*model, "compiled"), CPU,
                              compile_backend=counting_inductor)  # fmt: skip
-    for x in (frames, short):
-        assert max_bf16_steps(eager(x), compiled(x)) <= 1
+    tokens = compiled(frames)
+    assert max_bf16_steps(eager(frames), tokens) <= 1
+    assert max_bf16_steps(eager(short), compiled(short)) <= 1
     assert compiled.engine == "compiled"  # read after the calls: a compile failure would say eager
     assert len(compiles) == 1  # one graph, and no recompile for the short one
+    assert list(cache.glob("fxgraph/**/*"))  # the compiled graph, on disk
+    # A later job (here: the same process with Dynamo's in-memory state dropped) loads the
+    # kernels from the cache instead of compiling them again.
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters["inductor"]
+    counters.clear()
+    again = CosmosEncoder(folder / "encoder.jit", preset(*model, "compiled"), CPU)
+    assert torch.equal(again(frames), tokens)
+    assert counters["fxgraph_cache_hit"] >= 1 and counters["fxgraph_cache_miss"] == 0, dict(counters)
 
 
 def test_the_self_check_passes_and_is_recorded(release_files):
@@ -195,14 +211,51 @@ def test_token_files_and_reconstructions_record_the_engine_and_self_check(releas
     encoder_record = read_metadata(tokens)["tokenizer"]["encoder"]
     assert encoder_record["engine"] == "eager" and encoder_record["self_check"]["passed"]
     decode_token_file(tokens, recon, p, folder / "decoder.jit", "cpu", 2, 12, "ultrafast", clip, table)
-    import subprocess
-
-    tags = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(recon), "-f", "ffmetadata", "-"],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    comment = next(line for line in tags.splitlines() if line.startswith("comment="))
-    decoder_record = json.loads(re.sub(r"\\(.)", r"\1", comment.removeprefix("comment=")))["avtokens_decoder"]
+    decoder_record = decoder_record_of(recon)
     assert decoder_record["engine"] == "eager"
     assert decoder_record["self_check"]["passed"] and decoder_record["self_check"]["variant"] == "standard"
+
+
+def decoder_record_of(reconstruction) -> dict:
+    """The decoder's record, read from the reconstruction mp4's comment tag with ffmpeg."""
+    tags = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(reconstruction), "-f", "ffmetadata", "-"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    comment = next(line for line in tags.splitlines() if line.startswith("comment="))
+    return json.loads(re.sub(r"\\(.)", r"\1", comment.removeprefix("comment=")))["avtokens_decoder"]
+
+
+def test_a_compiler_failure_runs_the_network_uncompiled_and_says_so(
+    release_files, tmp_path, monkeypatch, caplog
+):
+    """Compiling can fail on some platform (no C++ compiler, an operator the compiler lacks):
+    the job logs a warning, runs our network uncompiled and records engine eager, and its
+    tokens and reconstruction are the eager engine's."""
+
+    def compile_that_fails(module, **options):
+        def compiled(x):
+            raise RuntimeError("InductorError: no working C++ compiler found\n(the rest of the trace)")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails)
+    folder = release_files / "CV8x8"
+    clip = make_clip(tmp_path / "clip.mp4", 48, 32, 12, rate="25", audio_channels=None)
+    warning = "torch.compile failed (InductorError: no working C++ compiler found); running the network"
+    made = {}
+    for engine in ("compiled", "eager"):
+        p, tokens, recon = preset("CV", 8, 8, engine, window=9), tmp_path / engine, tmp_path / f"{engine}.mp4"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="avtokens"):
+            encode_video_file(clip, tokens, p, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "c")
+            decode_token_file(tokens, recon, p, folder / "decoder.jit", "cpu", 2, 12, "ultrafast", clip,
+                              tmp_path / f"{engine}.tsv")  # fmt: skip
+        made[engine] = load_tokens(tokens), decoder_record_of(recon)["engine"]
+        assert caplog.text.count(warning) == (2 if engine == "compiled" else 0)  # encoder and decoder
+    (tokens, decoder_engine), (eager_tokens, _) = made["compiled"], made["eager"]
+    assert tokens.metadata["tokenizer"]["encoder"]["engine"] == decoder_engine == "eager"
+    assert max_bf16_steps(eager_tokens["latents"], tokens["latents"]) <= 1
+    scores = [np.loadtxt(tmp_path / f"{engine}.tsv", skiprows=1)[:, 2:] for engine in made]
+    assert np.abs(scores[0] - scores[1]).max() < 0.01  # PSNR and SSIM of the same frames
 
 
 def test_our_network_refuses_weights_that_do_not_fill_it(tmp_path, demo_weights):

@@ -18,9 +18,10 @@ from helpers import REPO, count_frames, make_clip, run_workflow
 from avtokens import load_tokens
 from avtokens.alignment import code_frame_count
 from avtokens.audio import SAMPLE_RATE, align_codes, encode_wav_files, extract_audio
-from avtokens.media import probe, run_ffmpeg
+from avtokens.media import ffmpeg_exe, probe, run_ffmpeg
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 from avtokens.visual import decode_token_file, encode_video_file
+from avtokens.windows import plan_windows
 
 
 def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
@@ -39,8 +40,10 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
     folder = tmp_path / "folder.mp4"
     folder.mkdir()
     missing = tmp_path / "missing.mp4"
+    locked = make_clip(tmp_path / "locked.mp4", 32, 32, 2)
+    locked.chmod(0o000)
     bad = {"empty": empty, "text": text, "truncated": truncated, "audio_only": audio_only,
-           "folder": folder, "missing": missing}  # fmt: skip
+           "folder": folder, "missing": missing, "locked": locked}  # fmt: skip
     sheet = tmp_path / "videos.tsv"
     sheet.write_text("name\tpath\n" + "".join(f"{n}\t{p}\n" for n, p in {"good": good, **bad}.items()))
     overlay = {
@@ -49,14 +52,16 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
         "presets": {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["p"],
     }
-    proc = run_workflow(tmp_path / "w", overlay, check=False)  # the profile keeps going
+    # The run keeps going (the default profile); root runs it as a user file permissions bind.
+    proc = run_workflow(tmp_path / "w", overlay, check=False, prefix=without_root_bypass())
     assert proc.returncode != 0
     text_out = proc.stdout + proc.stderr
     results = tmp_path / "w" / "results"
     assert (results / "p" / "reconstructed" / "good_combined.mp4").is_file()
     reasons = {"empty": "file is empty", "text": "not a readable video",
-               "truncated": "not a readable video", "audio_only": "no video stream",
-               "folder": "is a folder", "missing": "no such file"}  # fmt: skip
+               "truncated": "not a readable video", "audio_only": "not a readable video (no video stream)",
+               "folder": "is a folder, not a video file", "missing": "no such file",
+               "locked": "cannot be read (Permission denied)"}  # fmt: skip
     for name, path in bad.items():
         lines = [line for line in text_out.splitlines() if f"ERROR {path}: " in line]
         assert lines and all(reasons[name] in line for line in lines), (name, lines)
@@ -65,23 +70,38 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
         left = [p for p in results.rglob(f"{name}*") if p.suffix != ".log"]
         assert left == [], left  # no output that a later run could take for finished
     assert not [p for p in results.rglob("*partial*")]
-    assert f"1 video(s) of {sheet} do not exist and were left out: {missing}" in text_out
+    # The two that Snakemake could not even read as inputs are left out when the run starts.
+    for path, reason in ((missing, "no such file"), (locked, "cannot be read (Permission denied)")):
+        name = path.stem
+        assert f"ERROR {path}: {reason} (video {name} of {sheet}); left out" in text_out
+    left_out = f"2 video(s) of {sheet} do not exist or cannot be read and were left out: {missing}, {locked}"
+    assert left_out in text_out
+
+
+def test_a_sheet_without_one_usable_video_is_refused_before_any_job(tmp_path):
+    sheet = tmp_path / "videos.tsv"
+    sheet.write_text(f"name\tpath\ngone\t{tmp_path / 'gone.mp4'}\n")
+    overlay = {"videos": str(sheet), "weights": "demo"}
+    proc = run_workflow(tmp_path / "w", overlay, "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert f"{sheet}: none of the listed videos exists and can be read" in proc.stdout + proc.stderr
+
+
+def without_root_bypass() -> tuple[str, ...]:
+    """A command prefix under which file permissions hold: root reads everything, so as root
+    the command runs without the capabilities that bypass them (files stay readable to their
+    owner)."""
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search") if os.geteuid() == 0 else ()
 
 
 def test_an_unreadable_file_fails_with_permission_denied(tmp_path):
-    """Run as a user who may not read the file (root reads everything, so the check
-    drops the permission-bypassing capabilities when the tests run as root)."""
     folder = Path(tempfile.mkdtemp(prefix="avtokens-perm-"))
     try:
         video = make_clip(folder / "locked.mp4", 32, 32, 2)
         folder.chmod(0o755)
         video.chmod(0o000)
         check = [sys.executable, "-c", "import sys, avtokens.media as m; m.probe(sys.argv[1])", video]
-        if os.geteuid() == 0:
-            # root without the capabilities that bypass file permissions (the repo, wherever
-            # it lies, stays readable to its owner)
-            check = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *check]
-        proc = subprocess.run(check, capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run([*without_root_bypass(), *check], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode != 0
         assert f"{video}: cannot be read (Permission denied)" in proc.stderr
     finally:
@@ -170,35 +190,102 @@ def test_a_cut_whose_edit_list_drops_frames_gets_codes_for_the_decoded_frames(tm
     )
 
 
-def test_every_audio_layout_gives_codes_for_every_latent_frame(tmp_path):
-    """5.1, mono at 96 kHz, audio longer than the video and none at all, through the workflow."""
-    clips = {
-        "surround": make_clip(
-            tmp_path / "surround.mp4", 64, 48, 30, rate="25", audio_channels=6, audio_rate=8000
-        ),  # fmt: skip
-        "mono96k": make_clip(
-            tmp_path / "mono96k.mp4", 64, 48, 30, rate="25", audio_channels=1, audio_rate=96000
-        ),  # fmt: skip
-        "silent": make_clip(tmp_path / "silent.mp4", 64, 48, 30, rate="25", audio_channels=None),
-    }
-    long_audio = clips["long_audio"] = tmp_path / "long_audio.mkv"
-    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1.2", "-f", "lavfi",
-                "-i", "sine=f=440:r=44100:duration=4", "-c:v", "libx264", "-c:a", "flac", str(long_audio)],
-               "making a clip", long_audio)  # fmt: skip
-    sheet = tmp_path / "videos.tsv"
-    sheet.write_text("name\tpath\n" + "".join(f"{n}\t{p}\n" for n, p in clips.items()))
+def vfr_timing(frames: int) -> str:
+    """Frames at 0, 40, 80 ms, then every 200 ms: no constant rate explains them."""
+    return f"setpts='if(lt(N,3),N*0.04,0.08+(N-2)*0.2)/TB',trim=end_frame={frames}"
+
+
+# Sources for one workflow run: name -> (ffmpeg arguments after the inputs, suffix, frames, codec).
+# Test pattern 67x45 (odd) or 64x48 at 25 fps with a tone, unless the arguments say otherwise.
+WORKFLOW_INPUTS = {
+    "webm_av1": (["-c:v", "libaom-av1", "-usage", "realtime", "-cpu-used", "8", "-c:a", "libopus"],
+                 ".webm", 20, "av1"),
+    "mov_hevc": (["-c:v", "libx265", "-x265-params", "log-level=error", "-tag:v", "hvc1", "-c:a", "aac"],
+                 ".mov", 20, "hevc"),
+    "odd_444": (["-c:v", "libx264", "-pix_fmt", "yuv444p", "-c:a", "aac"], ".mp4", 20, "h264"),
+    "one_frame": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"], ".mp4", 1, "h264"),
+    "vfr": (["-vf", vfr_timing(14), "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+             "-c:a", "aac"], ".mp4", 14, "h264"),
+    "surround": (["-ac", "6", "-ar", "8000", "-c:v", "libx264", "-c:a", "aac"], ".mp4", 30, "h264"),
+    "mono96k": (["-ac", "1", "-ar", "96000", "-c:v", "libx264", "-c:a", "aac"], ".mp4", 30, "h264"),
+    "silent": (["-an", "-c:v", "libx264"], ".mp4", 30, "h264"),
+    "long_audio": (["-c:v", "libx264", "-c:a", "flac"], ".mkv", 30, "h264"),  # 4 s of audio, 1.2 s of video
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs_run(tmp_path_factory):
+    """The workflow on every kind of source above (one run, shared by the tests that read it)."""
+    folder = tmp_path_factory.mktemp("inputs")
+    sources = {}
+    for name, (args, suffix, frames, _) in WORKFLOW_INPUTS.items():
+        size = "67x45" if name == "odd_444" else "64x48"
+        tone = "sine=f=440:r=48000:duration=4" if name == "long_audio" else "sine=f=330:r=48000"
+        inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i", tone]
+        length = ["-shortest"] if name != "long_audio" else []
+        source = sources[name] = folder / f"{name}{suffix}"
+        run_ffmpeg(["-y", *inputs, "-frames:v", str(frames), *length, *args, str(source)], "making", source)
+    sheet = folder / "videos.tsv"
+    sheet.write_text("name\tpath\n" + "".join(f"{n}\t{p}\n" for n, p in sources.items()))
     overlay = {
         "videos": str(sheet),
         "weights": "demo",
         "presets": {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["p"],
+        "videos_per_job": len(sources),  # one load of each model: awkward inputs in one batch
     }
-    results = tmp_path / "w" / "results"
-    run_workflow(tmp_path / "w", overlay)
+    run_workflow(folder / "w", overlay)
+    return folder / "w" / "results", sources
+
+
+def stream_codec(path: Path) -> str:
+    """The video codec as ffmpeg names it, read from its own stream summary."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return re.search(r"Video: (\w+)", proc.stderr).group(1)
+
+
+@pytest.mark.parametrize("name", WORKFLOW_INPUTS)
+def test_every_container_codec_and_size_runs_through_the_workflow(inputs_run, name):
+    results, sources = inputs_run
+    source, (_, _, frames, codec) = sources[name], WORKFLOW_INPUTS[name]
+    assert stream_codec(source) == codec and count_frames(source) == frames  # the input is what we meant
+    original = probe(source)
+    visual = load_tokens(results / "p" / "tokens" / f"{name}_visual_tokens.safetensors")
+    meta = visual.metadata["video"]
+    assert (meta["width"], meta["height"], meta["frame_count"]) == (original.width, original.height, frames)
+    assert visual["indices"].shape[1] == sum(w.latent_frames(8) for w in plan_windows(frames, 17, 8))
+    with open(results / "p" / "metrics" / f"{name}_frames.tsv") as table:
+        assert len(table.readlines()) == 1 + frames  # every frame scored
+    for video in ("visual", "combined"):  # the source's exact size, rate and frames
+        reconstruction = results / "p" / "reconstructed" / f"{name}_{video}.mp4"
+        info = probe(reconstruction)
+        assert (info.width, info.height, info.fps) == (original.width, original.height, original.fps)
+        assert count_frames(reconstruction) == frames, video
+    combined = probe(results / "p" / "reconstructed" / f"{name}_combined.mp4")
+    assert combined.has_audio and abs(combined.duration - frames / original.fps) < 0.1
+
+
+def test_a_variable_frame_rate_runs_on_its_mean_rate_timeline(inputs_run):
+    """14 frames over 2.28 s: every frame kept, at the mean rate, with the deviation recorded."""
+    results, sources = inputs_run
+    meta = load_tokens(results / "p" / "tokens" / "vfr_visual_tokens.safetensors").metadata["video"]
+    mean = Fraction(13) / Fraction("2.28")  # 13 intervals
+    assert meta["variable_rate"] and Fraction(meta["fps"]) == mean
+    # Frame 2 is at 80 ms; on the mean-rate timeline it sits at 2 / mean s.
+    assert meta["timing_deviation"] == pytest.approx(float(2 / mean) - 0.08, abs=1e-3)
+    audio = load_tokens(results / "p" / "tokens" / "vfr_audio_tokens.safetensors")
+    assert audio["codes"].shape[1] == code_frame_count(14, mean, SAMPLE_RATE, 512)
+    recon = probe(results / "p" / "reconstructed" / "vfr_visual.mp4")
+    assert not recon.variable_rate and recon.duration == pytest.approx(float(14 / mean), abs=0.01)
+
+
+def test_every_audio_layout_gives_codes_for_every_latent_frame(inputs_run):
+    """5.1, mono at 96 kHz (resampled, mono), audio longer than the video and none at all."""
+    results, sources = inputs_run
     expected = {"surround": (6, 8000), "mono96k": (1, 96000), "silent": (None, None),
-                "long_audio": (1, 44100)}  # fmt: skip
+                "long_audio": (1, 48000)}  # fmt: skip
     for name, (channels, rate) in expected.items():
-        frames = count_frames(clips[name])
+        frames = count_frames(sources[name])
         audio = load_tokens(results / "p" / "tokens" / f"{name}_audio_tokens.safetensors")
         codes, ranges, meta = audio["codes"], audio["code_ranges"], audio.metadata["audio"]
         assert codes.shape[1] == code_frame_count(frames, Fraction(25), SAMPLE_RATE, 512), name

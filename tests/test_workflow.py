@@ -10,6 +10,7 @@ import zipfile
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import count_frames, make_clip, planned_jobs, run_workflow
@@ -17,8 +18,8 @@ from helpers import count_frames, make_clip, planned_jobs, run_workflow
 import avtokens
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
-from avtokens.media import probe, sha256_of
-from avtokens.presets import DAC_WEIGHTS_FILE
+from avtokens.media import probe, read_frame_windows, sha256_of
+from avtokens.presets import DAC_WEIGHTS_FILE, default_model_name
 from avtokens.windows import plan_windows
 
 PRESETS = {
@@ -166,6 +167,39 @@ def test_metrics_score_every_frame_and_summarize_each_run(run, preset):
     comparison = base / "reconstructed" / f"{NAME}_comparison.mp4"
     info = probe(comparison)
     assert (info.width, info.height) == (2 * WIDTH, HEIGHT) and count_frames(comparison) == FRAMES
+
+
+def test_frame_metrics_score_the_decoders_own_frames_not_the_mp4(run):
+    """frames.tsv holds each frame's PSNR between the source frame and the decoder's output,
+    clamped and rounded to 8 bits, before any mp4 encode: recomputed here another way (the
+    release-format decoder called directly, window by window, and PSNR from its definition).
+    Scoring the reconstruction mp4 instead (H.264 at crf 12) gives other figures."""
+    workdir, source, _ = run
+    preset = "CV8x8x8"
+    with open(workdir / "results" / preset / "metrics" / f"{NAME}_frames.tsv") as f:
+        recorded = np.array([float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")])
+    latents = load_tokens(outputs(workdir, preset)["visual"])["latents"].permute(0, 4, 1, 2, 3).float()
+    decoder_file = workdir / "resources" / "demo_weights" / default_model_name("CV", 8, 8) / "decoder.jit"
+    decoder = torch.jit.load(str(decoder_file)).float().eval()
+    decoded, start = [], 0
+    for window in plan_windows(FRAMES, 17, 8):
+        count = window.latent_frames(8)
+        with torch.no_grad():
+            frames = decoder(latents[:, :, start : start + count])[0, :, : window.real_frames]
+        frames = frames[:, :, :HEIGHT, :WIDTH]  # the padding cropped
+        decoded.append(((frames.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy())
+        start += count
+    originals = np.concatenate(list(read_frame_windows(source, probe(source), 64))).astype(np.float64)
+
+    def psnr_db(frames):
+        return 10 * np.log10(255.0**2 / ((originals - frames) ** 2).mean(axis=(1, 2, 3)))
+
+    decoded = np.concatenate(decoded)
+    assert np.abs(recorded - psnr_db(decoded)).max() < 0.001  # the table keeps 4 decimals
+    mp4 = outputs(workdir, preset)["video"]
+    encoded = np.concatenate(list(read_frame_windows(mp4, probe(mp4), 64))).astype(np.float64)
+    assert (encoded != decoded).mean() > 0.5  # the mp4 encode changed most pixels...
+    assert np.abs(recorded - psnr_db(encoded)).min() > 0.01  # ...and every frame's score
 
 
 def test_token_table_has_every_run_and_totals(run):
