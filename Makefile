@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint mutation clean
 
 # The virtual environment, rebuilt when the pinned requirements change.
 setup: $(STAMP)
@@ -28,5 +28,18 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint --cores 1
 
+# Mutation testing of the pure modules against their fast unit tests ([tool.mutmut] in
+# pyproject.toml; scores and survivors in docs/testing.md). Two workers: a 2-core machine.
+# Starts afresh (mutmut would keep earlier verdicts that new tests could change); prints the
+# surviving mutants, then killed / total per module.
+mutation: setup
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	$(BIN)/mutmut results --all true | awk -F': ' '{split($$1, key, "."); n[key[2]]++} \
+		$$2 == "killed" || $$2 == "timeout" {k[key[2]]++} \
+		END {for (m in n) printf "%-10s %4d / %4d killed (%.1f%%)\n", m, k[m], n[m], 100 * k[m] / n[m]}' | sort
+	$(BIN)/mutmut export-cicd-stats
+
 clean:
-	rm -rf results logs resources/demo_weights resources/example resources/compile_cache .snakemake
+	rm -rf results logs resources/demo_weights resources/example resources/compile_cache .snakemake mutants

@@ -15,7 +15,10 @@ CODEBOOK_SIZE = 64000  # product of LEVELS
 class FiniteScalarQuantizer(nn.Module):
     def __init__(self, levels=LEVELS):
         super().__init__()
-        levels_t = torch.tensor(levels, dtype=torch.float32)
+        # Integers, as NVIDIA's FSQuantizer keeps them: casting the network to bf16 (as a GPU
+        # run does) leaves them exact, and the bounds below are computed in float32 whatever
+        # the network's dtype (bf16 levels made 3.5035 into 3.5 and moved about 1% of indices).
+        levels_t = torch.tensor(levels, dtype=torch.int64)
         basis = torch.cumprod(torch.tensor((1, *levels[:-1]), dtype=torch.int64), 0)
         self.register_buffer("levels", levels_t.view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("basis", basis.view(1, -1, 1, 1, 1), persistent=False)

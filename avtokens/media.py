@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from avtokens import AvTokensError
 from avtokens.background import prefetched
+from avtokens.timing import VideoTiming, video_timing
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def probe(path: Path | str) -> VideoInfo:
         reason = "no video stream" if "Stream #" in summary else _last_line(summary.encode())
         raise AvTokensError(f"{path}: not a readable video ({reason})")
     width, height = _first_frame_size(path)
-    fps, packets, duration, video_start, deviation = _video_timing(path, summary)
+    timing = _video_timing(path, summary)
     picture = _picture_format(re.search(r"Stream #\d+:\d+.*: Video: (.*)", summary).group(1))
     audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
     channels = None
@@ -115,12 +117,12 @@ def probe(path: Path | str) -> VideoInfo:
     return VideoInfo(
         width=width,
         height=height,
-        fps=fps,
-        packet_count=packets,
-        duration=duration,
-        video_start=video_start,
-        timing_deviation=deviation,
-        variable_rate=deviation > 0.5 / fps,
+        fps=timing.fps,
+        packet_count=timing.packet_count,
+        duration=timing.duration,
+        video_start=timing.start,
+        timing_deviation=timing.deviation,
+        variable_rate=timing.variable_rate,
         has_audio=audio is not None,
         audio_rate=int(audio.group(1)) if audio else None,
         audio_channels=channels,
@@ -165,6 +167,16 @@ def decoded_frame_count(path: Path | str) -> int:
     return int(counts[-1])
 
 
+def unusable_source(path: Path | str) -> str | None:
+    """Why a listed source cannot be handed to a job at all ("no such file", "cannot be read
+    (Permission denied)"), or None. One system call each: a sheet may list millions."""
+    if not os.path.exists(path):
+        return "no such file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (Permission denied)"
+    return None
+
+
 def source_record(path: Path | str, name: str, sha256: str) -> dict:
     """What token files record of the file they came from."""
     path = Path(path)
@@ -189,10 +201,8 @@ def _first_frame_size(path: Path) -> tuple[int, int]:
     return int(fields[1]), int(fields[2])
 
 
-def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float, float]:
-    """Exact frame rate, packet count, duration, start time (from the start of the file,
-    which ffmpeg puts at 0) and timing deviation (see VideoInfo) from the video packets'
-    timestamps."""
+def _video_timing(path: Path, summary: str) -> VideoTiming:
+    """The video stream's timing (see avtokens.timing) from its packets' timestamps."""
     crc = run_ffmpeg(
         ["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"],
         "reading video timestamps", path,
@@ -209,33 +219,8 @@ def _video_timing(path: Path, summary: str) -> tuple[Fraction, int, float, float
             durations.append(int(cols[3]))
     if not pts:
         raise AvTokensError(f"{path}: video stream has no frames")
-    pts.sort()
-    if time_base and len(pts) > 1 and pts[-1] > pts[0]:
-        fps = _frame_rate(Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base), len(pts) - 1, time_base)
-    elif time_base and durations[0] > 0:
-        fps = _frame_rate(1 / (durations[0] * time_base), 1, time_base)
-    else:
-        stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
-        fps = Fraction(stated.group(1)).limit_denominator(1001) if stated else Fraction(25)
-    duration = float(len(pts) / fps)
-    if not time_base:
-        return fps, len(pts), duration, 0.0, 0.0
-    deviation = max(abs((t - pts[0]) * time_base - i / fps) for i, t in enumerate(pts))
-    return fps, len(pts), duration, float(pts[0] * time_base), round(float(deviation), 6)
-
-
-def _frame_rate(mean: Fraction, intervals: int, time_base: Fraction) -> Fraction:
-    """The exact rate behind a measured mean rate. Containers store timestamps rounded to
-    their time base (Matroska: 1 ms), so 24 fps reads as 23.99 and 29.97 as 29.968: take the
-    nearest usual rate (an integer, or an integer x 1000/1001) if it explains the timestamps
-    to within one time-base tick over the whole stream; else keep the mean (variable rate)."""
-    whole = round(mean)
-    candidates = [Fraction(k) for k in (whole - 1, whole, whole + 1) if k > 0]
-    candidates += [Fraction(k * 1000, 1001) for k in (whole, whole + 1) if k > 0]
-    best = min(candidates, key=lambda c: abs(c - mean))
-    if abs(intervals / best - intervals / mean) <= time_base:
-        return best
-    return mean.limit_denominator(1001)
+    stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
+    return video_timing(pts, durations[0], time_base, stated.group(1) if stated else None)
 
 
 def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
@@ -287,28 +272,39 @@ def read_frame_windows(
 class VideoWriter:
     """Encode RGB frames to an H.264 mp4 at an exact frame rate through an ffmpeg pipe,
     with an optional `comment` tag in its metadata and the pixels' aspect ratio (non-square
-    pixels: players stretch the frames to the display aspect ratio)."""
+    pixels: players stretch the frames to the display aspect ratio). A callable `comment` is
+    read when the first frames arrive, so it can say what made them (a model's first call can
+    still change its record: a compile failure falls back to eager)."""
 
     def __init__(self, path, width: int, height: int, fps: Fraction, crf: int, preset: str,
-                 comment: str | None = None, sample_aspect_ratio: Fraction = Fraction(1)):  # fmt: skip
+                 comment: str | Callable[[], str] | None = None,
+                 sample_aspect_ratio: Fraction = Fraction(1)):  # fmt: skip
         sar = sample_aspect_ratio
         # 4:2:0 needs even sizes; odd-sized sources keep their size in 4:4:4.
         pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        self.path = path
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
-               *(["-vf", f"setsar={sar.numerator}/{sar.denominator}"] if sar != 1 else []),
-               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
-               *(["-metadata", f"comment={comment}"] if comment else []),
-               "-movflags", "+faststart", "-f", "mp4", str(path)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.path, self.comment = path, comment
+        self.cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+                    "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+                    "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
+                    *(["-vf", f"setsar={sar.numerator}/{sar.denominator}"] if sar != 1 else []),
+                    "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt]  # fmt: skip
+        self.proc = None
         self.frames = 0
+
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None:
+            comment = self.comment() if callable(self.comment) else self.comment
+            tag = ["-metadata", f"comment={comment}"] if comment else []
+            output = ["-movflags", "+faststart", "-f", "mp4", str(self.path)]
+            self.proc = subprocess.Popen(
+                [*self.cmd, *tag, *output], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        return self.proc
 
     def write(self, frames: np.ndarray) -> None:
         """Append uint8 frames [n, H, W, 3]."""
         try:
-            self.proc.stdin.write(np.ascontiguousarray(frames).data)
+            self._started().stdin.write(np.ascontiguousarray(frames).data)
         except BrokenPipeError:
             self.close()
         self.frames += len(frames)
@@ -319,15 +315,16 @@ class VideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:  # the caller failed: stop ffmpeg without masking the original error
+        elif self.proc is not None:  # the caller failed: stop ffmpeg without masking the original error
             self.proc.kill()
             self.proc.wait()
 
     def close(self) -> None:
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        if self.proc.wait() != 0:
-            raise AvTokensError(f"{self.path}: video encoding failed: {_last_line(self.proc.stderr.read())}")
+        proc = self._started()
+        if not proc.stdin.closed:
+            proc.stdin.close()
+        if proc.wait() != 0:
+            raise AvTokensError(f"{self.path}: video encoding failed: {_last_line(proc.stderr.read())}")
 
 
 def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> None:

@@ -113,6 +113,9 @@ class TokenFileReader:
         self._fd = os.open(self.path, os.O_RDONLY)
         try:
             (size,) = struct.unpack("<Q", self._pread(8, 0))
+            file_size = os.fstat(self._fd).st_size
+            if size > file_size - 8:  # garbage, not a length: do not try to allocate it
+                raise ValueError(f"a header of {size} bytes in a file of {file_size}")
             header = json.loads(self._pread(size, 8))
         except (struct.error, ValueError) as err:
             self.close()

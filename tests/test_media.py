@@ -9,6 +9,7 @@ from helpers import count_frames, make_clip
 
 from avtokens import AvTokensError
 from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg
+from avtokens.timing import frame_rate, video_timing
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # Matroska keeps 1 ms timestamps
@@ -86,3 +87,128 @@ def test_extracted_audio_runs_on_the_video_clock(tmp_path, video_offset, audio_o
     onset = np.nonzero(np.abs(samples) > 0.05)[0][0] / rate  # sample 0 is the first video frame
     assert onset == pytest.approx(first_sound, abs=0.03)
     assert len(samples) / rate == pytest.approx(1.0 + float(audio_offset) - float(video_offset), abs=0.05)
+
+
+# The probe's timing arithmetic (avtokens.timing) on timestamps as containers store them,
+# without ffmpeg. Figures are worked out from the definitions: the mean rate is the frame
+# intervals over the time from the first to the last timestamp.
+
+MS = Fraction(1, 1000)  # Matroska's time base
+
+
+def ticks(rate, frames, time_base):
+    """Each frame's exact start, rounded to the time base's ticks as a muxer stores it."""
+    return [round(i / Fraction(rate) / time_base) for i in range(frames)]
+
+
+@pytest.mark.parametrize(
+    "rate, time_base, first_duration",
+    [
+        ("30000/1001", Fraction(1, 30000), 1001),  # mp4: every frame a whole number of ticks
+        ("25", Fraction(1, 12800), 512),
+        ("30000/1001", MS, 33),  # Matroska: 29.97 fps reads as 29.9745 over 48 frames
+        ("24", MS, 42),
+        ("24000/1001", MS, 42),
+        ("60", MS, 17),
+    ],
+)
+def test_regular_timestamps_give_the_exact_rate(rate, time_base, first_duration):
+    pts = ticks(rate, 48, time_base)
+    timing = video_timing(pts, first_duration, time_base, "12")  # the header's 12 fps: unused
+    assert timing.fps == Fraction(rate) and timing.packet_count == 48
+    assert timing.duration == pytest.approx(48 / float(Fraction(rate)), rel=1e-12)
+    assert timing.start == 0.0
+    # Rounding to ticks moves a frame by half a tick at most: that is all the deviation.
+    if 1 / (Fraction(rate) * time_base) == first_duration:  # a frame is a whole number of ticks
+        assert timing.deviation == 0
+    else:
+        assert 0 < timing.deviation <= float(time_base / 2)
+    assert not timing.variable_rate
+
+
+def test_frames_in_decode_order_and_a_late_first_frame():
+    # H.264 with B-frames in mp4: packets come in decode order; the first shows at 2 frames.
+    shown = [1001 * (i + 2) for i in range(9)]
+    decode_order = [shown[i] for i in (0, 3, 1, 2, 6, 4, 5, 8, 7)]
+    timing = video_timing(decode_order, 1001, Fraction(1, 30000), None)
+    assert timing.fps == Fraction(30000, 1001) and timing.packet_count == 9
+    assert timing.start == pytest.approx(2002 / 30000, abs=1e-12)  # 66.7 ms
+    assert timing.deviation == 0.0
+    assert timing.duration == pytest.approx(9 * 1001 / 30000, rel=1e-12)
+
+
+def test_a_variable_rate_keeps_its_mean_and_reports_its_deviation_to_the_microsecond():
+    # Frames at 0, 40, 80 ms, then every 200 ms: 11 intervals over 1.88 s.
+    pts = [0, 40, 80] + [80 + 200 * k for k in range(1, 10)]
+    timing = video_timing(pts, 40, MS, "25")
+    assert timing.fps == Fraction(11 * 1000, 1880) == Fraction(275, 47)
+    # Frame 2 (80 ms) sits at 2 / (275/47) = 94/275 s on that timeline: 72/275 s = 0.2618181...
+    assert timing.deviation == 0.261818 and timing.variable_rate
+    assert timing.duration == pytest.approx(12 * 47 / 275, rel=1e-12) and timing.start == 0.0
+
+
+@pytest.mark.parametrize("pts", [[0, 0, 200], [0, 200, 200], [0, 0, 100, 200]])
+def test_the_rate_runs_from_the_first_to_the_last_timestamp_whatever_lies_between(pts):
+    # Repeated timestamps: (n - 1) intervals over 200 ms, not the first packet's 40 ms.
+    timing = video_timing(pts, 40, MS, None)
+    assert timing.fps == Fraction(len(pts) - 1, 1) / Fraction(200, 1000)
+
+
+@pytest.mark.parametrize(
+    "first_duration, time_base, rate",
+    [
+        (1001, Fraction(1, 30000), Fraction(30000, 1001)),
+        (1, Fraction(1, 25), Fraction(25)),  # a time base of one frame
+        (41, MS, Fraction(24)),  # 24 fps frames last 41 or 42 ms in Matroska: 2/3 of a tick off
+    ],
+)
+def test_a_single_frame_takes_its_rate_from_its_duration(first_duration, time_base, rate):
+    timing = video_timing([3 * first_duration], first_duration, time_base, "50")
+    assert timing.fps == rate and timing.packet_count == 1
+    assert timing.duration == pytest.approx(1 / float(rate), rel=1e-12)
+    assert timing.start == pytest.approx(float(3 * first_duration * time_base), rel=1e-12)
+    assert timing.deviation == 0.0
+    # All timestamps equal (no interval to measure): the same, from the first packet's duration.
+    assert video_timing([7, 7, 7], first_duration, time_base, "50").fps == rate
+
+
+def test_without_a_time_base_or_a_duration_the_stated_rate_or_25():
+    assert video_timing([0, 1, 2], 1, None, "12.5") == (Fraction(25, 2), 3, 0.24, 0.0, 0.0)
+    assert video_timing([0, 1, 2], 1, None, None) == (Fraction(25), 3, 0.12, 0.0, 0.0)
+    # A frame that lasts no time says nothing about the rate.
+    one = video_timing([500], 0, MS, "30")
+    assert one.fps == 30 and one.duration == pytest.approx(1 / 30)
+    assert one.start == 0.5 and one.deviation == 0.0
+    assert video_timing([500], 0, MS, None).fps == 25
+    with pytest.raises(ValueError, match="^no timestamps$"):
+        video_timing([], 0, MS, None)
+
+
+def test_the_nearest_usual_rate_is_taken_when_it_explains_the_stream_to_one_tick():
+    tick = Fraction(1, 90000)  # MPEG-TS
+    # One interval of 3601 ticks: 25 fps (3600 ticks) is one tick off, so it explains it...
+    assert frame_rate(1 / (3601 * tick), 1, tick) == 25
+    # ...but not two ticks off: the measured mean stays (to a denominator of at most 1001).
+    kept = frame_rate(1 / (3602 * tick), 1, tick)
+    assert kept != 25 and kept.denominator <= 1001 and abs(kept - Fraction(90000, 3602)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [
+        Fraction(1, 4),
+        Fraction(1, 2),
+        Fraction(1000, 1001),
+        Fraction(1),
+        Fraction(12),
+        Fraction(1_000_000, 1001),
+        Fraction(1000),
+    ],
+)
+def test_exact_rates_from_slideshows_to_high_speed_capture_are_kept(rate):
+    # One frame every 4 s, every 2 s, about every second (1 and its 1000/1001 variant); 1000 fps
+    # and its 1000/1001 variant.
+    time_base = 1 / rate / 10
+    pts = [10 * i for i in range(30)]
+    assert frame_rate(Fraction(29) / ((pts[-1] - pts[0]) * time_base), 29, time_base) == rate
+    assert video_timing(pts, 10, time_base, None).fps == rate

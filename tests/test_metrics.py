@@ -8,7 +8,7 @@ import pytest
 import soundfile
 import torch
 
-from avtokens.metrics import AudioDistances, psnr, ssim, summarize
+from avtokens.metrics import AudioDistances, _SdrSums, psnr, ssim, summarize
 from avtokens.summary import describe, write_table
 
 
@@ -30,11 +30,13 @@ def test_video_metrics_are_perfect_on_identical_frames_and_fall_with_noise(size)
         assert p_high < p_low and s_high < s_low
 
 
-def test_ssim_matches_the_definition_with_a_full_gaussian_window():
+# Bright frames with strong noise, and dark faint ones, where the constants C1 and C2 weigh.
+@pytest.mark.parametrize("top, noise", [(256, 20), (4, 1)])
+def test_ssim_matches_the_definition_with_a_full_gaussian_window(top, noise):
     """Against a plain float64 computation: every 11x11 patch weighted by the 2-D Gaussian."""
     rng = np.random.default_rng(2)
-    ref = rng.integers(0, 256, (2, 20, 23, 3), dtype=np.uint8)
-    est = np.clip(ref + rng.normal(0, 20, ref.shape), 0, 255).astype(np.uint8)
+    ref = rng.integers(0, top, (2, 20, 23, 3), dtype=np.uint8)
+    est = np.clip(ref + rng.normal(0, noise, ref.shape), 0, 255).astype(np.uint8)
     g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
     window = np.outer(g, g) / np.outer(g, g).sum()
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -140,3 +142,58 @@ def test_the_seed_sentence():
         "Tom and Jerry: 8 min 51 sec; 25 fps; 960x720 => 1,750 latent frames of 60x45 visual + 27x9 audio; "
         "4,725,000 visual tokens & 425,250 audio tokens = 5.15 million tokens"
     )
+
+
+def test_psnr_and_ssim_score_each_frame_on_its_own():
+    a = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
+    b = a.clone()
+    b[1] = 10  # frame 1 off by 10 everywhere: MSE 100
+    b[2] = 1  # frame 2 off by 1: MSE 1
+    assert psnr(a, b).tolist() == pytest.approx([100.0, 10 * np.log10(255**2 / 100), 10 * np.log10(255**2)])
+    # A flat frame against another flat one: no variance, so SSIM = C1 / (mu_y^2 + C1) with
+    # C1 = (0.01 * 255)^2 = 6.5025: 6.5025 / 7.5025 for a step of 1, 6.5025 / 106.5025 for 10.
+    assert ssim(a, b).tolist() == pytest.approx([1.0, 6.5025 / 106.5025, 6.5025 / 7.5025], abs=1e-6)
+
+
+def test_videos_of_different_lengths_are_not_compared():
+    frames = torch.zeros(3, 16, 16, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError):
+        ssim(frames, frames[:2])
+
+
+def test_summary_statistics_keep_full_precision():
+    # float32 scores whose float32 sum loses the small ones: the mean of the numbers themselves.
+    scores = np.array([2.0**24, 1.0, 1.0], dtype=np.float32)
+    assert summarize(scores)["mean"] == (2**24 + 2) / 3
+
+
+def si_sdr_by_definition(reference, estimate):
+    """Zero-mean SI-SDR (Le Roux et al. 2019), in float64: the estimate's projection on the
+    reference is the target, the rest is noise."""
+    s, e = reference - reference.mean(), estimate - estimate.mean()
+    target = (e @ s) / (s @ s) * s
+    noise = e - target
+    return 10 * np.log10((target @ target) / (noise @ noise))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-4])  # SI-SDR does not depend on the level
+def test_si_sdr_from_running_sums_is_the_definition_over_chunks(scale):
+    rng = np.random.default_rng(3)
+    t = np.arange(10_000) / 44100
+    reference = scale * (0.4 + 0.3 * np.sin(2 * np.pi * 440 * t))  # with a DC offset
+    estimate = 0.8 * reference + scale * (0.1 + 0.05 * rng.standard_normal(len(t)))
+    sums = _SdrSums()
+    for start, stop in ((0, 4096), (4096, 4100), (4100, 10_000)):  # chunks of any length
+        sums.add(torch.from_numpy(reference[start:stop]), torch.from_numpy(estimate[start:stop]))
+    assert sums.n == 10_000
+    expected = si_sdr_by_definition(reference, estimate)
+    assert 10 < expected < 20  # the signal dominates, not perfectly
+    assert sums.si_sdr() == pytest.approx(expected, abs=1e-6)
+
+
+def test_audio_distances_chunk_as_documented():
+    distances = AudioDistances()
+    assert distances.chunk_seconds == 30.0  # README: "computed in 30 s chunks"
+    # The shortest chunk holds two of the longest STFT window DAC's distances use.
+    windows = [p.window_length for loss in (distances.mel, distances.stft) for p in loss.stft_params]
+    assert distances.min_chunk == 2 * max(windows) == 4096
