@@ -49,14 +49,12 @@ MADE_HERE = {os.path.normpath(EXAMPLE_VIDEO)}
 # error line, so that the rest of a large sheet still runs (Snakemake itself reads a job's
 # inputs, and an unreadable one would stop the whole run); the run then ends in failure
 # (see `check_left_out_videos`).
-LEFT_OUT_VIDEOS = {
-    name: path
-    for name, path in videos["path"].items()
-    if os.path.normpath(path) not in MADE_HERE and unusable_source(path)
-}
-for name, path in LEFT_OUT_VIDEOS.items():
-    reason = unusable_source(path)
-    print(f"ERROR {path}: {reason} (video {name} of {config['videos']}); left out", file=sys.stderr)
+LEFT_OUT_VIDEOS = {}
+for name, path in videos["path"].items():
+    reason = None if os.path.normpath(path) in MADE_HERE else unusable_source(path)
+    if reason:
+        print(f"ERROR {path}: {reason} (video {name} of {config['videos']}); left out", file=sys.stderr)
+        LEFT_OUT_VIDEOS[name] = path
 videos = videos.drop(index=list(LEFT_OUT_VIDEOS))
 if videos.empty:
     raise WorkflowError(f"{config['videos']}: none of the listed videos exists and can be read")

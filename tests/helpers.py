@@ -32,6 +32,11 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: str = "300
     return path
 
 
+# A variable frame rate: frames at 0, 40, 80 ms, then every 200 ms (ffmpeg's -vf, with
+# -fps_mode vfr); no constant rate explains them.
+VFR_TIMESTAMPS = "setpts='if(lt(N,3),N*0.04,0.08+(N-2)*0.2)/TB'"
+
+
 def count_frames(path: Path) -> int:
     return sum(len(w) for w in read_frame_windows(path, probe(path), 64))
 

@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import soundfile
-from helpers import count_frames, make_clip
+from helpers import VFR_TIMESTAMPS, count_frames, make_clip
 
 from avtokens import AvTokensError
 from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg
@@ -23,10 +23,8 @@ def test_probe_reads_the_exact_frame_rate(tmp_path, rate, suffix):
 
 def test_a_variable_frame_rate_keeps_its_mean_rate(tmp_path):
     clip = tmp_path / "vfr.mkv"
-    # Frames at 0, 40, 80 ms then every 200 ms: no constant rate explains them.
-    timing = "setpts='if(lt(N,3),N*0.04,0.08+(N-2)*0.2)/TB'"
-    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=32x32:rate=25", "-frames:v", "12", "-vf", timing,
-                "-fps_mode", "vfr", str(clip)], "making a VFR clip", clip)  # fmt: skip
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", "testsrc2=size=32x32:rate=25", "-frames:v", "12",
+                "-vf", VFR_TIMESTAMPS, "-fps_mode", "vfr", str(clip)], "making a VFR clip", clip)  # fmt: skip
     info = probe(clip)
     assert info.packet_count == 12 and info.fps == Fraction(11) / Fraction("1.88")  # the mean rate
     # Frame 2 is at 80 ms; on the mean-rate timeline (5.85 fps) it sits at 342 ms.
