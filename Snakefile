@@ -21,6 +21,12 @@ include: "rules/mux.smk"
 include: "rules/report.smk"
 
 
+if SHARDS:
+
+    include: "rules/shards.smk"
+
+
+
 rule all:
     input:
         get_final_output(),
@@ -28,8 +34,10 @@ rule all:
 
 onsuccess:
     report_outputs()
+    check_failed_videos(fail=not LEFT_OUT_VIDEOS)
     check_left_out_videos(fail=True)
 
 
 onerror:
+    check_failed_videos(fail=False)
     check_left_out_videos(fail=False)

@@ -31,6 +31,7 @@ from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import decoded_frame_count, extract_wav, probe, sha256_of, source_record, video_record
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
+from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, load_tokens, read_metadata
 from avtokens.windows import video_latent_spans
 
@@ -150,12 +151,28 @@ def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
 
 
 def encode_wav_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:
-    """Code videos' audio with DAC, (wav, timeline, dest) each, loading the model once.
-    `weights_lock`: the lock file official weights are checked against (None for stand-ins)."""
-    codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
-    for wav_path, timeline, dest in items:
-        _encode(codec, Path(wav_path), json.loads(Path(timeline).read_text(encoding="utf-8")), dest,
-                window_seconds)  # fmt: skip
+    """Code videos' audio with DAC, (wav, timeline, dest) each (`AudioEncode`)."""
+    videos = [Item("", {"wav": str(w), "timeline": str(t)}, {"codes": str(d)}) for w, t, d in items]
+    run_items(AudioEncode(weights, device, window_seconds, weights_lock), videos)
+
+
+class AudioEncode(Stage):
+    """The audio_encode rule: each video's wav and timeline -> its DAC codes, the model loaded
+    once. `weights_lock`: the lock file official weights are checked against (None for
+    stand-ins)."""
+
+    def __init__(self, weights, device: str, window_seconds: float, weights_lock=None):
+        self.weights, self.device, self.window_seconds = weights, device, window_seconds
+        self.weights_lock = weights_lock
+
+    def open(self) -> None:
+        self.codec = DacCodec(
+            self.weights, resolve_device(self.device), WeightsLock.optional(self.weights_lock)
+        )
+
+    def run(self, item: Item, prepared) -> None:
+        timeline = json.loads(Path(item.inputs["timeline"]).read_text(encoding="utf-8"))
+        _encode(self.codec, Path(item.inputs["wav"]), timeline, item.outputs["codes"], self.window_seconds)
 
 
 def _encode(codec: DacCodec, wav_path: Path, timeline: dict, dest, window_seconds: float) -> None:
@@ -247,11 +264,17 @@ def align_codes(codes_path, visual_tokens, dest) -> None:
 
 
 def decode_codes_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:
-    """Decode DAC code files (`encode_wav_files`), (codes, dest) each, loading the model once,
-    into mono 44.1 kHz wavs as long as their videos."""
-    codec = DacCodec(weights, resolve_device(device), WeightsLock.optional(weights_lock))
-    for codes_path, dest in items:
-        _decode(codec, Path(codes_path), dest, window_seconds)
+    """Decode DAC code files, (codes, dest) each (`AudioDecode`)."""
+    videos = [Item("", {"codes": str(codes)}, {"wav": str(dest)}) for codes, dest in items]
+    run_items(AudioDecode(weights, device, window_seconds, weights_lock), videos)
+
+
+class AudioDecode(AudioEncode):
+    """The audio_decode rule: each video's DAC codes (`AudioEncode`) -> a mono 44.1 kHz wav as
+    long as its video, the model loaded once."""
+
+    def run(self, item: Item, prepared) -> None:
+        _decode(self.codec, Path(item.inputs["codes"]), item.outputs["wav"], self.window_seconds)
 
 
 def _decode(codec: DacCodec, codes_path: Path, dest, window_seconds: float) -> None:

@@ -7,6 +7,7 @@ import ctypes
 import logging
 import resource
 import sys
+from pathlib import Path
 
 from avtokens import AvTokensError
 
@@ -47,3 +48,31 @@ def bound_heap_growth(threshold: int = 1 << 20) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold)
+
+
+def run_stage(snakemake, stage) -> None:
+    """Run a rule's `Stage` (avtokens.shards) for its Snakemake job: a per-video job (its
+    named inputs and outputs are the one item), or a shard job (`params.shard`: the rows and
+    file patterns of its videos; `input.records`: the upstream stages' records)."""
+    from avtokens.shards import Item, ShardJob, run_items, shard_items
+
+    if "shard" not in snakemake.params.keys():
+        item = Item(snakemake.wildcards.video, dict(snakemake.input.items()), dict(snakemake.output.items()))
+        run_rule(snakemake, run_items, stage, [item])
+        return
+
+    def run_shard():
+        spec = snakemake.params.shard
+        upstream = list(snakemake.input.records) if "records" in snakemake.input.keys() else []
+        items, not_run = shard_items(spec["videos"], spec["inputs"], spec["outputs"], upstream)
+        job = ShardJob(
+            record=Path(snakemake.output.record),
+            settings={k: v for k, v in snakemake.params.items() if k != "shard"},
+            shared={k: v for k, v in snakemake.input.items() if k not in ("records", "sources")},
+            not_run=not_run,
+            wildcards=dict(snakemake.wildcards.items()),
+            stage_name=snakemake.rule.removeprefix("shard_"),
+        )
+        run_items(stage, items, job)
+
+    run_rule(snakemake, run_shard)

@@ -9,6 +9,7 @@ Decoding reverses this and crops the padding away, so memory does not grow with 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from avtokens.metrics import psnr, ssim
 from avtokens.picture import Picture, plan_picture
 from avtokens.presets import Preset
 from avtokens.progress import Progress
+from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows, round_up
 
@@ -116,91 +118,115 @@ def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, 
     """Tokenize one video with one preset into a visual token file. `weights_lock`: the
     lock file official weights are checked against (None for stand-ins). `picture`: the
     settings of `avtokens.picture.plan_picture` (pixels, deinterlace); default theirs."""
-    encode_video_files([(source, dest, name)], preset, encoder_file, decoder_file, device, batch_megapixels,
-                       weights_lock, picture)  # fmt: skip
+    stage = VisualEncode(preset, encoder_file, decoder_file, device, batch_megapixels, weights_lock, picture)
+    run_items(stage, [Item(name, {"source": str(source)}, {"tokens": str(dest)})])
 
 
-def encode_video_files(videos, preset: Preset, encoder_file, decoder_file, device: str,
-                       batch_megapixels: float, weights_lock=None, picture=None) -> None:  # fmt: skip
-    """Tokenize several videos, (source, dest, name) each, loading the encoder once: for many
-    short videos, loading a 100 M-parameter model per video would dominate."""
-    dev = resolve_device(device)
-    encoder = CosmosEncoder(encoder_file, preset, dev, WeightsLock.optional(weights_lock))
-    decoder_sha256 = sha256_of(decoder_file)
-    for source, dest, name in videos:
-        _encode(encoder, Path(source), dest, name, decoder_sha256, batch_megapixels, picture or {})
+class SourceFrames:
+    """A source video opened for the tokenizer: probed, its picture planned, its hash being
+    taken and its frames being read (the first window already decoded), so that a shard's
+    next video is ready when the model is done with the current one."""
+
+    def __init__(self, source: Path, picture_settings: dict, window: int):
+        self.info = probe(source)
+        self.picture = plan_picture(self.info, **picture_settings)
+        self._hashing = ThreadPoolExecutor(1)
+        self.sha256 = self._hashing.submit(sha256_of, source)
+        self._hashing.shutdown(wait=False)
+        windows = read_frame_windows(source, self.info, window, picture=self.picture)
+        first = next(windows, None)
+        self.windows = itertools.chain([] if first is None else [first], windows)
+
+
+class VisualEncode(Stage):
+    """The visual_encode rule: each video's source -> its visual token file, the encoder
+    loaded once for all of them (for many short videos, loading a 100 M-parameter model per
+    video would dominate)."""
+
+    def __init__(self, preset: Preset, encoder_file, decoder_file, device: str, batch_megapixels: float,
+                 weights_lock=None, picture=None):  # fmt: skip
+        self.preset, self.encoder_file, self.decoder_file = preset, encoder_file, decoder_file
+        self.device, self.batch_megapixels = device, batch_megapixels
+        self.weights_lock, self.picture = weights_lock, picture or {}
+
+    def open(self) -> None:
+        dev = resolve_device(self.device)
+        self.encoder = CosmosEncoder(
+            self.encoder_file, self.preset, dev, WeightsLock.optional(self.weights_lock)
+        )
+        self.decoder_sha256 = sha256_of(self.decoder_file)
+
+    def prepare(self, item: Item) -> SourceFrames:
+        return SourceFrames(Path(item.inputs["source"]), self.picture, self.preset.window)
+
+    def run(self, item: Item, prepared: SourceFrames) -> None:
+        _encode(self.encoder, Path(item.inputs["source"]), item.outputs["tokens"], item.name,
+                self.decoder_sha256, self.batch_megapixels, prepared)  # fmt: skip
 
 
 def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
-            batch_megapixels: float, picture_settings: dict) -> None:  # fmt: skip
+            batch_megapixels: float, opened: SourceFrames) -> None:  # fmt: skip
     preset, dev = encoder.preset, encoder.device
-    info = probe(source)
-    picture = plan_picture(info, **picture_settings)
-    with ThreadPoolExecutor(1) as pool:
-        source_hash = pool.submit(sha256_of, source)
-        tc, s = preset.temporal, preset.spatial
-        height, width = round_up(picture.height, s), round_up(picture.width, s)
-        discrete = preset.is_discrete
-        tensor_name = "indices" if discrete else "latents"
-        frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
-        windows: list[Window] = []
-        progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
+    info, picture = opened.info, opened.picture
+    tc, s = preset.temporal, preset.spatial
+    height, width = round_up(picture.height, s), round_up(picture.width, s)
+    discrete = preset.is_discrete
+    tensor_name = "indices" if discrete else "latents"
+    frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
+    windows: list[Window] = []
+    progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
-        def model_inputs():
-            for frames in host_frames(read_frame_windows(source, info, preset.window, picture=picture), dev):
-                start = windows[-1].start + windows[-1].real_frames if windows else 0
-                win = Window(start, len(frames), padded_length(len(frames), tc))
-                windows.append(win)
-                yield win, frames_to_model_input(frames, win, height, width, dev)
+    def model_inputs():
+        for frames in host_frames(opened.windows, dev):
+            start = windows[-1].start + windows[-1].real_frames if windows else 0
+            win = Window(start, len(frames), padded_length(len(frames), tc))
+            windows.append(win)
+            yield win, frames_to_model_input(frames, win, height, width, dev)
 
-        with atomic_output(dest) as tmp:
-            writer = TokenFileWriter(
-                tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape
-            )
-            # Tokens are copied off the device and written on a background thread while
-            # the next batch runs.
-            with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
-                batches = _batches(
-                    model_inputs(), lambda b: b[0].padded_frames, batch_megapixels, height, width
-                )
-                for batch in batches:
-                    win = batch[0][0]
-                    with _explain_oom(dev, "encoder", len(batch), win.padded_frames, height, width,
-                                      batch_megapixels):  # fmt: skip
-                        tokens = encoder(torch.stack([x for _, x in batch]))
-                    expected = win.latent_frames(tc)
-                    if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
-                        raise AvTokensError(
-                            f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
-                            f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
-                            f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
-                        )
-                    saver.put(tokens.to(torch.uint16) if discrete else tokens)
-                    progress.advance(sum(w.real_frames for w, _ in batch))
-            if not windows:
-                raise AvTokensError(f"{source}: no decodable video frames")
-            frame_count = sum(w.real_frames for w in windows)
-            spans = latent_frame_spans(windows, tc)
-            metadata = {
-                "format": "avtokens-visual/1",
-                "project_version": avtokens.__version__,
-                "source": source_record(source, name, source_hash.result()),
-                "video": {**video_record(info, frame_count), "padded_width": width, "padded_height": height},
-                "picture": picture.as_metadata(),
-                "windows": {"frames": preset.window, "count": len(windows),
-                            "last_real_frames": windows[-1].real_frames,
-                            "last_padded_frames": windows[-1].padded_frames},
-                "latent": {"frames": len(spans), "height": frame_shape[0], "width": frame_shape[1],
-                           "channels": None if discrete else LATENT_CHANNELS,
-                           "tensor": tensor_name},
-                "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
-                              "window": preset.window, "repo": preset.repo,
-                              "weights": preset.weights, "encoder": encoder.record,
-                              "decoder_sha256": decoder_sha256},
-                "stand_in_weights": encoder.stand_in,
-                "runtime": runtime_record(dev),
-            }  # fmt: skip
-            writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
+    with atomic_output(dest) as tmp:
+        writer = TokenFileWriter(tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape)
+        # Tokens are copied off the device and written on a background thread while
+        # the next batch runs.
+        with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
+            batches = _batches(model_inputs(), lambda b: b[0].padded_frames, batch_megapixels, height, width)
+            for batch in batches:
+                win = batch[0][0]
+                with _explain_oom(dev, "encoder", len(batch), win.padded_frames, height, width,
+                                  batch_megapixels):  # fmt: skip
+                    tokens = encoder(torch.stack([x for _, x in batch]))
+                expected = win.latent_frames(tc)
+                if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
+                    raise AvTokensError(
+                        f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
+                        f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
+                        f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
+                    )
+                saver.put(tokens.to(torch.uint16) if discrete else tokens)
+                progress.advance(sum(w.real_frames for w, _ in batch))
+        if not windows:
+            raise AvTokensError(f"{source}: no decodable video frames")
+        frame_count = sum(w.real_frames for w in windows)
+        spans = latent_frame_spans(windows, tc)
+        metadata = {
+            "format": "avtokens-visual/1",
+            "project_version": avtokens.__version__,
+            "source": source_record(source, name, opened.sha256.result()),
+            "video": {**video_record(info, frame_count), "padded_width": width, "padded_height": height},
+            "picture": picture.as_metadata(),
+            "windows": {"frames": preset.window, "count": len(windows),
+                        "last_real_frames": windows[-1].real_frames,
+                        "last_padded_frames": windows[-1].padded_frames},
+            "latent": {"frames": len(spans), "height": frame_shape[0], "width": frame_shape[1],
+                       "channels": None if discrete else LATENT_CHANNELS,
+                       "tensor": tensor_name},
+            "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
+                          "window": preset.window, "repo": preset.repo,
+                          "weights": preset.weights, "encoder": encoder.record,
+                          "decoder_sha256": decoder_sha256},
+            "stand_in_weights": encoder.stand_in,
+            "runtime": runtime_record(dev),
+        }  # fmt: skip
+        writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
     log.info("%s: %d frames -> %d latent frames of %s %s", source, frame_count, len(spans),
              frame_shape, tensor_name)  # fmt: skip
 
@@ -208,27 +234,62 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
 def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str,
                       batch_megapixels: float, crf: int, x264_preset: str, source, frame_metrics,
                       weights_lock=None) -> None:  # fmt: skip
-    """Reconstruct a visual token file into an mp4 of the size the tokenizer saw, shown at the
-    source's aspect ratio, at its rate and length, and score every decoded frame against the
-    source frame as the tokenizer saw it (PSNR, SSIM) into a TSV, before the
-    mp4 encode touches it. The mp4's comment tag records the decoder (file, engine, self-check)."""
+    """Reconstruct one visual token file (`VisualDecode`)."""
+    stage = VisualDecode(preset, decoder_file, device, batch_megapixels, crf, x264_preset, weights_lock)
+    item = Item("", {"tokens": str(tokens_path), "source": str(source)},
+                {"video": str(dest), "frame_metrics": str(frame_metrics)})  # fmt: skip
+    run_items(stage, [item])
+
+
+class VisualDecode(Stage):
+    """The visual_decode rule: reconstruct each visual token file into an mp4 of the size the
+    tokenizer saw, shown at the source's aspect ratio, at its rate and length, and score every
+    decoded frame against the source frame as the tokenizer saw it (PSNR, SSIM) into a TSV,
+    before the mp4 encode touches it. The mp4's comment tag records the decoder (file,
+    engine, self-check). The decoder is loaded once for all the videos."""
+
+    def __init__(self, preset: Preset, decoder_file, device: str, batch_megapixels: float, crf: int,
+                 x264_preset: str, weights_lock=None):  # fmt: skip
+        self.preset, self.decoder_file, self.device = preset, decoder_file, device
+        self.batch_megapixels, self.crf, self.x264_preset = batch_megapixels, crf, x264_preset
+        self.weights_lock = weights_lock
+
+    def open(self) -> None:
+        dev = resolve_device(self.device)
+        self.decoder = CosmosDecoder(
+            self.decoder_file, self.preset, dev, WeightsLock.optional(self.weights_lock)
+        )
+
+    def prepare(self, item: Item):
+        tokens_path, preset = item.inputs["tokens"], self.preset
+        meta = read_metadata(tokens_path)
+        tok = meta["tokenizer"]
+        if (tok["kind"], tok["temporal"], tok["spatial"]) != (preset.kind, preset.temporal, preset.spatial):
+            raise AvTokensError(
+                f"{tokens_path}: made by a {tok['kind']}{tok['temporal']}x{tok['spatial']}x{tok['spatial']} "
+                f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
+            )
+        picture = Picture.from_metadata(meta["picture"])
+        source = item.inputs["source"]
+        windows = read_frame_windows(source, probe(source), tok["window"], picture=picture)
+        first = next(windows, None)
+        return meta, picture, itertools.chain([] if first is None else [first], windows)
+
+    def run(self, item: Item, prepared) -> None:
+        _decode(self, item.inputs["tokens"], item.inputs["source"], item.outputs["video"],
+                item.outputs["frame_metrics"], *prepared)  # fmt: skip
+
+
+def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta: dict, picture: Picture,
+            source_frames) -> None:  # fmt: skip
     from safetensors import safe_open
 
-    meta = read_metadata(tokens_path)
-    tok = meta["tokenizer"]
-    if (tok["kind"], tok["temporal"], tok["spatial"]) != (preset.kind, preset.temporal, preset.spatial):
-        raise AvTokensError(
-            f"{tokens_path}: made by a {tok['kind']}{tok['temporal']}x{tok['spatial']}x{tok['spatial']} "
-            f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
-        )
-    video, picture = meta["video"], Picture.from_metadata(meta["picture"])
-    fps, dev = Fraction(video["fps"]), resolve_device(device)
+    preset, decoder, batch_megapixels = stage.preset, stage.decoder, stage.batch_megapixels
+    tok, video = meta["tokenizer"], meta["video"]
+    fps, dev = Fraction(video["fps"]), decoder.device
     windows = plan_windows(video["frame_count"], tok["window"], preset.temporal)
-    decoder = CosmosDecoder(decoder_file, preset, dev, WeightsLock.optional(weights_lock))
     offsets = np.cumsum([0] + [w.latent_frames(preset.temporal) for w in windows])
-    source_windows = host_frames(
-        read_frame_windows(source, probe(source), tok["window"], picture=picture), dev
-    )
+    source_windows = host_frames(source_frames, dev)
     with (
         safe_open(str(tokens_path), framework="pt") as f,
         atomic_output(dest) as tmp,
@@ -239,8 +300,8 @@ def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: s
             picture.width,
             picture.height,
             fps,
-            crf,
-            x264_preset,
+            stage.crf,
+            stage.x264_preset,
             # read at the first frames: by then the decoder's record says what decoded them
             comment=lambda: json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True),
             sample_aspect_ratio=picture.sample_aspect_ratio,

@@ -16,11 +16,17 @@ os.environ.update(
 )
 from avtokens.checkpoints import cosmos_folder, dac_file
 from avtokens.media import unusable_source
+from avtokens.shards import failures, fill_pattern
 from avtokens.presets import grid_presets, make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
 
 validate(config, "../config/schemas/config.schema.yaml")
+if "videos_per_job" in config:
+    raise WorkflowError(
+        "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
+        "job per shard of that many videos (README, \"Many short clips: shard mode\"); replace it"
+    )
 if "batch_windows" in config:
     raise WorkflowError(
         "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
@@ -89,8 +95,13 @@ RESULTS = config["results"]
 # The DAC weights (official or demo) the presets that run use: a video's audio is coded
 # once per entry, whatever the number of presets.
 AUDIO_WEIGHTS = sorted({PRESETS[name].weights for name in RUN})
-VIDEOS_PER_JOB = config["videos_per_job"]
-VIDEO_BATCHES = [list(videos.index[i : i + VIDEOS_PER_JOB]) for i in range(0, len(videos), VIDEOS_PER_JOB)]
+# Shard mode (shard_size > 0): consecutive rows of the sheet in shards of that many videos,
+# named by their position, so appended rows add shards and leave the full ones as they were.
+SHARD_SIZE = config["shard_size"]
+SHARDS = {
+    f"shard{number:05d}": list(videos["path"].items())[start : start + SHARD_SIZE]
+    for number, start in enumerate(range(0, len(videos), SHARD_SIZE or len(videos)))
+} if SHARD_SIZE else {}
 CHECKPOINTS = config["checkpoints"]
 
 # Checkpoint folder -> Hugging Face repo, for the official presets that run.
@@ -110,21 +121,39 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    video=_alternatives(videos.index),
+    # In shard mode no rule has a {video} wildcard, and 100,000 names would make a slow regex.
+    video="(?!)" if SHARDS else _alternatives(videos.index),
     preset=_alternatives(PRESETS),
+    shard=r"shard\d\d\d\d\d+",
     model=r"Cosmos-0\.1-Tokenizer-(CV|DV)\d+x\d+x\d+",
     folder=_alternatives(OFFICIAL_REPOS) or "(?!)",
     weights="official|demo",
 
 
+# The per-video files, the same in both modes.
+WAV = f"{RESULTS}/audio/{{video}}.wav"
+TIMELINE = f"{RESULTS}/audio/{{video}}_timeline.json"
+CODES = f"{RESULTS}/audio/{{weights}}/{{video}}_codes.safetensors"
+RECONSTRUCTED_WAV = f"{RESULTS}/audio/{{weights}}/{{video}}_reconstructed.wav"
+AUDIO_SUMMARY = f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json"
+VISUAL_TOKENS = f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors"
+AUDIO_TOKENS = f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors"
+VISUAL_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4"
+COMBINED_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_combined.mp4"
+COMPARISON_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4"
+FRAME_METRICS = f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv"
+SUMMARY = f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json"
+PSNR_PLOT = f"{RESULTS}/report/{{video}}_psnr_per_frame.png"
+
+
 def get_final_output():
-    per_run = expand(
-        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_{{kind}}.mp4",
-        preset=RUN,
-        video=videos.index,
-        kind=["combined", "comparison"],
-    )
-    per_video = expand(f"{RESULTS}/report/{{video}}_psnr_per_frame.png", video=videos.index)
+    if SHARDS:
+        per_run = expand(shard_record("{preset}", "{stage}"), preset=RUN, stage=["mux", "compare_video"],
+                         shard=SHARDS)  # fmt: skip
+        per_video = expand(shard_record("videos", "plot_frame_psnr"), shard=SHARDS)
+    else:
+        per_run = expand([COMBINED_MP4, COMPARISON_MP4], preset=RUN, video=videos.index)
+        per_video = expand(PSNR_PLOT, video=videos.index)
     grid = [
         f"{RESULTS}/report/token_table.tsv",
         f"{RESULTS}/report/audio_table.tsv",
@@ -134,65 +163,55 @@ def get_final_output():
     return per_run + per_video + grid
 
 
-def batch_files(batch, pattern):
-    """The paths `{RESULTS}/<pattern>` of a batch of videos; `pattern` names `{video}`, and
-    `{{preset}}` or `{{weights}}` to leave a wildcard. Braces in video names are escaped
-    so that they stay literal."""
-    literal = [name.replace("{", "{{").replace("}", "}}") for name in batch]
-    return [f"{RESULTS}/{pattern.format(video=name)}" for name in literal]
+def shard_record(scope, stage):
+    """The record a shard job of `stage` writes (scope: a preset, audio/<weights> or videos)."""
+    return f"{RESULTS}/shards/{scope}/{{shard}}/{stage}.shard.json"
 
 
 def all_summaries():
-    return expand(
-        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json", preset=RUN, video=videos.index
-    )
-
-
-def all_token_files(part):
-    """Every `part` (visual or audio) token file, in the same order as all_summaries()."""
-    return expand(
-        f"{RESULTS}/{{preset}}/tokens/{{video}}_{part}_tokens.safetensors",
-        preset=RUN,
-        video=videos.index,
-    )
+    """Every video x preset summary (in shard mode, the records of the shards' summaries)."""
+    if SHARDS:
+        return expand(shard_record("{preset}", "summarize"), preset=RUN, shard=SHARDS)
+    return expand(SUMMARY, preset=RUN, video=videos.index)
 
 
 def all_audio_summaries():
-    """Every video's audio summary, once per DAC weights that run."""
-    return expand(f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json", weights=AUDIO_WEIGHTS, video=videos.index)
+    """Every video's audio summary, once per DAC weights that run (or the shards' records)."""
+    if SHARDS:
+        return expand(shard_record("audio/{weights}", "summarize_audio"), weights=AUDIO_WEIGHTS, shard=SHARDS)
+    return expand(AUDIO_SUMMARY, weights=AUDIO_WEIGHTS, video=videos.index)
 
 
-def audio_summary_of_each_run():
-    """The audio summary of every video x preset, in the same order as all_summaries()."""
-    return [f"{RESULTS}/audio/{PRESETS[preset].weights}/{video}_summary.json" for preset in RUN for video in videos.index]
+def manifest_inputs(wildcards):
+    """Per video x preset, in the same order: summary, token files, the audio summary of the
+    preset's DAC weights. In shard mode the summaries' records, which list those files."""
+    if SHARDS:
+        return {"summaries": all_summaries(), "audio_summaries": all_audio_summaries()}
+    runs = [{"preset": p, "weights": PRESETS[p].weights, "video": v} for p in RUN for v in videos.index]
+    return {
+        key: [fill_pattern(pattern, run) for run in runs]
+        for key, pattern in [("summaries", SUMMARY), ("visual_tokens", VISUAL_TOKENS),
+                             ("audio_tokens", AUDIO_TOKENS), ("audio_summaries", AUDIO_SUMMARY)]
+    }  # fmt: skip
 
 
-def audio_of_preset(suffix):
-    """Input function: the per-video audio file `<video>_<suffix>` made with the preset's
-    DAC weights (shared by every preset with those weights)."""
+def audio_of_preset(pattern):
+    """Input function: the per-video audio file `pattern` made with the preset's DAC weights
+    (shared by every preset with those weights)."""
 
     def get(wildcards):
-        return f"{RESULTS}/audio/{PRESETS[wildcards.preset].weights}/{wildcards.video}_{suffix}"
+        return fill_pattern(pattern, {"weights": PRESETS[wildcards.preset].weights, "video": wildcards.video})
 
     return get
 
 
 def frame_metrics_of_video(wildcards):
     """{preset: per-frame metrics file} of one video, for every preset that runs."""
-    return {name: f"{RESULTS}/{name}/metrics/{wildcards.video}_frames.tsv" for name in RUN}
+    return {name: fill_pattern(FRAME_METRICS, {"preset": name, "video": wildcards.video}) for name in RUN}
 
 
 def source_video(wildcards):
     return videos.loc[wildcards.video, "path"]
-
-
-def source_videos(wildcards):
-    """A per-video encode job's video, as the list the (also batched) encode script takes."""
-    return [source_video(wildcards)]
-
-
-def video_names(wildcards):
-    return [wildcards.video]
 
 
 def preset_params(wildcards):
@@ -242,7 +261,10 @@ def demo_factors(wildcards):
 
 def report_outputs():
     print(f"\nOutputs under {RESULTS}/ (per preset: tokens/, reconstructed/, metrics/):")
-    for path in get_final_output():
+    if SHARDS:
+        print(f"  {len(videos)} videos in {len(SHARDS)} shards of up to {SHARD_SIZE}; what each shard job "
+              f"made is listed in its record under {RESULTS}/shards/")
+    for path in get_final_output()[-4:] if SHARDS else get_final_output():
         print(f"  {path}")
     print(
         f"HTML report of all of it: run the same command again with --report {RESULTS}/report.zip, "
@@ -267,3 +289,49 @@ def check_left_out_videos(fail):
         if fail:
             raise WorkflowError(message)
         print(message, file=sys.stderr)
+
+
+def shard_records_of_run():
+    """Every record the shard jobs of this run write."""
+    scopes = {"videos": ["extract_wav", "plot_frame_psnr"]}
+    scopes |= {f"audio/{w}": ["audio_encode", "audio_decode", "summarize_audio"] for w in AUDIO_WEIGHTS}
+    scopes |= {p: ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"] for p in RUN}
+    return [
+        shard_record(scope, stage).replace("{shard}", shard)
+        for scope, stages in scopes.items()
+        for stage in stages
+        for shard in SHARDS
+    ]
+
+
+def check_failed_videos(fail):
+    """Shard mode: name the videos that failed inside shard jobs, one line each, list them all
+    in shards/failed_videos.tsv, and remove the records of the shard jobs they failed in, so
+    that the next run redoes those jobs (only their missing videos). With `fail`, end a run
+    that otherwise succeeded in failure."""
+    if not SHARDS:
+        return
+    rows = failures(shard_records_of_run())
+    if not rows:
+        return
+    table = f"{RESULTS}/shards/failed_videos.tsv"
+    with open(table, "w", encoding="utf-8") as out:
+        out.write("video\tpath\tstage\tpreset_or_weights\treason\n")
+        for row in rows:
+            scope = row.get("preset") or row.get("weights") or ""
+            out.write(f"{row['video']}\t{videos.loc[row['video'], 'path']}\t{row['stage']}\t{scope}\t{row['reason']}\n")
+    by_video = {}
+    for row in rows:
+        scope = row.get("preset") or row.get("weights")
+        by_video.setdefault(row["video"], []).append(f"{row['stage']}{f' ({scope})' if scope else ''}: {row['reason']}")
+    for name, reasons in list(by_video.items())[:20]:
+        print(f"ERROR video {name} ({videos.loc[name, 'path']}): " + "; ".join(reasons), file=sys.stderr)
+    for record in {row["record"] for row in rows}:
+        os.remove(record)
+    message = (
+        f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished. "
+        "The next run retries them and redoes nothing else."
+    )
+    if fail:
+        raise WorkflowError(message)
+    print(message, file=sys.stderr)

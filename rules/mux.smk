@@ -3,10 +3,10 @@
 
 rule mux:
     input:
-        video=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
-        audio=audio_of_preset("reconstructed.wav"),
+        video=VISUAL_MP4,
+        audio=audio_of_preset(RECONSTRUCTED_WAV),
     output:
-        f"{RESULTS}/{{preset}}/reconstructed/{{video}}_combined.mp4",
+        combined=COMBINED_MP4,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.mux.log",
     conda:

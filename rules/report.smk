@@ -4,11 +4,11 @@
 
 rule summarize:
     input:
-        frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
-        visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
-        audio_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors",
+        frame_metrics=FRAME_METRICS,
+        visual_tokens=VISUAL_TOKENS,
+        audio_tokens=AUDIO_TOKENS,
     output:
-        f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json",
+        summary=SUMMARY,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.summarize.log",
     conda:
@@ -19,11 +19,11 @@ rule summarize:
 
 rule summarize_audio:
     input:
-        codes=f"{RESULTS}/audio/{{weights}}/{{video}}_codes.safetensors",
-        source_wav=f"{RESULTS}/audio/{{video}}.wav",
-        reconstructed_wav=f"{RESULTS}/audio/{{weights}}/{{video}}_reconstructed.wav",
+        codes=CODES,
+        source_wav=WAV,
+        reconstructed_wav=RECONSTRUCTED_WAV,
     output:
-        f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json",
+        summary=AUDIO_SUMMARY,
     log:
         f"{RESULTS}/logs/audio/{{weights}}/{{video}}.summarize_audio.log",
     conda:
@@ -69,12 +69,12 @@ rule token_table:
 rule compare_video:
     input:
         source=source_video,
-        reconstruction=f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4",
-        frame_metrics=f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv",
-        visual_tokens=f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors",
+        reconstruction=VISUAL_MP4,
+        frame_metrics=FRAME_METRICS,
+        visual_tokens=VISUAL_TOKENS,
     output:
-        report(
-            f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4",
+        comparison=report(
+            COMPARISON_MP4,
             caption="../report/comparison.rst",
             category="Comparison videos",
             labels={"video": "{video}", "preset": "{preset}"},
@@ -111,8 +111,8 @@ rule plot_frame_psnr:
     input:
         unpack(frame_metrics_of_video),
     output:
-        report(
-            f"{RESULTS}/report/{{video}}_psnr_per_frame.png",
+        plot=report(
+            PSNR_PLOT,
             caption="../report/psnr_per_frame.rst",
             category="PSNR per frame",
             labels={"video": "{video}"},
@@ -127,14 +127,13 @@ rule plot_frame_psnr:
 
 rule manifest:
     input:
-        summaries=all_summaries(),
-        visual_tokens=all_token_files("visual"),
-        audio_tokens=all_token_files("audio"),
-        audio_summaries=audio_summary_of_each_run(),
+        unpack(manifest_inputs),
     output:
         f"{RESULTS}/manifest.jsonl",
     log:
         f"{RESULTS}/logs/manifest.log",
+    params:
+        weights_of={name: PRESETS[name].weights for name in RUN},
     conda:
         "../envs/avtokens.yaml"
     script:

@@ -1,10 +1,8 @@
 from avtokens.audio import align_codes
-from avtokens.rule import run_rule
+from avtokens.rule import run_stage
+from avtokens.shards import PerVideo
 
-run_rule(
+run_stage(
     snakemake,
-    align_codes,
-    codes_path=snakemake.input.codes,
-    visual_tokens=snakemake.input.visual_tokens,
-    dest=snakemake.output[0],
+    PerVideo(lambda v: align_codes(v.inputs["codes"], v.inputs["visual_tokens"], v.outputs["audio_tokens"])),
 )

@@ -1,14 +1,14 @@
-from avtokens.audio import decode_codes_files
-from avtokens.rule import bound_heap_growth, run_rule
+from avtokens.audio import AudioDecode
+from avtokens.rule import bound_heap_growth, run_stage
 
 bound_heap_growth()  # DAC's window-sized buffers would fragment the heap (see there)
 
-run_rule(
+run_stage(
     snakemake,
-    decode_codes_files,
-    items=list(zip(snakemake.input.codes, snakemake.output, strict=True)),
-    weights=snakemake.input.weights,
-    device=snakemake.config["device"],
-    window_seconds=snakemake.config["audio_window_seconds"],
-    weights_lock=snakemake.params.weights_lock,
+    AudioDecode(
+        snakemake.input.weights,
+        device=snakemake.config["device"],
+        window_seconds=snakemake.config["audio_window_seconds"],
+        weights_lock=snakemake.params.weights_lock,
+    ),
 )

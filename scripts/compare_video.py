@@ -1,15 +1,19 @@
 from avtokens.compare import write_comparison
-from avtokens.rule import run_rule
+from avtokens.rule import run_stage
+from avtokens.shards import PerVideo
 
-run_rule(
+run_stage(
     snakemake,
-    write_comparison,
-    snakemake.input.source,
-    snakemake.input.reconstruction,
-    snakemake.input.frame_metrics,
-    snakemake.input.visual_tokens,
-    snakemake.output[0],
-    label=snakemake.wildcards.preset,
-    crf=snakemake.params.crf,
-    x264_preset=snakemake.params.x264_preset,
+    PerVideo(
+        lambda v: write_comparison(
+            v.inputs["source"],
+            v.inputs["reconstruction"],
+            v.inputs["frame_metrics"],
+            v.inputs["visual_tokens"],
+            v.outputs["comparison"],
+            label=snakemake.wildcards.preset,
+            crf=snakemake.params.crf,
+            x264_preset=snakemake.params.x264_preset,
+        )
+    ),
 )

@@ -1,11 +1,8 @@
 from avtokens.audio import extract_audio
-from avtokens.rule import run_rule
+from avtokens.rule import run_stage
+from avtokens.shards import PerVideo
 
-run_rule(
+run_stage(
     snakemake,
-    extract_audio,
-    source=snakemake.input[0],
-    name=snakemake.wildcards.video,
-    wav_dest=snakemake.output.wav,
-    timeline_dest=snakemake.output.timeline,
+    PerVideo(lambda v: extract_audio(v.inputs["source"], v.name, v.outputs["wav"], v.outputs["timeline"])),
 )

@@ -1,11 +1,12 @@
 from avtokens.atomic import atomic_output
 from avtokens.media import mux
-from avtokens.rule import run_rule
+from avtokens.rule import run_stage
+from avtokens.shards import PerVideo
 
 
-def main(video, audio, dest):
-    with atomic_output(dest) as tmp:
-        mux(video, audio, tmp)
+def combine(video):
+    with atomic_output(video.outputs["combined"]) as tmp:
+        mux(video.inputs["video"], video.inputs["audio"], tmp)
 
 
-run_rule(snakemake, main, snakemake.input.video, snakemake.input.audio, snakemake.output[0])
+run_stage(snakemake, PerVideo(combine))

@@ -1,11 +1,17 @@
-from avtokens.rule import run_rule
+from avtokens.rule import run_stage
+from avtokens.shards import PerVideo
 from avtokens.summary import write_audio_summary
 
-run_rule(
+run_stage(
     snakemake,
-    write_audio_summary,
-    snakemake.output[0],
-    video=snakemake.wildcards.video,
-    weights=snakemake.wildcards.weights,
-    **dict(snakemake.input.items()),
+    PerVideo(
+        lambda v: write_audio_summary(
+            v.outputs["summary"],
+            video=v.name,
+            weights=snakemake.wildcards.weights,
+            codes=v.inputs["codes"],
+            source_wav=v.inputs["source_wav"],
+            reconstructed_wav=v.inputs["reconstructed_wav"],
+        )
+    ),
 )

@@ -1,0 +1,277 @@
+"""Shard mode: one job runs a stage over a shard of videos, loading its model once.
+
+Every rule script hands its work to `run_items` as one `Item` per video (its named input
+and output files), so a per-video job is simply a shard of one. In shard mode (`shard_size`
+> 0) Snakemake sees one record per shard and stage instead of the per-video files, which
+keeps the DAG small for 100,000 clips; the per-video outputs are the same files.
+
+What Snakemake no longer sees per video is kept here:
+- the record (the job's output, JSON) lists the videos done, with their files, and the
+  videos that failed, each with its one-line reason. The next stage takes the videos done
+  in all of its upstream records; the others are passed on as not run.
+- the journal (beside the record, not a Snakemake output, so it outlives a rerun) holds a
+  key per finished video: its stage settings and the size and time of its input files. A
+  rerun of the shard (its rows, a preset field, or an input changed; or a failure to retry)
+  skips the videos whose key is unchanged and whose outputs exist, and redoes only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avtokens import AvTokensError
+from avtokens.atomic import atomic_output
+from avtokens.background import prefetched
+
+log = logging.getLogger(__name__)
+RECORD_FORMAT = "avtokens-shard/1"
+RECORD_SUFFIX = ".shard.json"
+
+
+@dataclass
+class Item:
+    """One video's files for one stage: name -> path of its inputs and outputs."""
+
+    name: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+
+class Stage:
+    """A rule's work, one video at a time. `open` loads what the videos share (a model), once,
+    before the first video that has work to do; `prepare` runs one video ahead on a background
+    thread (probing it, starting to read it) while `run` keeps the model busy with the
+    current one."""
+
+    def open(self) -> None:
+        pass
+
+    def prepare(self, item: Item):
+        return None
+
+    def run(self, item: Item, prepared) -> None:
+        raise NotImplementedError
+
+
+class PerVideo(Stage):
+    """A stage without a shared model: `work(item)` per video."""
+
+    def __init__(self, work: Callable[[Item], None]):
+        self.work = work
+
+    def run(self, item: Item, prepared) -> None:
+        self.work(item)
+
+
+@dataclass
+class ShardJob:
+    """What a shard job knows beyond its items: where its record and journal go, what decides
+    its outputs (`settings`: the rule's params; `shared`: files every video uses, such as
+    weights), and the videos upstream stages did not finish (name -> reason)."""
+
+    record: Path
+    settings: dict
+    shared: dict[str, str]
+    not_run: dict[str, str] = field(default_factory=dict)
+    wildcards: dict[str, str] = field(default_factory=dict)
+    stage_name: str = ""
+
+    @property
+    def journal(self) -> Path:
+        return self.record.with_suffix(".journal")
+
+
+def _identity(path: str) -> list:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None, None]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def video_key(item: Item, job: ShardJob) -> str:
+    """What a video's outputs were made from: the stage settings, the shared files and the
+    video's own input files (size and modification time, as Snakemake judges staleness)."""
+    text = json.dumps(
+        [job.settings, sorted(_identity(p) for p in job.shared.values()),
+         sorted((k, _identity(p)) for k, p in item.inputs.items())],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_journal(path: Path) -> dict[str, str]:
+    """video -> key of its last finished run (a line cut short by a killed job is ignored)."""
+    keys = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                keys[entry["video"]] = entry["key"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return keys
+
+
+def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> None:
+    """Run `stage` over `items`. Without `job` (a per-video job) an error ends the job. With
+    it, a video that fails is logged in one line and recorded, the others go on, and videos
+    finished before with the same key are not redone."""
+    if job is None:
+        stage.open()
+        for item in items:
+            stage.run(item, stage.prepare(item))
+        return
+    known = read_journal(job.journal)
+    keys = {item.name: video_key(item, job) for item in items}
+    todo = [
+        item
+        for item in items
+        if known.get(item.name) != keys[item.name] or not all(map(os.path.exists, item.outputs.values()))
+    ]
+    failed: dict[str, str] = {}
+    started = time.monotonic()
+    log.info("%s: %d videos, %d to do, %d done before, %d not run (failed upstream)",
+             job.stage_name, len(items), len(todo), len(items) - len(todo), len(job.not_run))  # fmt: skip
+    if todo:
+        stage.open()
+        with open(job.journal, "a", encoding="utf-8") as journal:
+            for item, prepared, error in prefetched(todo, lambda i: _prepare(stage, i), depth=1):
+                if error is None:
+                    error = _attempt(stage, item, prepared)
+                if error is None:
+                    journal.write(json.dumps({"video": item.name, "key": keys[item.name]}) + "\n")
+                    journal.flush()
+                else:
+                    failed[item.name] = error
+                    log.error("video %s failed in %s: %s", item.name, job.stage_name, error)
+    done = {i.name: {**i.inputs, **i.outputs} for i in items if i.name not in failed}
+    write_record(job, done, failed)
+    log.info("%s: %d made, %d failed, %.1f s", job.stage_name, len(todo) - len(failed), len(failed),
+             time.monotonic() - started)  # fmt: skip
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err) if isinstance(err, AvTokensError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())  # one line
+
+
+def _prepare(stage: Stage, item: Item):
+    try:
+        return item, stage.prepare(item), None
+    except Exception as err:  # reported for this video; the shard goes on
+        if not isinstance(err, AvTokensError):
+            log.exception("video %s: preparing failed", item.name)
+        return item, None, _reason(err)
+
+
+def _attempt(stage: Stage, item: Item, prepared) -> str | None:
+    try:
+        stage.run(item, prepared)
+    except Exception as err:  # reported for this video; the shard goes on
+        if not isinstance(err, AvTokensError):
+            log.exception("video %s: failed", item.name)
+        return _reason(err)
+    return None
+
+
+def write_record(job: ShardJob, done: dict[str, dict], failed: dict[str, str]) -> None:
+    record = {
+        "format": RECORD_FORMAT,
+        "stage": job.stage_name,
+        "wildcards": job.wildcards,
+        "done": done,
+        "failed": failed,  # in this stage
+        "not_run": job.not_run,  # failed upstream
+    }
+    with atomic_output(job.record) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_record(path) -> dict:
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if record.get("format") != RECORD_FORMAT:
+        raise AvTokensError(f"{path}: not a shard record ({RECORD_FORMAT})")
+    return record
+
+
+def shard_items(videos: Iterable[tuple[str, str]], inputs: dict[str, str], outputs: dict[str, str],
+                upstream: list) -> tuple[list[Item], dict[str, str]]:  # fmt: skip
+    """The items of a shard's stage: for each (name, source) row, the patterns of `inputs`
+    and `outputs` with `{video}` filled in (`source` stands for the row's file), keeping
+    the videos done in every upstream record. Returns them and the others, with reasons."""
+    records = [read_record(path) for path in upstream]
+    not_run = {}
+    for record in records:
+        for name, reason in {**record["not_run"], **record["failed"]}.items():
+            not_run.setdefault(name, reason if name in record["not_run"] else f"{record['stage']}: {reason}")
+    items = []
+    for name, source in videos:
+        if name in not_run:
+            continue
+        if not all(name in record["done"] for record in records):
+            not_run[name] = "not made upstream"
+            continue
+        files = {key: source if pattern == "source" else fill_pattern(pattern, {"video": name})
+                 for key, pattern in {**inputs, **outputs}.items()}  # fmt: skip
+        items.append(Item(name, {key: files[key] for key in inputs}, {key: files[key] for key in outputs}))
+    return items, not_run
+
+
+def fill_pattern(pattern: str, values: dict[str, str]) -> str:
+    """`pattern` with the named `{fields}` replaced by their values, other fields left."""
+    for key, value in values.items():
+        pattern = pattern.replace("{" + key + "}", value)
+    return pattern
+
+
+def per_video_files(paths: Iterable, key: str) -> list[str]:
+    """`paths` themselves, except that a shard record (shard mode) stands for the file `key`
+    of each video done in it, in record order."""
+    files = []
+    for path in map(str, paths):
+        if path.endswith(RECORD_SUFFIX):
+            files += [done[key] for done in read_record(path)["done"].values()]
+        else:
+            files.append(path)
+    return files
+
+
+def manifest_runs(summary_records: Iterable, audio_records: Iterable, weights_of: dict) -> list[dict]:
+    """The manifest's runs (`avtokens.manifest.write_manifest`) from the records of the
+    summarize and summarize_audio shard jobs: every video x preset done in both."""
+    audio = {}
+    for path in audio_records:
+        record = read_record(path)
+        for name, files in record["done"].items():
+            audio[record["wildcards"]["weights"], name] = files["summary"]
+    runs = []
+    for path in summary_records:
+        record = read_record(path)
+        weights = weights_of[record["wildcards"]["preset"]]
+        for name, files in record["done"].items():
+            if (weights, name) in audio:
+                runs.append({
+                    "summary": files["summary"], "visual_tokens": files["visual_tokens"],
+                    "audio_tokens": files["audio_tokens"], "audio_summary": audio[weights, name],
+                })  # fmt: skip
+    return runs
+
+
+def failures(records: Iterable) -> list[dict]:
+    """The videos that failed in the stage of each record (not those passed on from upstream)."""
+    rows = []
+    for path in records:
+        if Path(path).is_file():
+            record = read_record(path)
+            for name, reason in record["failed"].items():
+                rows.append({"video": name, "stage": record["stage"], "record": str(path), "reason": reason,
+                             **record["wildcards"]})  # fmt: skip
+    return rows

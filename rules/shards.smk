@@ -1,0 +1,176 @@
+# Shard mode (`shard_size` > 0): every per-video rule also runs as one job per shard of
+# videos (x preset, or x DAC weights), with the same script, params and per-video files.
+# Snakemake tracks one record per shard job (avtokens.shards explains what it lists);
+# the per-video rules stay defined but match nothing, as no {video} wildcard does.
+
+
+def shard_sources(wildcards):
+    return [path for _, path in SHARDS[wildcards.shard]]
+
+
+def shard_spec(inputs, outputs):
+    """Params function: a shard job's rows (name, source) and the per-video file patterns of
+    its stage with the job's preset and DAC weights filled in ("source": the row's file)."""
+
+    def get(wildcards):
+        values = {key: value for key, value in wildcards.items() if key != "shard"}
+        if "preset" in values:
+            values["weights"] = PRESETS[values["preset"]].weights
+        fill = lambda files: {key: fill_pattern(pattern, values) for key, pattern in files.items()}
+        return {"videos": SHARDS[wildcards.shard], "inputs": fill(inputs), "outputs": fill(outputs)}
+
+    return get
+
+
+def upstream(*stages):
+    """Input function: the records of the stages ("<scope>/<stage>") a shard job takes its
+    videos from; the scope may name the job's {preset}, or the {weights} of its preset."""
+
+    def get(wildcards):
+        values = dict(wildcards.items())
+        if "preset" in values:
+            values["weights"] = PRESETS[values["preset"]].weights
+        return [fill_pattern(shard_record(*stage.rsplit("/", 1)), values) for stage in stages]
+
+    return get
+
+
+use rule extract_wav as shard_extract_wav with:
+    input:
+        sources=shard_sources,
+    output:
+        record=shard_record("videos", "extract_wav"),
+    log:
+        f"{RESULTS}/logs/shards/{{shard}}.extract_wav.log",
+    params:
+        shard=shard_spec({"source": "source"}, {"wav": WAV, "timeline": TIMELINE}),
+
+
+use rule audio_encode as shard_audio_encode with:
+    input:
+        records=upstream("videos/extract_wav"),
+        weights=dac_weights,
+    output:
+        record=shard_record("audio/{weights}", "audio_encode"),
+    log:
+        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.audio_encode.log",
+    params:
+        shard=shard_spec({"wav": WAV, "timeline": TIMELINE}, {"codes": CODES}),
+
+
+use rule audio_decode as shard_audio_decode with:
+    input:
+        records=upstream("audio/{weights}/audio_encode"),
+        weights=dac_weights,
+    output:
+        record=shard_record("audio/{weights}", "audio_decode"),
+    log:
+        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.audio_decode.log",
+    params:
+        shard=shard_spec({"codes": CODES}, {"wav": RECONSTRUCTED_WAV}),
+
+
+use rule summarize_audio as shard_summarize_audio with:
+    input:
+        records=upstream("audio/{weights}/audio_decode"),
+    output:
+        record=shard_record("audio/{weights}", "summarize_audio"),
+    log:
+        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.summarize_audio.log",
+    params:
+        shard=shard_spec(
+            {"codes": CODES, "source_wav": WAV, "reconstructed_wav": RECONSTRUCTED_WAV}, {"summary": AUDIO_SUMMARY}
+        ),
+
+
+use rule visual_encode as shard_visual_encode with:
+    input:
+        sources=shard_sources,
+        encoder=weights_file("encoder"),
+        decoder=weights_file("decoder"),
+    output:
+        record=shard_record("{preset}", "visual_encode"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.visual_encode.log",
+    params:
+        shard=shard_spec({"source": "source"}, {"tokens": VISUAL_TOKENS}),
+
+
+use rule visual_decode as shard_visual_decode with:
+    input:
+        records=upstream("{preset}/visual_encode"),
+        sources=shard_sources,
+        decoder=weights_file("decoder"),
+    output:
+        record=shard_record("{preset}", "visual_decode"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.visual_decode.log",
+    params:
+        shard=shard_spec(
+            {"tokens": VISUAL_TOKENS, "source": "source"}, {"video": VISUAL_MP4, "frame_metrics": FRAME_METRICS}
+        ),
+
+
+use rule align_audio as shard_align_audio with:
+    input:
+        records=upstream("{preset}/visual_encode", "audio/{weights}/audio_encode"),
+    output:
+        record=shard_record("{preset}", "align_audio"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.align_audio.log",
+    params:
+        shard=shard_spec({"codes": CODES, "visual_tokens": VISUAL_TOKENS}, {"audio_tokens": AUDIO_TOKENS}),
+
+
+use rule summarize as shard_summarize with:
+    input:
+        records=upstream("{preset}/visual_decode", "{preset}/align_audio"),
+    output:
+        record=shard_record("{preset}", "summarize"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.summarize.log",
+    params:
+        shard=shard_spec(
+            {"frame_metrics": FRAME_METRICS, "visual_tokens": VISUAL_TOKENS, "audio_tokens": AUDIO_TOKENS},
+            {"summary": SUMMARY},
+        ),
+
+
+use rule mux as shard_mux with:
+    input:
+        records=upstream("{preset}/visual_decode", "audio/{weights}/audio_decode"),
+    output:
+        record=shard_record("{preset}", "mux"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.mux.log",
+    params:
+        shard=shard_spec({"video": VISUAL_MP4, "audio": RECONSTRUCTED_WAV}, {"combined": COMBINED_MP4}),
+
+
+use rule compare_video as shard_compare_video with:
+    input:
+        records=upstream("{preset}/visual_decode"),
+        sources=shard_sources,
+    output:
+        record=shard_record("{preset}", "compare_video"),
+    log:
+        f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.compare_video.log",
+    params:
+        shard=shard_spec(
+            {"source": "source", "reconstruction": VISUAL_MP4, "frame_metrics": FRAME_METRICS,
+             "visual_tokens": VISUAL_TOKENS},
+            {"comparison": COMPARISON_MP4},
+        ),  # fmt: skip
+
+
+use rule plot_frame_psnr as shard_plot_frame_psnr with:
+    input:
+        records=upstream(*(f"{name}/visual_decode" for name in RUN)),
+    output:
+        record=shard_record("videos", "plot_frame_psnr"),
+    log:
+        f"{RESULTS}/logs/shards/{{shard}}.plot_frame_psnr.log",
+    params:
+        shard=shard_spec(
+            {name: fill_pattern(FRAME_METRICS, {"preset": name}) for name in RUN}, {"plot": PSNR_PLOT}
+        ),
