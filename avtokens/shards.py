@@ -265,13 +265,18 @@ def manifest_runs(summary_records: Iterable, audio_records: Iterable, weights_of
     return runs
 
 
-def failures(records: Iterable) -> list[dict]:
-    """The videos that failed in the stage of each record (not those passed on from upstream)."""
-    rows = []
+def failures(records: Iterable) -> tuple[list[dict], list[str]]:
+    """The videos that failed in the stage of each record (not those passed on from upstream),
+    and the records that leave a video unfinished, failed there or upstream. Those must go
+    for the next run to retry: Snakemake does not remake a missing file whose dependents are
+    all present."""
+    rows, unfinished = [], []
     for path in records:
         if Path(path).is_file():
             record = read_record(path)
             for name, reason in record["failed"].items():
-                rows.append({"video": name, "stage": record["stage"], "record": str(path), "reason": reason,
+                rows.append({"video": name, "stage": record["stage"], "reason": reason,
                              **record["wildcards"]})  # fmt: skip
-    return rows
+            if record["failed"] or record["not_run"]:
+                unfinished.append(str(path))
+    return rows, unfinished

@@ -1,9 +1,9 @@
-"""How much loading a model once per batch of videos saves, on many short clips.
+"""How much loading a model once per shard of videos saves, on many short clips.
 
 Makes N short clips with ffmpeg, then runs only one model step of the workflow on them
 (`--step`: visual_encode, the Cosmos encoder, or audio_encode, DAC) twice: one job per video
-(`videos_per_job: 1`) and batches of B videos per job; what the step needs first (weights,
-the extracted audio) is made outside the timing. Prints a table and writes JSON. With the
+(`shard_size: 0`) and shards of B videos per job; what the step needs first (weights, the
+extracted audio) is made outside the timing. Prints a table and writes JSON. With the
 demo weights (the default) the saving is the per-job start-up (a Python process, importing
 torch and dac, loading the weights); with the official checkpoints each load also reads and
 moves their weights (~200 MB for Cosmos, ~300 MB for DAC).
@@ -63,21 +63,30 @@ def main() -> None:
         results = {}
         for per_job in (1, args.batch):
             workdir = work / f"per_job_{per_job}"
-            overlay = {"videos": str(sheet), "weights": args.weights, "videos_per_job": per_job,
+            shard_size = 0 if per_job == 1 else per_job
+            overlay = {"videos": str(sheet), "weights": args.weights, "shard_size": shard_size,
                        "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
                        "run": ["DV8x16x16"]}  # fmt: skip
             names = [f"clip{i:03d}" for i in range(args.clips)]
+            shards = [f"shard{k:05d}" for k in range(-(-args.clips // per_job))]
             base = workflow_command(workdir, overlay, cores=args.cores)
             if args.step == "visual_encode":
-                targets = [f"results/DV8x16x16/tokens/{name}_visual_tokens.safetensors" for name in names]
                 needed = ["resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"]
+                per_video = [f"results/DV8x16x16/tokens/{name}_visual_tokens.safetensors" for name in names]
+                per_shard = [f"results/shards/DV8x16x16/{shard}/visual_encode.shard.json" for shard in shards]
             else:
-                targets = [f"results/audio/{args.weights}/{name}_codes.safetensors" for name in names]
                 needed = ["resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth"]
-                needed += [f"results/audio/{name}_timeline.json" for name in names]
+                if shard_size:
+                    needed += [f"results/shards/videos/{shard}/extract_wav.shard.json" for shard in shards]
+                else:
+                    needed += [f"results/audio/{name}_timeline.json" for name in names]
+                per_video = [f"results/audio/{args.weights}/{name}_codes.safetensors" for name in names]
+                per_shard = [
+                    f"results/shards/audio/{args.weights}/{shard}/audio_encode.shard.json" for shard in shards
+                ]
             _run([*base, *(needed if args.weights == "demo" else needed[1:])])  # outside the timing
             start = time.perf_counter()
-            _run([*base, *targets])
+            _run([*base, *(per_shard if shard_size else per_video)])
             results[per_job] = time.perf_counter() - start
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -306,13 +306,13 @@ def shard_records_of_run():
 
 def check_failed_videos(fail):
     """Shard mode: name the videos that failed inside shard jobs, one line each, list them all
-    in shards/failed_videos.tsv, and remove the records of the shard jobs they failed in, so
-    that the next run redoes those jobs (only their missing videos). With `fail`, end a run
-    that otherwise succeeded in failure."""
+    in shards/failed_videos.tsv, and remove the records of the shard jobs that left them
+    unfinished, so that the next run redoes those jobs (only their missing videos). With
+    `fail`, end a run that otherwise succeeded in failure."""
     if not SHARDS:
         return
-    rows = failures(shard_records_of_run())
-    if not rows:
+    rows, unfinished = failures(shard_records_of_run())
+    if not unfinished:
         return
     table = f"{RESULTS}/shards/failed_videos.tsv"
     with open(table, "w", encoding="utf-8") as out:
@@ -326,7 +326,7 @@ def check_failed_videos(fail):
         by_video.setdefault(row["video"], []).append(f"{row['stage']}{f' ({scope})' if scope else ''}: {row['reason']}")
     for name, reasons in list(by_video.items())[:20]:
         print(f"ERROR video {name} ({videos.loc[name, 'path']}): " + "; ".join(reasons), file=sys.stderr)
-    for record in {row["record"] for row in rows}:
+    for record in unfinished:
         os.remove(record)
     message = (
         f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished. "

@@ -227,7 +227,7 @@ def inputs_run(tmp_path_factory):
         "weights": "demo",
         "presets": {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["p"],
-        "videos_per_job": len(sources),  # one load of each model: awkward inputs in one batch
+        "shard_size": len(sources),  # one shard: each model loaded once, awkward inputs one after another
     }
     run_workflow(folder / "w", overlay)
     return folder / "w" / "results", sources

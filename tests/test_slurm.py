@@ -16,32 +16,64 @@ def cluster(tmp_path_factory):
         yield running
 
 
-def test_the_workflow_runs_as_slurm_jobs_and_gpu_rules_ask_for_a_gpu(cluster, tmp_path):
-    clip = make_clip(tmp_path / "clip.mp4", 64, 48, 12, rate="25")
-    (tmp_path / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")
+def run_on_slurm(cluster, tmp_path, clips: int, **settings) -> dict[str, list[dict]]:
+    """The workflow on `clips` clips through profiles/slurm; the cluster jobs it made, by rule."""
+    rows = [
+        f"clip{i}\t{make_clip(tmp_path / f'clip{i}.mp4', 64, 48, 12 + i, rate='25')}\n" for i in range(clips)
+    ]
+    (tmp_path / "videos.tsv").write_text("name\tpath\n" + "".join(rows))
     overlay = {
         "videos": str(tmp_path / "videos.tsv"),
         "weights": "demo",
         "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["DV8x16x16"],
+        **settings,
     }
     # No accounting storage here: job states come from squeue. The rules' memory requests are
     # lowered to fit this small machine.
-    small = [f"{rule}:mem_mb=500" for rule in GPU_RULES]
+    small = [f"{prefix}{rule}:mem_mb=500" for rule in GPU_RULES for prefix in ("", "shard_")]
     options = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                "--default-resources", "mem_mb=500", "--set-resources", *small]  # fmt: skip
+    earlier = {job["JobId"] for job in cluster.jobs()}
     run_workflow(tmp_path / "w", overlay, *options, env=cluster.env)
-    assert (tmp_path / "w" / "results" / "DV8x16x16" / "reconstructed" / "clip_combined.mp4").is_file()
-
+    for i in range(clips):
+        assert (
+            tmp_path / "w" / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4"
+        ).is_file()
     jobs = {}
     for job in cluster.jobs():
-        rule = job.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]
-        jobs.setdefault(rule, []).append(job)
-    ran = set(jobs)
-    assert GPU_RULES <= ran and {"extract_wav", "mux", "summarize", "manifest"} <= ran, sorted(ran)
-    assert "all" not in ran  # a local rule
+        if job["JobId"] not in earlier:
+            rule = job.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]
+            jobs.setdefault(rule, []).append(job)
+    assert "all" not in jobs  # a local rule
     for rule, entries in jobs.items():
         assert all(job["JobState"] == "COMPLETED" for job in entries), (rule, entries)
         asks_gpu = all("gpu" in job.get("TresPerJob", "") for job in entries)
-        assert asks_gpu == (rule in GPU_RULES), (rule, [job.get("TresPerJob") for job in entries])
+        assert asks_gpu == (rule.removeprefix("shard_") in GPU_RULES), (
+            rule,
+            [job.get("TresPerJob") for job in entries],
+        )
+    return jobs
+
+
+def test_the_workflow_runs_as_slurm_jobs_and_gpu_rules_ask_for_a_gpu(cluster, tmp_path):
+    ran = set(run_on_slurm(cluster, tmp_path, clips=1))
+    assert GPU_RULES <= ran and {"extract_wav", "mux", "summarize", "manifest"} <= ran, sorted(ran)
+
+
+def test_in_shard_mode_each_shard_job_is_one_cluster_job(cluster, tmp_path):
+    jobs = run_on_slurm(cluster, tmp_path, clips=3, shard_size=2)
+    counts = {rule: len(entries) for rule, entries in jobs.items()}
+    audio = ["extract_wav", "audio_encode", "audio_decode", "summarize_audio"]
+    visual = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
+    stages = [*audio, *visual, "plot_frame_psnr"]
+    once = [
+        "demo_cosmos_weights",
+        "demo_dac_weights",
+        "token_table",
+        "audio_table",
+        "plot_quality",
+        "manifest",
+    ]
+    assert counts == {**{f"shard_{stage}": 2 for stage in stages}, **dict.fromkeys(once, 1)}

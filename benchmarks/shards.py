@@ -1,0 +1,153 @@
+"""Shard mode at scale: how long Snakemake takes to plan, and what a short clip costs.
+
+plan: a sheet of N synthetic rows (hard links to one short clip, so every row is a real,
+readable file), two presets, and a dry run: the seconds to build the DAG and the jobs it
+plans, in shard mode and (optionally, for comparison) one job per video.
+
+    .venv/bin/python benchmarks/shards.py plan --rows 10000 100000 [--per-video 2000]
+
+throughput: N one-second clips end to end in shard mode, against one video as long as all
+of them together (the same frames and audio through the same models, per-video mode). What
+the clips take beyond that one video, per clip, is the per-clip overhead: process starts and
+model loads per shard, probing, opening and finishing each file, the per-video plots.
+
+    .venv/bin/python benchmarks/shards.py throughput --clips 1000 --shard-size 500
+
+Stand-in (demo) weights unless --weights official; prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from avtokens.media import run_ffmpeg  # noqa: E402
+from avtokens.workflow import workflow_command  # noqa: E402
+
+PRESETS = {
+    "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
+    "CV8x8x8": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17},
+}
+
+
+def make_clip(path: Path, seconds: float, width: int = 160, height: int = 96) -> Path:
+    picture = f"testsrc2=size={width}x{height}:rate=25:duration={seconds}"
+    tone = f"sine=f=330:r=48000:duration={seconds}"
+    args = ["-y", "-f", "lavfi", "-i", picture, "-f", "lavfi", "-i", tone, "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)]  # fmt: skip
+    run_ffmpeg(args, "making a clip", path)
+    return path
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout + proc.stderr
+
+
+def job_count(output: str) -> int:
+    match = re.search(r"^total\s+(\d+)$", output, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def plan(args, work: Path) -> dict:
+    clip = make_clip(work / "clip.mp4", 1)
+    links = work / "links"
+    links.mkdir()
+    rows = {}
+    for n in sorted(set(args.rows) | ({args.per_video} if args.per_video else set())):
+        sheet = work / f"videos_{n}.tsv"
+        with open(sheet, "w") as out:
+            out.write("name\tpath\n")
+            for i in range(n):
+                link = links / f"clip{i:07d}.mp4"
+                if not link.exists():
+                    os.link(clip, link)
+                out.write(f"clip{i:07d}\t{link}\n")
+        rows[n] = sheet
+    figures = []
+    cases = [(n, args.shard_size) for n in args.rows] + ([(args.per_video, 0)] if args.per_video else [])
+    for n, shard_size in cases:
+        overlay = {"videos": str(rows[n]), "weights": args.weights, "presets": PRESETS, "run": list(PRESETS),
+                   "shard_size": shard_size}  # fmt: skip
+        seconds, output = run(workflow_command(work / f"w{n}_{shard_size}", overlay, "--dry-run", cores=2))
+        figures.append({"rows": n, "shard_size": shard_size, "jobs": job_count(output), "seconds": seconds})
+        print(
+            f"{n:>8} rows  shard_size {shard_size:>5}  {job_count(output):>8} jobs  {seconds:>7.1f} s",
+            flush=True,
+        )
+    return {"presets": list(PRESETS), "plans": figures}
+
+
+def throughput(args, work: Path) -> dict:
+    clips = work / "clips"
+    clips.mkdir()
+    sheet = work / "clips.tsv"
+    with open(sheet, "w") as out:
+        out.write("name\tpath\n")
+        for i in range(args.clips):
+            out.write(f"clip{i:05d}\t{make_clip(clips / f'clip{i:05d}.mp4', args.seconds)}\n")
+    long_sheet = work / "long.tsv"
+    long_sheet.write_text(f"name\tpath\nlong\t{make_clip(work / 'long.mp4', args.clips * args.seconds)}\n")
+    preset = {"DV8x16x16": PRESETS["DV8x16x16"]}
+    base = {"weights": args.weights, "presets": preset, "run": list(preset)}
+    figures = {}
+    for name, overlay in [("clips", {**base, "videos": str(sheet), "shard_size": args.shard_size}),
+                          ("one_video", {**base, "videos": str(long_sheet)})]:  # fmt: skip
+        workdir = work / name
+        if args.weights == "demo":  # the stand-in weights are made outside the timing
+            run(workflow_command(workdir, overlay, "resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth",
+                                 "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit",
+                                 cores=args.cores))  # fmt: skip
+        seconds, output = run(workflow_command(workdir, overlay, cores=args.cores))
+        figures[name] = {"seconds": seconds, "jobs": job_count(output)}
+        print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s", flush=True)
+    overhead = (figures["clips"]["seconds"] - figures["one_video"]["seconds"]) / args.clips
+    print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size}: "
+          f"{figures['clips']['seconds'] / args.clips:.3f} s a clip, "
+          f"{overhead:.3f} s a clip more than the same frames as one video")  # fmt: skip
+    return {"clips": args.clips, "seconds_per_clip": args.seconds, "shard_size": args.shard_size,
+            "runs": figures, "overhead_per_clip_s": overhead}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", choices=["demo", "official"], default="demo")
+    parser.add_argument("--json", type=Path, default=Path("shards.json"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("--rows", type=int, nargs="+", default=[10000, 100000])
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--per-video", type=int, default=0, help="also plan this many rows one job per video")
+    t = sub.add_parser("throughput")
+    t.add_argument("--clips", type=int, default=1000)
+    t.add_argument("--seconds", type=float, default=1.0)
+    t.add_argument("--shard-size", type=int, default=500)
+    t.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="avtokens-shards-"))
+    try:
+        record = plan(args, work) if args.command == "plan" else throughput(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.json.write_text(json.dumps({"command": args.command, "weights": args.weights, **record}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

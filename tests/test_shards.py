@@ -1,0 +1,185 @@
+"""Shard mode: the same per-video files as per-video mode, from a job per shard and stage;
+appended rows, a changed preset and a failing video redo only what they must."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import make_clip, planned_jobs, run_workflow
+
+PRESETS = {
+    "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
+    "CV4x8x8": {"kind": "CV", "temporal": 4, "spatial": 8, "window": 9},
+}
+CLIP_FRAMES = [9, 14, 20]
+PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
+AUDIO_STAGES = ["audio_encode", "audio_decode", "summarize_audio"]
+
+
+def write_sheet(path: Path, rows: dict[str, Path]) -> None:
+    path.write_text("name\tpath\n" + "".join(f"{name}\t{source}\n" for name, source in rows.items()))
+
+
+def made_files(results: Path) -> dict[str, bytes]:
+    """Every file under results/ but the logs and the shard records (which differ by mode)."""
+    return {
+        str(path.relative_to(results)): path.read_bytes()
+        for path in results.rglob("*")
+        if path.is_file() and path.relative_to(results).parts[0] not in ("logs", "shards")
+    }
+
+
+def shard_jobs(shards: int, presets: int = 2) -> dict[str, int]:
+    return {"shard_extract_wav": shards, "shard_plot_frame_psnr": shards,
+            **{f"shard_{stage}": shards for stage in AUDIO_STAGES},
+            **{f"shard_{stage}": shards * presets for stage in PER_PRESET_STAGES}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def both_modes(tmp_path_factory):
+    """Three clips through both presets, per video and in shards of two (the second shard
+    holds one clip), with the same stand-in weights."""
+    folder = tmp_path_factory.mktemp("shards")
+    clips = {
+        f"v{i}": make_clip(folder / f"c{i}.mp4", 48, 32, n, rate="25") for i, n in enumerate(CLIP_FRAMES)
+    }
+    write_sheet(folder / "videos.tsv", clips)
+    overlay = {
+        "videos": str(folder / "videos.tsv"),
+        "weights": "demo",
+        "presets": PRESETS,
+        "run": list(PRESETS),
+    }
+    run_workflow(folder / "per_video", overlay)
+    shutil.copytree(folder / "per_video" / "resources", folder / "sharded" / "resources")
+    sharded = run_workflow(folder / "sharded", {**overlay, "shard_size": 2})
+    return folder, overlay, clips, sharded
+
+
+def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
+    folder, _, clips, sharded = both_modes
+    jobs = planned_jobs(sharded)
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == shard_jobs(2)
+    assert not any(rule in jobs for rule in ["visual_encode", "extract_wav", "mux"])  # no per-video job
+    per_video, shards = (
+        made_files(folder / "per_video" / "results"),
+        made_files(folder / "sharded" / "results"),
+    )
+    assert len(per_video) == 3 * (2 * 7 + 5 + 1) + 3 + 1  # a clip: 7 a preset, 5 audio, a plot; tables
+    assert sorted(shards) == sorted(per_video)
+    assert [name for name in per_video if shards[name] != per_video[name]] == []  # byte for byte
+    assert len((folder / "sharded" / "results" / "manifest.jsonl").read_text().splitlines()) == 3 * 2
+    record = json.loads(
+        (
+            folder / "sharded" / "results" / "shards" / "CV4x8x8" / "shard00000" / "visual_encode.shard.json"
+        ).read_text()
+    )
+    assert sorted(record["done"]) == ["v0", "v1"] and record["failed"] == {} and record["not_run"] == {}
+    log = (
+        folder / "sharded" / "results" / "logs" / "shards" / "CV4x8x8" / "shard00000.visual_encode.log"
+    ).read_text()
+    assert log.count("holds stand-in weights") == 1  # the encoder loaded once for the shard
+
+
+def mtimes(results: Path) -> dict[str, int]:
+    return {name: (results / name).stat().st_mtime_ns for name in made_files(results)}
+
+
+def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes, tmp_path):
+    folder, overlay, clips, _ = both_modes
+    work = tmp_path / "w"
+    shutil.copytree(folder / "sharded", work)
+    results = work / "results"
+    before = mtimes(results)
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video\n")
+    extra = make_clip(tmp_path / "c3.mp4", 48, 32, 11, rate="25")
+    # v3 fills shard00001 (which held v2); the broken one and v4 start shard00002.
+    write_sheet(tmp_path / "videos.tsv", {**clips, "v3": extra, "broken": broken, "v4": extra})
+    overlay = {**overlay, "videos": str(tmp_path / "videos.tsv"), "shard_size": 2}
+
+    dry = run_workflow(work, overlay, "--dry-run")
+    jobs = planned_jobs(dry)
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == shard_jobs(2)  # 00001, 00002
+    first_shard = sorted((results / "shards").glob("*/shard00000/*.shard.json")) + sorted(
+        (results / "shards").glob("audio/*/shard00000/*.shard.json")
+    )
+    first_shard_made = {path: path.stat().st_mtime_ns for path in first_shard}
+    assert len(first_shard_made) == 2 * 6 + 3 + 2
+
+    proc = run_workflow(work, overlay, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    lines = [line for line in text.splitlines() if line.startswith("ERROR video broken ")]
+    assert len(lines) == 1 and str(broken) in lines[0]  # one line for the video, naming each stage
+    assert all(
+        stage in lines[0] for stage in ["extract_wav", "visual_encode (DV8x16x16)", "visual_encode (CV4x8x8)"]
+    )
+    assert "1 video(s) failed inside shard jobs" in text
+    table = (results / "shards" / "failed_videos.tsv").read_text().splitlines()
+    assert table[0].split("\t") == ["video", "path", "stage", "preset_or_weights", "reason"]
+    assert {tuple(row.split("\t")[:4]) for row in table[1:]} == {
+        ("broken", str(broken), "extract_wav", ""),
+        ("broken", str(broken), "visual_encode", "DV8x16x16"),
+        ("broken", str(broken), "visual_encode", "CV4x8x8"),
+    }
+    after = mtimes(results)
+    assert {name: after[name] for name in before if not name.startswith(("report/", "manifest"))} == {
+        name: t for name, t in before.items() if not name.startswith(("report/", "manifest"))
+    }  # v0-v2: nothing made again
+    for name in ("v3", "v4"):  # the rest of the shard finished
+        for preset in PRESETS:
+            assert (results / preset / "reconstructed" / f"{name}_combined.mp4").is_file()
+    assert not any("broken" in name for name in after)
+    assert {path: path.stat().st_mtime_ns for path in first_shard} == first_shard_made  # left as it was
+    manifest = [json.loads(line) for line in (results / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((row["video"], row["preset"]) for row in manifest) == sorted(
+        (v, p) for v in ["v0", "v1", "v2", "v3", "v4"] for p in PRESETS
+    )
+
+    # The next run retries the failed video (its shard's jobs), and makes nothing else again.
+    again = mtimes(results)
+    retry = run_workflow(work, overlay, check=False)
+    assert retry.returncode != 0 and "1 video(s) failed inside shard jobs" in retry.stdout + retry.stderr
+    retried = planned_jobs(retry)
+    assert {rule: n for rule, n in retried.items() if rule.startswith("shard_")} == shard_jobs(
+        1
+    )  # shard00002
+    final = mtimes(results)
+    assert {n: final[n] for n in again if "report/" not in n and "manifest" not in n} == {
+        n: t for n, t in again.items() if "report/" not in n and "manifest" not in n
+    }
+    log = (results / "logs" / "shards" / "DV8x16x16" / "shard00002.visual_encode.log").read_text()
+    assert "2 videos, 1 to do, 1 done before" in log
+
+    # Without the broken row the shard finishes, and then there is nothing to do.
+    write_sheet(tmp_path / "videos.tsv", {**clips, "v3": extra, "v4": extra})
+    run_workflow(work, overlay)
+    settled = run_workflow(work, overlay, "--dry-run")
+    assert "Nothing to be done" in settled.stdout + settled.stderr
+
+
+def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
+    folder, overlay, clips, _ = both_modes
+    work = tmp_path / "w"
+    shutil.copytree(folder / "sharded", work)
+    results = work / "results"
+    before = mtimes(results)
+    presets = {**PRESETS, "CV4x8x8": {**PRESETS["CV4x8x8"], "window": 5}}
+    changed = {**overlay, "presets": presets, "shard_size": 2}
+    jobs = planned_jobs(run_workflow(work, changed, "--dry-run"))
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == {
+        **{f"shard_{stage}": 2 for stage in PER_PRESET_STAGES},
+        "shard_plot_frame_psnr": 2,  # it plots every preset
+    }
+    run_workflow(work, changed)
+    after = mtimes(results)
+    redone = ("CV4x8x8/", "report/token_table.tsv", "report/quality_vs_tokens.png", "manifest.jsonl")
+    for name, made in before.items():
+        remade = after[name] != made
+        assert remade == (name.startswith(redone) or name.endswith("_psnr_per_frame.png")), name
+    tokens = results / "CV4x8x8" / "tokens" / "v2_visual_tokens.safetensors"
+    from avtokens import load_tokens
+
+    assert load_tokens(tokens).metadata["windows"]["frames"] == 5
