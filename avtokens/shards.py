@@ -96,6 +96,11 @@ def _identity(path: str) -> list:
     return [path, st.st_size, st.st_mtime_ns]
 
 
+def files_state(paths: Iterable[str]) -> str:
+    """A digest of the files' sizes and modification times: it changes when one of them does."""
+    return hashlib.sha256(json.dumps([_identity(p) for p in paths]).encode()).hexdigest()
+
+
 def video_key(item: Item, job: ShardJob) -> str:
     """What a video's outputs were made from: the stage settings, the shared files and the
     video's own input files (size and modification time, as Snakemake judges staleness)."""

@@ -1,6 +1,6 @@
 """Shard mode at scale: how long Snakemake takes to plan, and what a short clip costs.
 
-plan: a sheet of N synthetic rows (hard links to one short clip, so every row is a real,
+plan: a sheet of N synthetic rows (links to one short clip, so every row is a real,
 readable file), two presets, and a dry run: the seconds to build the DAG and the jobs it
 plans, in shard mode and (optionally, for comparison) one job per video.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -75,7 +74,7 @@ def plan(args, work: Path) -> dict:
             for i in range(n):
                 link = links / f"clip{i:07d}.mp4"
                 if not link.exists():
-                    os.link(clip, link)
+                    link.symlink_to(clip)
                 out.write(f"clip{i:07d}\t{link}\n")
         rows[n] = sheet
     figures = []

@@ -98,10 +98,11 @@ AUDIO_WEIGHTS = sorted({PRESETS[name].weights for name in RUN})
 # Shard mode (shard_size > 0): consecutive rows of the sheet in shards of that many videos,
 # named by their position, so appended rows add shards and leave the full ones as they were.
 SHARD_SIZE = config["shard_size"]
+ROWS = list(videos["path"].items())
 SHARDS = {
-    f"shard{number:05d}": list(videos["path"].items())[start : start + SHARD_SIZE]
-    for number, start in enumerate(range(0, len(videos), SHARD_SIZE or len(videos)))
-} if SHARD_SIZE else {}
+    f"shard{number:05d}": ROWS[start : start + SHARD_SIZE]
+    for number, start in enumerate(range(0, len(ROWS) if SHARD_SIZE else 0, SHARD_SIZE or 1))
+}
 CHECKPOINTS = config["checkpoints"]
 
 # Checkpoint folder -> Hugging Face repo, for the official presets that run.

@@ -3,21 +3,39 @@
 # Snakemake tracks one record per shard job (avtokens.shards explains what it lists);
 # the per-video rules stay defined but match nothing, as no {video} wildcard does.
 
+import functools
+
+from avtokens.shards import files_state
+
 
 def shard_sources(wildcards):
-    return [path for _, path in SHARDS[wildcards.shard]]
+    """The shard's sources that a rule of this workflow makes (the example clip): inputs, so
+    that it runs first. The others are not declared: Snakemake's bookkeeping of 100,000 input
+    files would take most of the planning time; `sources_state` below reruns a shard job
+    when one of them changes instead."""
+    return [path for _, path in SHARDS[wildcards.shard] if os.path.normpath(path) in MADE_HERE]
+
+
+@functools.cache
+def sources_state(shard):
+    return files_state(path for _, path in SHARDS[shard])
 
 
 def shard_spec(inputs, outputs):
     """Params function: a shard job's rows (name, source) and the per-video file patterns of
-    its stage with the job's preset and DAC weights filled in ("source": the row's file)."""
+    its stage with the job's preset and DAC weights filled in ("source": the row's file).
+    For stages that read the sources, a digest of their sizes and modification times: a
+    changed source changes the params, which reruns the job (and it redoes that video)."""
 
     def get(wildcards):
         values = {key: value for key, value in wildcards.items() if key != "shard"}
         if "preset" in values:
             values["weights"] = PRESETS[values["preset"]].weights
         fill = lambda files: {key: fill_pattern(pattern, values) for key, pattern in files.items()}
-        return {"videos": SHARDS[wildcards.shard], "inputs": fill(inputs), "outputs": fill(outputs)}
+        spec = {"videos": SHARDS[wildcards.shard], "inputs": fill(inputs), "outputs": fill(outputs)}
+        if "source" in inputs.values():
+            spec["sources_state"] = sources_state(wildcards.shard)
+        return spec
 
     return get
 

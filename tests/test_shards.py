@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import make_clip, planned_jobs, run_workflow
 
+from avtokens import load_tokens
+
 PRESETS = {
     "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
     "CV4x8x8": {"kind": "CV", "temporal": 4, "spatial": 8, "window": 9},
@@ -15,6 +17,12 @@ PRESETS = {
 CLIP_FRAMES = [9, 14, 20]
 PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
 AUDIO_STAGES = ["audio_encode", "audio_decode", "summarize_audio"]
+tables = (
+    "report/token_table.tsv",
+    "report/audio_table.tsv",
+    "report/quality_vs_tokens.png",
+    "manifest.jsonl",
+)
 
 
 def write_sheet(path: Path, rows: dict[str, Path]) -> None:
@@ -159,6 +167,21 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     settled = run_workflow(work, overlay, "--dry-run")
     assert "Nothing to be done" in settled.stdout + settled.stderr
 
+    # A source file made again (v3 and v4 read it): their shards' jobs rerun, and only those
+    # two videos are made again.
+    make_clip(extra, 48, 32, 13, rate="25")
+    before = mtimes(results)
+    run_workflow(work, overlay)
+    after = mtimes(results)
+    remade = sorted(name for name in before if after[name] != before[name])
+    assert all(name.endswith("_psnr_per_frame.png") or name.startswith(tables) or "v3" in name or "v4" in name
+               for name in remade), remade  # fmt: skip
+    assert len([name for name in remade if "v3" in name or "v4" in name]) == 2 * (
+        2 * 7 + 5 + 1
+    )  # all of them
+    assert load_tokens(results / "CV4x8x8" / "tokens" / "v4_visual_tokens.safetensors").metadata["video"][
+        "frame_count"] == 13  # fmt: skip
+
 
 def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
     folder, overlay, clips, _ = both_modes
@@ -180,6 +203,4 @@ def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
         remade = after[name] != made
         assert remade == (name.startswith(redone) or name.endswith("_psnr_per_frame.png")), name
     tokens = results / "CV4x8x8" / "tokens" / "v2_visual_tokens.safetensors"
-    from avtokens import load_tokens
-
     assert load_tokens(tokens).metadata["windows"]["frames"] == 5
