@@ -1,0 +1,168 @@
+"""avtokens.shards without Snakemake: which videos a shard job redoes, how failures travel."""
+
+import json
+import os
+import threading
+
+import pytest
+
+from avtokens import AvTokensError
+from avtokens.shards import (
+    Item,
+    PerVideo,
+    ShardJob,
+    Stage,
+    failures,
+    manifest_runs,
+    per_video_files,
+    read_journal,
+    run_items,
+    shard_items,
+)
+
+
+class Copy(Stage):
+    """Writes each video's input to its output; fails on the names it is told to."""
+
+    def __init__(self, failing=(), crash=()):
+        self.failing, self.crash, self.opened, self.ran, self.prepared_on = (
+            set(failing),
+            set(crash),
+            0,
+            [],
+            {},
+        )
+
+    def open(self):
+        self.opened += 1
+
+    def prepare(self, item):
+        self.prepared_on[item.name] = threading.current_thread().name
+        return item.name
+
+    def run(self, item, prepared):
+        assert prepared == item.name
+        if item.name in self.failing:
+            raise AvTokensError(f"{item.inputs['source']}: not a readable video\n(second line)")
+        if item.name in self.crash:
+            raise ZeroDivisionError("division by zero")
+        self.ran.append(item.name)
+        with open(item.outputs["out"], "w") as out:
+            out.write(open(item.inputs["source"]).read())
+
+
+def shard(tmp_path, names, stage="copy", settings=None, **job):
+    for name in names:
+        source = tmp_path / f"{name}.src"
+        if not source.exists():
+            source.write_text(name)
+    items, not_run = shard_items(
+        [(name, str(tmp_path / f"{name}.src")) for name in names],
+        {"source": "source"},
+        {"out": str(tmp_path / "{video}.out")},
+        job.pop("upstream", []),
+    )
+    record = tmp_path / "shards" / f"{stage}.shard.json"
+    record.parent.mkdir(exist_ok=True)
+    return items, ShardJob(record, settings or {"window": 17}, {}, not_run, {"preset": "p"}, stage, **job)
+
+
+def test_every_video_is_done_once_and_recorded(tmp_path):
+    items, job = shard(tmp_path, ["a", "b", "c"])
+    stage = Copy()
+    run_items(stage, items, job)
+    assert stage.opened == 1 and stage.ran == ["a", "b", "c"]
+    record = json.loads(job.record.read_text())
+    assert record["done"] == {n: {"source": str(tmp_path / f"{n}.src"), "out": str(tmp_path / f"{n}.out")}
+                              for n in "abc"}  # fmt: skip
+    assert record["failed"] == {} and record["not_run"] == {} and record["wildcards"] == {"preset": "p"}
+    assert sorted(read_journal(job.journal)) == ["a", "b", "c"]
+    # The next video is prepared on a background thread while the current one runs.
+    assert all(thread != threading.current_thread().name for thread in stage.prepared_on.values())
+
+
+def test_a_rerun_redoes_only_changed_or_missing_videos(tmp_path):
+    items, job = shard(tmp_path, ["a", "b", "c", "d"])
+    run_items(Copy(), items, job)
+    (tmp_path / "b.out").unlink()  # an output gone
+    (tmp_path / "c.src").write_text("c, changed")  # an input changed
+    os.utime(tmp_path / "c.src", ns=(1, 1))  # (even to an older time)
+    stage = Copy()
+    run_items(stage, *shard(tmp_path, ["a", "b", "c", "d", "e"]))  # and a row appended
+    assert stage.ran == ["b", "c", "e"]
+    assert (tmp_path / "c.out").read_text() == "c, changed"
+    # Other settings (a preset field) redo every video; no video to do loads no model.
+    stage = Copy()
+    run_items(stage, *shard(tmp_path, ["a", "b"], settings={"window": 33}))
+    assert stage.ran == ["a", "b"]
+    idle = Copy()
+    run_items(idle, *shard(tmp_path, ["a", "b"], settings={"window": 33}))
+    assert idle.ran == [] and idle.opened == 0
+
+
+def test_a_failing_video_is_one_line_and_the_others_finish(tmp_path, caplog):
+    items, job = shard(tmp_path, ["a", "bad", "c", "bug"])
+    run_items(Copy(failing={"bad"}, crash={"bug"}), items, job)
+    record = json.loads(job.record.read_text())
+    assert sorted(record["done"]) == ["a", "c"]
+    assert record["failed"] == {
+        "bad": f"{tmp_path / 'bad.src'}: not a readable video (second line)",
+        "bug": "ZeroDivisionError: division by zero",
+    }
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "ERROR" and "failed in copy" in r.getMessage()
+    ]
+    assert len(errors) == 2 and all("\n" not in line for line in errors)
+    assert sorted(read_journal(job.journal)) == ["a", "c"]  # the failed ones are retried next time
+    rows, unfinished = failures([job.record])
+    assert [(r["video"], r["stage"], r["preset"]) for r in rows] == [
+        ("bad", "copy", "p"),
+        ("bug", "copy", "p"),
+    ]
+    assert unfinished == [str(job.record)]
+    # The next stage takes the videos done upstream and passes the others on, with their reason.
+    later, next_job = shard(tmp_path, ["a", "bad", "c", "bug"], stage="next", upstream=[job.record])
+    assert [item.name for item in later] == ["a", "c"]
+    assert next_job.not_run == {
+        "bad": f"copy: {record['failed']['bad']}",
+        "bug": f"copy: {record['failed']['bug']}",
+    }
+    run_items(Copy(), later, next_job)
+    rows, unfinished = failures([next_job.record])
+    assert rows == [] and unfinished == [str(next_job.record)]  # reported once, where it failed
+
+
+def test_without_a_shard_job_an_error_ends_the_job(tmp_path):
+    (tmp_path / "a.src").write_text("a")
+    item = Item("a", {"source": str(tmp_path / "a.src")}, {"out": str(tmp_path / "a.out")})
+    with pytest.raises(AvTokensError, match="not a readable video"):
+        run_items(Copy(failing={"a"}), [item])
+    done = []
+    run_items(PerVideo(done.append), [item])
+    assert done == [item]
+
+
+def test_a_line_cut_short_in_the_journal_is_ignored(tmp_path):
+    journal = tmp_path / "x.shard.journal"
+    journal.write_text('{"video": "a", "key": "1"}\n{"video": "b", "key": "2"}\n{"video": "c", "ke')
+    assert read_journal(journal) == {"a": "1", "b": "2"}
+
+
+def test_aggregates_read_the_files_of_done_videos_from_records(tmp_path):
+    def record(name, stage, wildcards, done):
+        path = tmp_path / f"{name}.shard.json"
+        path.write_text(json.dumps({"format": "avtokens-shard/1", "stage": stage, "wildcards": wildcards,
+                                    "done": done, "failed": {}, "not_run": {}}))  # fmt: skip
+        return path
+
+    files = {v: {"summary": f"{v}.json", "visual_tokens": f"{v}.v", "audio_tokens": f"{v}.a"} for v in "xy"}
+    summaries = record("s", "summarize", {"preset": "p", "shard": "shard00000"}, files)
+    audio = record(
+        "a", "summarize_audio", {"weights": "demo", "shard": "shard00000"}, {"x": {"summary": "x.audio"}}
+    )
+    assert per_video_files([summaries, "plain.json"], "summary") == ["x.json", "y.json", "plain.json"]
+    assert manifest_runs([summaries], [audio], {"p": "demo"}) == [
+        {"summary": "x.json", "visual_tokens": "x.v", "audio_tokens": "x.a", "audio_summary": "x.audio"}
+    ]  # y has no audio summary: left out
