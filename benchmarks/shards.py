@@ -62,6 +62,20 @@ def job_count(output: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def stage_seconds(logs: Path) -> dict[str, float]:
+    """Seconds each rule worked, summed over its jobs: first to last line of each job's log
+    (after the job's Python started and imported what it needs)."""
+    seconds: dict[str, float] = {}
+    for log in logs.rglob("*.log"):
+        stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ", log.read_text(), re.MULTILINE)
+        if stamps:
+            first, last = (time.mktime(time.strptime(t[:19], "%Y-%m-%d %H:%M:%S")) + int(t[20:]) / 1000
+                           for t in (stamps[0], stamps[-1]))  # fmt: skip
+            rule = log.name.split(".")[-2]
+            seconds[rule] = seconds.get(rule, 0.0) + last - first
+    return seconds
+
+
 def plan(args, work: Path) -> dict:
     clip = make_clip(work / "clip.mp4", 1)
     links = work / "links"
@@ -112,9 +126,14 @@ def throughput(args, work: Path) -> dict:
                                  "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit",
                                  cores=args.cores))  # fmt: skip
         seconds, output = run(workflow_command(workdir, overlay, cores=args.cores))
-        figures[name] = {"seconds": seconds, "jobs": job_count(output)}
+        stages = stage_seconds(workdir / "results" / "logs")
+        figures[name] = {"seconds": seconds, "jobs": job_count(output), "stages": stages}
         print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s", flush=True)
     overhead = (figures["clips"]["seconds"] - figures["one_video"]["seconds"]) / args.clips
+    print(f"{'rule':>16} {'clips s':>8} {'one video s':>12} {'more per clip s':>16}")
+    for rule, seconds in sorted(figures["clips"]["stages"].items(), key=lambda kv: -kv[1]):
+        alone = figures["one_video"]["stages"].get(rule, 0.0)
+        print(f"{rule:>16} {seconds:>8.1f} {alone:>12.1f} {(seconds - alone) / args.clips:>16.3f}")
     print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size}: "
           f"{figures['clips']['seconds'] / args.clips:.3f} s a clip, "
           f"{overhead:.3f} s a clip more than the same frames as one video")  # fmt: skip
