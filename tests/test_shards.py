@@ -90,15 +90,19 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
     assert log.count("holds stand-in weights") == 1  # the encoder loaded once for the shard
 
 
+def copy_of_sharded_run(folder: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the shared shard-mode run to change (times kept, as the journals need)."""
+    shutil.copytree(folder / "sharded", tmp_path / "w")
+    return tmp_path / "w", tmp_path / "w" / "results"
+
+
 def mtimes(results: Path) -> dict[str, int]:
     return {name: (results / name).stat().st_mtime_ns for name in made_files(results)}
 
 
 def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes, tmp_path):
     folder, overlay, clips, _ = both_modes
-    work = tmp_path / "w"
-    shutil.copytree(folder / "sharded", work)
-    results = work / "results"
+    work, results = copy_of_sharded_run(folder, tmp_path)
     before = mtimes(results)
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video\n")
@@ -185,9 +189,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
 
 def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
     folder, overlay, clips, _ = both_modes
-    work = tmp_path / "w"
-    shutil.copytree(folder / "sharded", work)
-    results = work / "results"
+    work, results = copy_of_sharded_run(folder, tmp_path)
     before = mtimes(results)
     presets = {**PRESETS, "CV4x8x8": {**PRESETS["CV4x8x8"], "window": 5}}
     changed = {**overlay, "presets": presets, "shard_size": 2}
