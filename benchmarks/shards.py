@@ -62,17 +62,24 @@ def job_count(output: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def stage_seconds(logs: Path) -> dict[str, float]:
-    """Seconds each rule worked, summed over its jobs: first to last line of each job's log
-    (after the job's Python started and imported what it needs)."""
+def rule_seconds(output: str) -> dict[str, float]:
+    """Seconds of each rule's jobs, summed, from Snakemake's own lines: a job starts at the
+    time stamp before "rule <name>:" and its "jobid: N", and ends at the one before
+    "Finished jobid: N" (whole seconds: the jobs here last many)."""
+    starts: dict[str, tuple[str, float]] = {}
     seconds: dict[str, float] = {}
-    for log in logs.rglob("*.log"):
-        stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ", log.read_text(), re.MULTILINE)
-        if stamps:
-            first, last = (time.mktime(time.strptime(t[:19], "%Y-%m-%d %H:%M:%S")) + int(t[20:]) / 1000
-                           for t in (stamps[0], stamps[-1]))  # fmt: skip
-            rule = log.name.split(".")[-2]
-            seconds[rule] = seconds.get(rule, 0.0) + last - first
+    stamp, rule = 0.0, None
+    for line in output.splitlines():
+        if match := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
+            stamp = time.mktime(time.strptime(match.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            rule = match.group(1)
+        elif (match := re.fullmatch(r"jobid: (\d+)", line.strip())) and rule:
+            starts[match.group(1)] = (rule, stamp)
+            rule = None
+        elif match := re.match(r"Finished jobid: (\d+)", line.strip()):
+            name, start = starts.pop(match.group(1))
+            seconds[name] = seconds.get(name, 0.0) + stamp - start
     return seconds
 
 
@@ -126,14 +133,14 @@ def throughput(args, work: Path) -> dict:
                                  "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit",
                                  cores=args.cores))  # fmt: skip
         seconds, output = run(workflow_command(workdir, overlay, cores=args.cores))
-        stages = stage_seconds(workdir / "results" / "logs")
+        stages = rule_seconds(output)
         figures[name] = {"seconds": seconds, "jobs": job_count(output), "stages": stages}
         print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s", flush=True)
     overhead = (figures["clips"]["seconds"] - figures["one_video"]["seconds"]) / args.clips
-    print(f"{'rule':>16} {'clips s':>8} {'one video s':>12} {'more per clip s':>16}")
+    print(f"{'rule (job seconds)':>22} {'clips':>8} {'one video':>12} {'more per clip s':>16}")
     for rule, seconds in sorted(figures["clips"]["stages"].items(), key=lambda kv: -kv[1]):
-        alone = figures["one_video"]["stages"].get(rule, 0.0)
-        print(f"{rule:>16} {seconds:>8.1f} {alone:>12.1f} {(seconds - alone) / args.clips:>16.3f}")
+        alone = figures["one_video"]["stages"].get(rule.removeprefix("shard_"), 0.0)
+        print(f"{rule:>22} {seconds:>8.0f} {alone:>12.0f} {(seconds - alone) / args.clips:>16.3f}")
     print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size}: "
           f"{figures['clips']['seconds'] / args.clips:.3f} s a clip, "
           f"{overhead:.3f} s a clip more than the same frames as one video")  # fmt: skip

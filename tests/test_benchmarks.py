@@ -106,3 +106,34 @@ def test_the_data_loading_benchmark_reads_a_clip_not_the_file(tmp_path):
         # The clip plus its share of the two files' headers, read once (40 clips from one episode).
         assert ours["clip_bytes"] <= ours["bytes_read_per_clip"] < ours["clip_bytes"] + 2 * 2**16 / 40 + 1024
         assert loaded["bytes_mapped_per_clip"] == pytest.approx(figures["file_mb"] * 1e6)
+
+
+def run_shards_benchmark(tmp_path, *args) -> dict:
+    report = tmp_path / "shards.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "shards.py"), "--json", str(report), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return json.loads(report.read_text())
+
+
+def test_the_planning_benchmark_counts_a_plan_per_shard(tmp_path):
+    plans = run_shards_benchmark(
+        tmp_path, "plan", "--rows", "250", "--shard-size", "100", "--per-video", "20"
+    )["plans"]
+    # 17 steps a shard (or a video): extract_wav and the plot, 3 DAC steps, 6 for each of the 2
+    # presets; then the stand-in weights (2 Cosmos models, DAC), 4 tables and `all`.
+    assert [(p["rows"], p["shard_size"], p["jobs"]) for p in plans] == [
+        (250, 100, 3 * 17 + 8),
+        (20, 0, 20 * 17 + 8),
+    ]
+    assert all(p["seconds"] > 0 for p in plans)
+
+
+def test_the_clip_cost_benchmark_times_every_rule_in_both_runs(tmp_path):
+    record = run_shards_benchmark(tmp_path, "throughput", "--clips", "2", "--shard-size", "2")
+    clips, one = record["runs"]["clips"], record["runs"]["one_video"]
+    assert clips["jobs"] == one["jobs"] == 11 + 4 + 1  # one shard: 11 steps, 4 tables, `all`
+    assert {rule.removeprefix("shard_") for rule in clips["stages"]} == set(one["stages"])
+    assert sum(rule.startswith("shard_") for rule in clips["stages"]) == 11
+    assert all(seconds >= 0 for seconds in [*clips["stages"].values(), *one["stages"].values()])
+    assert record["overhead_per_clip_s"] == pytest.approx((clips["seconds"] - one["seconds"]) / 2)
