@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
@@ -96,7 +97,9 @@ def prefetched(items: Iterable, transform: Callable = lambda item: item, depth: 
         stop.set()
         if cancel is not None and thread.is_alive():
             cancel()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
+        # Unblock a producer waiting on a full queue. Not at interpreter exit: a daemon
+        # thread that wakes then is stopped without ever ending, and this would wait forever.
+        while thread.is_alive() and not sys.is_finalizing():
             try:
                 ready.get_nowait()
             except queue.Empty:

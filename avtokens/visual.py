@@ -122,20 +122,34 @@ def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, 
     run_items(stage, [Item(name, {"source": str(source)}, {"tokens": str(dest)})])
 
 
+class FrameStream:
+    """A video's frames as the tokenizer sees them, being read by ffmpeg on a background
+    thread, the first window already decoded: a shard's next video is ready when the model
+    is done with the current one."""
+
+    def __init__(self, source, info, picture: Picture, window: int):
+        self._reader = read_frame_windows(source, info, window, picture=picture)
+        first = next(self._reader, None)
+        self.windows = itertools.chain([] if first is None else [first], self._reader)
+
+    def close(self) -> None:
+        """Stop reading now (ffmpeg and the reading thread), not whenever the garbage is
+        collected: that may be at interpreter exit, after an interrupt, when the thread can
+        no longer be joined."""
+        self._reader.close()
+
+
 class SourceFrames:
-    """A source video opened for the tokenizer: probed, its picture planned, its hash being
-    taken and its frames being read (the first window already decoded), so that a shard's
-    next video is ready when the model is done with the current one."""
+    """A source video opened for the encoder: probed, its picture planned, its hash being
+    taken and its frames being read."""
 
     def __init__(self, source: Path, picture_settings: dict, window: int):
         self.info = probe(source)
         self.picture = plan_picture(self.info, **picture_settings)
-        self._hashing = ThreadPoolExecutor(1)
-        self.sha256 = self._hashing.submit(sha256_of, source)
-        self._hashing.shutdown(wait=False)
-        windows = read_frame_windows(source, self.info, window, picture=self.picture)
-        first = next(windows, None)
-        self.windows = itertools.chain([] if first is None else [first], windows)
+        hashing = ThreadPoolExecutor(1)
+        self.sha256 = hashing.submit(sha256_of, source)
+        hashing.shutdown(wait=False)
+        self.frames = FrameStream(source, self.info, self.picture, window)
 
 
 class VisualEncode(Stage):
@@ -160,8 +174,11 @@ class VisualEncode(Stage):
         return SourceFrames(Path(item.inputs["source"]), self.picture, self.preset.window)
 
     def run(self, item: Item, prepared: SourceFrames) -> None:
-        _encode(self.encoder, Path(item.inputs["source"]), item.outputs["tokens"], item.name,
-                self.decoder_sha256, self.batch_megapixels, prepared)  # fmt: skip
+        try:
+            _encode(self.encoder, Path(item.inputs["source"]), item.outputs["tokens"], item.name,
+                    self.decoder_sha256, self.batch_megapixels, prepared)  # fmt: skip
+        finally:
+            prepared.frames.close()
 
 
 def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
@@ -177,7 +194,7 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
     progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
     def model_inputs():
-        for frames in host_frames(opened.windows, dev):
+        for frames in host_frames(opened.frames.windows, dev):
             start = windows[-1].start + windows[-1].real_frames if windows else 0
             win = Window(start, len(frames), padded_length(len(frames), tc))
             windows.append(win)
@@ -271,13 +288,15 @@ class VisualDecode(Stage):
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
-        windows = read_frame_windows(source, probe(source), tok["window"], picture=picture)
-        first = next(windows, None)
-        return meta, picture, itertools.chain([] if first is None else [first], windows)
+        return meta, picture, FrameStream(source, probe(source), picture, tok["window"])
 
     def run(self, item: Item, prepared) -> None:
-        _decode(self, item.inputs["tokens"], item.inputs["source"], item.outputs["video"],
-                item.outputs["frame_metrics"], *prepared)  # fmt: skip
+        meta, picture, frames = prepared
+        try:
+            _decode(self, item.inputs["tokens"], item.inputs["source"], item.outputs["video"],
+                    item.outputs["frame_metrics"], meta, picture, frames.windows)  # fmt: skip
+        finally:
+            frames.close()
 
 
 def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta: dict, picture: Picture,
