@@ -25,7 +25,9 @@ def _outputs(results: Path) -> dict[str, bytes]:
 # half-way through the file, the job's main thread says so and waits there, so the kill
 # lands at the same point on any machine (and Ctrl-C reaches a thread that can stop).
 PAUSE_HOOK = """
-import os, sys, threading, time
+import faulthandler, os, signal, sys, threading, time
+_stacks = open(os.path.join(os.environ["AVTOKENS_TEST_STACKS"], f"{os.getpid()}.txt"), "w")
+faulthandler.register(signal.SIGUSR1, file=_stacks, all_threads=True)  # what a hung run was doing
 if sys.argv and sys.argv[0].endswith(".visual_encode.py"):
     from avtokens import progress, tokenfile
     written = threading.Event()
@@ -45,17 +47,39 @@ if sys.argv and sys.argv[0].endswith(".visual_encode.py"):
 """
 
 
+def _hung(group: int, stacks: Path) -> str:
+    """The processes of a run that did not stop, and the stacks of its Python threads."""
+    listing = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(group)], capture_output=True,
+                             text=True).stdout  # fmt: skip
+    os.killpg(group, signal.SIGUSR1)
+    time.sleep(2)
+    dumps = [f"--- {p.stem}\n{p.read_text()}" for p in sorted(stacks.glob("*.txt")) if p.stat().st_size]
+    os.killpg(group, signal.SIGKILL)
+    return listing + "\n".join(dumps)
+
+
 def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> None:
     """Start the workflow and send `sig` to all its processes while the visual token file
     is half written (its temporary file holds two windows' latents)."""
-    hook, paused = workdir / "pause_hook", workdir / "paused"
+    hook, paused, stacks = workdir / "pause_hook", workdir / "paused", workdir / "stacks"
     hook.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["rm", "-rf", str(stacks)], check=True)
+    stacks.mkdir()
     (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
     paused.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(hook), "AVTOKENS_TEST_PAUSED": str(paused)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(hook),
+        "AVTOKENS_TEST_PAUSED": str(paused),
+        "AVTOKENS_TEST_STACKS": str(stacks),
+    }
+    # Ctrl-C as in a terminal: a suite started in the background by a non-interactive shell
+    # (a CI script, `make test &`) hands its children SIGINT ignored, and a run would then
+    # never see it.
     proc = subprocess.Popen(
         workflow_command(workdir, overlay, cores=2),
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -67,7 +91,10 @@ def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> 
     tokens = workdir / "results" / "p" / "tokens"
     assert [p.stat().st_size > 1 << 16 for p in tokens.glob(".clip_visual_tokens.partial-*")] == [True]
     os.killpg(proc.pid, sig)
-    assert proc.wait(timeout=120) != 0
+    try:
+        assert proc.wait(timeout=120) != 0
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the run did not stop after {sig.name}:\n{_hung(proc.pid, stacks)}") from None
     assert not (tokens / "clip_visual_tokens.safetensors").exists()
 
 
