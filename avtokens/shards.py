@@ -21,8 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,15 +102,18 @@ def files_state(paths: Iterable[str]) -> str:
     return hashlib.sha256(json.dumps([_identity(p) for p in paths]).encode()).hexdigest()
 
 
-def video_key(item: Item, job: ShardJob) -> str:
-    """What a video's outputs were made from: the stage settings, the shared files and the
+def video_key(item: Item, shared: str) -> str:
+    """What a video's outputs were made from: what the job shares (`job_state`) and the
     video's own input files (size and modification time, as Snakemake judges staleness)."""
-    text = json.dumps(
-        [job.settings, sorted(_identity(p) for p in job.shared.values()),
-         sorted((k, _identity(p)) for k, p in item.inputs.items())],
-        sort_keys=True, default=str,
-    )  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()
+    inputs = sorted((name, _identity(path)) for name, path in item.inputs.items())
+    return hashlib.sha256(json.dumps([shared, inputs]).encode()).hexdigest()
+
+
+def job_state(job: ShardJob) -> str:
+    """A digest of what every video of the job shares: the stage settings and the shared
+    files (weights), by size and modification time."""
+    settings = json.dumps(job.settings, sort_keys=True, default=str)
+    return hashlib.sha256(f"{settings}\n{files_state(sorted(job.shared.values()))}".encode()).hexdigest()
 
 
 def read_journal(path: Path) -> dict[str, str]:
@@ -135,7 +139,8 @@ def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> N
             stage.run(item, stage.prepare(item))
         return
     known = read_journal(job.journal)
-    keys = {item.name: video_key(item, job) for item in items}
+    shared = job_state(job)
+    keys = {item.name: video_key(item, shared) for item in items}
     todo = [
         item
         for item in items
@@ -272,16 +277,49 @@ def manifest_runs(summary_records: Iterable, audio_records: Iterable, weights_of
 
 def failures(records: Iterable) -> tuple[list[dict], list[str]]:
     """The videos that failed in the stage of each record (not those passed on from upstream),
-    and the records that leave a video unfinished, failed there or upstream. Those must go
-    for the next run to retry: Snakemake does not remake a missing file whose dependents are
-    all present."""
+    each with the record's wildcards and its `scope` (the preset or DAC weights, "" for
+    stages that have neither), and the records that leave a video unfinished, failed there
+    or upstream. Those must go for the next run to retry: Snakemake does not remake a
+    missing file whose dependents are all present."""
     rows, unfinished = [], []
     for path in records:
         if Path(path).is_file():
             record = read_record(path)
+            wildcards = record["wildcards"]
+            scope = wildcards.get("preset") or wildcards.get("weights") or ""
             for name, reason in record["failed"].items():
-                rows.append({"video": name, "stage": record["stage"], "reason": reason,
-                             **record["wildcards"]})  # fmt: skip
+                rows.append({"video": name, "stage": record["stage"], "reason": reason, "scope": scope,
+                             **wildcards})  # fmt: skip
             if record["failed"] or record["not_run"]:
                 unfinished.append(str(path))
     return rows, unfinished
+
+
+def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
+                    shown: int = 20) -> str | None:  # fmt: skip
+    """At the end of a shard-mode run: None if every video finished. Otherwise list every
+    failure in `table` (TSV: video, its path from `sources`, stage, preset or weights,
+    reason), print one `ERROR video` line per video to stderr (the first `shown`), remove the
+    records that left a video unfinished, so that the next run retries those videos and
+    nothing else, and return the run's closing message."""
+    rows, unfinished = failures(records)
+    if not unfinished:
+        return None
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table, "w", encoding="utf-8") as out:
+        out.write("video\tpath\tstage\tpreset_or_weights\treason\n")
+        for row in rows:
+            fields = [row["video"], str(sources[row["video"]]), row["stage"], row["scope"], row["reason"]]
+            out.write("\t".join(fields) + "\n")
+    by_video: dict[str, list[str]] = {}
+    for row in rows:
+        scope = f" ({row['scope']})" if row["scope"] else ""
+        by_video.setdefault(row["video"], []).append(f"{row['stage']}{scope}: {row['reason']}")
+    for name, reasons in list(by_video.items())[:shown]:
+        print(f"ERROR video {name} ({sources[name]}): " + "; ".join(reasons), file=sys.stderr)
+    for record in unfinished:
+        os.remove(record)
+    return (
+        f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished. "
+        "The next run retries them and redoes nothing else."
+    )

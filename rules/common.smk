@@ -2,6 +2,7 @@ import dataclasses
 import os
 import re
 import sys
+from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
@@ -16,7 +17,7 @@ os.environ.update(
 )
 from avtokens.checkpoints import cosmos_folder, dac_file
 from avtokens.media import unusable_source
-from avtokens.shards import failures, fill_pattern
+from avtokens.shards import fill_pattern, settle_failures
 from avtokens.presets import grid_presets, make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
@@ -306,33 +307,13 @@ def shard_records_of_run():
 
 
 def check_failed_videos(fail):
-    """Shard mode: name the videos that failed inside shard jobs, one line each, list them all
-    in shards/failed_videos.tsv, and remove the records of the shard jobs that left them
-    unfinished, so that the next run redoes those jobs (only their missing videos). With
-    `fail`, end a run that otherwise succeeded in failure."""
+    """Shard mode: name the videos that failed inside shard jobs and make the next run retry
+    them (`avtokens.shards.settle_failures`). With `fail`, end a run that otherwise succeeded
+    in failure."""
     if not SHARDS:
         return
-    rows, unfinished = failures(shard_records_of_run())
-    if not unfinished:
-        return
-    table = f"{RESULTS}/shards/failed_videos.tsv"
-    with open(table, "w", encoding="utf-8") as out:
-        out.write("video\tpath\tstage\tpreset_or_weights\treason\n")
-        for row in rows:
-            scope = row.get("preset") or row.get("weights") or ""
-            out.write(f"{row['video']}\t{videos.loc[row['video'], 'path']}\t{row['stage']}\t{scope}\t{row['reason']}\n")
-    by_video = {}
-    for row in rows:
-        scope = row.get("preset") or row.get("weights")
-        by_video.setdefault(row["video"], []).append(f"{row['stage']}{f' ({scope})' if scope else ''}: {row['reason']}")
-    for name, reasons in list(by_video.items())[:20]:
-        print(f"ERROR video {name} ({videos.loc[name, 'path']}): " + "; ".join(reasons), file=sys.stderr)
-    for record in unfinished:
-        os.remove(record)
-    message = (
-        f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished. "
-        "The next run retries them and redoes nothing else."
-    )
-    if fail:
+    message = settle_failures(shard_records_of_run(), videos["path"], Path(RESULTS, "shards", "failed_videos.tsv"))
+    if message and fail:
         raise WorkflowError(message)
-    print(message, file=sys.stderr)
+    if message:
+        print(message, file=sys.stderr)

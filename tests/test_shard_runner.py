@@ -17,6 +17,7 @@ from avtokens.shards import (
     per_video_files,
     read_journal,
     run_items,
+    settle_failures,
     shard_items,
 )
 
@@ -64,7 +65,8 @@ def shard(tmp_path, names, stage="copy", settings=None, **job):
     )
     record = tmp_path / "shards" / f"{stage}.shard.json"
     record.parent.mkdir(exist_ok=True)
-    return items, ShardJob(record, settings or {"window": 17}, {}, not_run, {"preset": "p"}, stage, **job)
+    shared = job.pop("shared", {})
+    return items, ShardJob(record, settings or {"window": 17}, shared, not_run, {"preset": "p"}, stage, **job)
 
 
 def test_every_video_is_done_once_and_recorded(tmp_path):
@@ -100,6 +102,18 @@ def test_a_rerun_redoes_only_changed_or_missing_videos(tmp_path):
     assert idle.ran == [] and idle.opened == 0
 
 
+def test_changed_shared_files_redo_every_video(tmp_path):
+    weights = tmp_path / "encoder.jit"
+    weights.write_text("v1")
+    run_items(Copy(), *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    stage = Copy()
+    run_items(stage, *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    assert stage.ran == []
+    weights.write_text("v2, a new release")
+    run_items(stage, *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    assert stage.ran == ["a", "b"]
+
+
 def test_a_failing_video_is_one_line_and_the_others_finish(tmp_path, caplog):
     items, job = shard(tmp_path, ["a", "bad", "c", "bug"])
     run_items(Copy(failing={"bad"}, crash={"bug"}), items, job)
@@ -132,6 +146,37 @@ def test_a_failing_video_is_one_line_and_the_others_finish(tmp_path, caplog):
     run_items(Copy(), later, next_job)
     rows, unfinished = failures([next_job.record])
     assert rows == [] and unfinished == [str(next_job.record)]  # reported once, where it failed
+
+
+def test_the_end_of_a_run_names_each_failed_video_once_and_leaves_it_to_the_next_run(tmp_path, capsys):
+    names = ["a", "bad", "c", "late"]
+    items, job = shard(tmp_path, names)
+    run_items(Copy(failing={"bad"}), items, job)
+    later, next_job = shard(tmp_path, names, stage="next", upstream=[job.record])
+    run_items(Copy(failing={"late"}, crash={"c"}), later, next_job)
+    clean_items, clean_job = shard(tmp_path, ["a"], stage="clean")
+    run_items(Copy(), clean_items, clean_job)
+    records = [job.record, next_job.record, clean_job.record, tmp_path / "shards" / "never_ran.shard.json"]
+    sources = {name: f"/videos/{name}.mp4" for name in names}
+    table = tmp_path / "report" / "failed_videos.tsv"
+    unreadable = "not a readable video (second line)"
+
+    message = settle_failures(records, sources, table, shown=2)
+    assert message.startswith(f"3 video(s) failed inside shard jobs, listed in {table}")
+    assert table.read_text().splitlines() == [
+        "video\tpath\tstage\tpreset_or_weights\treason",
+        f"bad\t/videos/bad.mp4\tcopy\tp\t{tmp_path / 'bad.src'}: {unreadable}",
+        "c\t/videos/c.mp4\tnext\tp\tZeroDivisionError: division by zero",
+        f"late\t/videos/late.mp4\tnext\tp\t{tmp_path / 'late.src'}: {unreadable}",
+    ]
+    assert capsys.readouterr().err.splitlines() == [  # one line a video, the first `shown` of them
+        f"ERROR video bad (/videos/bad.mp4): copy (p): {tmp_path / 'bad.src'}: {unreadable}",
+        "ERROR video c (/videos/c.mp4): next (p): ZeroDivisionError: division by zero",
+    ]
+    # Both records that left a video unfinished go (the next run redoes their jobs); the clean one stays.
+    assert [r.exists() for r in records[:3]] == [False, False, True]
+    assert settle_failures([clean_job.record], sources, tmp_path / "none.tsv") is None
+    assert not (tmp_path / "none.tsv").exists()
 
 
 def test_without_a_shard_job_an_error_ends_the_job(tmp_path):
