@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from fractions import Fraction
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -31,20 +32,21 @@ def write_comparison(
     source's aspect ratio."""
     with open(frame_metrics, newline="") as f:
         psnr = [float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")]
-    picture = Picture.from_metadata(read_metadata(visual_tokens)["picture"])
-    src_info, rec_info = probe(source), probe(reconstruction)
+    metadata = read_metadata(visual_tokens)
+    picture = Picture.from_metadata(metadata["picture"])
+    rec_info = probe(reconstruction)
     if (picture.width, picture.height) != (rec_info.width, rec_info.height):
         raise AvTokensError(f"{reconstruction}: size differs from the frames {visual_tokens} was made from")
     font = ImageFont.load_default(size=max(10, min(28, picture.height // 16)))
     chunk, done, total = 32, 0, 0.0
-    sources = read_frame_windows(source, src_info, chunk, picture=picture)
+    sources = read_frame_windows(source, picture, chunk)
     with (
         atomic_output(dest) as tmp,
         VideoWriter(
             tmp,
             2 * picture.width,
             picture.height,
-            src_info.fps,
+            Fraction(metadata["video"]["fps"]),
             crf,
             x264_preset,
             sample_aspect_ratio=picture.sample_aspect_ratio,

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -99,14 +100,31 @@ def probe(path: Path | str) -> VideoInfo:
         raise AvTokensError(f"{path}: cannot be read ({err.strerror or err})") from None
     if empty:
         raise AvTokensError(f"{path}: file is empty")
-    summary = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True
-    ).stderr.decode(errors="replace")
+    # One ffmpeg run (a process costs tens of milliseconds, a dataset has a million clips):
+    # its log holds the input's summary; the video packets' timestamps go to stdout, and the
+    # first decoded frame to a PPM file, whose header gives the size ffmpeg will deliver
+    # (display rotation included).
+    with tempfile.TemporaryDirectory(prefix="avtokens-probe-") as tmp:
+        first_frame = Path(tmp, "first.ppm")
+        proc = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path),
+             "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1",
+             "-map", "0:v:0", "-frames:v", "1", "-c:v", "ppm", "-f", "image2pipe", str(first_frame)],
+            capture_output=True,
+        )  # fmt: skip
+        ppm = first_frame.read_bytes()[:64] if first_frame.exists() else b""
+    log_text = proc.stderr.decode(errors="replace")
+    summary = re.split(r"^(?:Stream mapping:|Output #)", log_text, maxsplit=1, flags=re.M)[0]
     if not re.search(r"Stream #\d+:\d+.*: Video: ", summary):
-        reason = "no video stream" if "Stream #" in summary else _last_line(summary.encode())
+        reason = "no video stream" if "Stream #" in summary else _last_line(proc.stderr)
         raise AvTokensError(f"{path}: not a readable video ({reason})")
-    width, height = _first_frame_size(path)
-    timing = _video_timing(path, summary)
+    if proc.returncode != 0:
+        raise AvTokensError(f"{path}: reading the video failed: {_last_line(proc.stderr)}")
+    fields = ppm.split()
+    if len(fields) < 3 or fields[0] != b"P6":
+        raise AvTokensError(f"{path}: no decodable video frame")
+    width, height = int(fields[1]), int(fields[2])
+    timing = _video_timing(path, proc.stdout.decode(), summary)
     picture = _picture_format(re.search(r"Stream #\d+:\d+.*: Video: (.*)", summary).group(1))
     audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
     channels = None
@@ -188,25 +206,9 @@ def video_record(info: VideoInfo, frame_count: int) -> dict:
     return {**info.as_metadata(), "frame_count": frame_count, "duration": float(frame_count / info.fps)}
 
 
-def _first_frame_size(path: Path) -> tuple[int, int]:
-    """Decode one frame as PPM: its header gives the size ffmpeg will deliver (rotation included)."""
-    ppm = run_ffmpeg(
-        ["-i", str(path), "-map", "0:v:0", "-frames:v", "1", "-f", "image2pipe", "-c:v", "ppm",
-         "pipe:1"],
-        "decoding the first frame", path,
-    )  # fmt: skip
-    fields = ppm[:64].split()
-    if len(fields) < 3 or fields[0] != b"P6":
-        raise AvTokensError(f"{path}: no decodable video frame")
-    return int(fields[1]), int(fields[2])
-
-
-def _video_timing(path: Path, summary: str) -> VideoTiming:
-    """The video stream's timing (see avtokens.timing) from its packets' timestamps."""
-    crc = run_ffmpeg(
-        ["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1"],
-        "reading video timestamps", path,
-    ).decode()  # fmt: skip
+def _video_timing(path: Path, crc: str, summary: str) -> VideoTiming:
+    """The video stream's timing (see avtokens.timing) from its packets' timestamps, as
+    ffmpeg's framecrc output lists them."""
     tb_match = re.search(r"^#tb 0: (\d+)/(\d+)", crc, re.M)
     time_base = Fraction(int(tb_match.group(1)), int(tb_match.group(2))) if tb_match else None
     pts, durations = [], []
@@ -231,15 +233,13 @@ def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def read_frame_windows(
-    path: Path | str, info: VideoInfo, window: int, prefetch: int = 2, picture=None
-) -> Iterator[np.ndarray]:
+def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2) -> Iterator[np.ndarray]:
     """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
     (the last one shorter). A background thread keeps up to `prefetch` windows ready.
-    `picture` (an `avtokens.picture.Picture`): the frames converted as the tokenizer sees
-    them (one frame per frame, at its size); without it, as decoded."""
-    width, height = (picture.width, picture.height) if picture else (info.width, info.height)
-    filters = ["-vf", picture.filters] if picture and picture.filters else []
+    `frames`: the video's `VideoInfo` (frames as decoded) or an `avtokens.picture.Picture`
+    planned for it (frames converted as the tokenizer sees them, one frame per frame)."""
+    width, height = frames.width, frames.height
+    filters = ["-vf", frames.filters] if getattr(frames, "filters", None) else []
     frame_bytes = width * height * 3
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
            "-map", "0:v:0", *filters, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",

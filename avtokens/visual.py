@@ -127,8 +127,8 @@ class FrameStream:
     thread, the first window already decoded: a shard's next video is ready when the model
     is done with the current one."""
 
-    def __init__(self, source, info, picture: Picture, window: int):
-        self._reader = read_frame_windows(source, info, window, picture=picture)
+    def __init__(self, source, picture: Picture, window: int):
+        self._reader = read_frame_windows(source, picture, window)
         first = next(self._reader, None)
         self.windows = itertools.chain([] if first is None else [first], self._reader)
 
@@ -149,7 +149,7 @@ class SourceFrames:
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
         hashing.shutdown(wait=False)
-        self.frames = FrameStream(source, self.info, self.picture, window)
+        self.frames = FrameStream(source, self.picture, window)
 
 
 class VisualEncode(Stage):
@@ -288,7 +288,7 @@ class VisualDecode(Stage):
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
-        return meta, picture, FrameStream(source, probe(source), picture, tok["window"])
+        return meta, picture, FrameStream(source, picture, tok["window"])
 
     def run(self, item: Item, prepared) -> None:
         meta, picture, frames = prepared

@@ -36,7 +36,7 @@ def sdr_rendition(size="320x240", frames=3):
 def frames_seen(path, **settings):
     info = probe(path)
     picture = plan_picture(info, **settings)
-    return np.concatenate(list(read_frame_windows(path, info, 64, picture=picture))), picture
+    return np.concatenate(list(read_frame_windows(path, picture, 64))), picture
 
 
 def display_aspect(path) -> Fraction:
