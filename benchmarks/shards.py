@@ -11,7 +11,10 @@ of them together (the same frames and audio through the same models, per-video m
 the clips take beyond that one video, per clip, is the per-clip overhead: process starts and
 model loads per shard, probing, opening and finishing each file, the per-video plots.
 
-    .venv/bin/python benchmarks/shards.py throughput --clips 1000 --shard-size 500
+    .venv/bin/python benchmarks/shards.py throughput --clips 1000 --shard-size 500 [--sampled-reports 2]
+
+--sampled-reports N also runs the clips with `report_videos_per_shard: N` (the comparison
+videos and PSNR plots for a sample of each shard only), the setting meant for datasets.
 
 Stand-in (demo) weights unless --weights official; prints a table and writes JSON.
 """
@@ -124,9 +127,12 @@ def throughput(args, work: Path) -> dict:
     long_sheet.write_text(f"name\tpath\nlong\t{make_clip(work / 'long.mp4', args.clips * args.seconds)}\n")
     preset = {"DV8x16x16": PRESETS["DV8x16x16"]}
     base = {"weights": args.weights, "presets": preset, "run": list(preset)}
+    clip_runs = {"clips": {**base, "videos": str(sheet), "shard_size": args.shard_size}}
+    if args.sampled_reports is not None:
+        sampled = {**clip_runs["clips"], "report_videos_per_shard": args.sampled_reports}
+        clip_runs["clips_sampled_reports"] = sampled
     figures = {}
-    for name, overlay in [("clips", {**base, "videos": str(sheet), "shard_size": args.shard_size}),
-                          ("one_video", {**base, "videos": str(long_sheet)})]:  # fmt: skip
+    for name, overlay in [*clip_runs.items(), ("one_video", {**base, "videos": str(long_sheet)})]:
         workdir = work / name
         if args.weights == "demo":  # the stand-in weights are made outside the timing
             run(workflow_command(workdir, overlay, "resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth",
@@ -136,16 +142,19 @@ def throughput(args, work: Path) -> dict:
         stages = rule_seconds(output)
         figures[name] = {"seconds": seconds, "jobs": job_count(output), "stages": stages}
         print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s", flush=True)
-    overhead = (figures["clips"]["seconds"] - figures["one_video"]["seconds"]) / args.clips
-    print(f"{'rule (job seconds)':>22} {'clips':>8} {'one video':>12} {'more per clip s':>16}")
-    for rule, seconds in sorted(figures["clips"]["stages"].items(), key=lambda kv: -kv[1]):
-        alone = figures["one_video"]["stages"].get(rule.removeprefix("shard_"), 0.0)
-        print(f"{rule:>22} {seconds:>8.0f} {alone:>12.0f} {(seconds - alone) / args.clips:>16.3f}")
-    print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size}: "
-          f"{figures['clips']['seconds'] / args.clips:.3f} s a clip, "
-          f"{overhead:.3f} s a clip more than the same frames as one video")  # fmt: skip
+    overheads = {}
+    for name in clip_runs:
+        overheads[name] = (figures[name]["seconds"] - figures["one_video"]["seconds"]) / args.clips
+        print(f"\n{name}\n{'rule (job seconds)':>22} {'clips':>8} {'one video':>12} {'more per clip s':>16}")
+        for rule, seconds in sorted(figures[name]["stages"].items(), key=lambda kv: -kv[1]):
+            alone = figures["one_video"]["stages"].get(rule.removeprefix("shard_"), 0.0)
+            print(f"{rule:>22} {seconds:>8.0f} {alone:>12.0f} {(seconds - alone) / args.clips:>16.3f}")
+        print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size} ({name}): "
+              f"{figures[name]['seconds'] / args.clips:.3f} s a clip, "
+              f"{overheads[name]:.3f} s a clip more than the same frames as one video")  # fmt: skip
     return {"clips": args.clips, "seconds_per_clip": args.seconds, "shard_size": args.shard_size,
-            "runs": figures, "overhead_per_clip_s": overhead}  # fmt: skip
+            "sampled_reports": args.sampled_reports, "runs": figures,
+            "overhead_per_clip_s": overheads}  # fmt: skip
 
 
 def main() -> None:
@@ -164,6 +173,8 @@ def main() -> None:
     t.add_argument("--seconds", type=float, default=1.0)
     t.add_argument("--shard-size", type=int, default=500)
     t.add_argument("--cores", type=int, default=2)
+    t.add_argument("--sampled-reports", type=int, default=None,
+                   help="also run the clips with report_videos_per_shard set to this")  # fmt: skip
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-shards-"))

@@ -99,6 +99,12 @@ AUDIO_WEIGHTS = sorted({PRESETS[name].weights for name in RUN})
 # Shard mode (shard_size > 0): consecutive rows of the sheet in shards of that many videos,
 # named by their position, so appended rows add shards and leave the full ones as they were.
 SHARD_SIZE = config["shard_size"]
+REPORT_VIDEOS_PER_SHARD = config["report_videos_per_shard"]
+if REPORT_VIDEOS_PER_SHARD is not None and not SHARD_SIZE:
+    raise WorkflowError(
+        "config: `report_videos_per_shard` samples the comparison videos and plots of shard mode; "
+        "set `shard_size` too, or leave it null (one job per video makes them for every video)"
+    )
 ROWS = list(videos["path"].items())
 SHARDS = {
     f"shard{number:05d}": ROWS[start : start + SHARD_SIZE]

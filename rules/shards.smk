@@ -21,18 +21,23 @@ def sources_state(shard):
     return files_state(path for _, path in SHARDS[shard])
 
 
-def shard_spec(inputs, outputs):
+def shard_spec(inputs, outputs, report=False):
     """Params function: a shard job's rows (name, source) and the per-video file patterns of
     its stage with the job's preset and DAC weights filled in ("source": the row's file).
     For stages that read the sources, a digest of their sizes and modification times: a
-    changed source changes the params, which reruns the job (and it redoes that video)."""
+    changed source changes the params, which reruns the job (and it redoes that video).
+    `report`: a stage whose outputs are only for looking at, made for the first
+    `report_videos_per_shard` rows."""
 
     def get(wildcards):
         values = {key: value for key, value in wildcards.items() if key != "shard"}
         if "preset" in values:
             values["weights"] = PRESETS[values["preset"]].weights
         fill = lambda files: {key: fill_pattern(pattern, values) for key, pattern in files.items()}
-        spec = {"videos": SHARDS[wildcards.shard], "inputs": fill(inputs), "outputs": fill(outputs)}
+        rows = SHARDS[wildcards.shard]
+        if report and REPORT_VIDEOS_PER_SHARD is not None:
+            rows = rows[:REPORT_VIDEOS_PER_SHARD]
+        spec = {"videos": rows, "inputs": fill(inputs), "outputs": fill(outputs)}
         if "source" in inputs.values():
             spec["sources_state"] = sources_state(wildcards.shard)
         return spec
@@ -178,6 +183,7 @@ use rule compare_video as shard_compare_video with:
             {"source": "source", "reconstruction": VISUAL_MP4, "frame_metrics": FRAME_METRICS,
              "visual_tokens": VISUAL_TOKENS},
             {"comparison": COMPARISON_MP4},
+            report=True,
         ),  # fmt: skip
 
 
@@ -190,5 +196,5 @@ use rule plot_frame_psnr as shard_plot_frame_psnr with:
         f"{RESULTS}/logs/shards/{{shard}}.plot_frame_psnr.log",
     params:
         shard=shard_spec(
-            {name: fill_pattern(FRAME_METRICS, {"preset": name}) for name in RUN}, {"plot": PSNR_PLOT}
+            {name: fill_pattern(FRAME_METRICS, {"preset": name}) for name in RUN}, {"plot": PSNR_PLOT}, report=True
         ),

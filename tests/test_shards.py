@@ -206,3 +206,37 @@ def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
         assert remade == (name.startswith(redone) or name.endswith("_psnr_per_frame.png")), name
     tokens = results / "CV4x8x8" / "tokens" / "v2_visual_tokens.safetensors"
     assert load_tokens(tokens).metadata["windows"]["frames"] == 5
+
+
+def test_a_dataset_can_make_its_comparison_videos_and_plots_for_a_sample(both_modes, tmp_path):
+    folder, overlay, clips, _ = both_modes
+    work, results = copy_of_sharded_run(folder, tmp_path)
+    # As if those two steps had not run yet: their per-video files and records gone.
+    for made in [
+        *results.glob("*/reconstructed/*_comparison.mp4"),
+        *results.glob("report/*_psnr_per_frame.png"),
+        *results.glob("shards/*/*/compare_video.shard.*"),
+        *results.glob("shards/*/*/plot_frame_psnr.shard.*"),
+    ]:
+        made.unlink()
+    before = mtimes(results)
+    sampled = {**overlay, "shard_size": 2, "report_videos_per_shard": 1}
+    jobs = planned_jobs(run_workflow(work, sampled))
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == {
+        "shard_compare_video": 2 * 2,
+        "shard_plot_frame_psnr": 2,
+    }
+    after = mtimes(results)
+    assert {name: after[name] for name in before} == before  # nothing else made again
+    looked_at = sorted(set(after) - set(before))  # the first video of each shard: v0 and v2
+    assert looked_at == sorted(
+        [f"{preset}/reconstructed/{video}_comparison.mp4" for preset in PRESETS for video in ("v0", "v2")]
+        + [f"report/{video}_psnr_per_frame.png" for video in ("v0", "v2")]
+    )
+    record = json.loads(
+        (results / "shards" / "CV4x8x8" / "shard00000" / "compare_video.shard.json").read_text()
+    )
+    assert list(record["done"]) == ["v0"] and record["not_run"] == {}
+    # One job per video makes them for every video: the setting is refused there, not ignored.
+    refused = run_workflow(work, {**overlay, "report_videos_per_shard": 1}, "--dry-run", check=False)
+    assert refused.returncode != 0 and "set `shard_size` too" in refused.stdout + refused.stderr
