@@ -28,7 +28,7 @@ from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
-from avtokens.media import decoded_frame_count, extract_wav, probe, sha256_of, source_record, video_record
+from avtokens.media import extract_wav, probe, sha256_of, source_record, video_record
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
@@ -139,13 +139,12 @@ def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
     source file and the video stream with the decoded frame count, which every visual token
     file of the video records too, so the codes cover exactly the frames the latent frames do)."""
     info = probe(source)
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(sha256_of, source)
-        frame_count = pool.submit(decoded_frame_count, source)
         with atomic_output(wav_dest) as tmp:
-            extract_wav(source, tmp, info, SAMPLE_RATE)
+            frame_count = extract_wav(source, tmp, info, SAMPLE_RATE)
         timeline = {"source": source_record(source, name, digest.result()),
-                    "video": video_record(info, frame_count.result())}  # fmt: skip
+                    "video": video_record(info, frame_count)}  # fmt: skip
     with atomic_output(timeline_dest) as tmp:
         tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
-from avtokens.media import VideoWriter, probe, read_frame_windows
+from avtokens.media import VideoWriter, read_frame_windows
 from avtokens.picture import Picture
 from avtokens.tokenfile import read_metadata
 
@@ -29,14 +29,12 @@ def write_comparison(
 ) -> None:
     """Stream both videos frame by frame into `dest`, twice as wide as the frames the
     tokenizer saw (the source converted as the visual token file records), shown at the
-    source's aspect ratio."""
+    source's aspect ratio. The reconstruction is read at that size (not probed: a process
+    per clip), so one of another size is a decoding error."""
     with open(frame_metrics, newline="") as f:
         psnr = [float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")]
     metadata = read_metadata(visual_tokens)
     picture = Picture.from_metadata(metadata["picture"])
-    rec_info = probe(reconstruction)
-    if (picture.width, picture.height) != (rec_info.width, rec_info.height):
-        raise AvTokensError(f"{reconstruction}: size differs from the frames {visual_tokens} was made from")
     font = ImageFont.load_default(size=max(10, min(28, picture.height // 16)))
     chunk, done, total = 32, 0, 0.0
     sources = read_frame_windows(source, picture, chunk)
@@ -52,7 +50,7 @@ def write_comparison(
             sample_aspect_ratio=picture.sample_aspect_ratio,
         ) as writer,
     ):
-        for reconstructed in read_frame_windows(reconstruction, rec_info, chunk):
+        for reconstructed in read_frame_windows(reconstruction, picture.converted, chunk):
             original = next(sources, None)
             if original is None or len(original) != len(reconstructed) or done + len(original) > len(psnr):
                 raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")

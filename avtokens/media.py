@@ -170,21 +170,6 @@ def _picture_format(video_line: str) -> dict:
     }
 
 
-def decoded_frame_count(path: Path | str) -> int:
-    """How many frames decoding the video gives: the count every visual token file of it
-    records (read_frame_windows decodes the same way), which can differ from the packet
-    count (frames the decoder drops or an edit list discards). Costs one decode, on CPU."""
-    progress = run_ffmpeg(
-        ["-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null", "-",
-         "-progress", "pipe:1", "-nostats"],
-        "counting video frames", path,
-    ).decode()  # fmt: skip
-    counts = re.findall(r"^frame=(\d+)$", progress, re.M)
-    if not counts or not int(counts[-1]):
-        raise AvTokensError(f"{path}: no decodable video frames")
-    return int(counts[-1])
-
-
 def unusable_source(path: Path | str) -> str | None:
     """Why a listed source cannot be handed to a job at all ("no such file", "cannot be read
     (Permission denied)"), or None. One system call each: a sheet may list millions."""
@@ -237,7 +222,8 @@ def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2)
     """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
     (the last one shorter). A background thread keeps up to `prefetch` windows ready.
     `frames`: the video's `VideoInfo` (frames as decoded) or an `avtokens.picture.Picture`
-    planned for it (frames converted as the tokenizer sees them, one frame per frame)."""
+    planned for it (frames converted as the tokenizer sees them, one frame per frame). A file
+    whose frames are another size is an error (unless the byte counts happen to agree)."""
     width, height = frames.width, frames.height
     filters = ["-vf", frames.filters] if getattr(frames, "filters", None) else []
     frame_bytes = width * height * 3
@@ -252,6 +238,9 @@ def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2)
             view, got = memoryview(buf).cast("B"), 0
             while got < len(view) and (n := proc.stdout.readinto(view[got:])):
                 got += n
+            # A partial last frame from an ffmpeg that succeeded: the frames are another size.
+            if got % frame_bytes and got < len(view) and proc.wait() == 0:
+                raise AvTokensError(f"{path}: its frames are not {width}x{height} (decoding ended inside one)")
             if got // frame_bytes:
                 yield buf[: got // frame_bytes]
             if got < len(view):
@@ -327,25 +316,36 @@ class VideoWriter:
             raise AvTokensError(f"{self.path}: video encoding failed: {_last_line(proc.stderr.read())}")
 
 
-def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> None:
+def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> int:
     """The source's first audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
     downmix and resampler), placed on the video's clock: sample 0 is the moment of the first
     video frame. Audio that starts later than the video is preceded by silence, audio that
     starts earlier is cut, and gaps inside it are filled with silence. A source without
-    audio gives silence as long as the video."""
+    audio gives silence as long as the video.
+
+    Returns how many frames decoding the video gives, counted in the same ffmpeg run: the
+    count every visual token file of it records (read_frame_windows decodes the same way),
+    which can differ from the packet count (frames the decoder drops, or an edit list
+    discards)."""
     if info.has_audio:
         timeline = f"aresample={sample_rate}:async=1:first_pts=0"  # sample 0 = the file's start
         skip = round(info.video_start * sample_rate)
         if skip > 0:
             timeline += f",atrim=start_sample={skip},asetpts=PTS-STARTPTS"
-        args = ["-i", str(source), "-map", "0:a:0", "-af", timeline]
+        inputs, audio = ["-i", str(source)], ["-map", "0:a:0", "-af", timeline]
     else:
-        args = ["-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono", "-t", f"{info.duration}"]
-    run_ffmpeg(
-        ["-y", *args, "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav",
-         str(dest)],
+        inputs = ["-i", str(source), "-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono"]
+        audio = ["-map", "1:a:0", "-t", f"{info.duration}"]
+    progress = run_ffmpeg(
+        ["-y", "-progress", "pipe:1", "-nostats", *inputs,
+         *audio, "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(dest),
+         "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null", "-"],
         "audio extraction", source,
-    )  # fmt: skip
+    ).decode()  # fmt: skip
+    counts = re.findall(r"^frame=(\d+)$", progress, re.M)
+    if not counts or not int(counts[-1]):
+        raise AvTokensError(f"{source}: no decodable video frames")
+    return int(counts[-1])
 
 
 def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:

@@ -10,7 +10,7 @@ token file records what was done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from avtokens.media import VideoInfo, ratio_text
@@ -47,6 +47,12 @@ class Picture:
         if (self.width, self.height) != (self.stored_width, self.stored_height):
             chain.append(f"scale={self.width}:{self.height}:flags=lanczos,setsar=1")
         return ",".join(chain)
+
+    @property
+    def converted(self) -> Picture:
+        """The tokenizer's frames as a file of them stores them (a reconstruction): the same
+        size and pixels, nothing left to convert."""
+        return replace(self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None)
 
     def as_metadata(self) -> dict:
         return {

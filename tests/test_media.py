@@ -1,5 +1,6 @@
 """Probing and streaming through ffmpeg."""
 
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -45,6 +46,12 @@ def test_frames_stream_in_windows_with_a_short_last_one(tmp_path):
     assert windows[0].shape[1:] == (30, 48, 3) and windows[0].dtype == np.uint8
 
 
+def test_frames_of_another_size_than_expected_are_an_error(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", 48, 30, 40)
+    with pytest.raises(AvTokensError, match=r"c.mp4: its frames are not 50x30"):
+        list(read_frame_windows(clip, replace(probe(clip), width=50), 17))
+
+
 def test_writer_keeps_odd_sizes_and_the_exact_rate(tmp_path):
     path = tmp_path / "odd.mp4"
     writer = VideoWriter(path, 33, 17, Fraction(30000, 1001), crf=10, preset="ultrafast")
@@ -80,7 +87,7 @@ def test_extracted_audio_runs_on_the_video_clock(tmp_path, video_offset, audio_o
     info = probe(shifted)
     assert info.video_start == pytest.approx(float(video_offset), abs=0.01)
     wav = tmp_path / "a.wav"
-    extract_wav(shifted, wav, info, 44100)
+    assert extract_wav(shifted, wav, info, 44100) == 50
     samples, rate = soundfile.read(wav)
     onset = np.nonzero(np.abs(samples) > 0.05)[0][0] / rate  # sample 0 is the first video frame
     assert onset == pytest.approx(first_sound, abs=0.03)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import count_frames, run_workflow
 
-from avtokens import load_tokens
+from avtokens import AvTokensError, load_tokens
 from avtokens.compare import write_comparison
 from avtokens.media import probe, read_frame_windows, run_ffmpeg
 from avtokens.picture import plan_picture
@@ -70,6 +70,8 @@ def test_square_pixels_keep_the_height_and_resample_the_width(tmp_path, size, sa
     assert (picture.width, picture.height) == square and picture.sample_aspect_ratio == 1
     assert picture.display_aspect_ratio == Fraction(*square)
     assert "scale=" in picture.filters and "setsar=1" in picture.filters
+    reconstruction = picture.converted
+    assert (reconstruction.stored_width, reconstruction.stored_height) == square and reconstruction.filters == ""
     stored = plan_picture(info, pixels="stored")
     assert (stored.width, stored.height, stored.sample_aspect_ratio) == (*size, sar) and stored.filters == ""
 
@@ -96,6 +98,9 @@ def test_an_anamorphic_source_reconstructs_at_its_display_aspect_either_way(
     write_comparison(source, video, metrics, tokens, comparison, "p", 18, "ultrafast")
     assert (probe(video).width, probe(video).height) == seen and count_frames(video) == 12
     assert display_aspect(video) == Fraction(4, 3) and display_aspect(comparison) == Fraction(8, 3)
+    if pixels == "square":  # the source's stored 720x480 frames are no reconstruction of 640x480 ones
+        with pytest.raises(AvTokensError, match=r"dvd.mp4: its frames are not 640x480"):
+            write_comparison(source, source, metrics, tokens, comparison, "p", 18, "ultrafast")
 
 
 def test_the_workflow_describes_an_anamorphic_source_at_the_size_the_tokenizer_saw(tmp_path):
