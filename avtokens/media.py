@@ -240,7 +240,7 @@ def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2)
                 got += n
             # A partial last frame from an ffmpeg that succeeded: the frames are another size.
             if got % frame_bytes and got < len(view) and proc.wait() == 0:
-                raise AvTokensError(f"{path}: its frames are not {width}x{height} (decoding ended inside one)")
+                raise AvTokensError(f"{path}: its frames are not {width}x{height} (decoding ended in one)")
             if got // frame_bytes:
                 yield buf[: got // frame_bytes]
             if got < len(view):

@@ -52,7 +52,9 @@ class Picture:
     def converted(self) -> Picture:
         """The tokenizer's frames as a file of them stores them (a reconstruction): the same
         size and pixels, nothing left to convert."""
-        return replace(self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None)
+        return replace(
+            self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None
+        )
 
     def as_metadata(self) -> dict:
         return {

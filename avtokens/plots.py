@@ -51,7 +51,8 @@ def plot_frame_psnr(frame_metrics: dict, video: str, dest) -> None:
     """PSNR of every frame for each preset; dotted lines where a tokenizer window starts."""
     # Fixed margins: tight_layout measures every label and costs a third of the figure,
     # which is drawn for every clip of a dataset.
-    fig, axis = plt.subplots(figsize=(11, 4), gridspec_kw=dict(left=0.065, right=0.985, bottom=0.12, top=0.92))
+    margins = dict(left=0.065, right=0.985, bottom=0.12, top=0.92)
+    fig, axis = plt.subplots(figsize=(11, 4), gridspec_kw=margins)
     for preset, path in sorted(frame_metrics.items()):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))

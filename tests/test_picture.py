@@ -70,8 +70,8 @@ def test_square_pixels_keep_the_height_and_resample_the_width(tmp_path, size, sa
     assert (picture.width, picture.height) == square and picture.sample_aspect_ratio == 1
     assert picture.display_aspect_ratio == Fraction(*square)
     assert "scale=" in picture.filters and "setsar=1" in picture.filters
-    reconstruction = picture.converted
-    assert (reconstruction.stored_width, reconstruction.stored_height) == square and reconstruction.filters == ""
+    converted = picture.converted
+    assert (converted.stored_width, converted.stored_height) == square and converted.filters == ""
     stored = plan_picture(info, pixels="stored")
     assert (stored.width, stored.height, stored.sample_aspect_ratio) == (*size, sar) and stored.filters == ""
 
