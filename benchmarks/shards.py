@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,13 +52,20 @@ def make_clip(path: Path, seconds: float, width: int = 160, height: int = 96) ->
     return path
 
 
-def run(cmd: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of Snakemake and every process it waited
+    for: steadier than wall time on a shared machine) and the output of one command."""
+    start, cpu_start = time.perf_counter(), children_cpu_seconds()
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, children_cpu_seconds() - cpu_start
     if proc.returncode != 0:
         sys.exit(f"snakemake failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout + proc.stderr
+    return seconds, cpu_seconds, proc.stdout + proc.stderr
 
 
 def job_count(output: str) -> int:
@@ -106,7 +114,7 @@ def plan(args, work: Path) -> dict:
     for n, shard_size in cases:
         overlay = {"videos": str(rows[n]), "weights": args.weights, "presets": PRESETS, "run": list(PRESETS),
                    "shard_size": shard_size}  # fmt: skip
-        seconds, output = run(workflow_command(work / f"w{n}_{shard_size}", overlay, "--dry-run", cores=2))
+        seconds, _, output = run(workflow_command(work / f"w{n}_{shard_size}", overlay, "--dry-run", cores=2))
         figures.append({"rows": n, "shard_size": shard_size, "jobs": job_count(output), "seconds": seconds})
         print(
             f"{n:>8} rows  shard_size {shard_size:>5}  {job_count(output):>8} jobs  {seconds:>7.1f} s",
@@ -138,23 +146,28 @@ def throughput(args, work: Path) -> dict:
             run(workflow_command(workdir, overlay, "resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth",
                                  "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit",
                                  cores=args.cores))  # fmt: skip
-        seconds, output = run(workflow_command(workdir, overlay, cores=args.cores))
+        seconds, cpu_seconds, output = run(workflow_command(workdir, overlay, cores=args.cores))
         stages = rule_seconds(output)
-        figures[name] = {"seconds": seconds, "jobs": job_count(output), "stages": stages}
-        print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s", flush=True)
-    overheads = {}
+        figures[name] = {"seconds": seconds, "cpu_seconds": cpu_seconds, "jobs": job_count(output),
+                         "stages": stages}  # fmt: skip
+        print(f"{name:>10}: {job_count(output):>5} jobs, {seconds:.1f} s, {cpu_seconds:.1f} CPU s",
+              flush=True)  # fmt: skip
+    one_video = figures["one_video"]
+    overheads, cpu_overheads = {}, {}
     for name in clip_runs:
-        overheads[name] = (figures[name]["seconds"] - figures["one_video"]["seconds"]) / args.clips
+        overheads[name] = (figures[name]["seconds"] - one_video["seconds"]) / args.clips
+        cpu_overheads[name] = (figures[name]["cpu_seconds"] - one_video["cpu_seconds"]) / args.clips
         print(f"\n{name}\n{'rule (job seconds)':>22} {'clips':>8} {'one video':>12} {'more per clip s':>16}")
         for rule, seconds in sorted(figures[name]["stages"].items(), key=lambda kv: -kv[1]):
-            alone = figures["one_video"]["stages"].get(rule.removeprefix("shard_"), 0.0)
+            alone = one_video["stages"].get(rule.removeprefix("shard_"), 0.0)
             print(f"{rule:>22} {seconds:>8.0f} {alone:>12.0f} {(seconds - alone) / args.clips:>16.3f}")
         print(f"{args.clips} clips of {args.seconds:g} s in shards of {args.shard_size} ({name}): "
               f"{figures[name]['seconds'] / args.clips:.3f} s a clip, "
-              f"{overheads[name]:.3f} s a clip more than the same frames as one video")  # fmt: skip
+              f"{overheads[name]:.3f} s a clip more than the same frames as one video "
+              f"({cpu_overheads[name]:.3f} CPU s a clip more)")  # fmt: skip
     return {"clips": args.clips, "seconds_per_clip": args.seconds, "shard_size": args.shard_size,
             "sampled_reports": args.sampled_reports, "runs": figures,
-            "overhead_per_clip_s": overheads}  # fmt: skip
+            "overhead_per_clip_s": overheads, "cpu_overhead_per_clip_s": cpu_overheads}  # fmt: skip
 
 
 def main() -> None:

@@ -141,3 +141,7 @@ def test_the_clip_cost_benchmark_times_every_rule_in_every_run(tmp_path):
         assert sum(rule.startswith("shard_") for rule in clips["stages"]) == 11
         assert all(seconds >= 0 for seconds in [*clips["stages"].values(), *one["stages"].values()])
         assert record["overhead_per_clip_s"][name] == pytest.approx((clips["seconds"] - one["seconds"]) / 2)
+        # Snakemake and its jobs' processes, counted once they end: a model load is CPU seconds.
+        assert clips["cpu_seconds"] > 1 and one["cpu_seconds"] > 1
+        cpu_more = (clips["cpu_seconds"] - one["cpu_seconds"]) / 2
+        assert record["cpu_overhead_per_clip_s"][name] == pytest.approx(cpu_more)
