@@ -240,3 +240,24 @@ def test_a_dataset_can_make_its_comparison_videos_and_plots_for_a_sample(both_mo
     # One job per video makes them for every video: the setting is refused there, not ignored.
     refused = run_workflow(work, {**overlay, "report_videos_per_shard": 1}, "--dry-run", check=False)
     assert refused.returncode != 0 and "set `shard_size` too" in refused.stdout + refused.stderr
+
+
+def test_a_deleted_video_file_is_made_again_by_a_forced_rerun_of_its_step(both_modes, tmp_path):
+    folder, overlay, _, _ = both_modes
+    work, results = copy_of_sharded_run(folder, tmp_path)
+    overlay = {**overlay, "shard_size": 2}
+    before, contents = mtimes(results), made_files(results)
+    tokens = "DV8x16x16/tokens/v1_visual_tokens.safetensors"
+    (results / tokens).unlink()
+    # Snakemake does not see per-video files in shard mode: deleting one alone plans nothing.
+    idle = run_workflow(work, overlay, "--dry-run")
+    assert "Nothing to be done" in idle.stdout + idle.stderr
+    run_workflow(work, overlay, "--forcerun", "shard_visual_encode")
+    after = made_files(results)
+    assert sorted(after) == sorted(contents) and after == contents  # the same bytes again
+    remade = sorted(name for name, made in mtimes(results).items() if made != before.get(name))
+    # v1 through DV8x16x16: the tokens and every later step's files (its input changed); the
+    # plot of v1 and the tables, which read them. Nothing of v0, v2 or CV4x8x8.
+    assert tokens in remade and "DV8x16x16/reconstructed/v1_combined.mp4" in remade
+    assert all(("v1" in name and not name.startswith("CV4x8x8/")) or name.startswith(tables) or
+               name == "report/v1_psnr_per_frame.png" for name in remade), remade  # fmt: skip
