@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def atomic_output(dest: Path | str):
-    """Yield a temporary path beside `dest` (same suffix, so tools can tell the format);
-    it replaces `dest` when the block succeeds and is removed when it fails."""
+    """Yield a temporary path for `dest` (same suffix, so tools can tell the format); it
+    replaces `dest` when the block succeeds and is removed when it fails.
+
+    The temporary file is in a folder of its own beside `dest`, `.<name>.partial/`, so a
+    killed earlier attempt's leftover is found without listing `dest`'s folder: in a dataset
+    that folder holds a file per clip, and listing it for every output made writing a clip's
+    files cost time in proportion to the clips already done."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a killed earlier attempt at the same output (only one job ever writes it).
-    pattern = f".{glob.escape(dest.stem)}.partial-*" + (f"{glob.escape(dest.suffix)}*" if dest.suffix else "")
-    for stale in dest.parent.glob(pattern):
+    staging = dest.with_name(f".{dest.name}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    for stale in staging.iterdir():  # a killed earlier attempt's (only one job writes `dest`)
         stale.unlink(missing_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial-{os.getpid()}{dest.suffix}")
+    tmp = staging / f"{dest.stem}.{os.getpid()}{dest.suffix}"
     try:
         yield tmp
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: a concurrent writer's file, theirs to remove
+            staging.rmdir()

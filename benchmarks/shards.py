@@ -16,6 +16,11 @@ model loads per shard, probing, opening and finishing each file, the per-video p
 --sampled-reports N also runs the clips with `report_videos_per_shard: N` (the comparison
 videos and PSNR plots for a sample of each shard only), the setting meant for datasets.
 
+outputs: the time to write one small output (atomic_output, as every step writes its files)
+into a folder that already holds N files, as a dataset's folders do once N clips are done.
+
+    .venv/bin/python benchmarks/shards.py outputs --files 0 10000 100000
+
 Stand-in (demo) weights unless --weights official; prints a table and writes JSON.
 """
 
@@ -34,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from avtokens.atomic import atomic_output  # noqa: E402
 from avtokens.media import run_ffmpeg  # noqa: E402
 from avtokens.workflow import workflow_command  # noqa: E402
 
@@ -170,6 +176,23 @@ def throughput(args, work: Path) -> dict:
             "overhead_per_clip_s": overheads, "cpu_overhead_per_clip_s": cpu_overheads}  # fmt: skip
 
 
+def outputs(args, work: Path) -> dict:
+    figures = []
+    for n in sorted(args.files):
+        folder = work / f"files_{n}"
+        folder.mkdir()
+        for i in range(n):
+            (folder / f"clip{i:07d}_visual_tokens.safetensors").touch()
+        start = time.perf_counter()
+        for i in range(args.writes):
+            with atomic_output(folder / f"new{i:05d}_visual_tokens.safetensors") as tmp:
+                tmp.write_bytes(b"tokens")
+        per_output = (time.perf_counter() - start) / args.writes
+        figures.append({"files_in_folder": n, "seconds_per_output": per_output})
+        print(f"{n:>9} files in the folder: {per_output * 1e3:8.3f} ms an output", flush=True)
+    return {"writes": args.writes, "outputs": figures}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -188,11 +211,14 @@ def main() -> None:
     t.add_argument("--cores", type=int, default=2)
     t.add_argument("--sampled-reports", type=int, default=None,
                    help="also run the clips with report_videos_per_shard set to this")  # fmt: skip
+    o = sub.add_parser("outputs")
+    o.add_argument("--files", type=int, nargs="+", default=[0, 10000, 100000])
+    o.add_argument("--writes", type=int, default=200)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-shards-"))
     try:
-        record = plan(args, work) if args.command == "plan" else throughput(args, work)
+        record = {"plan": plan, "throughput": throughput, "outputs": outputs}[args.command](args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.json.write_text(json.dumps({"command": args.command, "weights": args.weights, **record}, indent=2))

@@ -129,6 +129,13 @@ def test_the_planning_benchmark_counts_a_plan_per_shard(tmp_path):
     assert all(p["seconds"] > 0 for p in plans)
 
 
+def test_the_output_benchmark_writes_into_folders_of_each_size(tmp_path):
+    record = run_shards_benchmark(tmp_path, "outputs", "--files", "300", "0", "--writes", "5")
+    assert record["writes"] == 5
+    assert [f["files_in_folder"] for f in record["outputs"]] == [0, 300]
+    assert all(f["seconds_per_output"] > 0 for f in record["outputs"])
+
+
 def test_the_clip_cost_benchmark_times_every_rule_in_every_run(tmp_path):
     record = run_shards_benchmark(
         tmp_path, "throughput", "--clips", "2", "--shard-size", "2", "--sampled-reports", "1"
