@@ -183,6 +183,8 @@ def outputs(args, work: Path) -> dict:
         folder.mkdir()
         for i in range(n):
             (folder / f"clip{i:07d}_visual_tokens.safetensors").touch()
+        with atomic_output(folder / "warm_up.safetensors") as tmp:  # first-call costs out of the timing
+            tmp.write_bytes(b"tokens")
         start = time.perf_counter()
         for i in range(args.writes):
             with atomic_output(folder / f"new{i:05d}_visual_tokens.safetensors") as tmp:
