@@ -142,9 +142,9 @@ def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(sha256_of, source)
         with atomic_output(wav_dest) as tmp:
-            frame_count = extract_wav(source, tmp, info, SAMPLE_RATE)
+            decoded = extract_wav(source, tmp, info, SAMPLE_RATE)
         timeline = {"source": source_record(source, name, digest.result()),
-                    "video": video_record(info, frame_count)}  # fmt: skip
+                    "video": video_record(info, decoded)}  # fmt: skip
     with atomic_output(timeline_dest) as tmp:
         tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

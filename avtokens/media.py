@@ -11,26 +11,24 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
+import av
 import numpy as np
+from av.stream import Disposition
+from av.video.reformatter import ColorPrimaries, ColorTrc
 
 from avtokens import AvTokensError
 from avtokens.background import prefetched
-from avtokens.timing import VideoTiming, video_timing
+from avtokens.timing import video_timing
 
 log = logging.getLogger(__name__)
-
-# Channel counts of the layouts ffmpeg names in its stream summary.
-_LAYOUT_CHANNELS = {
-    "mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4, "quad(side)": 4,
-    "4.0": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.0": 6,
-    "6.1": 7, "7.0": 7, "7.1": 8, "7.1(wide)": 8, "7.1(wide-side)": 8, "octagonal": 8,
-}  # fmt: skip
 
 
 def ffmpeg_exe() -> str:
@@ -44,13 +42,24 @@ def run_ffmpeg(args: list[str], what: str, source: Path | str) -> bytes:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *args]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
-        raise AvTokensError(f"{source}: {what} failed: {_last_line(proc.stderr)}")
+        reason = ffmpeg_reason(proc.stderr.decode(errors="replace").splitlines())
+        raise AvTokensError(f"{source}: {what} failed: {reason}")
     return proc.stdout
 
 
-def _last_line(stderr: bytes) -> str:
-    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else "ffmpeg gave no reason"
+# ffmpeg's lines about its own threads and files winding down after an error: not the reason.
+_WINDING_DOWN = re.compile(
+    r"Terminating thread with return code|Task finished with error code|Error closing file|"
+    r"Error writing trailer|Conversion failed!|Nothing was written into output file"
+)
+
+
+def ffmpeg_reason(lines) -> str:
+    """The line of ffmpeg's log that says why it failed: the last one that is not about
+    winding down (the error rate of a file too damaged to decode, a full disk)."""
+    lines = [line.strip() for line in lines if line.strip()]
+    reasons = [line for line in lines if not _WINDING_DOWN.search(line)] or lines
+    return reasons[-1] if reasons else "ffmpeg gave no reason"
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,9 @@ class VideoInfo:
     fps: Fraction  # exact when the container's timestamps are regular
     packet_count: int  # video packets; the decoded frame count is counted while decoding
     duration: float  # seconds, from the video timestamps
-    video_start: float  # seconds from the start of the file to the first video frame
+    # The first video frame's time (seconds) on the container's own clock, which is where
+    # sample 0 of the extracted audio is taken from; MPEG-TS clocks start anywhere.
+    video_start: float
     # Largest distance (seconds) between a frame's own timestamp and its place on the
     # constant-rate timeline the pipeline uses; more than half a frame means variable rate.
     timing_deviation: float
@@ -70,26 +81,63 @@ class VideoInfo:
     has_audio: bool
     audio_rate: int | None
     audio_channels: int | None
-    # How the stored frames are meant to be shown (the stream header's word, as ffmpeg reads it).
+    # How the stored frames are meant to be shown (the stream header's word).
     sample_aspect_ratio: Fraction = Fraction(1)  # width of a stored pixel over its height
     field_order: str = "progressive"  # or "top first" / "bottom first": interlaced
     transfer: str | None = None  # transfer characteristic, e.g. bt709, smpte2084 (PQ), arib-std-b67 (HLG)
     primaries: str | None = None  # colour primaries, e.g. bt709, bt2020
+    # The streams used, as the container numbers them (ffmpeg's `-map 0:N`): chosen as players
+    # choose them (`choose_video_stream`, `choose_audio_stream`).
+    video_stream: int = 0
+    audio_stream: int | None = None
+    video_streams: int = 1  # how many the container has (cover pictures not counted)
 
     def as_metadata(self) -> dict:
         d = asdict(self)
-        d["fps"] = f"{self.fps.numerator}/{self.fps.denominator}"
+        d["fps"] = ratio_text(self.fps, "/")
         d["sample_aspect_ratio"] = ratio_text(self.sample_aspect_ratio)
         return d
 
+    @property
+    def frame_rate(self) -> Fraction | None:
+        """The rate of the timeline frames are decoded onto (`decoding_args`); None where
+        the rate varies (the frames as they come)."""
+        return None if self.variable_rate else self.fps
 
-def ratio_text(value: Fraction) -> str:
-    """An aspect ratio as metadata writes it, e.g. "8:9"."""
-    return f"{value.numerator}:{value.denominator}"
+
+def ratio_text(value: Fraction, separator: str = ":") -> str:
+    """A ratio as metadata writes it: an aspect ratio "8:9", a rate "30000/1001"."""
+    return f"{value.numerator}{separator}{value.denominator}"
+
+
+class StreamFacts(NamedTuple):
+    """What choosing a stream looks at."""
+
+    index: int
+    default: bool  # the container marks it as the one to play
+    cover: bool  # an attached picture (cover art), not a video
+    packets: int
+
+
+def choose_video_stream(streams: list[StreamFacts]) -> StreamFacts | None:
+    """The stream a player shows: never a cover picture; a default one before others; then
+    the one with the most frames (a one-frame still beside the video loses); then the first."""
+    videos = [s for s in streams if not s.cover]
+    return max(videos, key=lambda s: (s.default, s.packets, -s.index), default=None)
+
+
+def choose_audio_stream(streams: list[StreamFacts]) -> StreamFacts | None:
+    """The stream a player plays: a default one before others; then the first."""
+    return max(streams, key=lambda s: (s.default, -s.index), default=None)
+
+
+# ffmpeg's field orders (AVFieldOrder) as the pipeline names them: by the field shown first.
+_FIELD_ORDERS = {2: "top first", 3: "bottom first", 4: "top first", 5: "bottom first"}
 
 
 def probe(path: Path | str) -> VideoInfo:
-    """Read a video's size, exact frame rate and audio format without decoding it all."""
+    """Read a video's streams, size, exact frame rate and audio format without decoding it
+    all (PyAV: the container's own fields, and every video packet's timestamp)."""
     path = Path(path)
     if path.is_dir():
         raise AvTokensError(f"{path}: is a folder, not a video file")
@@ -100,74 +148,107 @@ def probe(path: Path | str) -> VideoInfo:
         raise AvTokensError(f"{path}: cannot be read ({err.strerror or err})") from None
     if empty:
         raise AvTokensError(f"{path}: file is empty")
-    # One ffmpeg run (a process costs tens of milliseconds, a dataset has a million clips):
-    # its log holds the input's summary; the video packets' timestamps go to stdout, and the
-    # first decoded frame to a PPM file, whose header gives the size ffmpeg will deliver
-    # (display rotation included).
-    with tempfile.TemporaryDirectory(prefix="avtokens-probe-") as tmp:
-        first_frame = Path(tmp, "first.ppm")
-        proc = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path),
-             "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "pipe:1",
-             "-map", "0:v:0", "-frames:v", "1", "-c:v", "ppm", "-f", "image2pipe", str(first_frame)],
-            capture_output=True,
-        )  # fmt: skip
-        ppm = first_frame.read_bytes()[:64] if first_frame.exists() else b""
-    log_text = proc.stderr.decode(errors="replace")
-    summary = re.split(r"^(?:Stream mapping:|Output #)", log_text, maxsplit=1, flags=re.M)[0]
-    if not re.search(r"Stream #\d+:\d+.*: Video: ", summary):
-        reason = "no video stream" if "Stream #" in summary else _last_line(proc.stderr)
-        raise AvTokensError(f"{path}: not a readable video ({reason})")
-    if proc.returncode != 0:
-        raise AvTokensError(f"{path}: reading the video failed: {_last_line(proc.stderr)}")
-    fields = ppm.split()
-    if len(fields) < 3 or fields[0] != b"P6":
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as err:
+        raise AvTokensError(f"{path}: not a readable video ({_av_reason(err)})") from None
+    with container:
+        return _probe_container(path, container)
+
+
+def _av_reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
+def _probe_container(path: Path, container) -> VideoInfo:
+    streams = list(container.streams.video)
+    if not streams:
+        raise AvTokensError(f"{path}: not a readable video (no video stream)")
+    # One pass over the file: every packet's timestamp, and the first frame of each stream.
+    packets = {s.index: [] for s in streams}
+    first = {}
+    try:
+        for packet in container.demux(streams):
+            if not packet.size:
+                continue
+            index = packet.stream.index
+            packets[index].append((packet.pts, packet.duration))
+            if index not in first and (frames := _decoded(packet.stream, packet)):
+                first[index] = frames[0]
+    except av.FFmpegError as err:  # a damaged tail: ffmpeg's decoding reads on, or stops, as it can
+        log.warning("%s: reading packets stopped early (%s)", path, _av_reason(err))
+    for s in streams:
+        if s.index not in first and (frames := _decoded(s, None)):  # held back until the end
+            first[s.index] = frames[0]
+    facts = [_facts(s, len(packets[s.index])) for s in streams]
+    chosen = choose_video_stream(facts)
+    if chosen is None:
+        raise AvTokensError(f"{path}: not a readable video (no video stream, only a cover picture)")
+    stream = container.streams[chosen.index]
+    frame = first.get(chosen.index)
+    if frame is None:
         raise AvTokensError(f"{path}: no decodable video frame")
-    width, height = int(fields[1]), int(fields[2])
-    timing = _video_timing(path, proc.stdout.decode(), summary)
-    picture = _picture_format(re.search(r"Stream #\d+:\d+.*: Video: (.*)", summary).group(1))
-    audio = re.search(r"Stream #\d+:\d+.*: Audio: .*?, (\d+) Hz, ([^,]+)", summary)
-    channels = None
-    if audio:
-        layout = audio.group(2).strip()
-        counted = re.fullmatch(r"(\d+) channels.*", layout)
-        channels = int(counted.group(1)) if counted else _LAYOUT_CHANNELS.get(layout)
+    if len(facts) > 1:
+        log.info("%s: video stream %d of %d streams chosen (%s)", path, chosen.index,
+                 len(container.streams), "default" if chosen.default else "most frames")  # fmt: skip
+    timestamps = [pts for pts, _ in packets[chosen.index] if pts is not None]
+    if not timestamps:
+        raise AvTokensError(f"{path}: video stream has no timestamps")
+    timing = video_timing(
+        timestamps, packets[chosen.index][0][1] or 0, stream.time_base,
+        stream.average_rate or stream.guessed_rate, packet_count=len(packets[chosen.index]),
+    )  # fmt: skip
+    width, height = frame.width, frame.height
+    if round(frame.rotation) % 180 == 90:  # ffmpeg turns the frames upright as it decodes them
+        width, height = height, width
+    audio = choose_audio_stream([_facts(s, 0) for s in container.streams.audio])
+    audio_context = container.streams[audio.index].codec_context if audio else None
+    codec = stream.codec_context
+    sar = stream.sample_aspect_ratio or codec.sample_aspect_ratio
     return VideoInfo(
         width=width,
         height=height,
         fps=timing.fps,
         packet_count=timing.packet_count,
         duration=timing.duration,
-        video_start=timing.start,
+        video_start=float(frame.pts * stream.time_base) if frame.pts is not None else timing.start,
         timing_deviation=timing.deviation,
         variable_rate=timing.variable_rate,
         has_audio=audio is not None,
-        audio_rate=int(audio.group(1)) if audio else None,
-        audio_channels=channels,
-        **picture,
+        audio_rate=audio_context.sample_rate if audio else None,
+        audio_channels=audio_context.layout.nb_channels if audio else None,
+        sample_aspect_ratio=Fraction(sar) if sar else Fraction(1),
+        field_order=_FIELD_ORDERS.get(codec.field_order, "progressive"),
+        transfer=_colour_name(ColorTrc, frame.color_trc),
+        primaries=_colour_name(ColorPrimaries, frame.color_primaries),
+        video_stream=chosen.index,
+        audio_stream=audio.index if audio else None,
+        video_streams=sum(not s.cover for s in facts),
     )
 
 
-def _picture_format(video_line: str) -> dict:
-    """Sample aspect ratio, field order and colour of a stream from ffmpeg's summary line,
-    e.g. `h264 (High), yuv420p10le(tv, bt2020nc/bt2020/smpte2084, top first), 720x480 [SAR 8:9 DAR 4:3]`
-    (one colour name stands for matrix, primaries and transfer alike)."""
-    sar = re.search(r"\[SAR (\d+):(\d+) DAR", video_line)
-    details = re.search(r"\b\w+\((.*?)\)(?:,|$)", video_line)  # the pixel format's, e.g. yuv420p(...)
-    order, primaries, transfer = "progressive", None, None
-    for item in (x.strip() for x in details.group(1).split(",")) if details else ():
-        if re.match(r"(top|bottom)( coded)? first", item):
-            order = f"{item.split()[0]} first"
-        elif item.count("/") == 2:  # matrix/primaries/transfer
-            primaries, transfer = item.split("/")[1:]
-        elif item not in ("tv", "pc", "progressive", "unknown") and re.fullmatch(r"[\w-]+", item):
-            primaries = transfer = item
-    return {
-        "sample_aspect_ratio": Fraction(int(sar[1]), int(sar[2])) if sar and int(sar[1]) else Fraction(1),
-        "field_order": order,
-        "transfer": transfer,
-        "primaries": primaries,
-    }
+def _facts(stream, packets: int) -> StreamFacts:
+    flags = stream.disposition
+    return StreamFacts(
+        stream.index, bool(flags & Disposition.default), bool(flags & Disposition.attached_pic), packets
+    )
+
+
+def _decoded(stream, packet) -> list:
+    """The frames a packet (None: the end) gives; none where it cannot be decoded."""
+    try:
+        return stream.codec_context.decode(packet)
+    except av.FFmpegError:
+        return []
+
+
+def _colour_name(names, value: int) -> str | None:
+    """ffmpeg's name of a colour property (`smpte2084`, `arib-std-b67`), None if unspecified."""
+    try:
+        name = names(value).name.lower().replace("_", "-")
+    except ValueError:
+        return None
+    return None if name in ("unspecified", "reserved") else name
 
 
 def unusable_source(path: Path | str) -> str | None:
@@ -186,28 +267,9 @@ def source_record(path: Path | str, name: str, sha256: str) -> dict:
     return {"name": name, "file": path.name, "size": path.stat().st_size, "sha256": sha256}
 
 
-def video_record(info: VideoInfo, frame_count: int) -> dict:
-    """What token files record of the video stream: the probe, with the decoded frame count."""
-    return {**info.as_metadata(), "frame_count": frame_count, "duration": float(frame_count / info.fps)}
-
-
-def _video_timing(path: Path, crc: str, summary: str) -> VideoTiming:
-    """The video stream's timing (see avtokens.timing) from its packets' timestamps, as
-    ffmpeg's framecrc output lists them."""
-    tb_match = re.search(r"^#tb 0: (\d+)/(\d+)", crc, re.M)
-    time_base = Fraction(int(tb_match.group(1)), int(tb_match.group(2))) if tb_match else None
-    pts, durations = [], []
-    for line in crc.splitlines():
-        if line.startswith("#"):
-            continue
-        cols = [c.strip() for c in line.split(",")]
-        if len(cols) >= 4 and cols[2].lstrip("-").isdigit():
-            pts.append(int(cols[2]))
-            durations.append(int(cols[3]))
-    if not pts:
-        raise AvTokensError(f"{path}: video stream has no frames")
-    stated = re.search(r"Video: .*?, ([\d.]+) fps", summary)
-    return video_timing(pts, durations[0], time_base, stated.group(1) if stated else None)
+def video_record(info: VideoInfo, decoded: DecodedVideo) -> dict:
+    """What token files record of the video stream: the probe, with what decoding gave."""
+    return {**info.as_metadata(), **decoded._asdict(), "duration": float(decoded.frame_count / info.fps)}
 
 
 def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
@@ -218,19 +280,81 @@ def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2) -> Iterator[np.ndarray]:
+class FfmpegLog:
+    """Reads an ffmpeg process's stderr while it runs (a pipe nobody reads fills up, and ffmpeg
+    then waits forever: a damaged file can log thousands of decoding errors), keeping the last
+    lines for an error message and the latest `-progress` values."""
+
+    def __init__(self, stream):
+        self.lines: deque[str] = deque(maxlen=20)
+        self.progress: dict[str, str] = {}
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").strip()
+            if _PROGRESS_LINE.fullmatch(line):
+                key, value = line.split("=", 1)
+                self.progress[key] = value
+            elif line:
+                self.lines.append(line)
+
+    def finish(self) -> FfmpegLog:
+        """Wait for the process's stderr to end (the process has exited)."""
+        self._thread.join()
+        return self
+
+    @property
+    def reason(self) -> str:
+        return ffmpeg_reason(self.lines)
+
+    def counter(self, key: str) -> int:
+        return int(self.progress.get(key, 0))
+
+
+_PROGRESS_LINE = re.compile(r"[a-z_0-9]+=.*")
+
+
+def decoding_args(frames) -> list[str]:
+    """ffmpeg's output options that decode `frames` (a `VideoInfo`, or the `Picture` planned
+    for it): its chosen stream, the picture's filters, and the timeline. A constant-rate
+    stream is decoded onto its constant-rate timeline (`-fps_mode cfr`): a frame that cannot
+    be decoded (a damaged file) becomes a repeat of the frame before, so every later frame
+    keeps its time. A variable-rate stream gives its frames as they come."""
+    stream = getattr(frames, "video_stream", None)
+    filters = [getattr(frames, "filters", "")]
+    rate = getattr(frames, "frame_rate", None)
+    if rate:  # the timeline starts at the first frame, not at the start of the file
+        filters.insert(0, "setpts=PTS-STARTPTS")
+        timeline = ["-fps_mode", "cfr", "-r", ratio_text(rate, "/")]
+    else:
+        timeline = ["-fps_mode", "passthrough"]
+    chain = ",".join(f for f in filters if f)
+    return [
+        "-map",
+        "0:v:0" if stream is None else f"0:{stream}",
+        *(["-vf", chain] if chain else []),
+        *timeline,
+    ]
+
+
+def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2,
+                       decoded: dict | None = None) -> Iterator[np.ndarray]:  # fmt: skip
     """Yield the video's frames as uint8 arrays [n, H, W, 3], `window` frames at a time
     (the last one shorter). A background thread keeps up to `prefetch` windows ready.
     `frames`: the video's `VideoInfo` (frames as decoded) or an `avtokens.picture.Picture`
     planned for it (frames converted as the tokenizer sees them, one frame per frame). A file
-    whose frames are another size is an error (unless the byte counts happen to agree)."""
+    whose frames are another size is an error (unless the byte counts happen to agree).
+    `decoded`: a dict that gets, once all frames are read, how many frames were filled in
+    ("filled_frames") and dropped ("dropped_frames") to keep a constant-rate timeline."""
     width, height = frames.width, frames.height
-    filters = ["-vf", frames.filters] if getattr(frames, "filters", None) else []
     frame_bytes = width * height * 3
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
-           "-map", "0:v:0", *filters, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-progress", "pipe:2",
+           "-copyts", "-i", str(path), *decoding_args(frames), "-f", "rawvideo", "-pix_fmt", "rgb24",
            "pipe:1"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ffmpeg_log = FfmpegLog(proc.stderr)
 
     def raw_windows():
         while True:
@@ -249,12 +373,17 @@ def read_frame_windows(path: Path | str, frames, window: int, prefetch: int = 2)
     try:
         yield from prefetched(raw_windows(), depth=prefetch, cancel=proc.kill)
         if proc.wait() != 0:
-            raise AvTokensError(f"{path}: decoding failed: {_last_line(proc.stderr.read())}")
+            raise AvTokensError(f"{path}: decoding failed: {ffmpeg_log.finish().reason}")
+        ffmpeg_log.finish()
+        if decoded is not None:
+            decoded.update(filled_frames=ffmpeg_log.counter("dup_frames"),
+                           dropped_frames=ffmpeg_log.counter("drop_frames"))  # fmt: skip
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         proc.stdout.close()
+        ffmpeg_log.finish()
         proc.stderr.close()
 
 
@@ -288,6 +417,7 @@ class VideoWriter:
             self.proc = subprocess.Popen(
                 [*self.cmd, *tag, *output], stdin=subprocess.PIPE, stderr=subprocess.PIPE
             )
+            self.log = FfmpegLog(self.proc.stderr)
         return self.proc
 
     def write(self, frames: np.ndarray) -> None:
@@ -313,39 +443,68 @@ class VideoWriter:
         if not proc.stdin.closed:
             proc.stdin.close()
         if proc.wait() != 0:
-            raise AvTokensError(f"{self.path}: video encoding failed: {_last_line(proc.stderr.read())}")
+            raise AvTokensError(f"{self.path}: video encoding failed: {self.log.finish().reason}")
 
 
-def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> int:
-    """The source's first audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
+class DecodedVideo(NamedTuple):
+    """What decoding a video's frames onto its timeline gives (`decoding_args`)."""
+
+    frame_count: int
+    filled_frames: int  # places without a decodable frame of their own, each the frame before again
+    dropped_frames: int  # frames that fell on a place of the timeline another frame had
+
+    def warn(self, source) -> None:
+        if self.filled_frames:
+            log.warning(
+                "%s: %d of the %d frames of its timeline have no picture of their own (lost, or "
+                "not decodable: a damaged file?); each repeats the frame before, so every later "
+                "frame keeps its time",
+                source, self.filled_frames, self.frame_count,
+            )  # fmt: skip
+
+
+def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> DecodedVideo:
+    """The source's chosen audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
     downmix and resampler), placed on the video's clock: sample 0 is the moment of the first
     video frame. Audio that starts later than the video is preceded by silence, audio that
     starts earlier is cut, and gaps inside it are filled with silence. A source without
     audio gives silence as long as the video.
 
-    Returns how many frames decoding the video gives, counted in the same ffmpeg run: the
-    count every visual token file of it records (read_frame_windows decodes the same way),
-    which can differ from the packet count (frames the decoder drops, or an edit list
-    discards)."""
+    Timestamps are the container's own (`-copyts`): without it ffmpeg moves its zero to where
+    the streams a command reads begin, so the zero would differ between this command and the
+    probe, by as much as the audio leads the video (MPEG-TS captures: tens of milliseconds
+    to seconds).
+
+    Also returns how decoding the video goes, counted in the same ffmpeg run: the frame count
+    every visual token file of it records (read_frame_windows decodes the same way), which
+    can differ from the packet count (frames the decoder drops, or an edit list discards)."""
     if info.has_audio:
-        timeline = f"aresample={sample_rate}:async=1:first_pts=0"  # sample 0 = the file's start
-        skip = round(info.video_start * sample_rate)
-        if skip > 0:
-            timeline += f",atrim=start_sample={skip},asetpts=PTS-STARTPTS"
-        inputs, audio = ["-i", str(source)], ["-map", "0:a:0", "-af", timeline]
+        first_sample = round(info.video_start * info.audio_rate)  # aresample counts in input samples
+        inputs = ["-i", str(source)]
+        audio = [
+            "-map",
+            f"0:{info.audio_stream}",
+            "-af",
+            f"aresample={sample_rate}:async=1:first_pts={first_sample}",
+        ]
     else:
         inputs = ["-i", str(source), "-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono"]
         audio = ["-map", "1:a:0", "-t", f"{info.duration}"]
     progress = run_ffmpeg(
-        ["-y", "-progress", "pipe:1", "-nostats", *inputs,
+        ["-y", "-progress", "pipe:1", "-nostats", "-copyts", *inputs,
          *audio, "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(dest),
-         "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "null", "-"],
+         *decoding_args(info), "-f", "null", "-"],
         "audio extraction", source,
     ).decode()  # fmt: skip
-    counts = re.findall(r"^frame=(\d+)$", progress, re.M)
-    if not counts or not int(counts[-1]):
+    counts = {
+        key: int(value)
+        for key, value in re.findall(r"^(frame|dup_frames|drop_frames)=(\d+)$", progress, re.M)
+    }
+    if not counts.get("frame"):
         raise AvTokensError(f"{source}: no decodable video frames")
-    return int(counts[-1])
+    decoded = DecodedVideo(counts["frame"], counts.get("dup_frames", 0), counts.get("drop_frames", 0))
+    decoded.warn(source)
+    return decoded
 
 
 def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:

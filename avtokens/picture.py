@@ -37,6 +37,10 @@ class Picture:
     pixels: str  # "square" (resampled to the display aspect) or "stored"
     deinterlaced: str | None  # the field order that was deinterlaced
     tone_mapped: str | None  # "PQ" or "HLG", tone-mapped to SDR BT.709
+    # Where the frames come from: the source's chosen stream (None: the first) and the rate of
+    # the constant-rate timeline they are decoded onto (None: as they come; media.decoding_args).
+    video_stream: int | None = None
+    frame_rate: Fraction | None = None
 
     @property
     def filters(self) -> str:
@@ -53,8 +57,9 @@ class Picture:
         """The tokenizer's frames as a file of them stores them (a reconstruction): the same
         size and pixels, nothing left to convert."""
         return replace(
-            self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None
-        )
+            self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None,
+            video_stream=None, frame_rate=None,
+        )  # fmt: skip
 
     def as_metadata(self) -> dict:
         return {
@@ -63,14 +68,17 @@ class Picture:
             "sample_aspect_ratio": ratio_text(self.sample_aspect_ratio),
             "display_aspect_ratio": ratio_text(self.display_aspect_ratio),
             "pixels": self.pixels, "deinterlaced": self.deinterlaced, "tone_mapped": self.tone_mapped,
-            "filters": self.filters,
+            "filters": self.filters, "video_stream": self.video_stream,
+            "frame_rate": None if self.frame_rate is None else ratio_text(self.frame_rate, "/"),
         }  # fmt: skip
 
     @classmethod
     def from_metadata(cls, record: dict) -> Picture:
-        fields = {k: record[k] for k in cls.__dataclass_fields__}
-        for key in ("sample_aspect_ratio", "display_aspect_ratio"):
-            fields[key] = Fraction(record[key].replace(":", "/"))
+        # Files of older versions have no stream and rate: the first stream, as it comes.
+        fields = {k: record[k] for k in cls.__dataclass_fields__ if k in record}
+        for key in ("sample_aspect_ratio", "display_aspect_ratio", "frame_rate"):
+            if fields.get(key) is not None:
+                fields[key] = Fraction(fields[key].replace(":", "/"))
         return cls(**fields)
 
 
@@ -91,4 +99,5 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         display_aspect_ratio=info.width * sar / info.height, pixels=pixels,
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
+        video_stream=info.video_stream, frame_rate=info.frame_rate,
     )  # fmt: skip

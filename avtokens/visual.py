@@ -28,7 +28,15 @@ from avtokens.background import InOrderWorker, prefetched
 from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.devices import resolve_device, runtime_record
-from avtokens.media import VideoWriter, probe, read_frame_windows, sha256_of, source_record, video_record
+from avtokens.media import (
+    DecodedVideo,
+    VideoWriter,
+    probe,
+    read_frame_windows,
+    sha256_of,
+    source_record,
+    video_record,
+)
 from avtokens.metrics import psnr, ssim
 from avtokens.picture import Picture, plan_picture
 from avtokens.presets import Preset
@@ -128,7 +136,8 @@ class FrameStream:
     is done with the current one."""
 
     def __init__(self, source, picture: Picture, window: int):
-        self._reader = read_frame_windows(source, picture, window)
+        self.decoded = {}  # filled and dropped frames, once all are read (read_frame_windows)
+        self._reader = read_frame_windows(source, picture, window, decoded=self.decoded)
         first = next(self._reader, None)
         self.windows = itertools.chain([] if first is None else [first], self._reader)
 
@@ -222,13 +231,15 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
                 progress.advance(sum(w.real_frames for w, _ in batch))
         if not windows:
             raise AvTokensError(f"{source}: no decodable video frames")
-        frame_count = sum(w.real_frames for w in windows)
+        decoded = DecodedVideo(sum(w.real_frames for w in windows), **opened.frames.decoded)
+        decoded.warn(source)
+        frame_count = decoded.frame_count
         spans = latent_frame_spans(windows, tc)
         metadata = {
             "format": "avtokens-visual/1",
             "project_version": avtokens.__version__,
             "source": source_record(source, name, opened.sha256.result()),
-            "video": {**video_record(info, frame_count), "padded_width": width, "padded_height": height},
+            "video": {**video_record(info, decoded), "padded_width": width, "padded_height": height},
             "picture": picture.as_metadata(),
             "windows": {"frames": preset.window, "count": len(windows),
                         "last_real_frames": windows[-1].real_frames,

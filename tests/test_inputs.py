@@ -109,10 +109,12 @@ def test_an_unreadable_file_fails_with_permission_denied(tmp_path):
 
 
 AWKWARD = {
-    # name: (ffmpeg output options, container suffix, expected decoded size)
+    # name: (ffmpeg output options, container suffix, expected decoded size[, frames of the timeline])
     "10-bit 4:2:2": (["-c:v", "libx264", "-pix_fmt", "yuv422p10le"], ".mp4", (64, 48)),
     "matroska vp9": (["-c:v", "libvpx-vp9", "-deadline", "realtime"], ".mkv", (64, 48)),
-    "avi mpeg4": (["-c:v", "mpeg4"], ".avi", (64, 48)),
+    # This AVI muxer shows the first frame for three frame times (the next one is stamped 3/24 s):
+    # 20 pictures on a timeline of 22 frames at 24 fps, as a player shows them.
+    "avi mpeg4": (["-c:v", "mpeg4"], ".avi", (64, 48), 22),
     "rotated phone": (
         ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-display_rotation", "90"],
         ".mp4",
@@ -123,7 +125,8 @@ AWKWARD = {
 
 @pytest.mark.parametrize("case", AWKWARD)
 def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, demo_weights, case):
-    options, suffix, (width, height) = AWKWARD[case]
+    options, suffix, (width, height), *timeline = AWKWARD[case]
+    frames = timeline[0] if timeline else 20
     source = tmp_path / f"in{suffix}"
     rotation = options[-2:] if "-display_rotation" in options else []
     codec = [o for o in options if o not in rotation]
@@ -142,17 +145,16 @@ def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, dem
         tokens, video, preset, folder / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
     )
     meta = load_tokens(tokens).metadata["video"]
-    assert (meta["width"], meta["height"], meta["frame_count"]) == (width, height, 20)
-    info, original = probe(video), probe(source)
-    # The source's own rate: 24 fps, except where its timestamps say otherwise (this AVI
-    # muxer leaves a two-frame gap after the first frame; the mean rate keeps the duration).
-    assert (info.width, info.height, info.fps) == (width, height, original.fps) and count_frames(video) == 20
+    assert (meta["width"], meta["height"], meta["frame_count"]) == (width, height, frames)
+    assert meta["filled_frames"] == frames - 20 and not meta["variable_rate"]
+    info = probe(video)
+    assert (info.width, info.height, info.fps) == (width, height, 24) and count_frames(video) == frames
     audio = load_tokens(code_and_align_audio(source, tokens, tmp_path, demo_weights))
     # 0.5 s of audio under ~0.8 s of video: the codes still cover every latent frame.
     assert (
         audio["code_ranges"][-1, 1]
         == audio["codes"].shape[1]
-        == code_frame_count(20, original.fps, SAMPLE_RATE, 512)
+        == code_frame_count(frames, Fraction(24), SAMPLE_RATE, 512)
     )
 
 

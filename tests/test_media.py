@@ -9,8 +9,17 @@ import soundfile
 from helpers import VFR_TIMESTAMPS, count_frames, make_clip
 
 from avtokens import AvTokensError
-from avtokens.media import VideoWriter, extract_wav, probe, read_frame_windows, run_ffmpeg
-from avtokens.timing import frame_rate, video_timing
+from avtokens.media import (
+    StreamFacts,
+    VideoWriter,
+    choose_audio_stream,
+    choose_video_stream,
+    extract_wav,
+    probe,
+    read_frame_windows,
+    run_ffmpeg,
+)
+from avtokens.timing import frame_places, frame_rate, video_timing
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # Matroska keeps 1 ms timestamps
@@ -87,7 +96,7 @@ def test_extracted_audio_runs_on_the_video_clock(tmp_path, video_offset, audio_o
     info = probe(shifted)
     assert info.video_start == pytest.approx(float(video_offset), abs=0.01)
     wav = tmp_path / "a.wav"
-    assert extract_wav(shifted, wav, info, 44100) == 50
+    assert extract_wav(shifted, wav, info, 44100) == (50, 0, 0)
     samples, rate = soundfile.read(wav)
     onset = np.nonzero(np.abs(samples) > 0.05)[0][0] / rate  # sample 0 is the first video frame
     assert onset == pytest.approx(first_sound, abs=0.03)
@@ -178,8 +187,8 @@ def test_a_single_frame_takes_its_rate_from_its_duration(first_duration, time_ba
 
 
 def test_without_a_time_base_or_a_duration_the_stated_rate_or_25():
-    assert video_timing([0, 1, 2], 1, None, "12.5") == (Fraction(25, 2), 3, 0.24, 0.0, 0.0)
-    assert video_timing([0, 1, 2], 1, None, None) == (Fraction(25), 3, 0.12, 0.0, 0.0)
+    assert video_timing([0, 1, 2], 1, None, "12.5") == (Fraction(25, 2), 3, 0.24, 0.0, 0.0, 0)
+    assert video_timing([0, 1, 2], 1, None, None) == (Fraction(25), 3, 0.12, 0.0, 0.0, 0)
     # A frame that lasts no time says nothing about the rate.
     one = video_timing([500], 0, MS, "30")
     assert one.fps == 30 and one.duration == pytest.approx(1 / 30)
@@ -217,3 +226,47 @@ def test_exact_rates_from_slideshows_to_high_speed_capture_are_kept(rate):
     pts = [10 * i for i in range(30)]
     assert frame_rate(Fraction(29) / ((pts[-1] - pts[0]) * time_base), 29, time_base) == rate
     assert video_timing(pts, 10, time_base, None).fps == rate
+
+
+def test_frames_missing_from_a_constant_rate_keep_their_places():
+    # 25 fps in MPEG-TS ticks (3600 a frame), frames 3 and 4 lost: still 25 fps, 10 frames long.
+    pts = [3600 * i for i in range(10) if i not in (3, 4)]
+    timing = video_timing(pts, 3600, Fraction(1, 90000), None)
+    assert (timing.fps, timing.packet_count, timing.missing, timing.deviation) == (25, 8, 2, 0.0)
+    assert timing.duration == 0.4 and not timing.variable_rate
+
+
+def test_missing_frames_are_told_from_a_variable_rate():
+    # Matroska's millisecond rounding of 30 fps with the frame at 133 ms lost.
+    assert frame_places([0, 33, 67, 100, 167]) == [0, 1, 2, 3, 5]
+    # Frames at 0, 40, 80 ms, then every 200 ms: the typical interval (200) does not explain 40.
+    assert frame_places([0, 40, 80] + [80 + 200 * k for k in range(1, 10)]) is None
+    assert frame_places([0, 1000, 2000]) is None  # nothing missing
+    assert frame_places([0, 0, 200]) is None  # repeated timestamps: no interval to go by
+    assert frame_places([0, 1000, 2600]) is None  # 1.6 intervals: not a whole number of frames
+
+
+def test_packets_without_timestamps_take_the_stated_rate():
+    # An MPEG program stream: 10 packets at 25 fps, only every third one with a timestamp.
+    timing = video_timing([3600 * i for i in (0, 3, 6, 9)], 3600, Fraction(1, 90000), Fraction(25), 10)
+    assert (timing.fps, timing.packet_count, timing.deviation, timing.duration) == (25, 10, 0.0, 0.4)
+    # A timestamp a third of a frame (1200 ticks, 13.3 ms) off that rate's timeline.
+    off = video_timing([0, 3600 * 3 + 1200], 3600, Fraction(1, 90000), "25", packet_count=5)
+    assert off.deviation == 0.013333 and not off.variable_rate
+
+
+def test_the_streams_a_player_would_choose():
+    def chosen(choose, *streams):
+        pick = choose([StreamFacts(i, *facts) for i, facts in enumerate(streams)])
+        return None if pick is None else pick.index
+
+    # (default, cover, packets) per stream
+    assert chosen(choose_video_stream, (False, False, 1), (True, False, 300)) == 1  # a still before the video
+    assert chosen(choose_video_stream, (False, False, 300), (True, False, 200)) == 1  # default first
+    assert chosen(choose_video_stream, (True, False, 1), (True, False, 300)) == 1  # then the most frames
+    assert chosen(choose_video_stream, (True, True, 900), (False, False, 30)) == 1  # never a cover
+    assert chosen(choose_video_stream, (True, False, 30), (True, False, 30)) == 0  # then the first
+    assert chosen(choose_video_stream, (True, True, 1)) is None
+    assert chosen(choose_audio_stream, (False, False, 0), (True, False, 0)) == 1
+    assert chosen(choose_audio_stream, (False, False, 0), (False, False, 0)) == 0
+    assert chosen(choose_audio_stream) is None
