@@ -1,10 +1,20 @@
-"""Outputs appear complete or not at all: write to a temporary name, rename at the end."""
+"""Outputs appear complete or not at all: write to a temporary name, rename at the end. A write
+that fails because the disk is full or read-only says so in one line naming the output."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
+
+from avtokens import AvTokensError
+
+# Failures of the storage, not of the work: the user frees space or picks another folder.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+# Below this, a failed write is taken for a full disk whatever the library said (torch's
+# "unexpected pos", libsndfile's "System error." carry no errno).
+FULL_BELOW_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
@@ -15,17 +25,64 @@ def atomic_output(dest: Path | str):
     The temporary file is in a folder of its own beside `dest`, `.<name>.partial/`, so a
     killed earlier attempt's leftover is found without listing `dest`'s folder: in a dataset
     that folder holds a file per clip, and listing it for every output made writing a clip's
-    files cost time in proportion to the clips already done."""
+    files cost time in proportion to the clips already done. Its name holds the writer's
+    process id: only leftovers of processes that have ended are removed, never the file of a
+    writer still at work. The temporary file exists (empty) when it is handed out, so a
+    concurrent writer of the same output, removing the folder once it is done, cannot
+    remove it from under this one."""
     dest = Path(dest)
     staging = dest.with_name(f".{dest.name}.partial")
-    staging.mkdir(parents=True, exist_ok=True)
-    for stale in staging.iterdir():  # a killed earlier attempt's (only one job writes `dest`)
-        stale.unlink(missing_ok=True)
     tmp = staging / f"{dest.stem}.{os.getpid()}{dest.suffix}"
     try:
+        for leftover in staging.iterdir() if staging.is_dir() else ():
+            if not _writer_alive(leftover.name, dest):
+                leftover.unlink(missing_ok=True)
+        while True:
+            staging.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.touch()
+                break
+            except FileNotFoundError:  # a concurrent writer removed the folder as it finished
+                continue
         yield tmp
         os.replace(tmp, dest)
+    except Exception as err:
+        problem = storage_problem(err, staging if staging.is_dir() else dest.parent)
+        if problem:
+            raise AvTokensError(f"{dest}: cannot be written ({problem})") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: a concurrent writer's file, theirs to remove
             staging.rmdir()
+
+
+def _writer_alive(name: str, dest: Path) -> bool:
+    """Whether the process that named a temporary file `name` for `dest` still runs here."""
+    pid = name.removesuffix(".link").removesuffix(dest.suffix).rpartition(".")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def storage_problem(err: BaseException, folder: Path | str) -> str | None:
+    """What is wrong with the storage under `folder` if that made `err`: the system's words
+    for an errno of `STORAGE_ERRORS` anywhere in the exception's chain, or "No space left on
+    device" when the folder's file system is (nearly) full. None when the storage is fine."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
+            return err.strerror or os.strerror(err.errno)
+        err = err.__cause__ or err.__context__
+    with contextlib.suppress(OSError):
+        stat = os.statvfs(folder)
+        if stat.f_bavail * stat.f_frsize < FULL_BELOW_BYTES:
+            return os.strerror(errno.ENOSPC)
+    return None

@@ -14,6 +14,10 @@ from avtokens.media import VideoWriter, read_frame_windows
 from avtokens.picture import Picture
 from avtokens.tokenfile import read_metadata
 
+# Frames read and written at a time (at most 32): a chunk of 4K frames is 25 MB a frame on
+# each side, and the side-by-side copy as much again.
+COMPARE_PIXELS = 32_000_000
+
 
 def _caption(frames: np.ndarray, x: int, text: str, font) -> None:
     """Draw `text` in a dark band at the top of frames[:, :, x:] (in place)."""
@@ -36,7 +40,7 @@ def write_comparison(
     metadata = read_metadata(visual_tokens)
     picture = Picture.from_metadata(metadata["picture"])
     font = ImageFont.load_default(size=max(10, min(28, picture.height // 16)))
-    chunk, done, total = 32, 0, 0.0
+    chunk, done, total = max(1, min(32, COMPARE_PIXELS // (picture.width * picture.height))), 0, 0.0
     sources = read_frame_windows(source, picture, chunk)
     with (
         atomic_output(dest) as tmp,

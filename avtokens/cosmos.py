@@ -270,8 +270,8 @@ class CosmosEncoder(_CosmosNetwork):
 
 
 class CosmosDecoder(_CosmosNetwork):
-    """CV latents [B, t, h, w, 16] or DV indices [B, t, h, w] -> frames float32
-    [B, 3, 1 + tc*(t - 1), h*s, w*s], clamped to [-1, 1] (the network does not clamp)."""
+    """CV latents [B, t, h, w, 16] or DV indices [B, t, h, w] -> frames [B, 3, 1 + tc*(t - 1),
+    h*s, w*s] in the network's dtype (`dtype`), clamped to [-1, 1] (the network does not clamp)."""
 
     part = "decoder"
 
@@ -310,4 +310,5 @@ class CosmosDecoder(_CosmosNetwork):
         batch, latent_frames = tokens.shape[0], tokens.shape[time_dim]
         window_latents = latent_frame_count(self.preset.window, self.preset.temporal)
         frames = self._run(tokens, window_latents, dim=time_dim)[:batch]
-        return frames[:, :, : 1 + self.preset.temporal * (latent_frames - 1)].float().clamp_(-1, 1)
+        # In the network's dtype: a float32 copy of a 4K window would be 1.7 GB more.
+        return frames[:, :, : 1 + self.preset.temporal * (latent_frames - 1)].clamp_(-1, 1)

@@ -10,16 +10,22 @@ import sys
 from pathlib import Path
 
 from avtokens import AvTokensError
+from avtokens.atomic import storage_problem
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 
 
 def run_rule(snakemake, work, *args, **kwargs) -> None:
     """Call `work(*args, **kwargs)` for a Snakemake job. Log lines go to the job's log
-    file and to stderr; an AvTokensError ends the job with its one-line message."""
+    file and to stderr; an AvTokensError, or a full or read-only disk, ends the job with a
+    one-line message."""
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback for each line
     handlers = [logging.StreamHandler(sys.stderr)]
-    if snakemake.log:
-        handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
+    for path in snakemake.log[:1]:
+        try:
+            handlers.append(logging.FileHandler(path, mode="w"))
+        except OSError as err:
+            print(f"{path}: cannot be written ({err.strerror}); logging to the terminal", file=sys.stderr)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
     )
@@ -30,6 +36,13 @@ def run_rule(snakemake, work, *args, **kwargs) -> None:
         work(*args, **kwargs)
     except AvTokensError as err:
         log.error("%s", err)
+        sys.exit(1)
+    except Exception as err:
+        outputs = list(snakemake.output)
+        problem = storage_problem(err, Path(outputs[0]).parent if outputs else ".")
+        if problem is None:
+            raise
+        log.error("%s: cannot be written (%s)", " ".join(outputs), problem)
         sys.exit(1)
     # The job's own high-water mark (ffmpeg helpers not included: a forked child's figure
     # would count its parent's pages). benchmarks/memory.py reads this line back.

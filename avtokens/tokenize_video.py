@@ -6,21 +6,30 @@ there (so a repeated call recomputes only what is stale), then puts the results 
 places the original command used (hard links where the file system allows, else copies, so
 long episodes' tokens do not take their disk space twice) and prints the original summary
 sentence.
+
+The folders it writes are checked before any work; one run of a video at a time holds its
+work folder (a second one, say a retried cron job, waits for it); the results are placed
+all or none; a failure ends with one line saying why.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from avtokens.atomic import atomic_output
+from avtokens import AvTokensError
+from avtokens.atomic import atomic_output, storage_problem
 from avtokens.picture import PIXELS
 from avtokens.presets import DEFAULT_WINDOW, ENGINES, make_preset
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
@@ -40,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("spatial_factor", type=int, choices=[8, 16])
     p.add_argument("output_tokens_dir", type=Path)
     p.add_argument("reconstructed_dir", type=Path)
+    p.add_argument("--wav-dir", type=Path,
+                   help="folder for <video_nickname>.wav (default: orig_video_dir; for videos on a "
+                        "read-only share)")  # fmt: skip
     p.add_argument("--weights", choices=["official", "demo"], default="official",
                    help="demo: tiny stand-in models, for trying it offline (default: official)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -57,14 +69,66 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def place(src: Path, dest: Path) -> None:
-    """`src` at `dest` too, replacing what was there: a hard link (no second copy on disk),
-    or a copy where the two places are on different file systems or links are refused."""
-    with atomic_output(dest) as tmp:
+def place_all(outputs: dict[Path, Path]) -> None:
+    """Each source at its destination too, replacing what was there, all or none: a hard link
+    (no second copy on disk), or a copy where the two places are on different file systems or
+    links are refused. Nothing is replaced until every destination holds its new file."""
+    with contextlib.ExitStack() as placed:
+        for src, dest in outputs.items():
+            tmp = placed.enter_context(atomic_output(dest))
+            link = tmp.with_name(f"{tmp.name}.link")  # beside tmp, which keeps the folder from going
+            try:
+                os.link(src, link)
+                os.replace(link, tmp)
+            except OSError:
+                link.unlink(missing_ok=True)
+                shutil.copyfile(src, tmp)
+
+
+def writable_folder(folder: Path) -> str | None:
+    """Why files cannot be written into `folder` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+@contextlib.contextmanager
+def holding(workdir: Path, what: str):
+    """The work folder for this run alone: a second run of the same video waits, saying so."""
+    with open(workdir / ".tokenize_video.lock", "a+") as lock:
         try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            print(f"tokenize_video: another run of {what} is under way (pid {holder}); waiting for it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
+# A job's error line (avtokens.rule logs "<time> ERROR <message>") or the workflow's own.
+_ERROR_LINE = re.compile(r"(?:^|\d )ERROR (.+)$")
+
+
+def run_workflow(command: list[str]) -> tuple[int, str | None]:
+    """Run the workflow, its log passed through to stderr as it comes; its exit status and
+    the last error line a job or the workflow wrote."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    last_error = None
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if match := _ERROR_LINE.search(line.rstrip()):
+            last_error = match.group(1)
+    return proc.wait(), last_error
 
 
 def main(argv=None) -> int:
@@ -86,8 +150,28 @@ def main(argv=None) -> int:
     if args.cores != "all" and not args.cores.isdigit():
         parser.error(f"--cores must be a number or 'all', not {args.cores!r}")
 
+    wav_dir = args.wav_dir or args.orig_video_dir
+    for folder, hint in ((wav_dir, "; --wav-dir puts the .wav elsewhere" if not args.wav_dir else ""),
+                         (args.output_tokens_dir, ""), (args.reconstructed_dir, "")):  # fmt: skip
+        if problem := writable_folder(folder):
+            parser.error(f"cannot write into {folder} ({problem}){hint}")
+
     workdir = (args.output_tokens_dir / ".tokenize_video" / args.video_nickname).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with holding(workdir, f"{args.video_nickname} into {args.output_tokens_dir}"):
+            return _run(args, name, fields, source, workdir, wav_dir)
+    except AvTokensError as err:
+        print(f"tokenize_video: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"tokenize_video: {err.filename or workdir}: {err.strerror or err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("tokenize_video: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Path) -> int:
     sheet = workdir / "videos.tsv"
     sheet.write_text(f"name\tpath\n{args.video_nickname}\t{source}\n", encoding="utf-8")
     defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -103,14 +187,19 @@ def main(argv=None) -> int:
         "presets": {name: fields},
         "run": [name],
     }
-    if subprocess.run(workflow_command(workdir, overlay, cores=args.cores)).returncode != 0:
-        print(f"tokenize_video: the workflow failed; logs are under {workdir}/results/logs",
-              file=sys.stderr)  # fmt: skip
+    # The work folder is held (`holding`), so Snakemake's own lock can only be a killed run's.
+    status, error = run_workflow(workflow_command(workdir, overlay, "--nolock", cores=args.cores))
+    if status != 0:
+        problem = storage_problem(None, workdir)
+        reason = error or (
+            f"{workdir}: {problem}" if problem else f"the workflow failed (its log: {workdir})"
+        )
+        print(f"tokenize_video: {reason}", file=sys.stderr)
         return 1
 
     results, nick = workdir / "results", args.video_nickname
     outputs = {
-        results / "audio" / f"{nick}.wav": args.orig_video_dir / f"{nick}.wav",
+        results / "audio" / f"{nick}.wav": wav_dir / f"{nick}.wav",
         **{results / name / "tokens" / f"{nick}_{part}_tokens.safetensors":
            args.output_tokens_dir / f"{nick}_{part}_tokens.safetensors" for part in ("visual", "audio")},
         **{results / name / "reconstructed" / f"{nick}_{part}":
@@ -118,8 +207,8 @@ def main(argv=None) -> int:
         results / "audio" / args.weights / f"{nick}_reconstructed.wav":
             args.reconstructed_dir / f"{nick}_audio.wav",
     }  # fmt: skip
-    for src, dest in outputs.items():
-        place(src, dest)
+    place_all(outputs)
+    for dest in outputs.values():
         print(dest)
     print(json.loads((results / name / "metrics" / f"{nick}_summary.json").read_text())["description"])
     if args.weights == "demo":

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import avtokens
 from avtokens import AvTokensError
@@ -57,24 +56,47 @@ def host_frames(windows: Iterator[np.ndarray], device: torch.device) -> Iterator
     return prefetched(windows, lambda frames: torch.from_numpy(frames).pin_memory())
 
 
-def frames_to_model_input(frames: np.ndarray | torch.Tensor, window: Window, height: int, width: int,
-                          device: torch.device) -> torch.Tensor:  # fmt: skip
-    """uint8 [n, H, W, 3] -> float32 [3, T, height, width] in [-1, 1], padded by repetition."""
-    x = torch.as_tensor(frames).to(device, non_blocking=True)
-    x = x.permute(3, 0, 1, 2).float().div_(127.5).sub_(1)
-    if window.padded_frames > window.real_frames:
-        last = x[:, -1:].expand(-1, window.padded_frames - window.real_frames, -1, -1)
-        x = torch.cat([x, last], dim=1)
-    if (height, width) != tuple(x.shape[2:]):
-        x = F.pad(x, (0, width - x.shape[3], 0, height - x.shape[2]), mode="replicate")
+# Frames are converted between uint8 and the model's floats this many pixels at a time, so the
+# conversion never needs a second copy of a whole window (a 4K window of 17 frames is 1.7 GB in
+# float32).
+CONVERT_PIXELS = 8_000_000
+
+
+def frames_per_step(height: int, width: int) -> int:
+    """How many frames of `height` x `width` one conversion step takes (at least one)."""
+    return max(1, CONVERT_PIXELS // (height * width))
+
+
+def model_input(batch: list[tuple[Window, np.ndarray | torch.Tensor]], height: int, width: int,
+                device: torch.device, dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+    """Windows of uint8 frames [n, h, w, 3] -> one tensor [B, 3, T, height, width] of `dtype` in
+    [-1, 1], each window padded by repetition (its last frame up to T, its last row and column
+    up to `height` and `width`). Filled in place a few frames at a time: the batch's floats
+    are the only full-size copy."""
+    x = torch.empty((len(batch), 3, batch[0][0].padded_frames, height, width), dtype=dtype, device=device)
+    for out, (_, frames) in zip(x, batch, strict=True):
+        frames = torch.as_tensor(frames)
+        n, h, w = frames.shape[:3]
+        step = frames_per_step(h, w)
+        for k in range(0, n, step):
+            chunk = frames[k : min(k + step, n)].to(device, non_blocking=True).permute(3, 0, 1, 2)
+            out[:, k : k + chunk.shape[1], :h, :w] = chunk.float().div_(127.5).sub_(1)
+        out[:, :n, :h, w:] = out[:, :n, :h, w - 1 : w]
+        out[:, :n, h:] = out[:, :n, h - 1 : h]
+        out[:, n:] = out[:, n - 1 : n]
     return x
 
 
-def model_output_to_frames(frames: torch.Tensor, real_frames: int, height: int, width: int) -> torch.Tensor:
-    """float [3, T, H', W'] in [-1, 1] -> uint8 [real_frames, height, width, 3], on its device."""
-    frames = frames[:, :real_frames, :height, :width]
-    frames = frames.add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).contiguous()
+def model_output_to_frames(
+    frames: torch.Tensor, real_frames: int, height: int, width: int
+) -> Iterator[torch.Tensor]:
+    """[3, T, H', W'] in [-1, 1] -> uint8 frames [n, height, width, 3] on its device, the
+    first `real_frames` of them, a few at a time (no float copy of the whole window)."""
+    step = frames_per_step(height, width)
+    for k in range(0, real_frames, step):
+        chunk = frames[:, k : min(k + step, real_frames), :height, :width]
+        chunk = chunk.float().add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+        yield chunk.permute(1, 2, 3, 0).contiguous()
 
 
 def windows_per_call(budget_megapixels: float, frames: int, height: int, width: int) -> int:
@@ -135,9 +157,11 @@ class FrameStream:
     thread, the first window already decoded: a shard's next video is ready when the model
     is done with the current one."""
 
-    def __init__(self, source, picture: Picture, window: int):
+    def __init__(self, source, picture: Picture, window: int, budget_megapixels: float):
         self.decoded = {}  # filled and dropped frames, once all are read (read_frame_windows)
-        self._reader = read_frame_windows(source, picture, window, decoded=self.decoded)
+        # Read ahead as far as the budget of frames x pixels goes, and at least one window.
+        ahead = 1 + (2 * window * picture.width * picture.height <= budget_megapixels * 1e6)
+        self._reader = read_frame_windows(source, picture, window, prefetch=ahead, decoded=self.decoded)
         first = next(self._reader, None)
         self.windows = itertools.chain([] if first is None else [first], self._reader)
 
@@ -152,13 +176,13 @@ class SourceFrames:
     """A source video opened for the encoder: probed, its picture planned, its hash being
     taken and its frames being read."""
 
-    def __init__(self, source: Path, picture_settings: dict, window: int):
+    def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float):
         self.info = probe(source)
         self.picture = plan_picture(self.info, **picture_settings)
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
         hashing.shutdown(wait=False)
-        self.frames = FrameStream(source, self.picture, window)
+        self.frames = FrameStream(source, self.picture, window, budget_megapixels)
 
 
 class VisualEncode(Stage):
@@ -180,7 +204,8 @@ class VisualEncode(Stage):
         self.decoder_sha256 = sha256_of(self.decoder_file)
 
     def prepare(self, item: Item) -> SourceFrames:
-        return SourceFrames(Path(item.inputs["source"]), self.picture, self.preset.window)
+        source = Path(item.inputs["source"])
+        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels)
 
     def run(self, item: Item, prepared: SourceFrames) -> None:
         try:
@@ -202,31 +227,33 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
     windows: list[Window] = []
     progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
-    def model_inputs():
+    def windows_read():
         for frames in host_frames(opened.frames.windows, dev):
             start = windows[-1].start + windows[-1].real_frames if windows else 0
             win = Window(start, len(frames), padded_length(len(frames), tc))
             windows.append(win)
-            yield win, frames_to_model_input(frames, win, height, width, dev)
+            yield win, frames
 
     with atomic_output(dest) as tmp:
         writer = TokenFileWriter(tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape)
         # Tokens are copied off the device and written on a background thread while
         # the next batch runs.
         with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
-            batches = _batches(model_inputs(), lambda b: b[0].padded_frames, batch_megapixels, height, width)
+            batches = _batches(windows_read(), lambda b: b[0].padded_frames, batch_megapixels, height, width)
             for batch in batches:
                 win = batch[0][0]
                 with _explain_oom(dev, "encoder", len(batch), win.padded_frames, height, width,
                                   batch_megapixels):  # fmt: skip
-                    tokens = encoder(torch.stack([x for _, x in batch]))
+                    x = model_input(batch, height, width, dev, encoder.dtype)
+                    tokens = encoder(x)
                 expected = win.latent_frames(tc)
                 if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
                     raise AvTokensError(
                         f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
-                        f"{len(batch)} windows of {tuple(batch[0][1].shape)}; a {preset.kind}"
+                        f"{len(batch)} windows of {tuple(x.shape[1:])}; a {preset.kind}"
                         f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
                     )
+                del x  # before the next batch is made: one batch's input alive at a time
                 saver.put(tokens.to(torch.uint16) if discrete else tokens)
                 progress.advance(sum(w.real_frames for w, _ in batch))
         if not windows:
@@ -299,7 +326,7 @@ class VisualDecode(Stage):
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
-        return meta, picture, FrameStream(source, picture, tok["window"])
+        return meta, picture, FrameStream(source, picture, tok["window"], self.batch_megapixels)
 
     def run(self, item: Item, prepared) -> None:
         meta, picture, frames = prepared
@@ -358,14 +385,18 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
                                   batch_megapixels):  # fmt: skip
                     decoded = decoder(tokens)
                 for (index, win), window_frames in zip(batch, decoded, strict=True):
-                    frames = model_output_to_frames(
-                        window_frames, win.real_frames, picture.height, picture.width
-                    )
-                    original = next(source_windows, None)
-                    if original is None or len(original) != win.real_frames:
+                    originals = next(source_windows, None)
+                    if originals is None or len(originals) != win.real_frames:
                         raise AvTokensError(f"{source}: no longer has the frames {tokens_path} was made from")
-                    original = torch.as_tensor(original).to(dev, non_blocking=True)
-                    saver.put((index, win, frames, psnr(original, frames), ssim(original, frames)))
+                    done = 0
+                    for frames in model_output_to_frames(window_frames, win.real_frames, picture.height,
+                                                         picture.width):  # fmt: skip
+                        original = torch.as_tensor(originals[done : done + len(frames)]).to(
+                            dev, non_blocking=True
+                        )
+                        part = Window(win.start + done, len(frames), len(frames))
+                        saver.put((index, part, frames, psnr(original, frames), ssim(original, frames)))
+                        done += len(frames)
                 del decoded, window_frames  # before the next call: one batch's output alive at a time
         if next(source_windows, None) is not None:
             raise AvTokensError(f"{source}: has more frames than {tokens_path} was made from")

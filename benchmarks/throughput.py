@@ -128,13 +128,14 @@ def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device) -> N
     for start in range(0, len(video), window):
         chunk = video[start : start + window]
         win = Window(start, len(chunk), padded_length(len(chunk), preset.temporal))
-        x = visual.frames_to_model_input(chunk, win, height, width, device)[None]
+        x = visual.model_input([(win, chunk)], height, width, device, encoder.dtype)
         tokens = encoder(x)
         tokens = (tokens.float() if tokens.is_floating_point() else tokens).cpu().numpy()  # numpy out...
         frames = decoder(torch.from_numpy(tokens).to(device))[0]  # ...and takes it again
-        decoded.append(
-            visual.model_output_to_frames(frames, len(chunk), info.height, info.width).cpu().numpy()
-        )
+        decoded += [
+            f.cpu().numpy()
+            for f in visual.model_output_to_frames(frames, len(chunk), info.height, info.width)
+        ]
     with VideoWriter(out, info.width, info.height, info.fps, 18, "veryfast") as writer:
         for frames in decoded:
             writer.write(frames)

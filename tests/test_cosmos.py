@@ -8,7 +8,7 @@ from avtokens import AvTokensError
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.presets import RELEASED_FACTORS, make_preset
-from avtokens.visual import frames_to_model_input, model_output_to_frames
+from avtokens.visual import model_input, model_output_to_frames
 from avtokens.windows import Window, padded_length
 
 CPU = torch.device("cpu")
@@ -36,10 +36,14 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     frames = np.random.default_rng(0).integers(0, 256, (10, height, width, 3), dtype=np.uint8)
     win = Window(0, 10, padded_length(10, t))  # 10 real frames padded to 1 + k*t
     ph, pw = -(-height // s) * s, -(-width // s) * s
-    x = frames_to_model_input(frames, win, ph, pw, CPU)
-    assert x.shape == (3, win.padded_frames, ph, pw) and x.min() >= -1 and x.max() <= 1
-    assert torch.equal(x[:, 10:], x[:, 9:10].expand(-1, win.padded_frames - 10, -1, -1))
-    tokens = encoder(torch.stack([x, x]))
+    x = model_input([(win, frames), (win, frames)], ph, pw, CPU, torch.float32)
+    assert x.shape == (2, 3, win.padded_frames, ph, pw)
+    # Edge frames, rows and columns repeated, then scaled to [-1, 1] (numpy's own padding).
+    margins = ((0, win.padded_frames - 10), (0, ph - height), (0, pw - width), (0, 0))
+    padded = np.pad(frames, margins, mode="edge")
+    expected = torch.from_numpy(padded.transpose(3, 0, 1, 2).astype(np.float32) / np.float32(127.5) - 1)
+    assert torch.equal(x[0], expected) and torch.equal(x[1], expected)
+    tokens = encoder(x)
     latent_frames = win.latent_frames(t)
     if kind == "CV":
         assert tokens.shape == (2, latent_frames, ph // s, pw // s, 16) and tokens.dtype == torch.bfloat16
@@ -49,7 +53,7 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     out = decoder(tokens)
     assert out.shape == (2, 3, 1 + t * (latent_frames - 1), ph, pw)
     assert out.min() >= -1 and out.max() <= 1
-    restored = model_output_to_frames(out[0], 10, height, width).numpy()
+    restored = torch.cat(list(model_output_to_frames(out[0], 10, height, width))).numpy()
     assert restored.shape == (10, height, width, 3) and restored.dtype == np.uint8
     # The stand-in is a block average: the first frame comes back close to the input's blocks.
     assert np.abs(restored.astype(float).mean() - frames.astype(float).mean()) < 40

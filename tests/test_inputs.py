@@ -207,7 +207,9 @@ WORKFLOW_INPUTS = {
     "mono96k": (["-ac", "1", "-ar", "96000", "-c:v", "libx264", "-c:a", "aac"], ".mp4", 30, "h264"),
     "silent": (["-an", "-c:v", "libx264"], ".mp4", 30, "h264"),
     "long_audio": (["-c:v", "libx264", "-c:a", "flac"], ".mkv", 30, "h264"),  # 4 s of audio, 1.2 s of video
+    "phone_4k": (["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"], ".mp4", 15, "h264"),
 }  # fmt: skip
+SIZES = {"odd_444": "67x45", "phone_4k": "3840x2160"}  # else 64x48
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,7 @@ def inputs_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     sources = {}
     for name, (args, suffix, frames, _) in WORKFLOW_INPUTS.items():
-        size = "67x45" if name == "odd_444" else "64x48"
+        size = SIZES.get(name, "64x48")
         tone = "sine=f=440:r=48000:duration=4" if name == "long_audio" else "sine=f=330:r=48000"
         inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i", tone]
         length = ["-shortest"] if name != "long_audio" else []
@@ -230,6 +232,7 @@ def inputs_run(tmp_path_factory):
         "presets": {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["p"],
         "shard_size": len(sources),  # one shard: each model loaded once, awkward inputs one after another
+        "device": "cpu",  # the 4K clip: on a machine without a GPU
     }
     run_workflow(folder / "w", overlay)
     return folder / "w" / "results", sources
@@ -296,3 +299,14 @@ def test_every_audio_layout_gives_codes_for_every_latent_frame(inputs_run):
     with wave.open(str(results / "audio" / "silent.wav")) as wav:
         silence = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
     assert len(silence) == round(30 / 25 * SAMPLE_RATE) and not silence.any()
+
+
+def test_a_4k_clip_on_a_machine_without_a_gpu_stays_within_4_gb(inputs_run):
+    """Every job's own peak resident memory (which each job logs), the 4K clip's jobs among
+    them: frames are converted, scored and read ahead a few at a time, not a window at once."""
+    results, _ = inputs_run
+    peaks = {log.name: int(peak) for log in (results / "logs").rglob("*.log")
+             for peak in re.findall(r"peak memory: (\d+) MiB", log.read_text())}  # fmt: skip
+    assert len(peaks) >= 12 and max(peaks.values()) <= 4096, peaks
+    video = load_tokens(results / "p" / "tokens" / "phone_4k_visual_tokens.safetensors").metadata["video"]
+    assert (video["width"], video["height"], video["frame_count"]) == (3840, 2160, 15)
