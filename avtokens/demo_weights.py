@@ -21,6 +21,7 @@ Every file carries a marker that the loader reads, so stand-in output says so.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avtokens.atomic import atomic_output
 from avtokens.cosmos_network import CausalConv3d, CosmosDecoderNetwork, CosmosEncoderNetwork, HybridUpsample
 from avtokens.fsq import FiniteScalarQuantizer
 
@@ -148,8 +150,6 @@ def trace_release_files(folder: Path | str, encoder: nn.Module, decoder: nn.Modu
     `encoder.jit` / `decoder.jit` as the release files are laid out: traced at one size (the
     graph then runs at any size), bf16 weights, the DV decoder traced in bf16 so that its
     graph casts its codes to bf16; `marker` is stored in both, flagging them as stand-ins."""
-    from avtokens.atomic import atomic_output
-
     folder = Path(folder)
     temporal, spatial = marker["temporal"], marker["spatial"]
     encoder, decoder = encoder.eval(), decoder.eval()
@@ -163,19 +163,28 @@ def trace_release_files(folder: Path | str, encoder: nn.Module, decoder: nn.Modu
             traced_decoder = torch.jit.trace(decoder, tokens)
     extra = {STAND_IN_MARKER: json.dumps(marker)}
     for name, module in (("encoder.jit", traced_encoder), ("decoder.jit", traced_decoder)):
-        with atomic_output(folder / name) as tmp, _quiet():
-            torch.jit.save(module.to(torch.bfloat16), str(tmp), _extra_files=extra)
+        with _quiet():
+            write_saved(
+                folder / name, lambda f, m=module: torch.jit.save(m.to(torch.bfloat16), f, _extra_files=extra)
+            )
 
 
 def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:
     """Write a small random `dac.DAC` as the release file is saved (with `full_size`, the
     released 44 kHz model's architecture, whose defaults `dac.DAC` carries)."""
-    from avtokens.atomic import atomic_output
-
     torch.manual_seed(seed)
     with _quiet():
         import dac
 
         model = dac.DAC() if full_size else dac.DAC(**DAC_STAND_IN_KWARGS)
-    with atomic_output(path) as tmp:
-        model.save(str(tmp), metadata={"avtokens_stand_in": True}, package=False)
+    write_saved(path, lambda f: model.save(f, metadata={"avtokens_stand_in": True}, package=False))
+
+
+def write_saved(dest: Path | str, save) -> None:
+    """`save(file)` (torch.save, torch.jit.save) into memory, then written to `dest` whole
+    (`atomic_output`): given a path, torch writes from C++, and a full disk then aborts the
+    process with a C++ stack trace instead of raising an error."""
+    buffer = io.BytesIO()
+    save(buffer)
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(buffer.getbuffer())

@@ -305,12 +305,12 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     rows, unfinished = failures(records)
     if not unfinished:
         return None
-    table.parent.mkdir(parents=True, exist_ok=True)
-    with open(table, "w", encoding="utf-8") as out:
-        out.write("video\tpath\tstage\tpreset_or_weights\treason\n")
-        for row in rows:
-            fields = [row["video"], str(sources[row["video"]]), row["stage"], row["scope"], row["reason"]]
-            out.write("\t".join(fields) + "\n")
+    lines = ["video\tpath\tstage\tpreset_or_weights\treason\n"]
+    for row in rows:
+        fields = [row["video"], str(sources[row["video"]]), row["stage"], row["scope"], row["reason"]]
+        lines.append("\t".join(fields) + "\n")
+    with atomic_output(table) as tmp:  # a full disk: one line, not a traceback in the run's summary
+        tmp.write_text("".join(lines), encoding="utf-8")
     by_video: dict[str, list[str]] = {}
     for row in rows:
         scope = f" ({row['scope']})" if row["scope"] else ""

@@ -86,10 +86,13 @@ def place_all(outputs: dict[Path, Path]) -> None:
 
 
 def writable_folder(folder: Path) -> str | None:
-    """Why files cannot be written into `folder` (created if missing), or None."""
+    """Why files cannot be written into `folder`, or None. A folder that does not exist yet is
+    checked where it would be made (its nearest existing parent), and not made."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         return err.strerror or str(err)
@@ -158,7 +161,8 @@ def main(argv=None) -> int:
 
     workdir = (args.output_tokens_dir / ".tokenize_video" / args.video_nickname).resolve()
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
+        for folder in (wav_dir, args.reconstructed_dir, workdir):
+            folder.mkdir(parents=True, exist_ok=True)
         with holding(workdir, f"{args.video_nickname} into {args.output_tokens_dir}"):
             return _run(args, name, fields, source, workdir, wav_dir)
     except AvTokensError as err:
@@ -191,9 +195,12 @@ def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Pa
     status, error = run_workflow(workflow_command(workdir, overlay, "--nolock", cores=args.cores))
     if status != 0:
         problem = storage_problem(None, workdir)
-        reason = error or (
-            f"{workdir}: {problem}" if problem else f"the workflow failed (its log: {workdir})"
-        )
+        if error:  # the jobs name files relative to the work folder
+            path, sep, rest = error.partition(": ")
+            relative = sep and "/" in path and not Path(path).is_absolute()
+            reason = f"{workdir / path}: {rest}" if relative else error
+        else:
+            reason = f"{workdir}: {problem}" if problem else f"the workflow failed (its log: {workdir})"
         print(f"tokenize_video: {reason}", file=sys.stderr)
         return 1
 

@@ -15,6 +15,7 @@ sys.path.insert(0, workflow.basedir)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 )
+from avtokens import AvTokensError
 from avtokens.checkpoints import cosmos_folder, dac_file
 from avtokens.media import unusable_source
 from avtokens.shards import fill_pattern, settle_failures
@@ -318,7 +319,10 @@ def check_failed_videos(fail):
     in failure."""
     if not SHARDS:
         return
-    message = settle_failures(shard_records_of_run(), videos["path"], Path(RESULTS, "shards", "failed_videos.tsv"))
+    try:
+        message = settle_failures(shard_records_of_run(), videos["path"], Path(RESULTS, "shards", "failed_videos.tsv"))
+    except AvTokensError as err:  # a full disk at the end: one line
+        message = str(err)
     if message and fail:
         raise WorkflowError(message)
     if message:

@@ -79,3 +79,43 @@ def max_bf16_steps(reference, other) -> float:
     size = torch.maximum(torch.maximum(reference.abs(), other.abs()), floor)
     step = torch.exp2(torch.floor(torch.log2(size)) - 7)
     return float(((other - reference).abs() / step).max())
+
+
+ON_SMALL_DISK = """
+import json, os, subprocess, sys
+size, mountpoint, mode, copy_in, command = sys.argv[1:5] + [sys.argv[5:]]
+subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", mountpoint], check=True)
+for rel, src in json.loads(copy_in):
+    os.makedirs(os.path.dirname(os.path.join(mountpoint, rel)), exist_ok=True)
+    subprocess.run(["cp", src, os.path.join(mountpoint, rel)], check=True)
+if mode == "ro":
+    subprocess.run(["mount", "-o", "remount,ro", mountpoint], check=True)
+proc = subprocess.run(command, capture_output=True, text=True)
+files = [os.path.relpath(os.path.join(d, f), mountpoint) for d, _, fs in os.walk(mountpoint) for f in fs]
+result = {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+print(json.dumps({**result, "files": sorted(files)}))
+"""
+
+
+def on_small_disk(size: str, mountpoint: Path, command: list, read_only: bool = False,
+                  copy_in: dict | None = None) -> dict:  # fmt: skip
+    """Run `command` with a file system of `size` (tmpfs: "64k", "2400k") mounted at
+    `mountpoint`, seen by this command alone (a mount namespace: no root needed where user
+    namespaces are allowed). `copy_in`: {path in it: file}, copied before it is made
+    read-only (`read_only`). Returns the command's returncode, stdout and stderr, and the
+    files left in the file system."""
+    import json
+    import sys
+
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    namespace = (
+        ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
+    )
+    copies = json.dumps([[rel, str(src)] for rel, src in (copy_in or {}).items()])
+    args = [size, str(mountpoint), "ro" if read_only else "rw", copies, *map(str, command)]
+    proc = subprocess.run(
+        [*namespace, sys.executable, "-c", ON_SMALL_DISK, *args], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"could not run on a small file system: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)

@@ -1,10 +1,13 @@
 """`./tokenize_video`: the original eight positional arguments and the original files."""
 
+import re
+import shutil
 import subprocess
+import time
 
 import pytest
 import torch
-from helpers import REPO, count_frames, make_clip
+from helpers import REPO, count_frames, make_clip, on_small_disk
 
 from avtokens import load_tokens
 from avtokens.media import probe
@@ -83,3 +86,72 @@ def test_wrong_arguments_give_one_line_and_the_usage(tmp_path, args, message):
     assert proc.stderr.startswith("usage: tokenize_video")
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tokenize_video: error:")]
     assert len(errors) == 1 and message in errors[0]
+
+
+TRACEBACK = re.compile(r"Traceback|\^\^\^\^|File \".*\", line \d+")
+
+
+@pytest.mark.parametrize("size", ["64k", "600k", "2400k"])  # the space runs out in different jobs
+def test_a_full_disk_ends_in_one_line_and_leaves_nothing_behind(tmp_path, size):
+    videos = tmp_path / "videos"
+    make_clip(videos / "clip.mp4", 96, 64, 40, rate="25")
+    disk = tmp_path / "disk"
+    command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, disk / "tokens", disk / "recon",
+               "--weights", "demo", "--cores", 2]  # fmt: skip
+    run = on_small_disk(size, disk, command)
+    assert run["returncode"] == 1
+    last = run["stderr"].strip().splitlines()[-1]
+    assert re.fullmatch(r"tokenize_video: /\S.*: cannot be written \(No space left on device\)", last), last
+    assert not TRACEBACK.search(run["stderr"] + run["stdout"])
+    # Nothing in the user's folders: only the work folder, which a rerun with space continues.
+    assert [f for f in run["files"] if not f.startswith("tokens/.tokenize_video/")] == []
+    assert [f for f in run["files"] if "partial" in f] == []
+    assert sorted(p.name for p in videos.iterdir()) == ["clip.mp4"]
+
+
+@pytest.mark.parametrize("read_only", ["videos", "recon"])
+def test_read_only_folders_are_refused_before_any_work(tmp_path, read_only):
+    """Videos on a read-only share (the .wav goes beside them), or a read-only output folder."""
+    clip = make_clip(tmp_path / "clip.mp4", 32, 32, 9)
+    share = tmp_path / "share"
+    videos = share / "videos" if read_only == "videos" else tmp_path / "videos"
+    recon = share / "recon" if read_only == "recon" else tmp_path / "recon"
+    if read_only == "recon":
+        videos.mkdir()
+        shutil.copy(clip, videos / "clip.mp4")
+    command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", recon,
+               "--weights", "demo"]  # fmt: skip
+    run = on_small_disk(
+        "1m", share, command, read_only=True, copy_in={"videos/clip.mp4": clip, "recon/x": clip}
+    )
+    assert run["returncode"] == 2 and not TRACEBACK.search(run["stderr"])
+    hint = "; --wav-dir puts the .wav elsewhere" if read_only == "videos" else ""
+    folder = videos if read_only == "videos" else recon
+    assert run["stderr"].strip().splitlines()[-1] == (
+        f"tokenize_video: error: cannot write into {folder} (Read-only file system){hint}"
+    )
+    assert not (tmp_path / "tokens").exists() and not (tmp_path / "recon").exists()  # nothing made
+
+
+def test_the_same_command_twice_at_once(tmp_path):
+    """A retried cron job: the second run waits for the first, says so, then finds it done."""
+    videos, wavs = tmp_path / "videos", tmp_path / "wavs"
+    make_clip(videos / "clip.mp4", 48, 32, 30, rate="25")
+    args = [videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", tmp_path / "recon", "--weights", "demo",
+            "--cores", 1, "--wav-dir", wavs]  # fmt: skip
+    command = [str(REPO / "tokenize_video"), *map(str, args)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "tokens" / ".tokenize_video" / "tom" / ".tokenize_video.lock"
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)) and first.poll() is None:
+        time.sleep(0.05)
+    second = tokenize_video(*args)
+    out, err = first.communicate()
+    assert first.returncode == 0 and second.returncode == 0, err[-3000:] + second.stderr[-3000:]
+    assert (
+        f"another run of tom into {tmp_path / 'tokens'} is under way (pid {first.pid}); waiting"
+        in second.stderr
+    )
+    assert "Nothing to be done" in second.stderr and not TRACEBACK.search(err + second.stderr)
+    assert (wavs / "tom.wav").is_file() and not (videos / "tom.wav").exists()
+    assert load_tokens(tmp_path / "tokens" / "tom_visual_tokens.safetensors")["indices"].shape[1] == 5
+    assert not [p for p in tmp_path.rglob("*partial*")]
