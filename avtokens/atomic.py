@@ -34,16 +34,17 @@ def atomic_output(dest: Path | str):
     staging = dest.with_name(f".{dest.name}.partial")
     tmp = staging / f"{dest.stem}.{os.getpid()}{dest.suffix}"
     try:
-        for leftover in staging.iterdir() if staging.is_dir() else ():
-            if not _writer_alive(leftover.name, dest):
-                leftover.unlink(missing_ok=True)
-        while True:
-            staging.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
             try:
+                staging.mkdir(parents=True, exist_ok=True)
                 tmp.touch()
                 break
-            except FileNotFoundError:  # a concurrent writer removed the folder as it finished
-                continue
+            except (FileNotFoundError, FileExistsError):  # a concurrent writer removed the folder
+                if attempt == 99 or staging.is_file():  # a file in the way: no folder will come
+                    raise
+        for leftover in staging.iterdir():  # the folder stays while tmp is in it
+            if leftover != tmp and not _writer_alive(leftover.name, dest):
+                leftover.unlink(missing_ok=True)
         yield tmp
         os.replace(tmp, dest)
     except Exception as err:

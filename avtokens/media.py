@@ -131,7 +131,7 @@ def choose_audio_stream(streams: list[StreamFacts]) -> StreamFacts | None:
     return max(streams, key=lambda s: (s.default, -s.index), default=None)
 
 
-# ffmpeg's field orders (AVFieldOrder) as the pipeline names them: by the field shown first.
+# ffmpeg's field orders (AVFieldOrder) as the pipeline names them: by the field coded first.
 _FIELD_ORDERS = {2: "top first", 3: "bottom first", 4: "top first", 5: "bottom first"}
 
 

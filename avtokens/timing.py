@@ -22,9 +22,6 @@ class VideoTiming(NamedTuple):
     # Largest distance (seconds, to the microsecond) between a frame's own timestamp and its
     # place on the constant-rate timeline at fps from the first frame.
     deviation: float
-    # Places on that timeline that no packet holds: frames lost from a constant-rate stream
-    # (a damaged recording), which decoding fills with the frame before.
-    missing: int = 0
 
     @property
     def variable_rate(self) -> bool:
@@ -72,8 +69,8 @@ def video_timing(
     else:
         fps = stated_rate(stated_fps)
     deviation = max(abs((t - pts[0]) * time_base - i / fps) for i, t in zip(places, pts, strict=True))
-    frames = places[-1] + 1
-    return VideoTiming(fps, count, float(frames / fps), start, round(float(deviation), 6), frames - count)
+    frames = places[-1] + 1  # more than the packets where frames are missing
+    return VideoTiming(fps, count, float(frames / fps), start, round(float(deviation), 6))
 
 
 def frame_places(pts: list[int]) -> list[int] | None:

@@ -5,12 +5,14 @@ not with this project's reading code."""
 
 import json
 import subprocess
+from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 import soundfile
 from av.stream import Disposition
+from helpers import make_clip
 
 from avtokens import AvTokensError, load_tokens
 from avtokens.audio import SAMPLE_RATE, extract_audio
@@ -207,3 +209,22 @@ def ffmpeg_errors(path) -> bytes:
     """What ffmpeg logs at level error while decoding `path`."""
     return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "null", "-"],
                           capture_output=True, check=False).stderr  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix, rate", [(".mp4", "30000/1001"), (".mkv", "30000/1001"), (".mkv", "24"),
+                                          (".ts", "25"), ("cut.mp4", "25")])  # fmt: skip
+def test_an_intact_file_gives_exactly_its_decoded_frames(tmp_path, suffix, rate):
+    """Decoding onto the constant-rate timeline changes nothing where no frame is missing:
+    the frames are those ffmpeg decodes as they come (B-frames, Matroska's rounded
+    timestamps, an MPEG-TS clock, a cut whose edit list drops its first 30 frames)."""
+    clip = make_clip(tmp_path / f"c{suffix.removeprefix('cut')}", 64, 48, 80, rate=rate)
+    if suffix.startswith("cut"):
+        cut = tmp_path / "cut.mp4"
+        run_ffmpeg(["-y", "-ss", "1.2", "-i", str(clip), "-c", "copy", str(cut)], "cutting", cut)
+        clip = cut
+    raw = run_ffmpeg(["-i", str(clip), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo",
+                      "-pix_fmt", "rgb24", "pipe:1"], "decoding", clip)  # fmt: skip
+    as_they_come = np.frombuffer(raw, np.uint8).reshape(-1, 48, 64, 3)
+    info = probe(clip)
+    assert info.frame_rate == Fraction(rate) and len(as_they_come) == (50 if suffix.startswith("cut") else 80)
+    assert np.array_equal(np.concatenate(list(read_frame_windows(clip, info, 17))), as_they_come)
