@@ -236,6 +236,19 @@ def test_frames_missing_from_a_constant_rate_keep_their_places():
     assert timing.duration == 0.4 and not timing.variable_rate  # 10 frames
 
 
+def test_missing_frames_keep_the_rate_of_the_frames_around_them():
+    # Frames every 40.1 ms in Matroska's milliseconds (24.94 fps, not 25), frames 50 and 51 lost:
+    # 99 frame intervals over the span, so 25 fps is 10 ms off at the end: the measured rate stays.
+    pts = [round(k * 40.1) for k in range(100) if k not in (50, 51)]
+    timing = video_timing(pts, 40, MS, "25")
+    assert timing.fps != 25 and float(timing.fps) == pytest.approx(1000 / 40.1, abs=1e-3)
+    assert timing.duration == pytest.approx(100 / float(timing.fps)) and not timing.variable_rate
+    # A time base of one frame: the typical interval is a single tick.
+    assert frame_places([0, 1, 2, 4]) == [0, 1, 2, 4]
+    # A quarter of an interval off a whole number of frames is still on the timeline.
+    assert frame_places([0, 4, 8, 13, 21]) == [0, 1, 2, 3, 5]
+
+
 def test_missing_frames_are_told_from_a_variable_rate():
     # Matroska's millisecond rounding of 30 fps with the frame at 133 ms lost.
     assert frame_places([0, 33, 67, 100, 167]) == [0, 1, 2, 3, 5]
@@ -253,6 +266,11 @@ def test_packets_without_timestamps_take_the_stated_rate():
     # A timestamp a third of a frame (1200 ticks, 13.3 ms) off that rate's timeline.
     off = video_timing([0, 3600 * 3 + 1200], 3600, Fraction(1, 90000), "25", packet_count=5)
     assert off.deviation == 0.013333 and not off.variable_rate
+    # An MPEG clock that starts at 1.4 s, at the header's 29.97 fps (3003 ticks a frame).
+    later = video_timing(
+        [126000 + 3003 * i for i in (0, 2, 5)], 3003, Fraction(1, 90000), Fraction(30000, 1001), 6
+    )
+    assert (later.fps, later.start, later.deviation) == (Fraction(30000, 1001), 1.4, 0.0)
 
 
 def test_the_streams_a_player_would_choose():

@@ -30,12 +30,13 @@ def test_video_metrics_are_perfect_on_identical_frames_and_fall_with_noise(size)
         assert p_high < p_low and s_high < s_low
 
 
-# Bright frames with strong noise, and dark faint ones, where the constants C1 and C2 weigh.
-@pytest.mark.parametrize("top, noise", [(256, 20), (4, 1)])
-def test_ssim_matches_the_definition_with_a_full_gaussian_window(top, noise):
+# Bright frames with strong noise, and dark faint ones, where the constants C1 and C2 weigh;
+# and frames taller than the strips of rows SSIM is computed in (128), the last one partial.
+@pytest.mark.parametrize("top, noise, size", [(256, 20, (20, 23)), (4, 1, (20, 23)), (256, 20, (300, 13))])
+def test_ssim_matches_the_definition_with_a_full_gaussian_window(top, noise, size):
     """Against a plain float64 computation: every 11x11 patch weighted by the 2-D Gaussian."""
     rng = np.random.default_rng(2)
-    ref = rng.integers(0, top, (2, 20, 23, 3), dtype=np.uint8)
+    ref = rng.integers(0, top, (2, *size, 3), dtype=np.uint8)
     est = np.clip(ref + rng.normal(0, noise, ref.shape), 0, 255).astype(np.uint8)
     g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
     window = np.outer(g, g) / np.outer(g, g).sum()
