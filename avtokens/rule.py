@@ -84,7 +84,7 @@ def run_stage(snakemake, stage) -> None:
             shared={k: v for k, v in snakemake.input.items() if k not in ("records", "sources")},
             not_run=not_run,
             wildcards=dict(snakemake.wildcards.items()),
-            stage_name=snakemake.rule.removeprefix("shard_"),
+            stage_name=snakemake.rule.rpartition("shard_")[2],  # also as a module's `prefix_shard_<stage>`
         )
         run_items(stage, items, job)
 

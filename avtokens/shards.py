@@ -297,13 +297,14 @@ def failures(records: Iterable) -> tuple[list[dict], list[str]]:
 
 def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
                     shown: int = 20) -> str | None:  # fmt: skip
-    """At the end of a shard-mode run: None if every video finished. Otherwise list every
+    """At the end of a shard-mode run: None if every video finished (and no `table`). Otherwise list every
     failure in `table` (TSV: video, its path from `sources`, stage, preset or weights,
     reason), print one `ERROR video` line per video to stderr (the first `shown`), remove the
     records that left a video unfinished, so that the next run retries those videos and
     nothing else, and return the run's closing message."""
     rows, unfinished = failures(records)
     if not unfinished:
+        Path(table).unlink(missing_ok=True)  # an earlier run's list, now settled
         return None
     lines = ["video\tpath\tstage\tpreset_or_weights\treason\n"]
     for row in rows:

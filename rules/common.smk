@@ -4,26 +4,43 @@ import re
 import sys
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The package lives beside the Snakefile: importable here and, through PYTHONPATH (set,
 # not read, so no `envvars:` applies), in every job's script, whatever software
-# environment runs it (venv, --sdm conda, a cluster node).
-sys.path.insert(0, workflow.basedir)
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
-)
-from avtokens import AvTokensError
+# environment runs it (venv, --sdm conda, a cluster node). The folder is this file's parent,
+# not `workflow.basedir`, which is the outer workflow's when this one is used as a module.
+PACKAGE_ROOT = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_free=True))
+sys.path.insert(0, PACKAGE_ROOT)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 from avtokens.checkpoints import cosmos_folder, dac_file
 from avtokens.media import unusable_source
-from avtokens.shards import fill_pattern, settle_failures
+from avtokens.shards import fill_pattern
 from avtokens.presets import grid_presets, make_preset, released_model_factors
 
 DEMO_WEIGHTS = "resources/demo_weights"
 
-validate(config, "../config/schemas/config.schema.yaml")
+
+def validated(data, schema, what):
+    """`validate` (which also fills in the schema's defaults), its complaint in one line:
+    Snakemake's own message prints the whole schema and the data."""
+    try:
+        validate(data, schema)
+    except WorkflowError as err:
+        cause = err.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        where = "/".join(str(part) for part in cause.absolute_path)
+        row = re.search(r"validating row (\d+) ", str(err))  # of a sample sheet, after its header line
+        if row:
+            where = f"line {int(row[1]) + 2}, column {where}"
+        raise WorkflowError(": ".join(filter(None, [what, where, cause.message]))) from None
+
+
+validated(config, "../config/schemas/config.schema.yaml", "config")
 if "videos_per_job" in config:
     raise WorkflowError(
         "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
@@ -45,7 +62,7 @@ try:
     )
 except (OSError, pd.errors.ParserError) as err:
     raise WorkflowError(f"cannot read the sample sheet {config['videos']}: {err}")
-validate(videos, "../config/schemas/videos.schema.yaml")
+validated(videos, "../config/schemas/videos.schema.yaml", config["videos"])
 if videos["name"].duplicated().any():
     dupes = sorted(set(videos["name"][videos["name"].duplicated()]))
     raise WorkflowError(f"{config['videos']}: video names must be unique; repeated: {dupes}")
@@ -56,7 +73,7 @@ MADE_HERE = {os.path.normpath(EXAMPLE_VIDEO)}
 # A listed file that does not exist, or that this user may not read, is left out with one
 # error line, so that the rest of a large sheet still runs (Snakemake itself reads a job's
 # inputs, and an unreadable one would stop the whole run); the run then ends in failure
-# (see `check_left_out_videos`).
+# (the Snakefile's `check_run`).
 LEFT_OUT_VIDEOS = {}
 for name, path in videos["path"].items():
     reason = None if os.path.normpath(path) in MADE_HERE else unusable_source(path)
@@ -153,6 +170,8 @@ COMPARISON_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4"
 FRAME_METRICS = f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv"
 SUMMARY = f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json"
 PSNR_PLOT = f"{RESULTS}/report/{{video}}_psnr_per_frame.png"
+# Made by the last job, when every listed video finished (Snakefile, `check_run`).
+RUN_COMPLETE = f"{RESULTS}/run_complete.json"
 
 
 def get_final_output():
@@ -287,21 +306,8 @@ def report_outputs():
         )
 
 
-def check_left_out_videos(fail):
-    """Name the videos left out at the start once more at the end; with `fail`, end a run
-    that otherwise succeeded in failure."""
-    if LEFT_OUT_VIDEOS:
-        message = (
-            f"{len(LEFT_OUT_VIDEOS)} video(s) of {config['videos']} do not exist or cannot be read and "
-            "were left out: " + ", ".join(LEFT_OUT_VIDEOS.values())
-        )
-        if fail:
-            raise WorkflowError(message)
-        print(message, file=sys.stderr)
-
-
 def shard_records_of_run():
-    """Every record the shard jobs of this run write."""
+    """Every record the shard jobs of this run write (none outside shard mode)."""
     scopes = {"videos": ["extract_wav", "plot_frame_psnr"]}
     scopes |= {f"audio/{w}": ["audio_encode", "audio_decode", "summarize_audio"] for w in AUDIO_WEIGHTS}
     scopes |= {p: ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"] for p in RUN}
@@ -311,19 +317,3 @@ def shard_records_of_run():
         for stage in stages
         for shard in SHARDS
     ]
-
-
-def check_failed_videos(fail):
-    """Shard mode: name the videos that failed inside shard jobs and make the next run retry
-    them (`avtokens.shards.settle_failures`). With `fail`, end a run that otherwise succeeded
-    in failure."""
-    if not SHARDS:
-        return
-    try:
-        message = settle_failures(shard_records_of_run(), videos["path"], Path(RESULTS, "shards", "failed_videos.tsv"))
-    except AvTokensError as err:  # a full disk at the end: one line
-        message = str(err)
-    if message and fail:
-        raise WorkflowError(message)
-    if message:
-        print(message, file=sys.stderr)

@@ -289,6 +289,7 @@ def test_changing_one_preset_reruns_only_its_jobs(run, field, value):
         "token_table",
         "plot_quality",
         "manifest",
+        "check_run",
         "all",
     }  # read every preset
     assert planned_jobs(proc) == {rule: 1 for rule in per_preset | across_presets}
@@ -312,7 +313,7 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
         "compare_video",
     }
     per_video = {"extract_wav", "audio_encode", "audio_decode", "summarize_audio", "plot_frame_psnr"}
-    across = {"token_table", "audio_table", "plot_quality", "manifest", "all"}
+    across = {"token_table", "audio_table", "plot_quality", "manifest", "check_run", "all"}
     assert jobs == {
         **{rule: len(PRESETS) for rule in per_video_and_preset},
         **dict.fromkeys(per_video | across, 1),
@@ -330,7 +331,7 @@ def test_a_new_dac_weights_file_reruns_the_audio_and_nothing_visual(run):
         os.utime(weights, ns=(written.st_atime_ns, written.st_mtime_ns))
     per_video = {"audio_encode", "audio_decode", "summarize_audio"}
     per_preset = {"align_audio", "mux", "summarize"}  # summaries count the audio tokens
-    across = {"audio_table", "token_table", "plot_quality", "manifest", "all"}
+    across = {"audio_table", "token_table", "plot_quality", "manifest", "check_run", "all"}
     assert jobs == {**{rule: len(PRESETS) for rule in per_preset}, **dict.fromkeys(per_video | across, 1)}
 
 
