@@ -120,18 +120,45 @@ def holding(workdir: Path, what: str):
 
 # A job's error line (avtokens.rule logs "<time> ERROR <message>") or the workflow's own.
 _ERROR_LINE = re.compile(r"(?:^|\d )ERROR (.+)$")
+# What the terminal shows of the workflow's log: Snakemake's step count, the jobs' warnings,
+# errors and progress ("...: 1,210 of 13,275 frames (9%), 84.2 frames/s, ..."). The rest (job
+# blocks, the outputs' list of a workflow run) is in the log file.
+_SHOWN_LINE = re.compile(r"^\d+ of \d+ steps \(\d+%\) done$|\d (?:WARNING|ERROR) |\d INFO .*\(\d+%\), ")
+# Folders of the work folder that the workflow names relatively.
+_RELATIVE = re.compile(r"(?<![\w./-])(results|resources|logs)/")
 
 
-def run_workflow(command: list[str]) -> tuple[int, str | None]:
-    """Run the workflow, its log passed through to stderr as it comes; its exit status and
-    the last error line a job or the workflow wrote."""
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
-    last_error = None
-    for line in proc.stderr:
-        sys.stderr.write(line)
-        if match := _ERROR_LINE.search(line.rstrip()):
-            last_error = match.group(1)
-    return proc.wait(), last_error
+def absolute_paths(line: str, workdir: Path) -> str:
+    """`line` with the paths the workflow gave relative to its work folder made absolute."""
+    return _RELATIVE.sub(lambda match: f"{workdir}/{match[1]}/", line)
+
+
+def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int, str | None, bool]:
+    """Run the workflow in `workdir`, its whole output written to `log_file` and the lines
+    that say how it goes to stderr; its exit status, the last error line a job or the
+    workflow wrote, and whether it found nothing to do."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", bufsize=1)  # fmt: skip
+    last_error, nothing_to_do, shown = None, False, set()
+    with contextlib.ExitStack() as stack:
+        try:
+            log = stack.enter_context(open(log_file, "w", encoding="utf-8"))
+        except OSError:  # a full or read-only disk: the failing job says so
+            log = None
+        for line in proc.stdout:
+            if log is not None:
+                try:
+                    log.write(line)
+                except OSError:
+                    log = None
+            line = absolute_paths(line.rstrip(), workdir)
+            nothing_to_do = nothing_to_do or line.startswith("Nothing to be done")
+            if match := _ERROR_LINE.search(line):
+                last_error = match.group(1)
+            if _SHOWN_LINE.search(line) and line not in shown:  # failed jobs' logs are shown twice
+                shown.add(line)
+                print(line, file=sys.stderr, flush=True)
+    return proc.wait(), last_error, nothing_to_do
 
 
 def main(argv=None) -> int:
@@ -192,17 +219,18 @@ def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Pa
         "run": [name],
     }
     # The work folder is held (`holding`), so Snakemake's own lock can only be a killed run's.
-    status, error = run_workflow(workflow_command(workdir, overlay, "--nolock", cores=args.cores))
+    log_file = workdir / "tokenize_video.log"
+    command = workflow_command(workdir, overlay, "--nolock", cores=args.cores)
+    status, error, nothing_to_do = run_workflow(command, workdir, log_file)
     if status != 0:
+        if log_file.is_file() and log_file.stat().st_size:
+            print(f"tokenize_video: the workflow's whole log: {log_file}", file=sys.stderr)
         problem = storage_problem(None, workdir)
-        if error:  # the jobs name files relative to the work folder
-            path, sep, rest = error.partition(": ")
-            relative = sep and "/" in path and not Path(path).is_absolute()
-            reason = f"{workdir / path}: {rest}" if relative else error
-        else:
-            reason = f"{workdir}: {problem}" if problem else f"the workflow failed (its log: {workdir})"
+        reason = error or (f"{workdir}: {problem}" if problem else "the workflow failed")
         print(f"tokenize_video: {reason}", file=sys.stderr)
         return 1
+    if nothing_to_do:
+        print(f"tokenize_video: nothing to redo, the results in {workdir} are up to date", file=sys.stderr)
 
     results, nick = workdir / "results", args.video_nickname
     outputs = {

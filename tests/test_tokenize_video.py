@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,10 +62,11 @@ def test_seed_arguments_produce_the_seed_files(tmp_path):
     assert (combined.width, combined.height, combined.fps, combined.has_audio) == (90, 64, 25, True)
     assert count_frames(recon / "tom_combined.mp4") == 130
     assert "stand-in" in proc.stdout
+    says_what_is_true(proc, lines=60)
     # A repeated call finds nothing stale and leaves the tokens as they were.
     before = (tokens / "tom_visual_tokens.safetensors").read_bytes()
     again = tokenize_video(videos, "orig clip.mp4", "tom", 1, 8, 16, tokens, recon, "--weights", "demo")
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert again.returncode == 0 and "tokenize_video: nothing to redo" in again.stderr
     assert (tokens / "tom_visual_tokens.safetensors").read_bytes() == before
     assert torch.equal(load_tokens(tokens / "tom_visual_tokens.safetensors")["indices"], visual["indices"])
 
@@ -89,6 +91,34 @@ def test_wrong_arguments_give_one_line_and_the_usage(tmp_path, args, message):
 
 
 TRACEBACK = re.compile(r"Traceback|\^\^\^\^|File \".*\", line \d+")
+
+
+def says_what_is_true(proc: subprocess.CompletedProcess, lines: int) -> None:
+    """Short output whose paths all exist and which suggests no command: progress, warnings,
+    errors and the outputs, not the workflow's job blocks or its own advice."""
+    text = proc.stdout + proc.stderr
+    assert len(text.splitlines()) <= lines, text
+    lines_of_a_path = [line for line in text.splitlines() if line.startswith("/")]  # may hold spaces
+    other = "\n".join(line for line in text.splitlines() if not line.startswith("/"))
+    paths = lines_of_a_path + re.findall(r"(?<![\w.])(/[^\s:;,()']+)", other)
+    assert paths and [path for path in paths if not Path(path).exists()] == [], text
+    workflow_talk = r"--report|(?<!/)\b(results|resources|logs)/|Job stats|localrule|rule \w+:|snakemake"
+    assert not re.search(workflow_talk, text), text
+
+
+def test_a_failing_video_names_the_reason_and_the_whole_log(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "clip.mp4").write_text("not a video\n")
+    proc = tokenize_video(videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", tmp_path / "recon",
+                          "--weights", "demo", "--cores", 2)  # fmt: skip
+    assert proc.returncode == 1 and not TRACEBACK.search(proc.stderr)
+    *_, pointer, last = proc.stderr.strip().splitlines()
+    log = tmp_path / "tokens" / ".tokenize_video" / "tom" / "tokenize_video.log"
+    assert pointer == f"tokenize_video: the workflow's whole log: {log}"
+    assert re.fullmatch(rf"tokenize_video: {videos / 'clip.mp4'}: not a readable video \(.+\)", last), last
+    assert "Error in rule" in log.read_text()  # Snakemake's account, kept in the log
+    says_what_is_true(proc, lines=12)
 
 
 @pytest.mark.parametrize("size", ["64k", "600k", "2400k"])  # the space runs out in different jobs
@@ -151,7 +181,7 @@ def test_the_same_command_twice_at_once(tmp_path):
         f"another run of tom into {tmp_path / 'tokens'} is under way (pid {first.pid}); waiting"
         in second.stderr
     )
-    assert "Nothing to be done" in second.stderr and not TRACEBACK.search(err + second.stderr)
+    assert "tokenize_video: nothing to redo" in second.stderr and not TRACEBACK.search(err + second.stderr)
     assert (wavs / "tom.wav").is_file() and not (videos / "tom.wav").exists()
     assert load_tokens(tmp_path / "tokens" / "tom_visual_tokens.safetensors")["indices"].shape[1] == 5
     assert not [p for p in tmp_path.rglob("*partial*")]
