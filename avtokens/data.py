@@ -6,10 +6,22 @@ preset, each latent frame with its visual tokens and exactly its audio codes.
     loader = DataLoader(clips, batch_size=8, sampler=sampler, num_workers=4, collate_fn=collate_clips)
 
 Files are read by byte range (`TokenFileReader`), never whole. The order of an epoch is a
-permutation seeded by (seed, epoch); rank r of a world of n takes every n-th clip of it, so
-every clip of an epoch is seen once across ranks, and data-loader workers split a rank's
-clips (map-style: the DataLoader hands them out; `AlignedClipStream`: batch k goes to worker
-k mod workers). Both resume from a position in the rank's order.
+permutation seeded by (seed, epoch); rank r of a world of n takes every n-th clip of it, and
+data-loader workers split a rank's clips (map-style: the DataLoader hands them out;
+`AlignedClipStream`: batch k goes to worker k mod workers). Both resume from a position in
+the rank's order.
+
+Under DistributedDataParallel every rank must take as many steps in an epoch, or the last
+collective of the rank with more waits for the others until the process group's timeout (30
+minutes by default). So by default (`even="pad"`) every rank gets as many clips, hence as many
+batches whatever the batch size and drop_last: the epoch's order is extended by its own first
+clips to a multiple of the world size, as DistributedSampler does, so every clip is seen and
+at most world_size - 1 clips are repeated. `even="drop"` leaves the last few of the order out
+instead, `even=False` gives shares that differ by one clip (one process, or a loop that copes
+with uneven steps). Rank and world size come from torch.distributed; a sampler or stream made
+under a launcher (WORLD_SIZE, RANK or LOCAL_RANK saying "one of several") before
+`init_process_group`, without `rank=` and `world_size=`, is refused rather than taking every
+clip on every rank.
 """
 
 from __future__ import annotations
@@ -313,24 +325,73 @@ def epoch_order(count: int, seed: int, epoch: int, shuffle: bool = True) -> np.n
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
-def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if rank is None:
-        rank = torch.distributed.get_rank() if distributed else 0
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if distributed else 1
+# What torchrun, torch.distributed.launch and the launchers built on them set in each process.
+_LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def _launched_as_one_of_several() -> str:
+    """The launcher's variables, as "WORLD_SIZE=2 RANK=1", when they say that this process is
+    one of several; "" otherwise."""
+    values = {}
+    for name in _LAUNCHER_VARIABLES:
+        try:
+            values[name] = int(os.environ[name])
+        except (KeyError, ValueError):
+            continue
+    several = values.get("WORLD_SIZE", 1) > 1 or values.get("RANK", 0) > 0 or values.get("LOCAL_RANK", 0) > 0
+    return " ".join(f"{name}={value}" for name, value in values.items()) if several else ""
+
+
+def _rank_and_world(rank: int | None, world_size: int | None, who: str) -> tuple[int, int]:
+    """Rank and world size: as given, else from torch.distributed. Without a process group,
+    a process that a launcher says is one of several, or a world_size > 1 without rank=,
+    is refused: taking rank 0 of 1 there would give every rank every clip in the same order."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank() if rank is None else rank
+        world_size = torch.distributed.get_world_size() if world_size is None else world_size
+    else:
+        advice = "call torch.distributed.init_process_group() before making it, or pass rank= and world_size="
+        if world_size is None:
+            launched = _launched_as_one_of_several()
+            if launched:
+                raise RuntimeError(f"{who}: {launched} in the environment but torch.distributed is not "
+                                   f"initialised, so this process's rank is unknown: {advice}")  # fmt: skip
+            world_size = 1
+        if rank is None:
+            if world_size > 1:
+                raise RuntimeError(
+                    f"{who}: world_size={world_size} without rank= and torch.distributed is not "
+                    f"initialised, so this process's rank is unknown: {advice}"
+                )
+            rank = 0
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in a world of {world_size}")
     return rank, world_size
 
 
+def _even(even: str | bool) -> str | bool:
+    if even is True:
+        return "drop"  # what even=True meant before "pad" was the default
+    if even is False or even in ("pad", "drop"):
+        return even
+    raise ValueError(f"even must be 'pad', 'drop' or False, not {even!r}")
+
+
 def rank_share(count: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool = True,
-               even: bool = False) -> np.ndarray:  # fmt: skip
-    """Clip indices of one rank in an epoch: every world_size-th of the epoch's order. Ranks
-    differ by at most one clip; `even` drops the last few clips of the order (a different few
-    each epoch) so that every rank has as many, which DistributedDataParallel needs."""
+               even: str | bool = "pad") -> np.ndarray:  # fmt: skip
+    """Clip indices of one rank in an epoch: every world_size-th of the epoch's order.
+
+    `even` makes the shares equal, as DistributedDataParallel needs (every rank must take as
+    many steps): "pad" (default) extends the order by its own first clips to a multiple of
+    world_size, so no clip is left out and at most world_size - 1 are repeated (a different
+    few each epoch); "drop" (or True) leaves out the last count % world_size clips of the
+    order (a different few each epoch); False gives shares that differ by at most one clip,
+    every clip once."""
+    even = _even(even)
     order = epoch_order(count, seed, epoch, shuffle)
-    if even:
+    if even == "pad" and count % world_size:
+        order = np.resize(order, -(-count // world_size) * world_size)  # repeats it from the start
+    elif even == "drop":
         order = order[: count - count % world_size]
     return order[rank::world_size]
 
@@ -338,13 +399,19 @@ def rank_share(count: int, seed: int, epoch: int, rank: int, world_size: int, sh
 class ClipSampler(Sampler[int]):
     """The clips of this rank for `AlignedClips` with a DataLoader, in the epoch's seeded
     order; `set_epoch` before each epoch, as with DistributedSampler. `start`: clips of this
-    rank's order to skip, to resume an epoch (batches done x batch size)."""
+    rank's order to skip, to resume an epoch (batches done x batch size).
+
+    Rank and world size: as given, else from torch.distributed (refused under a launcher
+    before `init_process_group`). `even` (see `rank_share`): "pad" (default) gives every rank
+    as many clips, hence as many batches, so DistributedDataParallel's collectives pair up;
+    "drop" does so by leaving clips out; False: shares may differ by one clip. The sampler
+    runs in the main process, so `set_epoch` holds with persistent workers too."""
 
     def __init__(self, dataset, seed: int = 0, shuffle: bool = True, rank: int | None = None,
-                 world_size: int | None = None, even: bool = False, start: int = 0):  # fmt: skip
+                 world_size: int | None = None, even: str | bool = "pad", start: int = 0):  # fmt: skip
         self.count = len(dataset)
-        self.seed, self.shuffle, self.even, self.start, self.epoch = seed, shuffle, even, start, 0
-        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.seed, self.shuffle, self.even, self.start, self.epoch = seed, shuffle, _even(even), start, 0
+        self.rank, self.world_size = _rank_and_world(rank, world_size, "ClipSampler")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -365,36 +432,63 @@ class ClipSampler(Sampler[int]):
 class AlignedClipStream(IterableDataset):
     """`AlignedClips` as an iterable of whole batches, sharded by rank and by data-loader
     worker: batch k of this rank's epoch is made by worker k mod workers, so a DataLoader
-    (batch_size=None) yields them in order and `start_batch` resumes exactly."""
+    (batch_size=None) yields them in order and `start_batch` resumes exactly.
+
+    Rank, world size and `even` as for `ClipSampler`: by default every rank has as many
+    batches. The epoch and start batch are kept in shared memory, so `set_epoch(epoch,
+    start_batch=k)` reaches the data-loader workers, persistent ones (`persistent_workers=True`,
+    which keep their copy of this object from the first epoch on) and spawned ones included:
+    each worker reads them when its epoch begins."""
 
     def __init__(self, dataset: AlignedClips, batch_size: int, collate=None, seed: int = 0,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 even: bool = False, drop_last: bool = False, start_batch: int = 0):  # fmt: skip
+                 even: str | bool = "pad", drop_last: bool = False, start_batch: int = 0):  # fmt: skip
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate or collate_clips
-        self.seed, self.shuffle, self.even, self.drop_last = seed, shuffle, even, drop_last
-        self.rank, self.world_size = _rank_and_world(rank, world_size)
-        self.epoch, self.start_batch = 0, start_batch
+        self.seed, self.shuffle, self.even, self.drop_last = seed, shuffle, _even(even), drop_last
+        self.rank, self.world_size = _rank_and_world(rank, world_size, "AlignedClipStream")
+        # [epoch, start_batch]: inherited by forked workers, passed to spawned ones as a handle
+        # to the same memory (torch.multiprocessing pickles shared tensors so).
+        self._position = torch.tensor([0, start_batch], dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._position[0] = epoch
+
+    @property
+    def start_batch(self) -> int:
+        return int(self._position[1])
+
+    @start_batch.setter
+    def start_batch(self, start_batch: int) -> None:
+        self._position[1] = start_batch
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+        self._position.copy_(torch.tensor([epoch, start_batch], dtype=torch.int64))
 
     def batches(self) -> list[np.ndarray]:
         """This rank's batches of clip indices in this epoch, from `start_batch` on."""
-        share = rank_share(len(self.dataset), self.seed, self.epoch, self.rank, self.world_size, self.shuffle,
+        epoch, start_batch = self._position.tolist()
+        share = rank_share(len(self.dataset), self.seed, epoch, self.rank, self.world_size, self.shuffle,
                            self.even)  # fmt: skip
         batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        return batches[self.start_batch :]
+        return batches[start_batch:]
 
     def __len__(self) -> int:
         return len(self.batches())
 
     def __iter__(self):
+        # Read now, when this worker's epoch begins: a persistent worker is the same process
+        # epoch after epoch, and only the shared memory tells it which epoch this is.
+        batches = self.batches()
         worker = get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        for batch in self.batches()[worker_id::workers]:
-            yield self.collate([self.dataset[int(i)] for i in batch])
+        return (self.collate([self.dataset[int(i)] for i in batch]) for batch in batches[worker_id::workers])
 
 
 def collate_clips(clips: list[dict]) -> dict:

@@ -71,8 +71,8 @@ def test_every_latent_frame_is_seen_once_per_epoch_across_two_ranks_of_two_worke
     for epoch in (0, 1):
         streamed, sampled = Counter(), Counter()
         for rank in (0, 1):
-            stream = AlignedClipStream(
-                clips, batch_size=2, collate=collate_padded, seed=7, rank=rank, world_size=2
+            stream = AlignedClipStream(  # even=False: each clip once, not padded to equal shares
+                clips, batch_size=2, collate=collate_padded, seed=7, rank=rank, world_size=2, even=False
             )
             stream.set_epoch(epoch)
             for batch in DataLoader(stream, batch_size=None, num_workers=2):
@@ -80,7 +80,7 @@ def test_every_latent_frame_is_seen_once_per_epoch_across_two_ranks_of_two_worke
                     batch["video"], batch["start"], batch["frame_mask"], strict=True
                 ):
                     streamed.update((video, int(start) + i) for i in range(int(mask.sum())))
-            sampler = ClipSampler(clips, seed=7, rank=rank, world_size=2)
+            sampler = ClipSampler(clips, seed=7, rank=rank, world_size=2, even=False)
             sampler.set_epoch(epoch)
             loader = DataLoader(
                 clips, batch_size=2, sampler=sampler, num_workers=2, collate_fn=collate_padded
@@ -99,10 +99,11 @@ def test_epochs_are_shuffled_by_seed_and_epoch_and_shards_differ_by_at_most_one(
     }
     assert sorted(orders[0, 0]) == list(range(101)) and len(set(map(tuple, orders.values()))) == 4
     assert rank_share(101, 0, 0, 0, 1).tolist() == orders[0, 0]  # the same again
-    shares = [rank_share(101, 3, 2, rank, 4) for rank in range(4)]
+    shares = [rank_share(101, 3, 2, rank, 4, even=False) for rank in range(4)]
     assert sorted(i for s in shares for i in s.tolist()) == list(range(101))
     assert {len(s) for s in shares} == {25, 26}
-    assert {len(rank_share(101, 3, 2, rank, 4, even=True)) for rank in range(4)} == {25}
+    assert {len(rank_share(101, 3, 2, rank, 4, even="drop")) for rank in range(4)} == {25}
+    assert {len(rank_share(101, 3, 2, rank, 4)) for rank in range(4)} == {26}  # padded: the default
 
 
 def test_a_clip_holds_its_latent_frames_and_exactly_their_audio(workdir):
