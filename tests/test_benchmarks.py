@@ -152,3 +152,21 @@ def test_the_clip_cost_benchmark_times_every_rule_in_every_run(tmp_path):
         assert clips["cpu_seconds"] > 1 and one["cpu_seconds"] > 1
         cpu_more = (clips["cpu_seconds"] - one["cpu_seconds"]) / 2
         assert record["cpu_overhead_per_clip_s"][name] == pytest.approx(cpu_more)
+
+
+def test_the_token_file_benchmark_reports_files_of_their_tensors_size(tmp_path):
+    report = tmp_path / "token_files.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "token_files.py"), "--minutes", "1", "--size", "320x240",
+         "--repeats", "1", "--folder", str(tmp_path), "--json", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    files = json.loads(report.read_text())["files"]
+    # 1,500 frames at 25 fps: 12 windows of 121 (16 latent frames each), then 48 frames padded
+    # to 49 (7 latent frames): 199 latent frames of 15 x 20, 16 bf16 channels for CV.
+    latents = 199 * 15 * 20 * 16 * 2
+    assert latents <= files["CV8x16x16 visual"]["tensor_bytes"] < latents + 4096
+    for name, figures in files.items():  # the header at its real size: about a kilobyte, not 64 KiB
+        assert 8 < figures["file_bytes"] - figures["tensor_bytes"] < 2048, name
+    assert all(path.suffix != ".safetensors" for path in tmp_path.iterdir())  # removed after measuring
