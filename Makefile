@@ -19,6 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/snakemake --cores all --configfile config/example.yaml
 	$(BIN)/snakemake --configfile config/example.yaml --report results/example/report.zip
+	$(BIN)/python -m avtokens.report_pages results/example/report.zip  # files readable by all, as unpacked
 	@echo "Report: results/example/report.zip (unzip it and open report/report.html)"
 
 test: setup

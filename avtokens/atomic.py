@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from pathlib import Path
 
 from avtokens import AvTokensError
@@ -87,3 +88,12 @@ def storage_problem(err: BaseException, folder: Path | str) -> str | None:
         if stat.f_bavail * stat.f_frsize < FULL_BELOW_BYTES:
             return os.strerror(errno.ENOSPC)
     return None
+
+
+def link_or_copy(src, dest) -> None:
+    """`src` at the new path `dest` too: a hard link (no second copy on disk), or a copy where
+    the two are on different file systems or links are refused."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)

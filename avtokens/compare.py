@@ -41,13 +41,15 @@ def write_comparison(
     picture = Picture.from_metadata(metadata["picture"])
     font = ImageFont.load_default(size=max(10, min(28, picture.height // 16)))
     chunk, done, total = max(1, min(32, COMPARE_PIXELS // (picture.width * picture.height))), 0, 0.0
+    # An even height (a black bottom row if need be) keeps it 4:2:0, which browsers play inline.
+    extra_row = picture.height % 2
     sources = read_frame_windows(source, picture, chunk)
     with (
         atomic_output(dest) as tmp,
         VideoWriter(
             tmp,
             2 * picture.width,
-            picture.height,
+            picture.height + extra_row,
             Fraction(metadata["video"]["fps"]),
             crf,
             x264_preset,
@@ -66,6 +68,8 @@ def write_comparison(
                 _caption(frame, 0, "source", font)
                 text = f"{label}  PSNR {psnr[done - 1]:.1f} dB  (mean {total / done:.1f})"
                 _caption(frame, picture.width, text, font)
+            if extra_row:
+                side_by_side = np.pad(side_by_side, ((0, 0), (0, 1), (0, 0), (0, 0)))
             writer.write(side_by_side)
         if next(sources, None) is not None or done != len(psnr):
             raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")

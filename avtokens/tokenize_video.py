@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from avtokens import AvTokensError
-from avtokens.atomic import atomic_output, storage_problem
+from avtokens.atomic import atomic_output, link_or_copy, storage_problem
 from avtokens.picture import PIXELS
 from avtokens.presets import DEFAULT_WINDOW, ENGINES, make_preset
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
@@ -78,11 +77,10 @@ def place_all(outputs: dict[Path, Path]) -> None:
             tmp = placed.enter_context(atomic_output(dest))
             link = tmp.with_name(f"{tmp.name}.link")  # beside tmp, which keeps the folder from going
             try:
-                os.link(src, link)
+                link_or_copy(src, link)
                 os.replace(link, tmp)
-            except OSError:
+            finally:
                 link.unlink(missing_ok=True)
-                shutil.copyfile(src, tmp)
 
 
 def writable_folder(folder: Path) -> str | None:

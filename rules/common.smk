@@ -170,6 +170,9 @@ COMPARISON_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_comparison.mp4"
 FRAME_METRICS = f"{RESULTS}/{{preset}}/metrics/{{video}}_frames.tsv"
 SUMMARY = f"{RESULTS}/{{preset}}/metrics/{{video}}_summary.json"
 PSNR_PLOT = f"{RESULTS}/report/{{video}}_psnr_per_frame.png"
+# The report's pages (rules/report.smk).
+REPORT_OVERVIEW = f"{RESULTS}/report/overview"
+REPORT_PRESET_PAGE = f"{RESULTS}/report/presets/{{preset}}"
 # Made by the last job, when every listed video finished (Snakefile, `check_run`).
 RUN_COMPLETE = f"{RESULTS}/run_complete.json"
 
@@ -187,6 +190,8 @@ def get_final_output():
         f"{RESULTS}/report/audio_table.tsv",
         f"{RESULTS}/report/quality_vs_tokens.png",
         f"{RESULTS}/manifest.jsonl",
+        REPORT_OVERVIEW,
+        *expand(REPORT_PRESET_PAGE, preset=RUN),
     ]
     return per_run + per_video + grid
 
@@ -208,6 +213,20 @@ def all_audio_summaries():
     if SHARDS:
         return expand(shard_record("audio/{weights}", "summarize_audio"), weights=AUDIO_WEIGHTS, shard=SHARDS)
     return expand(AUDIO_SUMMARY, weights=AUDIO_WEIGHTS, video=videos.index)
+
+
+def comparisons_of_preset(wildcards):
+    """The preset's comparison videos (in shard mode, the records that list them)."""
+    if SHARDS:
+        return expand(shard_record(wildcards.preset, "compare_video"), shard=SHARDS)
+    return expand(COMPARISON_MP4, preset=wildcards.preset, video=videos.index)
+
+
+def all_psnr_plots():
+    """Every video's PSNR plot (in shard mode, the records that list them)."""
+    if SHARDS:
+        return expand(shard_record("videos", "plot_frame_psnr"), shard=SHARDS)
+    return expand(PSNR_PLOT, video=videos.index)
 
 
 def manifest_inputs(wildcards):
@@ -292,8 +311,9 @@ def report_outputs():
     if SHARDS:
         print(f"  {len(videos)} videos in {len(SHARDS)} shards of up to {SHARD_SIZE}; what each shard job "
               f"made is listed in its record under {RESULTS}/shards/")
-    for path in get_final_output()[-4:] if SHARDS else get_final_output():
-        print(f"  {path}")
+    for path in get_final_output():
+        if not path.endswith(".shard.json"):
+            print(f"  {path}")
     print(
         f"HTML report of all of it: run the same command again with --report {RESULTS}/report.zip, "
         "then open report/report.html inside the zip."

@@ -1,5 +1,6 @@
 # Fidelity: numbers per video x preset (and per video for the audio, coded once), tables
-# across the grid, comparison videos and plots, all shown by `snakemake --report report.zip`.
+# across the grid, comparison videos and plots, and the report's pages that show them
+# (`snakemake --report report.zip`): an overview and one page per preset.
 
 
 rule summarize:
@@ -36,11 +37,7 @@ rule audio_table:
     input:
         all_audio_summaries(),
     output:
-        report(
-            f"{RESULTS}/report/audio_table.tsv",
-            caption="../report/audio_table.rst",
-            category="Token table",
-        ),
+        f"{RESULTS}/report/audio_table.tsv",
     log:
         f"{RESULTS}/logs/audio_table.log",
     conda:
@@ -53,11 +50,7 @@ rule token_table:
     input:
         all_summaries(),
     output:
-        report(
-            f"{RESULTS}/report/token_table.tsv",
-            caption="../report/token_table.rst",
-            category="Token table",
-        ),
+        f"{RESULTS}/report/token_table.tsv",
     log:
         f"{RESULTS}/logs/token_table.log",
     conda:
@@ -73,12 +66,7 @@ rule compare_video:
         frame_metrics=FRAME_METRICS,
         visual_tokens=VISUAL_TOKENS,
     output:
-        comparison=report(
-            COMPARISON_MP4,
-            caption="../report/comparison.rst",
-            category="Comparison videos",
-            labels={"video": "{video}", "preset": "{preset}"},
-        ),
+        comparison=COMPARISON_MP4,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.compare_video.log",
     params:
@@ -94,11 +82,7 @@ rule plot_quality:
     input:
         all_summaries(),
     output:
-        report(
-            f"{RESULTS}/report/quality_vs_tokens.png",
-            caption="../report/quality_vs_tokens.rst",
-            category="Quality against token rate",
-        ),
+        f"{RESULTS}/report/quality_vs_tokens.png",
     log:
         f"{RESULTS}/logs/plot_quality.log",
     conda:
@@ -111,18 +95,55 @@ rule plot_frame_psnr:
     input:
         unpack(frame_metrics_of_video),
     output:
-        plot=report(
-            PSNR_PLOT,
-            caption="../report/psnr_per_frame.rst",
-            category="PSNR per frame",
-            labels={"video": "{video}"},
-        ),
+        plot=PSNR_PLOT,
     log:
         f"{RESULTS}/logs/{{video}}.plot_frame_psnr.log",
     conda:
         "../envs/avtokens.yaml"
     script:
         "../scripts/plot_frame_psnr.py"
+
+
+rule report_overview:
+    input:
+        token_table=f"{RESULTS}/report/token_table.tsv",
+        audio_table=f"{RESULTS}/report/audio_table.tsv",
+        quality_plot=f"{RESULTS}/report/quality_vs_tokens.png",
+    output:
+        report(
+            directory(REPORT_OVERVIEW),
+            htmlindex="index.html",
+            caption="../report/overview.rst",
+            category="Fidelity",
+            labels={"page": "overview: tables and quality against token rate"},
+        ),
+    log:
+        f"{RESULTS}/logs/report_overview.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/report_overview.py"
+
+
+rule report_preset_page:
+    input:
+        comparisons=comparisons_of_preset,
+        psnr_plots=all_psnr_plots(),
+        token_table=f"{RESULTS}/report/token_table.tsv",
+    output:
+        report(
+            directory(REPORT_PRESET_PAGE),
+            htmlindex="index.html",
+            caption="../report/preset_page.rst",
+            category="Comparison videos",
+            labels={"page": "{preset}"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{preset}}/report_preset_page.log",
+    conda:
+        "../envs/avtokens.yaml"
+    script:
+        "../scripts/report_preset_page.py"
 
 
 rule manifest:

@@ -32,4 +32,7 @@ def test_make_run_works_in_a_clean_copy(tmp_path):
         assert (results / preset / "reconstructed" / "example_combined.mp4").stat().st_size > 0
     with zipfile.ZipFile(results / "report.zip") as report:
         assert "report/report.html" in report.namelist()
+        pages = [name for name in report.namelist() if name.endswith("/index.html")]
+        assert len(pages) == len(presets) + 1  # a page per preset, and the overview
+        assert {info.external_attr >> 16 & 0o777 for info in report.infolist()} == {0o644}  # readable by all
     assert "Report: results/example/report.zip" in proc.stdout

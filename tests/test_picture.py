@@ -168,3 +168,28 @@ def test_hdr_is_tone_mapped_close_to_its_sdr_rendition(tmp_path, transfer, name)
     info = probe(source)
     plain = np.concatenate(list(read_frame_windows(source, info, 64)))
     assert brightness_and_saturation(plain)[1] < 0.5 * reference[1]
+
+
+def test_an_odd_sized_comparison_is_4_2_0_so_that_browsers_play_it(tmp_path, demo_weights):
+    """4:4:4 H.264 (what an odd size would need) plays in no browser: the report's videos get
+    an even height, a black bottom row added, and the frames above it unchanged."""
+    import av
+
+    yuv444 = ("-c:v", "libx264", "-pix_fmt", "yuv444p")
+    source = make(tmp_path / "odd.mp4", "scale=34:21,setsar=1", size="64x48", codec=yuv444)
+    preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 9, "weights": "demo"})
+    model = demo_weights / preset.model
+    tokens, video, metrics, comparison = (tmp_path / n for n in ("t.safetensors", "v.mp4", "f.tsv", "c.mp4"))
+    encode_video_file(source, tokens, preset, model / "encoder.jit", model / "decoder.jit", "cpu", 2, "odd",
+                      picture={"pixels": "square", "deinterlace": True})  # fmt: skip
+    decode_token_file(
+        tokens, video, preset, model / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
+    )
+    write_comparison(source, video, metrics, tokens, comparison, "p", 0, "ultrafast")
+    with av.open(str(comparison)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (68, 22)
+        assert stream.codec_context.pix_fmt == "yuv420p" and stream.frames == 9
+        luma = next(container.decode(stream)).to_ndarray(format="yuv420p")[:22]  # Y rows, then U and V
+    assert luma[21].max() <= 20  # the added row: black (16 in video range)
+    assert luma[:21].mean() > 40  # the picture itself above it

@@ -1,6 +1,7 @@
 """The whole workflow, run with snakemake as a user runs it, on clips made with ffmpeg."""
 
 import csv
+import filecmp
 import json
 import os
 import re
@@ -9,7 +10,9 @@ import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
+from urllib.parse import quote
 
+import browser
 import numpy as np
 import pytest
 import torch
@@ -261,14 +264,86 @@ def test_a_parameter_grid_runs_every_released_combination(tmp_path):
     assert rows[0]["visual_tokens"] == "DV8x16x16-w17/tokens/c_visual_tokens.safetensors"
 
 
-def test_the_report_holds_videos_plots_and_table(run):
+@pytest.fixture(scope="module")
+def report(run) -> Path:
+    """The HTML report of the shared run, as `snakemake --report` makes it."""
     workdir, _, overlay = run
     run_workflow(workdir, overlay, "--report", "report.zip")
-    names = zipfile.ZipFile(workdir / "report.zip").namelist()
-    assert sum(n.endswith("_comparison.mp4") for n in names) == len(PRESETS)
-    assert any(n.endswith("quality_vs_tokens.png") for n in names)
-    assert any(n.endswith("_psnr_per_frame.png") for n in names)
-    assert any(n.endswith("token_table.tsv") for n in names) and "report/report.html" in names
+    return workdir / "report.zip"
+
+
+def test_the_report_shows_videos_plots_and_tables_on_its_pages(run, report):
+    workdir, _, overlay = run
+    pages = workdir / "results" / "report"
+    for preset in PRESETS:  # a page per preset, its video inline under a name of its own
+        page = (pages / "presets" / preset / "index.html").read_text()
+        name = f"{NAME}_{preset}_comparison.mp4"
+        assert f'<video controls preload="metadata" src="{quote(name)}"></video>' in page
+        assert filecmp.cmp(pages / "presets" / preset / name, workdir / "results" / preset / "reconstructed" /
+                           f"{NAME}_comparison.mp4", shallow=False)  # fmt: skip
+        assert f'<img src="{quote(NAME)}_psnr_per_frame.png"' in page
+        assert (pages / "presets" / preset / f"{NAME}_psnr_per_frame.png").is_file()
+    overview = (pages / "overview" / "index.html").read_text()
+    assert overview.count("<table>") == 2 and '<img src="quality_vs_tokens.png"' in overview
+    # Every video x preset a row of the token table (and the total), every video one of the audio's.
+    assert overview.count("<tr>") == (1 + len(PRESETS) + 1) + (1 + 1)
+    assert all(f"<td>{preset}</td>" in overview for preset in PRESETS)
+
+    names = zipfile.ZipFile(report).namelist()
+    assert sorted(Path(n).name for n in names if n.endswith("_comparison.mp4")) == sorted(
+        f"{NAME}_{preset}_comparison.mp4" for preset in PRESETS
+    )
+    assert sum(n.endswith("/index.html") for n in names) == len(PRESETS) + 1 and "report/report.html" in names
+
+
+# In the report's own page (Snakemake's app): a sidebar entry per category, a row per page with
+# a button that shows the page in a frame.
+CLICK_LINK = """(() => {
+  const link = [...document.querySelectorAll("a")].find((a) => a.textContent.trim() === %s);
+  if (link) link.click();
+  return !!link; })()"""
+SHOW_PAGE = """(() => {
+  const cell = [...document.querySelectorAll("td")].find((td) => td.textContent.trim() === %s);
+  if (cell) cell.parentElement.querySelector("a").click();
+  return !!cell; })()"""
+# What the frame shows once it holds the page whose heading starts with %s: the heading, every
+# video's decoded size (and error), every image's width, the number of table rows.
+FRAME = """(() => {
+  const frame = document.querySelector("iframe");
+  const doc = frame && frame.contentDocument;
+  const title = doc && doc.querySelector("h1");
+  if (!title || !title.textContent.startsWith(%s)) return null;
+  const videos = [...doc.querySelectorAll("video")];
+  return {title: title.textContent, rows: doc.querySelectorAll("tr").length,
+          videos: videos.map((v) => [v.videoWidth, v.videoHeight, v.error && v.error.code]),
+          images: [...doc.querySelectorAll("img")].map((i) => i.naturalWidth)}; })()"""
+
+
+def test_the_report_shows_its_pages_in_a_browser(report, tmp_path):
+    """Headless Chromium on the unpacked report: each preset's page plays its comparison video
+    inline; the overview shows the tables and the plot. Screenshots land in tmp_path (the
+    README's picture is one: docs/testing.md)."""
+    chromium = browser.find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium (installed by this test only as root with apt)")
+    with zipfile.ZipFile(report) as z:
+        z.extractall(tmp_path)
+    with browser.Browser(chromium, 1300, 900) as page:
+        page.open(tmp_path / "report" / "report.html")
+        assert page.evaluate(CLICK_LINK % json.dumps("Comparison videos"))
+        for preset in PRESETS:
+            assert page.wait_for(SHOW_PAGE % json.dumps(preset))
+            shown = page.wait_for(FRAME % json.dumps(f"{preset}:"))
+            assert shown["videos"] == [[2 * WIDTH, HEIGHT, None]], (preset, shown)  # decoded, H.264 4:2:0
+            assert len(shown["images"]) == 1 and shown["images"][0] > 0
+            page.screenshot(tmp_path / f"{preset}.png")
+        page.open(tmp_path / "report" / "report.html")
+        assert page.evaluate(CLICK_LINK % json.dumps("Fidelity"))
+        assert page.wait_for(SHOW_PAGE % json.dumps("overview: tables and quality against token rate"))
+        shown = page.wait_for(FRAME % json.dumps("Fidelity"))
+        assert shown["title"] == "Fidelity of the tokens: overview" and shown["videos"] == []
+        assert shown["rows"] == (1 + len(PRESETS) + 1) + (1 + 1) and shown["images"][0] > 0
+        page.screenshot(tmp_path / "overview.png")
 
 
 def test_a_second_run_has_nothing_to_do(run):
@@ -289,12 +364,17 @@ def test_changing_one_preset_reruns_only_its_jobs(run, field, value):
         "token_table",
         "plot_quality",
         "manifest",
+        "report_overview",
         "check_run",
         "all",
     }  # read every preset
-    assert planned_jobs(proc) == {rule: 1 for rule in per_preset | across_presets}
+    # Every preset's page shows the PSNR plots of all presets.
+    assert planned_jobs(proc) == {rule: 1 for rule in per_preset | across_presets} | {
+        "report_preset_page": len(PRESETS)
+    }
     planned = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip().startswith("output:")]
-    per_preset_outputs = [ln for ln in planned if "/report/" not in ln and "manifest.jsonl" not in ln]
+    across_outputs = r"/report/|manifest.jsonl|run_complete.json"
+    per_preset_outputs = [ln for ln in planned if not re.search(across_outputs, ln)]
     assert len(per_preset_outputs) == len(per_preset) and all("/DV8x8x8/" in ln for ln in per_preset_outputs)
 
 
@@ -313,9 +393,9 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
         "compare_video",
     }
     per_video = {"extract_wav", "audio_encode", "audio_decode", "summarize_audio", "plot_frame_psnr"}
-    across = {"token_table", "audio_table", "plot_quality", "manifest", "check_run", "all"}
+    across = {"token_table", "audio_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
     assert jobs == {
-        **{rule: len(PRESETS) for rule in per_video_and_preset},
+        **{rule: len(PRESETS) for rule in per_video_and_preset | {"report_preset_page"}},
         **dict.fromkeys(per_video | across, 1),
     }
 
@@ -331,8 +411,12 @@ def test_a_new_dac_weights_file_reruns_the_audio_and_nothing_visual(run):
         os.utime(weights, ns=(written.st_atime_ns, written.st_mtime_ns))
     per_video = {"audio_encode", "audio_decode", "summarize_audio"}
     per_preset = {"align_audio", "mux", "summarize"}  # summaries count the audio tokens
-    across = {"audio_table", "token_table", "plot_quality", "manifest", "check_run", "all"}
-    assert jobs == {**{rule: len(PRESETS) for rule in per_preset}, **dict.fromkeys(per_video | across, 1)}
+    across = {"audio_table", "token_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
+    pages = {"report_preset_page"}  # the token table changed
+    assert jobs == {
+        **{rule: len(PRESETS) for rule in per_preset | pages},
+        **dict.fromkeys(per_video | across, 1),
+    }
 
 
 def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
