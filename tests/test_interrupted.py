@@ -90,7 +90,7 @@ def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> 
         time.sleep(0.05)
     tokens = workdir / "results" / "p" / "tokens"
     partial = tokens / ".clip_visual_tokens.safetensors.partial"
-    assert [p.stat().st_size > 1 << 16 for p in partial.iterdir()] == [True]
+    assert [p.stat().st_size > 0 for p in partial.iterdir()] == [True]  # latents streamed, no header yet
     os.killpg(proc.pid, sig)
     try:
         assert proc.wait(timeout=120) != 0
