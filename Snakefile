@@ -58,3 +58,9 @@ rule check_run:
 
 onsuccess:
     report_outputs()
+
+
+# A run that failed before the verdict: the videos left out at the start, named once more.
+onerror:
+    if LEFT_OUT_VIDEOS:
+        print(left_out_message(config["videos"], LEFT_OUT_VIDEOS), file=sys.stderr)

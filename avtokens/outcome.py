@@ -28,12 +28,14 @@ def check_run(output, *, sheet: str, videos: Mapping[str, str], left_out: Mappin
         if failed:
             problems.append(failed)
     if left_out:
-        problems.append(
-            f"{len(left_out)} video(s) of {sheet} do not exist or cannot be read and were left out: "
-            + ", ".join(left_out.values())
-        )
+        problems.append(left_out_message(sheet, left_out))
     if problems:
         raise AvTokensError(" ".join(problems))
     with atomic_output(output) as tmp:
         done = {"videos": len(videos), "presets": presets}
         tmp.write_text(json.dumps(done, indent=1) + "\n", encoding="utf-8")
+
+
+def left_out_message(sheet: str, left_out: Mapping[str, str]) -> str:
+    return (f"{len(left_out)} video(s) of {sheet} do not exist or cannot be read and were left out: "
+            + ", ".join(left_out.values()))  # fmt: skip

@@ -18,6 +18,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 from avtokens.checkpoints import cosmos_folder, dac_file
 from avtokens.media import unusable_source
+from avtokens.outcome import left_out_message
 from avtokens.shards import fill_pattern
 from avtokens.presets import grid_presets, make_preset, released_model_factors
 

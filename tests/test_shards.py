@@ -17,11 +17,15 @@ PRESETS = {
 CLIP_FRAMES = [9, 14, 20]
 PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
 AUDIO_STAGES = ["audio_encode", "audio_decode", "summarize_audio"]
+# What reads every video: remade whenever one changes.
 tables = (
     "report/token_table.tsv",
     "report/audio_table.tsv",
     "report/quality_vs_tokens.png",
+    "report/overview/",
+    "report/presets/",
     "manifest.jsonl",
+    "run_complete.json",
 )
 
 
@@ -74,7 +78,10 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
         made_files(folder / "per_video" / "results"),
         made_files(folder / "sharded" / "results"),
     )
-    assert len(per_video) == 3 * (2 * 7 + 5 + 1) + 3 + 1  # a clip: 7 a preset, 5 audio, a plot; tables
+    # A clip: 7 a preset, 5 audio, a plot; 3 tables, the manifest, the verdict; the report's
+    # overview (page, plot, 2 tables, Snakemake's timestamp) and a page per preset (page, 3
+    # comparisons, 3 plots, timestamp).
+    assert len(per_video) == 3 * (2 * 7 + 5 + 1) + 3 + 1 + 1 + 5 + 2 * 8
     assert sorted(shards) == sorted(per_video)
     assert [name for name in per_video if shards[name] != per_video[name]] == []  # byte for byte
     assert len((folder / "sharded" / "results" / "manifest.jsonl").read_text().splitlines()) == 3 * 2
@@ -137,8 +144,8 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
         ("broken", str(broken), "visual_encode", "CV4x8x8"),
     }
     after = mtimes(results)
-    assert {name: after[name] for name in before if not name.startswith(("report/", "manifest"))} == {
-        name: t for name, t in before.items() if not name.startswith(("report/", "manifest"))
+    assert {name: after[name] for name in before if not name.startswith(("report/", *tables))} == {
+        name: t for name, t in before.items() if not name.startswith(("report/", *tables))
     }  # v0-v2: nothing made again
     for name in ("v3", "v4"):  # the rest of the shard finished
         for preset in PRESETS:
@@ -159,8 +166,8 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
         1
     )  # shard00002
     final = mtimes(results)
-    assert {n: final[n] for n in again if "report/" not in n and "manifest" not in n} == {
-        n: t for n, t in again.items() if "report/" not in n and "manifest" not in n
+    assert {n: final[n] for n in again if not n.startswith(("report/", *tables))} == {
+        n: t for n, t in again.items() if not n.startswith(("report/", *tables))
     }
     log = (results / "logs" / "shards" / "DV8x16x16" / "shard00002.visual_encode.log").read_text()
     assert "2 videos, 1 to do, 1 done before" in log
@@ -200,8 +207,11 @@ def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
     }
     run_workflow(work, changed)
     after = mtimes(results)
-    redone = ("CV4x8x8/", "report/token_table.tsv", "report/quality_vs_tokens.png", "manifest.jsonl")
+    redone = ("CV4x8x8/", "report/token_table.tsv", "report/quality_vs_tokens.png", "manifest.jsonl",
+              "run_complete.json")  # fmt: skip
     for name, made in before.items():
+        if name.startswith(("report/overview/", "report/presets/")):
+            continue  # pages made again, of links to files made again or not
         remade = after[name] != made
         assert remade == (name.startswith(redone) or name.endswith("_psnr_per_frame.png")), name
     tokens = results / "CV4x8x8" / "tokens" / "v2_visual_tokens.safetensors"
@@ -227,7 +237,8 @@ def test_a_dataset_can_make_its_comparison_videos_and_plots_for_a_sample(both_mo
         "shard_plot_frame_psnr": 2,
     }
     after = mtimes(results)
-    assert {name: after[name] for name in before} == before  # nothing else made again
+    kept = {name: made for name, made in before.items() if not name.startswith(tables)}
+    assert {name: after[name] for name in kept} == kept  # nothing else made again
     looked_at = sorted(set(after) - set(before))  # the first video of each shard: v0 and v2
     assert looked_at == sorted(
         [f"{preset}/reconstructed/{video}_comparison.mp4" for preset in PRESETS for video in ("v0", "v2")]
