@@ -104,7 +104,9 @@ rule plot_frame_psnr:
         "../scripts/plot_frame_psnr.py"
 
 
+# The pages link files and write a page: local jobs, not cluster ones.
 rule report_overview:
+    localrule: True
     input:
         token_table=f"{RESULTS}/report/token_table.tsv",
         audio_table=f"{RESULTS}/report/audio_table.tsv",
@@ -126,6 +128,7 @@ rule report_overview:
 
 
 rule report_preset_page:
+    localrule: True
     input:
         comparisons=comparisons_of_preset,
         psnr_plots=all_psnr_plots(),
