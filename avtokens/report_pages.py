@@ -54,7 +54,7 @@ def _number(text: str) -> str:
         value = float(text)
     except ValueError:
         return html.escape(text)
-    return f"{value:,.0f}" if value.is_integer() else f"{value:,.3f}".rstrip("0")
+    return f"{value:,.0f}" if value.is_integer() else f"{value:,.3f}".rstrip("0").rstrip(".")  # 1.0001: "1"
 
 
 def html_table(rows: list[dict], columns: dict[str, str]) -> str:
