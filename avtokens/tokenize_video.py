@@ -131,6 +131,12 @@ def absolute_paths(line: str, workdir: Path) -> str:
     return _RELATIVE.sub(lambda match: f"{workdir}/{match[1]}/", line)
 
 
+def _closed(log) -> None:
+    """Close `log`, whose last lines may not fit on the disk any more."""
+    with contextlib.suppress(OSError):
+        log.close()
+
+
 def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int, str | None, bool]:
     """Run the workflow in `workdir`, its whole output written to `log_file` and the lines
     that say how it goes to stderr; its exit status, the last error line a job or the
@@ -138,24 +144,26 @@ def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1)  # fmt: skip
     last_error, nothing_to_do, shown = None, False, set()
-    with contextlib.ExitStack() as stack:
-        try:
-            log = stack.enter_context(open(log_file, "w", encoding="utf-8"))
-        except OSError:  # a full or read-only disk: the failing job says so
-            log = None
-        for line in proc.stdout:
-            if log is not None:
-                try:
-                    log.write(line)
-                except OSError:
-                    log = None
-            line = absolute_paths(line.rstrip(), workdir)
-            nothing_to_do = nothing_to_do or line.startswith("Nothing to be done")
-            if match := _ERROR_LINE.search(line):
-                last_error = match.group(1)
-            if _SHOWN_LINE.search(line) and line not in shown:  # failed jobs' logs are shown twice
-                shown.add(line)
-                print(line, file=sys.stderr, flush=True)
+    try:  # line-buffered, so a full disk shows at a write (and the log stops) rather than at close
+        log = open(log_file, "w", encoding="utf-8", buffering=1)
+    except OSError:  # a full or read-only disk: the failing job says so
+        log = None
+    for line in proc.stdout:
+        if log is not None:
+            try:
+                log.write(line)
+            except OSError:
+                _closed(log)
+                log = None
+        line = absolute_paths(line.rstrip(), workdir)
+        nothing_to_do = nothing_to_do or line.startswith("Nothing to be done")
+        if match := _ERROR_LINE.search(line):
+            last_error = match.group(1)
+        if _SHOWN_LINE.search(line) and line not in shown:  # failed jobs' logs are shown twice
+            shown.add(line)
+            print(line, file=sys.stderr, flush=True)
+    if log is not None:
+        _closed(log)
     return proc.wait(), last_error, nothing_to_do
 
 
@@ -193,7 +201,11 @@ def main(argv=None) -> int:
     except AvTokensError as err:
         print(f"tokenize_video: {err}", file=sys.stderr)
     except OSError as err:
-        print(f"tokenize_video: {err.filename or workdir}: {err.strerror or err}", file=sys.stderr)
+        where = err.filename or workdir
+        if problem := storage_problem(err, workdir):
+            print(f"tokenize_video: {where}: cannot be written ({problem})", file=sys.stderr)
+        else:
+            print(f"tokenize_video: {where}: {err.strerror or err}", file=sys.stderr)
     except KeyboardInterrupt:
         print("tokenize_video: interrupted", file=sys.stderr)
         return 130
@@ -224,7 +236,7 @@ def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Pa
         if log_file.is_file() and log_file.stat().st_size:
             print(f"tokenize_video: the workflow's whole log: {log_file}", file=sys.stderr)
         problem = storage_problem(None, workdir)
-        reason = error or (f"{workdir}: {problem}" if problem else "the workflow failed")
+        reason = error or (f"{workdir}: cannot be written ({problem})" if problem else "the workflow failed")
         print(f"tokenize_video: {reason}", file=sys.stderr)
         return 1
     if nothing_to_do:
