@@ -2,7 +2,8 @@
 clip must not need more memory than the short one.
 
     python benchmarks/memory.py                        # 1 and 20 minutes of 640x480 at 30 fps
-    python benchmarks/memory.py --minutes 2 10 --fps 6 --size 320x240    # CI-sized
+    python benchmarks/memory.py --minutes 0.5 2.5 --fps 6 --size 320x240 --window 17 \
+        --batch-megapixels 1.4 --audio-window-seconds 10             # CI-sized
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
 demo weights and one preset; every job logs its own peak resident memory, which this script
@@ -28,6 +29,9 @@ sys.path.insert(0, str(REPO))
 from avtokens.media import run_ffmpeg  # noqa: E402
 from avtokens.workflow import workflow_command  # noqa: E402
 
+# Model calls in flight at once: one being read ahead, one on the model, one being written,
+# and one more so that the short clip streams past them.
+PIPELINE_CALLS = 4
 PEAK = re.compile(r"peak memory: (\d+) MiB")
 
 
@@ -51,23 +55,37 @@ def peaks_per_rule(logs: Path) -> dict[str, int]:
     return peaks
 
 
-def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
-    """Model calls take as many windows as `batch_megapixels` holds: a clip shorter than one
-    call would need less memory for that alone, and the comparison would measure the batch."""
+def default_config() -> dict:
     import yaml
 
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def chosen_preset(args) -> dict:
+    """The preset's fields from config/config.yaml, with `--window` when given."""
+    preset = default_config()["presets"][args.preset]
+    return {**preset, "window": args.window or preset["window"]}
+
+
+def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
+    """Model calls take as many windows as `batch_megapixels` holds (DAC a window of
+    `audio_window_seconds`), the reader runs a call ahead and the writer one behind: a clip
+    shorter than that pipeline would need less memory for that alone, and the comparison would
+    measure the pipeline filling up."""
     from avtokens.visual import windows_per_call
     from avtokens.windows import round_up
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    preset = config["presets"][args.preset]
+    preset = chosen_preset(args)
     width, height = (round_up(int(v), preset["spatial"]) for v in args.size.split("x"))
-    per_call = windows_per_call(config["batch_megapixels"], preset["window"], height, width)
+    per_call = windows_per_call(args.batch_megapixels, preset["window"], height, width)
     windows = -(-round(minutes * 60 * args.fps) // preset["window"])
-    if windows < per_call:
+    if windows < PIPELINE_CALLS * per_call:
         window = preset["window"]
-        sys.exit(f"the {minutes:g}-minute clip has {windows} windows of {window} frames, fewer than a model"
-                 f" call takes at {args.size} ({per_call}); lengthen the short clip")  # fmt: skip
+        sys.exit(f"the {minutes:g}-minute clip has {windows} windows of {window} frames, fewer than "
+                 f"{PIPELINE_CALLS} model calls take at {args.size} ({per_call} each); lengthen the short clip")  # fmt: skip
+    if minutes * 60 < 2 * args.audio_window_seconds:  # the audio's overlap is measured between windows
+        sys.exit(f"the {minutes:g}-minute clip holds fewer than two audio windows of "
+                 f"{args.audio_window_seconds:g} s; lengthen the short clip")  # fmt: skip
 
 
 def main() -> int:
@@ -78,11 +96,20 @@ def main() -> int:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--preset", default="DV8x16x16", help="a preset of config/config.yaml")
+    parser.add_argument("--window", type=int, help="frames per window (default: the preset's); "
+                        "shorter windows let a shorter clip stream many")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--batch-megapixels", type=float, help="frames x pixels per model call "
+                        "(default: config/config.yaml's); smaller lets a shorter clip fill a call")
+    parser.add_argument("--audio-window-seconds", type=float, help="audio coded per DAC call "
+                        "(default: config/config.yaml's); smaller lets a shorter clip fill a call")
     parser.add_argument("--max-ratio", type=float, default=1.2)
     parser.add_argument("--json", type=Path, default=Path("memory.json"))
     args = parser.parse_args()
     minutes = sorted(args.minutes)
+    for setting in ("batch_megapixels", "audio_window_seconds"):
+        if getattr(args, setting) is None:
+            setattr(args, setting, default_config()[setting])
     check_the_short_clip_fills_a_model_call(minutes[0], args)
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-memory-"))
@@ -93,7 +120,10 @@ def main() -> int:
             sheet = work / f"videos_{length:g}.tsv"
             sheet.write_text(f"name\tpath\nclip\t{clip}\n")
             workdir = work / f"run_{length:g}min"
-            overlay = {"videos": str(sheet), "weights": "demo", "run": [args.preset]}
+            overlay = {"videos": str(sheet), "weights": "demo", "run": [args.preset],
+                       "presets": {args.preset: chosen_preset(args)},
+                       "batch_megapixels": args.batch_megapixels,
+                       "audio_window_seconds": args.audio_window_seconds}  # fmt: skip
             start = time.perf_counter()
             proc = subprocess.run(workflow_command(workdir, overlay, cores=args.cores), capture_output=True,
                                   text=True)  # fmt: skip
@@ -118,6 +148,8 @@ def main() -> int:
     print(f"largest ratio {ratios[worst]:.2f} ({worst}): {'flat' if flat else 'NOT flat'} "
           f"(limit {args.max_ratio})")  # fmt: skip
     record = {"size": args.size, "fps": args.fps, "preset": args.preset, "cores": args.cores,
+              "window": chosen_preset(args)["window"], "batch_megapixels": args.batch_megapixels,
+              "audio_window_seconds": args.audio_window_seconds,
               "minutes": minutes, "runs": {f"{m:g}": runs[m] for m in minutes}, "ratios": ratios,
               "max_ratio": args.max_ratio, "flat": flat}  # fmt: skip
     args.json.write_text(json.dumps(record, indent=2) + "\n")
