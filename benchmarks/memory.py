@@ -82,7 +82,8 @@ def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
     if windows < PIPELINE_CALLS * per_call:
         window = preset["window"]
         sys.exit(f"the {minutes:g}-minute clip has {windows} windows of {window} frames, fewer than "
-                 f"{PIPELINE_CALLS} model calls take at {args.size} ({per_call} each); lengthen the short clip")  # fmt: skip
+                 f"{PIPELINE_CALLS} model calls take at {args.size} ({per_call} each); lengthen the "
+                 "short clip")  # fmt: skip
     if minutes * 60 < 2 * args.audio_window_seconds:  # the audio's overlap is measured between windows
         sys.exit(f"the {minutes:g}-minute clip holds fewer than two audio windows of "
                  f"{args.audio_window_seconds:g} s; lengthen the short clip")  # fmt: skip
