@@ -97,13 +97,24 @@ def main() -> int:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--preset", default="DV8x16x16", help="a preset of config/config.yaml")
-    parser.add_argument("--window", type=int, help="frames per window (default: the preset's); "
-                        "shorter windows let a shorter clip stream many")
+    parser.add_argument(
+        "--window",
+        type=int,
+        help="frames per window (default: the preset's); shorter windows let a shorter clip stream many",
+    )
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--batch-megapixels", type=float, help="frames x pixels per model call "
-                        "(default: config/config.yaml's); smaller lets a shorter clip fill a call")
-    parser.add_argument("--audio-window-seconds", type=float, help="audio coded per DAC call "
-                        "(default: config/config.yaml's); smaller lets a shorter clip fill a call")
+    parser.add_argument(
+        "--batch-megapixels",
+        type=float,
+        help="frames x pixels per model call "
+        "(default: config/config.yaml's); smaller lets a shorter clip fill a call",
+    )
+    parser.add_argument(
+        "--audio-window-seconds",
+        type=float,
+        help="audio coded per DAC call "
+        "(default: config/config.yaml's); smaller lets a shorter clip fill a call",
+    )
     parser.add_argument("--max-ratio", type=float, default=1.2)
     parser.add_argument("--json", type=Path, default=Path("memory.json"))
     args = parser.parse_args()
