@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint mutation clean
+.PHONY: setup run test test-fast lint mutation clean
 
 # The virtual environment, rebuilt when the pinned requirements change.
 setup: $(STAMP)
@@ -24,6 +24,11 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# Day to day: unit tests and dry runs, without the tests that run the whole workflow, a
+# benchmark or a compiler (the `workflow` marker; docs/testing.md says which tier proves what).
+test-fast: setup
+	$(BIN)/pytest -m "not workflow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -6,6 +6,17 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures that run the whole workflow once for the tests that read it (each in its module).
+# A test that uses one is in the `workflow` tier, as is a test marked so itself: `make test`
+# runs every tier, `make test-fast` leaves this one out (docs/testing.md).
+SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_run", "cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SHARED_RUNS & set(item.fixturenames):
+            item.add_marker(pytest.mark.workflow)
+
 
 @pytest.fixture(scope="session")
 def demo_weights(tmp_path_factory) -> Path:

@@ -79,6 +79,8 @@ class SlurmCluster:
         memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
         cpus = os.cpu_count() or 1
         ports = _free_ports(2)
+        # Jobs share the cores (up to four a core, OverSubscribe=FORCE:4): the tests' jobs are
+        # small and mostly wait for the client's status checks, so two runs can go at once.
         self._install_config(
             "slurm.conf",
             f"""ClusterName=avtokens-test
@@ -108,7 +110,7 @@ MinJobAge=3600
 ReturnToService=2
 MpiDefault=none
 NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:{self.gpus} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """,
         )
         self.env = {**os.environ, "SLURM_CONF": str(CONFIG_DIR / "slurm.conf")}

@@ -12,7 +12,6 @@ import torch
 from helpers import make_clip
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.audio import (
     SAMPLE_RATE,
     DacCodec,
@@ -164,8 +163,9 @@ def test_codes_equal_a_whole_file_encode_of_the_audio_under_the_video(two_videos
     """Made another way: DAC's own encode() of the wav, cut (or padded with silence) to the
     code frames that cover the video's frames."""
     _, videos, _ = two_videos
-    for video in videos.values():
-        total = code_frame_count(video["frames"], Fraction(30000, 1001), SAMPLE_RATE, 512)
+    # The code frames that cover the video, by hand: 38 frames at 30000/1001 fps are 1.268 s,
+    # x 44,100 / 512 = 109.2 (up: 110); 23 frames: 66.1 (up: 67).
+    for video, total in zip(videos.values(), (110, 67), strict=True):
         samples, _ = soundfile.read(video["wav"], dtype="float32")
         samples = np.pad(samples, (0, max(0, total * 512 - len(samples))))[: total * 512]
         codes = load_tokens(video["codes"])
@@ -183,10 +183,15 @@ def test_each_preset_gets_the_same_codes_grouped_by_its_latent_frames(two_videos
             audio, visual = load_tokens(dest), load_tokens(video["visual"][preset.name])
             assert audio["codes"].dtype == torch.uint16
             assert audio["codes"].numpy().tobytes() == codes["codes"].numpy().tobytes()
-            spans = visual["frame_spans"].tolist()
-            expected = code_frame_ranges(spans, Fraction(30000, 1001), SAMPLE_RATE, 512)
-            assert audio["code_ranges"].tolist() == [list(r) for r in expected]
-            assert audio["code_ranges"][-1, 1] == audio["codes"].shape[1]
+            # Each latent frame's codes start with the first code frame that starts at or after
+            # its first video frame (code frame k starts at k x 512 / 44,100 s), and end where
+            # the next latent frame's start.
+            ranges, spans = audio["code_ranges"].tolist(), visual["frame_spans"].tolist()
+            for (first, _), (frame, _) in zip(ranges, spans, strict=True):
+                start = Fraction(frame * 1001, 30000)
+                assert Fraction(first * 512, 44100) >= start > Fraction((first - 1) * 512, 44100)
+            assert [end for _, end in ranges[:-1]] == [first for first, _ in ranges[1:]]
+            assert ranges[0][0] == 0 and ranges[-1][1] == audio["codes"].shape[1]
             assert audio.metadata["alignment"]["audio_codes"]["sha256"] == sha256_of(video["codes"])
             assert audio.metadata["runtime"] == codes.metadata["runtime"]
         sizes = {len(load_tokens(folder / f"{name}_{p}_audio.safetensors")["code_ranges"]) for p in presets}

@@ -6,12 +6,14 @@ The full-size figures are in docs/benchmarks.md.
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from avtokens.workflow import REPO
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     "network, size, seconds, engines",
     [("tiny", "320x192", "4", ["auto"]),
@@ -19,29 +21,25 @@ from avtokens.workflow import REPO
 )  # fmt: skip
 def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, seconds, engines):
     report = tmp_path / "throughput.json"
+    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--network", network, "--size", size,
          "--seconds", seconds, "--repeats", "1", "--batch-megapixels", "0.3", "--json", str(report),
          "--engines", *engines],
         capture_output=True, text=True,
     )  # fmt: skip
+    wall = time.perf_counter() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(report.read_text())
-    assert result["frames"] == round(24 * float(seconds)) and result["runtime"]["device"] == "cpu"
-    speeds = (
-        "model_encode_fps",
-        "model_decode_fps",
-        "e2e_encode_fps",
-        "e2e_decode_fps",
-        "e2e_round_trip_fps",
-        "upstream_round_trip_fps",
-        "audio_encode_rtf",
-        "audio_decode_rtf",
-    )
-    assert all(result[key] > 0 for key in speeds)
-    # Stages timed on their own: the round trip is the encode and the decode one after the other.
-    round_trip = 1 / result["e2e_round_trip_fps"]
-    assert round_trip == pytest.approx(1 / result["e2e_encode_fps"] + 1 / result["e2e_decode_fps"])
+    frames = round(24 * float(seconds))  # the clip is made at 24 fps
+    assert result["frames"] == frames and result["runtime"]["device"] == "cpu"
+    # The stages run one after another inside the command, so the time each speed implies adds
+    # up to less than the command's own wall time, measured here: a speed from a wrong clock or
+    # a wrong count of frames shows as more time than there was.
+    speeds = ("e2e_encode_fps", "e2e_decode_fps", "upstream_round_trip_fps")
+    stage_seconds = [frames / result[key] for key in speeds]
+    stage_seconds += [float(seconds) / result[key] for key in ("audio_encode_rtf", "audio_decode_rtf")]
+    assert min(stage_seconds) > 0 and sum(stage_seconds) < wall
     # Each stage's own peak (a process-lifetime figure would give every stage the same one).
     assert len(set(result["peak_host_mib"].values())) > 1
     headline = (
@@ -54,6 +52,7 @@ def test_the_throughput_benchmark_measures_every_stage(tmp_path, network, size, 
         assert by_engine["torchscript"]["self_check_seconds"] == 0
 
 
+@pytest.mark.workflow
 def test_every_rule_needs_no_more_memory_for_a_clip_five_times_as_long(tmp_path):
     """Short windows, one per model call, and short DAC windows keep this small; the audio and
     the number of windows still grow fivefold, and the short clip already streams many calls
@@ -91,6 +90,7 @@ def test_each_stage_reports_its_own_peak_memory_not_the_process_lifetime_peak():
     assert large.host_mib - small.host_mib > 250
 
 
+@pytest.mark.workflow
 def test_the_data_loading_benchmark_reads_a_clip_not_the_file(tmp_path):
     report = tmp_path / "data_loading.json"
     proc = subprocess.run(
@@ -110,18 +110,22 @@ def test_the_data_loading_benchmark_reads_a_clip_not_the_file(tmp_path):
         assert loaded["bytes_mapped_per_clip"] == pytest.approx(figures["file_mb"] * 1e6)
 
 
-def run_shards_benchmark(tmp_path, *args) -> dict:
+def run_shards_benchmark(tmp_path, *args) -> tuple[dict, float]:
+    """The benchmark's JSON record, and its wall time measured here."""
     report = tmp_path / "shards.json"
     command = [sys.executable, str(REPO / "benchmarks" / "shards.py"), "--json", str(report), *args]
+    started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    wall = time.perf_counter() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    return json.loads(report.read_text())
+    return json.loads(report.read_text()), wall
 
 
 def test_the_planning_benchmark_counts_a_plan_per_shard(tmp_path):
-    plans = run_shards_benchmark(
+    record, wall = run_shards_benchmark(
         tmp_path, "plan", "--rows", "250", "--shard-size", "100", "--per-video", "20"
-    )["plans"]
+    )
+    plans = record["plans"]
     # 17 steps a shard (or a video): extract_wav and the plot, 3 DAC steps, 6 for each of the 2
     # presets; then the stand-in weights (2 Cosmos models, DAC), 4 tables, the report's overview
     # and 2 preset pages, the verdict (check_run) and `all`.
@@ -129,35 +133,40 @@ def test_the_planning_benchmark_counts_a_plan_per_shard(tmp_path):
         (250, 100, 3 * 17 + 3 + 4 + 3 + 1 + 1),
         (20, 0, 20 * 17 + 3 + 4 + 3 + 1 + 1),
     ]
-    assert all(p["seconds"] > 0 for p in plans)
+    assert all(p["seconds"] > 0 for p in plans) and sum(p["seconds"] for p in plans) < wall
 
 
 def test_the_output_benchmark_writes_into_folders_of_each_size(tmp_path):
-    record = run_shards_benchmark(tmp_path, "outputs", "--files", "300", "0", "--writes", "5")
+    record, wall = run_shards_benchmark(tmp_path, "outputs", "--files", "300", "0", "--writes", "5")
     assert record["writes"] == 5
     assert [f["files_in_folder"] for f in record["outputs"]] == [0, 300]
-    assert all(f["seconds_per_output"] > 0 for f in record["outputs"])
+    seconds = [5 * f["seconds_per_output"] for f in record["outputs"]]  # five writes into each folder
+    assert min(seconds) > 0 and sum(seconds) < wall
 
 
+@pytest.mark.workflow
 def test_the_clip_cost_benchmark_times_every_rule_in_every_run(tmp_path):
-    record = run_shards_benchmark(
+    record, wall = run_shards_benchmark(
         tmp_path, "throughput", "--clips", "2", "--shard-size", "2", "--sampled-reports", "1"
     )
     runs, one = record["runs"], record["runs"]["one_video"]
+    # The three runs, one after another, within the benchmark's own time measured here.
+    assert sum(run["seconds"] for run in runs.values()) < wall
     for name in ("clips", "clips_sampled_reports"):
         clips = runs[name]
         # One shard: 11 steps, 4 tables, the report's 2 pages, the verdict, `all`.
         assert clips["jobs"] == one["jobs"] == 11 + 4 + 2 + 1 + 1
         assert {rule.removeprefix("shard_") for rule in clips["stages"]} == set(one["stages"])
         assert sum(rule.startswith("shard_") for rule in clips["stages"]) == 11
-        assert all(seconds >= 0 for seconds in [*clips["stages"].values(), *one["stages"].values()])
-        assert record["overhead_per_clip_s"][name] == pytest.approx((clips["seconds"] - one["seconds"]) / 2)
+        for run in (clips, one):  # a job's time, from Snakemake's log, within its run's
+            assert all(0 <= seconds < run["seconds"] for seconds in run["stages"].values())
         # Snakemake and its jobs' processes, counted once they end: a model load is CPU seconds.
         assert clips["cpu_seconds"] > 1 and one["cpu_seconds"] > 1
-        cpu_more = (clips["cpu_seconds"] - one["cpu_seconds"]) / 2
-        assert record["cpu_overhead_per_clip_s"][name] == pytest.approx(cpu_more)
+    compared = set(runs) - {"one_video"}
+    assert set(record["overhead_per_clip_s"]) == set(record["cpu_overhead_per_clip_s"]) == compared
 
 
+@pytest.mark.workflow
 def test_the_token_file_benchmark_reports_files_of_their_tensors_size(tmp_path):
     report = tmp_path / "token_files.json"
     proc = subprocess.run(

@@ -154,6 +154,7 @@ def test_a_changed_checkpoint_is_refused(official, tmp_path):
     assert f'delete the "{REPO}/encoder.jit" entry' in text
 
 
+@pytest.mark.workflow
 def test_unobtainable_weights_stop_the_run_before_any_model_job(demo_weights, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", 64, 48, 5, rate="25")
     (tmp_path / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")

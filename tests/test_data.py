@@ -35,7 +35,7 @@ VIDEOS = {"long": (64, 48, 200), "short": (48, 32, 30), "tiny": (48, 32, 9)}  # 
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def data_run(tmp_path_factory):
     """The workflow's token files and manifest for three videos x two presets (results under
     results/example, as `make run` writes them, so the README's example runs as written)."""
     root = tmp_path_factory.mktemp("data")
@@ -50,24 +50,24 @@ def workdir(tmp_path_factory):
     return root / "w"
 
 
-def manifest(workdir):
-    return workdir / "results" / "example" / "manifest.jsonl"
+def manifest(data_run):
+    return data_run / "results" / "example" / "manifest.jsonl"
 
 
-def whole(workdir, preset, video, part):
+def whole(data_run, preset, video, part):
     return load_tokens(
-        workdir / "results" / "example" / preset / "tokens" / f"{video}_{part}_tokens.safetensors"
+        data_run / "results" / "example" / preset / "tokens" / f"{video}_{part}_tokens.safetensors"
     )
 
 
-def latent_frames(workdir, preset):
-    rows = [json.loads(line) for line in manifest(workdir).read_text().splitlines()]
+def latent_frames(data_run, preset):
+    rows = [json.loads(line) for line in manifest(data_run).read_text().splitlines()]
     return {row["video"]: row["latent_frames"] for row in rows if row["preset"] == preset}
 
 
-def test_every_latent_frame_is_seen_once_per_epoch_across_two_ranks_of_two_workers(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=3, preset="DV8x16x16", tail="short")
-    expected = Counter({(v, i): 1 for v, n in latent_frames(workdir, "DV8x16x16").items() for i in range(n)})
+def test_every_latent_frame_is_seen_once_per_epoch_across_two_ranks_of_two_workers(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=3, preset="DV8x16x16", tail="short")
+    expected = Counter({(v, i): 1 for v, n in latent_frames(data_run, "DV8x16x16").items() for i in range(n)})
     for epoch in (0, 1):
         streamed, sampled = Counter(), Counter()
         for rank in (0, 1):
@@ -106,15 +106,15 @@ def test_epochs_are_shuffled_by_seed_and_epoch_and_shards_differ_by_at_most_one(
     assert {len(rank_share(101, 3, 2, rank, 4)) for rank in range(4)} == {26}  # padded: the default
 
 
-def test_a_clip_holds_its_latent_frames_and_exactly_their_audio(workdir):
+def test_a_clip_holds_its_latent_frames_and_exactly_their_audio(data_run):
     for preset, name in (("CV8x8x8", "latents"), ("DV8x16x16", "indices")):
-        clips = AlignedClips(manifest(workdir), clip_length=4, preset=preset, stride=3)
-        assert len(clips) == sum((n - 4) // 3 + 1 for n in latent_frames(workdir, preset).values() if n >= 4)
+        clips = AlignedClips(manifest(data_run), clip_length=4, preset=preset, stride=3)
+        assert len(clips) == sum((n - 4) // 3 + 1 for n in latent_frames(data_run, preset).values() if n >= 4)
         for index in range(len(clips)):
             clip = clips[index]
             visual, audio = (
-                whole(workdir, preset, clip["video"], "visual"),
-                whole(workdir, preset, clip["video"], "audio"),
+                whole(data_run, preset, clip["video"], "visual"),
+                whole(data_run, preset, clip["video"], "audio"),
             )
             start, stop = clip["start"], clip["start"] + 4
             assert torch.equal(clip["visual"], visual[name][0, start:stop].to(clip["visual"].dtype))
@@ -132,24 +132,26 @@ def test_a_clip_holds_its_latent_frames_and_exactly_their_audio(workdir):
         assert clips[0]["visual"].dtype == (torch.bfloat16 if preset == "CV8x8x8" else torch.int64)
 
 
-def test_fixed_size_audio_blocks_are_the_stored_ranges_cut_or_padded(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=5, preset="CV8x8x8", audio="blocks")
-    summary = json.loads((manifest(workdir).parent / "CV8x8x8" / "metrics" / "long_summary.json").read_text())
+def test_fixed_size_audio_blocks_are_the_stored_ranges_cut_or_padded(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=5, preset="CV8x8x8", audio="blocks")
+    summary = json.loads(
+        (manifest(data_run).parent / "CV8x8x8" / "metrics" / "long_summary.json").read_text()
+    )
     assert clips.block_size == summary["codes_per_latent_frame"] == 27  # 8 frames at 25 fps: 27.6
     clip = clips[1]
-    audio = whole(workdir, "CV8x8x8", clip["video"], "audio")
+    audio = whole(data_run, "CV8x8x8", clip["video"], "audio")
     ranges = audio["code_ranges"][clip["start"] : clip["start"] + 5]
     expected = fixed_size_blocks(audio["codes"][0].to(torch.int64), ranges, 27)
     assert clip["audio_codes"].shape == (5, 27, 9) and torch.equal(clip["audio_codes"], expected)
 
 
-def test_a_clip_costs_its_own_bytes_not_the_file(workdir):
+def test_a_clip_costs_its_own_bytes_not_the_file(data_run):
     """Measured by the kernel too: the bytes read() and pread() returned to this process."""
 
     def read_chars():
         return int(re.search(r"rchar: (\d+)", Path("/proc/self/io").read_text()).group(1))
 
-    clips = AlignedClips(manifest(workdir), clip_length=2, preset="CV8x8x8")
+    clips = AlignedClips(manifest(data_run), clip_length=2, preset="CV8x8x8")
     long = [i for i, (video, _, _) in enumerate(clips.clips) if clips.videos[video].video == "long"]
     clips[long[0]]  # opens the two files and reads their headers, frame spans and code ranges
     before, chars = clips.bytes_read, read_chars()
@@ -159,15 +161,15 @@ def test_a_clip_costs_its_own_bytes_not_the_file(workdir):
     expected = clip["visual"].numel() * 2 + clip["audio_codes"].shape[0] * 9 * 2  # bf16 latents, uint16 codes
     assert clips.bytes_read - before == expected
     assert 0 <= after - chars - 2 * measuring - expected < 16  # nothing else was read
-    visual = whole(workdir, "CV8x8x8", "long", "visual")
+    visual = whole(data_run, "CV8x8x8", "long", "visual")
     file_bytes = (
-        workdir / "results" / "example" / "CV8x8x8" / "tokens" / "long_visual_tokens.safetensors"
+        data_run / "results" / "example" / "CV8x8x8" / "tokens" / "long_visual_tokens.safetensors"
     ).stat()
     assert expected * 10 < file_bytes.st_size and visual["latents"].shape[1] > 20
 
 
-def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=3, preset="DV8x16x16", joint_tokens=True)
+def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=3, preset="DV8x16x16", joint_tokens=True)
     vocab = JOINT_VOCABULARY
     assert (vocab.visual, vocab.audio_offset, vocab.frame, vocab.audio, vocab.size) == (
         64000, 64000, 64000 + 9 * 1024, 73217, 73218)  # fmt: skip
@@ -185,11 +187,11 @@ def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(workdir):
         assert torch.equal(audio % 1024, codes)
     assert int(tokens.max()) < vocab.size
     with pytest.raises(ValueError, match="joint_tokens needs discrete"):
-        AlignedClips(manifest(workdir), clip_length=3, preset="CV8x8x8", joint_tokens=True)
+        AlignedClips(manifest(data_run), clip_length=3, preset="CV8x8x8", joint_tokens=True)
 
 
-def test_an_epoch_resumes_where_it_stopped(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16")
+def test_an_epoch_resumes_where_it_stopped(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=2, preset="DV8x16x16")
     full = list(ClipSampler(clips, seed=3, rank=1, world_size=2))
     assert list(ClipSampler(clips, seed=3, rank=1, world_size=2, start=5)) == full[5:]
     stream = AlignedClipStream(clips, batch_size=3, collate=collate_padded, seed=3, rank=1, world_size=2)
@@ -199,8 +201,8 @@ def test_an_epoch_resumes_where_it_stopped(workdir):
     assert len(every) > 3 and rest == every[2:]
 
 
-def test_collating_equal_clips_stacks_them_and_packs_their_audio(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=3, preset="CV8x8x8")
+def test_collating_equal_clips_stacks_them_and_packs_their_audio(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=3, preset="CV8x8x8")
     same_size = [clips[i] for i, (v, _, _) in enumerate(clips.clips) if clips.videos[v].video == "long"][:3]
     batch = collate_clips(same_size)
     assert batch["visual"].shape == (3, 3, 6, 8, 16) and batch["frame_mask"].all()
@@ -219,10 +221,10 @@ def test_collating_equal_clips_stacks_them_and_packs_their_audio(workdir):
     )
 
 
-def test_short_tails_are_padded_with_a_mask(workdir):
-    clips = AlignedClips(manifest(workdir), clip_length=5, preset="DV8x16x16", tail="short")
+def test_short_tails_are_padded_with_a_mask(data_run):
+    clips = AlignedClips(manifest(data_run), clip_length=5, preset="DV8x16x16", tail="short")
     tail = [clips[i] for i, (v, s, n) in enumerate(clips.clips) if clips.videos[v].video == "long"][-2:]
-    n = latent_frames(workdir, "DV8x16x16")["long"] % 5  # 36 latent frames: 7 clips of 5 and 1
+    n = latent_frames(data_run, "DV8x16x16")["long"] % 5  # 36 latent frames: 7 clips of 5 and 1
     assert len(tail[1]["visual"]) == n and len(tail[0]["visual"]) == 5 and 0 < n
     batch = collate_padded(tail)
     assert batch["frame_mask"][1].tolist() == [True] * n + [False] * (5 - n)
@@ -231,21 +233,21 @@ def test_short_tails_are_padded_with_a_mask(workdir):
     assert (offsets[n:] == offsets[n]).all()  # padded latent frames carry no audio
 
 
-def test_bad_manifests_and_settings_are_refused_with_one_line_each(workdir, tmp_path, caplog):
+def test_bad_manifests_and_settings_are_refused_with_one_line_each(data_run, tmp_path, caplog):
     with pytest.raises(AvTokensError, match="rows of presets CV8x8x8, DV8x16x16; choose one with preset="):
-        AlignedClips(manifest(workdir), clip_length=2)
+        AlignedClips(manifest(data_run), clip_length=2)
     with pytest.raises(AvTokensError, match="no rows of preset nope"):
-        AlignedClips(manifest(workdir), clip_length=2, preset="nope")
+        AlignedClips(manifest(data_run), clip_length=2, preset="nope")
     # A second manifest whose preset of the same name is another kind of tokenizer.
-    rows = [json.loads(line) for line in manifest(workdir).read_text().splitlines()]
+    rows = [json.loads(line) for line in manifest(data_run).read_text().splitlines()]
     other = tmp_path / "other.jsonl"
     renamed = [{**row, "preset": "DV8x16x16"} for row in rows if row["preset"] == "CV8x8x8"]
     other.write_text("".join(json.dumps(row) + "\n" for row in renamed))
-    shutil.copytree(manifest(workdir).parent / "CV8x8x8", tmp_path / "CV8x8x8")
+    shutil.copytree(manifest(data_run).parent / "CV8x8x8", tmp_path / "CV8x8x8")
     with pytest.raises(
         AvTokensError, match=r"one kind of tokens, but .*manifest.jsonl:\d+ is DV8x16x16 .* is CV8x8x8"
     ):
-        AlignedClips([manifest(workdir), other], clip_length=2, preset="DV8x16x16")
+        AlignedClips([manifest(data_run), other], clip_length=2, preset="DV8x16x16")
     # Files gone or changed since the manifest was written: every one named.
     (tmp_path / "CV8x8x8" / "tokens" / "short_visual_tokens.safetensors").unlink()
     with open(tmp_path / "CV8x8x8" / "tokens" / "long_audio_tokens.safetensors", "ab") as f:
@@ -258,14 +260,14 @@ def test_bad_manifests_and_settings_are_refused_with_one_line_each(workdir, tmp_
     assert re.search(r"long_audio_tokens.safetensors: \d+ bytes, the manifest says \d+", str(err.value))
     # A video too short for a clip is left out with a warning; none long enough is an error.
     with caplog.at_level(logging.WARNING):
-        clips = AlignedClips(manifest(workdir), clip_length=5, preset="DV8x16x16")
+        clips = AlignedClips(manifest(data_run), clip_length=5, preset="DV8x16x16")
     assert "video tiny has 2 latent frames, fewer than clip_length 5: left out" in caplog.text
     assert {clips.videos[v].video for v, _, _ in clips.clips} == {"long", "short"}
     with pytest.raises(AvTokensError, match="no video has 500 latent frames"):
-        AlignedClips(manifest(workdir), clip_length=500, preset="DV8x16x16")
+        AlignedClips(manifest(data_run), clip_length=500, preset="DV8x16x16")
 
 
-def test_the_readme_example_runs_as_written(workdir):
+def test_the_readme_example_runs_as_written(data_run):
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Training on the tokens", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
@@ -277,11 +279,11 @@ def test_the_readme_example_runs_as_written(workdir):
 @pytest.fixture(autouse=True)
 def in_the_workdir(request, monkeypatch):
     """The README example reads results/example/manifest.jsonl from where it runs."""
-    if "workdir" in request.fixturenames:
-        monkeypatch.chdir(request.getfixturevalue("workdir"))
+    if "data_run" in request.fixturenames:
+        monkeypatch.chdir(request.getfixturevalue("data_run"))
 
 
-def test_a_bounded_number_of_files_stay_open_and_clips_stay_the_same(workdir):
+def test_a_bounded_number_of_files_stay_open_and_clips_stay_the_same(data_run):
     def token_files_open():
         links = []
         for fd in os.listdir("/proc/self/fd"):
@@ -289,8 +291,8 @@ def test_a_bounded_number_of_files_stay_open_and_clips_stay_the_same(workdir):
                 links.append(os.readlink(f"/proc/self/fd/{fd}"))
         return sum(link.endswith("_tokens.safetensors") for link in links)
 
-    many = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16")
-    few = AlignedClips(manifest(workdir), clip_length=2, preset="DV8x16x16", open_files=1)
+    many = AlignedClips(manifest(data_run), clip_length=2, preset="DV8x16x16")
+    few = AlignedClips(manifest(data_run), clip_length=2, preset="DV8x16x16", open_files=1)
     before = token_files_open()
     for index in list(range(len(few))) * 2:  # every video's two files, in turn, twice
         a, b = many[index], few[index]

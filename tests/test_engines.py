@@ -98,6 +98,7 @@ def test_eager_and_compiled_match_the_torchscript_graph(release_files, model):
     assert_parity(reference, run(folder, model, "compiled", frames, backend="aot_eager"), model[0])
 
 
+@pytest.mark.workflow
 def test_inductor_compiles_once_serves_short_windows_and_reuses_its_kernel_cache(
     release_files, tmp_path, monkeypatch
 ):

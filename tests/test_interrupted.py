@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from helpers import make_clip, run_workflow
 
 from avtokens.workflow import workflow_command
@@ -99,8 +100,9 @@ def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> 
     assert not (tokens / "clip_visual_tokens.safetensors").exists()
 
 
+@pytest.mark.workflow
 def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
-    clip = make_clip(tmp_path / "clip.mp4", 320, 240, 240, rate="25")
+    clip = make_clip(tmp_path / "clip.mp4", 64, 48, 5 * 17, rate="25")  # five windows: paused after three
     (tmp_path / "videos.tsv").write_text(f"name\tpath\nclip\t{clip}\n")
     overlay = {
         "videos": str(tmp_path / "videos.tsv"),

@@ -7,9 +7,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from avtokens.workflow import REPO
 
 
+@pytest.mark.workflow
 def test_make_run_works_in_a_clean_copy(tmp_path):
     clone = tmp_path / "clone"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import REPO, planned_jobs
 from snakemake.utils import validate
@@ -44,6 +45,7 @@ def snakemake(folder: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env)  # fmt: skip
 
 
+@pytest.mark.workflow
 def test_an_outer_workflow_runs_the_example_and_fails_when_a_video_fails(tmp_path):
     example = {"example": "resources/example/example.mp4"}
     outer = outer_workflow(tmp_path / "outer", example)

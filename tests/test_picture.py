@@ -103,6 +103,7 @@ def test_an_anamorphic_source_reconstructs_at_its_display_aspect_either_way(
             write_comparison(source, source, metrics, tokens, comparison, "p", 18, "ultrafast")
 
 
+@pytest.mark.workflow
 def test_the_workflow_describes_an_anamorphic_source_at_the_size_the_tokenizer_saw(tmp_path):
     source = make(tmp_path / "dvd.mp4", "setsar=8/9")
     (tmp_path / "videos.tsv").write_text(f"name\tpath\ndvd\t{source}\n")

@@ -1,5 +1,8 @@
 """The workflow submitted through profiles/slurm to a real (single-node) SLURM cluster."""
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 from helpers import REPO, make_clip, run_workflow
 from slurm_cluster import SlurmCluster, unavailable_reason
@@ -12,18 +15,19 @@ def cluster(tmp_path_factory):
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"no SLURM cluster here: {reason}")
-    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as running:
+    with SlurmCluster(tmp_path_factory.mktemp("slurm"), gpus=2) as running:  # a GPU for each run
         yield running
 
 
-def run_on_slurm(cluster, tmp_path, clips: int, **settings) -> dict[str, list[dict]]:
-    """The workflow on `clips` clips through profiles/slurm; the cluster jobs it made, by rule."""
+def run_on_slurm(cluster, folder, clips: int, **settings) -> dict[str, list[dict]]:
+    """The workflow on `clips` clips through profiles/slurm in `folder`; the cluster jobs it
+    made, by rule (told apart from another run's by their working folder)."""
     rows = [
-        f"clip{i}\t{make_clip(tmp_path / f'clip{i}.mp4', 64, 48, 12 + i, rate='25')}\n" for i in range(clips)
+        f"clip{i}\t{make_clip(folder / f'clip{i}.mp4', 64, 48, 12 + i, rate='25')}\n" for i in range(clips)
     ]
-    (tmp_path / "videos.tsv").write_text("name\tpath\n" + "".join(rows))
+    (folder / "videos.tsv").write_text("name\tpath\n" + "".join(rows))
     overlay = {
-        "videos": str(tmp_path / "videos.tsv"),
+        "videos": str(folder / "videos.tsv"),
         "weights": "demo",
         "presets": {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}},
         "run": ["DV8x16x16"],
@@ -35,15 +39,13 @@ def run_on_slurm(cluster, tmp_path, clips: int, **settings) -> dict[str, list[di
     options = ["--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                "--default-resources", "mem_mb=500", "--set-resources", *small]  # fmt: skip
-    earlier = {job["JobId"] for job in cluster.jobs()}
-    run_workflow(tmp_path / "w", overlay, *options, env=cluster.env)
+    workdir = folder / "w"
+    run_workflow(workdir, overlay, *options, env=cluster.env)
     for i in range(clips):
-        assert (
-            tmp_path / "w" / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4"
-        ).is_file()
+        assert (workdir / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4").is_file()
     jobs = {}
     for job in cluster.jobs():
-        if job["JobId"] not in earlier:
+        if Path(job.get("WorkDir", "")) == workdir:
             rule = job.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]
             jobs.setdefault(rule, []).append(job)
     local = {"all", "check_run", "report_overview", "report_preset_page"}
@@ -58,13 +60,26 @@ def run_on_slurm(cluster, tmp_path, clips: int, **settings) -> dict[str, list[di
     return jobs
 
 
-def test_the_workflow_runs_as_slurm_jobs_and_gpu_rules_ask_for_a_gpu(cluster, tmp_path):
-    ran = set(run_on_slurm(cluster, tmp_path, clips=1))
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """One clip per video, and three in shards of two, run at the same time: the runs spend
+    most of their time waiting for SLURM's status checks, not computing."""
+    settings = {"per_video": {"clips": 1}, "shards": {"clips": 3, "shard_size": 2}}
+    with ThreadPoolExecutor(len(settings)) as pool:
+        futures = {
+            name: pool.submit(run_on_slurm, cluster, tmp_path_factory.mktemp(name), **kwargs)
+            for name, kwargs in settings.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_the_workflow_runs_as_slurm_jobs_and_gpu_rules_ask_for_a_gpu(runs):
+    ran = set(runs["per_video"])
     assert GPU_RULES <= ran and {"extract_wav", "mux", "summarize", "manifest"} <= ran, sorted(ran)
 
 
-def test_in_shard_mode_each_shard_job_is_one_cluster_job(cluster, tmp_path):
-    jobs = run_on_slurm(cluster, tmp_path, clips=3, shard_size=2)
+def test_in_shard_mode_each_shard_job_is_one_cluster_job(runs):
+    jobs = runs["shards"]
     counts = {rule: len(entries) for rule, entries in jobs.items()}
     audio = ["extract_wav", "audio_encode", "audio_decode", "summarize_audio"]
     visual = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]

@@ -22,6 +22,7 @@ def audio_codes(tokens):
     return load_tokens(tokens / "tom_audio_tokens.safetensors")["codes"].shape[1]
 
 
+@pytest.mark.workflow
 def test_seed_arguments_produce_the_seed_files(tmp_path):
     videos, tokens, recon = tmp_path / "videos dir", tmp_path / "tokens", tmp_path / "recon"
     make_clip(videos / "orig clip.mp4", 90, 64, 130, rate="25", audio_channels=1, audio_rate=22050)
@@ -106,6 +107,7 @@ def says_what_is_true(proc: subprocess.CompletedProcess, lines: int) -> None:
     assert not re.search(workflow_talk, text), text
 
 
+@pytest.mark.workflow
 def test_a_failing_video_names_the_reason_and_the_whole_log(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -121,6 +123,7 @@ def test_a_failing_video_names_the_reason_and_the_whole_log(tmp_path):
     says_what_is_true(proc, lines=12)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("size", ["64k", "600k", "2400k"])  # the space runs out in different jobs
 def test_a_full_disk_ends_in_one_line_and_leaves_nothing_behind(tmp_path, size):
     videos = tmp_path / "videos"
@@ -163,6 +166,7 @@ def test_read_only_folders_are_refused_before_any_work(tmp_path, read_only):
     assert not (tmp_path / "tokens").exists() and not (tmp_path / "recon").exists()  # nothing made
 
 
+@pytest.mark.workflow
 def test_the_same_command_twice_at_once(tmp_path):
     """A retried cron job: the second run waits for the first, says so, then finds it done."""
     videos, wavs = tmp_path / "videos", tmp_path / "wavs"

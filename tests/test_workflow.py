@@ -23,7 +23,6 @@ from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe, read_frame_windows, sha256_of
 from avtokens.presets import DAC_WEIGHTS_FILE, default_model_name
-from avtokens.windows import plan_windows
 
 PRESETS = {
     f"{kind}{t}x{s}x{s}": {"kind": kind, "temporal": t, "spatial": s, "window": 17}
@@ -33,6 +32,10 @@ PRESETS = {
 # 100x58: not a multiple of 8 or 16; 40 frames: not 1 + k*4 nor 1 + k*8.
 WIDTH, HEIGHT, FRAMES = 100, 58, 40
 NAME = "clip één"  # spaces and unicode in the name...
+# By hand: windows of 17, 17 and 6 frames. At 4x a full window gives 1 + 16/4 = 5 latent frames
+# and the last, padded to 9, 1 + 8/4 = 3; at 8x, 1 + 16/8 = 3 and, padded to 9, 1 + 8/8 = 2.
+WINDOW_LATENT_FRAMES = {4: [5, 5, 3], 8: [3, 3, 2]}
+LATENT_FRAMES = {t: sum(counts) for t, counts in WINDOW_LATENT_FRAMES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,7 @@ def test_visual_tokens_follow_the_frame_count_and_padding_rules(run, preset):
     fields = PRESETS[preset]
     t, s = fields["temporal"], fields["spatial"]
     tokens = load_tokens(outputs(workdir, preset)["visual"])
-    windows = plan_windows(FRAMES, 17, t)
-    latent_frames = sum(w.latent_frames(t) for w in windows)
+    latent_frames = LATENT_FRAMES[t]
     h, w = -(-HEIGHT // s), -(-WIDTH // s)
     meta = tokens.metadata
     if fields["kind"] == "CV":
@@ -185,10 +187,9 @@ def test_frame_metrics_score_the_decoders_own_frames_not_the_mp4(run):
     decoder_file = workdir / "resources" / "demo_weights" / default_model_name("CV", 8, 8) / "decoder.jit"
     decoder = torch.jit.load(str(decoder_file)).float().eval()
     decoded, start = [], 0
-    for window in plan_windows(FRAMES, 17, 8):
-        count = window.latent_frames(8)
+    for count, real_frames in zip(WINDOW_LATENT_FRAMES[8], (17, 17, 6), strict=True):
         with torch.no_grad():
-            frames = decoder(latents[:, :, start : start + count])[0, :, : window.real_frames]
+            frames = decoder(latents[:, :, start : start + count])[0, :, :real_frames]
         frames = frames[:, :, :HEIGHT, :WIDTH]  # the padding cropped
         decoded.append(((frames.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).numpy())
         start += count
@@ -250,18 +251,18 @@ def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
         assert row["frame_count"] == FRAMES and row["fps"] == "30000/1001"
 
 
-def test_a_parameter_grid_runs_every_released_combination(tmp_path):
+def test_a_parameter_grid_plans_every_released_combination_and_only_those(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", 48, 32, 9, rate="25")
     (tmp_path / "videos.tsv").write_text(f"name\tpath\nc\t{clip}\n")
     grid = {"kind": ["DV"], "temporal": [4, 8], "spatial": [16], "window": [17]}
     overlay = {"videos": str(tmp_path / "videos.tsv"), "weights": "demo", "run": [], "grid": grid}
-    proc = run_workflow(tmp_path / "w", overlay)
+    proc = run_workflow(tmp_path / "w", overlay, "--dry-run")
     assert "left out 'DV4x16x16-w17'" in proc.stderr  # no released tokenizer has it
-    rows = [
-        json.loads(line) for line in (tmp_path / "w" / "results" / "manifest.jsonl").read_text().splitlines()
-    ]
-    assert [r["preset"] for r in rows] == ["DV8x16x16-w17"]
-    assert rows[0]["visual_tokens"] == "DV8x16x16-w17/tokens/c_visual_tokens.safetensors"
+    jobs = planned_jobs(proc)
+    assert jobs["visual_encode"] == jobs["demo_cosmos_weights"] == jobs["report_preset_page"] == 1
+    lines = (proc.stdout + proc.stderr).splitlines()
+    planned = " ".join(line for line in lines if line.strip().startswith("output:"))
+    assert "results/DV8x16x16-w17/tokens/c_visual_tokens.safetensors" in planned
 
 
 @pytest.fixture(scope="module")
@@ -306,17 +307,20 @@ SHOW_PAGE = """(() => {
   const cell = [...document.querySelectorAll("td")].find((td) => td.textContent.trim() === %s);
   if (cell) cell.parentElement.querySelector("a").click();
   return !!cell; })()"""
-# What the frame shows once it holds the page whose heading starts with %s: the heading, every
-# video's decoded size (and error), every image's width, the number of table rows.
+# What the frame shows once it holds the page whose heading starts with %s and its videos and
+# images have loaded their headers (or failed): the heading, every video's decoded size (and error), every
+# image's width, the number of table rows.
 FRAME = """(() => {
   const frame = document.querySelector("iframe");
   const doc = frame && frame.contentDocument;
   const title = doc && doc.querySelector("h1");
   if (!title || !title.textContent.startsWith(%s)) return null;
   const videos = [...doc.querySelectorAll("video")];
+  const images = [...doc.querySelectorAll("img")];
+  if (videos.some((v) => !v.error && v.readyState < 1) || images.some((i) => !i.complete)) return null;
   return {title: title.textContent, rows: doc.querySelectorAll("tr").length,
           videos: videos.map((v) => [v.videoWidth, v.videoHeight, v.error && v.error.code]),
-          images: [...doc.querySelectorAll("img")].map((i) => i.naturalWidth)}; })()"""
+          images: images.map((i) => i.naturalWidth)}; })()"""
 
 
 def test_the_report_shows_its_pages_in_a_browser(report, tmp_path):
@@ -446,8 +450,11 @@ def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],
 )  # fmt: skip
-def test_bad_config_is_refused_before_any_job(run, tmp_path, change, message):
-    workdir, _, overlay = run
+def test_bad_config_is_refused_before_any_job(tmp_path, change, message):
+    clip = make_clip(tmp_path / "c.mp4", 48, 32, 9, rate="25")
+    (tmp_path / "videos.tsv").write_text(f"name\tpath\nc\t{clip}\n")
+    overlay = {"videos": str(tmp_path / "videos.tsv"), "weights": "demo", "presets": PRESETS,
+               "run": list(PRESETS)}  # fmt: skip
     proc = run_workflow(tmp_path / "w", {**overlay, **change}, "--dry-run", check=False)
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
 
