@@ -26,7 +26,8 @@ test: setup
 	$(BIN)/pytest
 
 # Day to day: unit tests and dry runs, without the tests that run the whole workflow, a
-# benchmark or a compiler (the `workflow` marker; docs/testing.md says which tier proves what).
+# benchmark, a compiler or full-size networks (the `workflow` marker; docs/testing.md says which
+# tier proves what).
 test-fast: setup
 	$(BIN)/pytest -m "not workflow"
 

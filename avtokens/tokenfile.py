@@ -36,21 +36,31 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-_DTYPE_NAMES = {
-    torch.bfloat16: "BF16",
-    torch.float32: "F32",
-    torch.uint16: "U16",
-    torch.int32: "I32",
-    torch.int64: "I64",
-}
-_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
+# torch is imported where tensors are made, not here: the jobs that only read metadata
+# (comparison videos, the manifest) then start without it, a second or two each.
+_DTYPE_NAMES = {"bfloat16": "BF16", "float32": "F32", "uint16": "U16", "int32": "I32", "int64": "I64"}
+_TORCH_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 _MOVE_CHUNK = 1 << 21  # bytes moved per read and write at `finish` (a CPU cache's worth)
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    import torch
+
     tensor = tensor.detach().to("cpu").contiguous()
     if tensor.dtype in (torch.bfloat16, torch.uint16):
         tensor = tensor.view(torch.int16)
@@ -85,7 +95,7 @@ class TokenFileWriter:
         try:
             header = {
                 self.name: {
-                    "dtype": _DTYPE_NAMES[self.dtype],
+                    "dtype": _dtype_name(self.dtype),
                     "shape": [1, self.frames, *self.frame_shape],
                     "data_offsets": [0, self.data_bytes],
                 }
@@ -94,7 +104,7 @@ class TokenFileWriter:
             for key, tensor in (extra or {}).items():
                 data = _raw_bytes(tensor)
                 header[key] = {
-                    "dtype": _DTYPE_NAMES[tensor.dtype],
+                    "dtype": _dtype_name(tensor.dtype),
                     "shape": list(tensor.shape),
                     "data_offsets": [offset, offset + len(data)],
                 }
@@ -175,14 +185,16 @@ class TokenFileReader:
         shape = self.shape(name)
         if len(shape) < 2 or shape[0] != 1 or not 0 <= start <= stop <= shape[1]:
             raise IndexError(f"{self.path}: frames [{start}, {stop}) of {name} {shape}")
-        frame_bytes = _DTYPES[self._entries[name]["dtype"]].itemsize * math.prod(shape[2:])
+        frame_bytes = _torch_dtype(self._entries[name]["dtype"]).itemsize * math.prod(shape[2:])
         return self._tensor(
             name, start * frame_bytes, (stop - start) * frame_bytes, [stop - start, *shape[2:]]
         )
 
     def _tensor(self, name: str, offset: int, size: int, shape: list[int]) -> torch.Tensor:
+        import torch
+
         entry = self._entries[name]
-        dtype = _DTYPES[entry["dtype"]]
+        dtype = _torch_dtype(entry["dtype"])
         if not size:
             return torch.empty(shape, dtype=dtype)
         data = bytearray(self._pread(size, self._data_start + entry["data_offsets"][0] + offset))
@@ -216,10 +228,8 @@ class Tokens:
 
 def read_metadata(path) -> dict:
     """The metadata of a token file, without reading its tensors."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    with TokenFileReader(path) as reader:
+        return reader.metadata
 
 
 def load_tokens(path, device: str = "cpu") -> Tokens:

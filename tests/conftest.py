@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-# Fixtures that run the whole workflow once for the tests that read it (each in its module).
-# A test that uses one is in the `workflow` tier, as is a test marked so itself: `make test`
-# runs every tier, `make test-fast` leaves this one out (docs/testing.md).
-SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_run", "cluster"}
+# Fixtures that run the whole workflow, or build the released models' full-size networks, once
+# for the tests of their module that read them. A test that uses one is in the `workflow` tier,
+# as is a test marked so itself: `make test` runs every tier, `make test-fast` leaves this one
+# out (docs/testing.md).
+SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_run", "cluster",
+               "release_files", "mirrored_dv4x8x8"}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):

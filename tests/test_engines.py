@@ -147,6 +147,7 @@ def test_the_self_check_passes_and_is_recorded(release_files):
     assert "self_check" not in graph.record  # nothing to check when the graph itself runs
 
 
+@pytest.mark.workflow
 def test_a_file_exported_with_the_legacy_level_rule_is_decoded_with_it(tmp_path):
     write_cosmos_stand_in(tmp_path, False, 8, 16, seed=3, full_size=True, variant="legacy")
     decoder = CosmosDecoder(tmp_path / "decoder.jit", preset("CV", 8, 16, "eager"), CPU)
