@@ -11,7 +11,6 @@ from pathlib import Path
 from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
 from avtokens.media import sha256_of
-from avtokens.metrics import AudioDistances, summarize
 from avtokens.tokenfile import load_tokens, read_metadata
 from avtokens.windows import video_latent_spans
 
@@ -53,6 +52,8 @@ def describe(video: str, s: dict) -> str:
 def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_tokens) -> dict:
     """Everything one video x preset is judged by, as a flat-ish dictionary; the audio's
     distances are the video's (`audio_summary`)."""
+    from avtokens.metrics import summarize  # torch: not for the tables' jobs, which import this module
+
     # The visual tokens can be gigabytes: only their metadata is read. Audio tokens are small.
     meta, audio = read_metadata(visual_tokens), load_tokens(audio_tokens)
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
@@ -104,6 +105,8 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
 def audio_summary(video: str, weights: str, codes, source_wav, reconstructed_wav) -> dict:
     """A video's audio as DAC codes it (the same for every preset with these weights): code
     frames, tokens, bytes, and DAC's distances between the coded wav and its reconstruction."""
+    from avtokens.metrics import AudioDistances
+
     meta = read_metadata(codes)
     duration, audio = meta["video"]["duration"], meta["audio"]
     tokens = audio["code_frames"] * audio["codebooks"]
