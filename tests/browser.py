@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from debian_packages import apt_install
+
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
          "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
          "--disable-component-update", "--allow-file-access-from-files"]  # fmt: skip
@@ -49,10 +51,8 @@ def find_chromium() -> str | None:
         if candidate and os.path.exists(candidate):
             return candidate
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-            if subprocess.run(command, capture_output=True, env=env).returncode != 0:
-                return None
+        if apt_install("chromium") is not None:
+            return None
         return find_chromium() if shutil.which("chromium") else None
     return None
 

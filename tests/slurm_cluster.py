@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from debian_packages import apt_install
+
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 CONFIG_DIR = Path("/etc/slurm")
 
@@ -29,11 +31,9 @@ def unavailable_reason() -> str | None:
         return None
     if not shutil.which("apt-get"):
         return "SLURM is not installed and there is no apt-get to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"installing SLURM failed: {' '.join(cmd)}: {proc.stderr.strip()[-500:]}")
+    failure = apt_install(*PACKAGES)
+    if failure:
+        raise RuntimeError(f"installing SLURM failed: {failure}")
     return None
 
 
