@@ -2,7 +2,7 @@
 clip must not need more memory than the short one.
 
     python benchmarks/memory.py                        # 1 and 20 minutes of 640x480 at 30 fps
-    python benchmarks/memory.py --minutes 0.5 2.5 --fps 6 --size 320x240 --window 17 \
+    python benchmarks/memory.py --minutes 0.4 2 --fps 6 --size 320x240 --window 17 \
         --batch-megapixels 1.4 --audio-window-seconds 10             # CI-sized
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in

@@ -60,7 +60,7 @@ def test_every_rule_needs_no_more_memory_for_a_clip_five_times_as_long(tmp_path)
     30 fps with the defaults)."""
     report = tmp_path / "memory.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "0.5", "2.5", "--fps", "6",
+        [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "0.4", "2", "--fps", "6",
          "--size", "320x240", "--window", "17", "--batch-megapixels", "1.4", "--audio-window-seconds", "10",
          "--max-ratio", "1.2", "--json", str(report)],
         capture_output=True, text=True,
