@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from avtokens.alignment import code_frame_count, code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
-from avtokens.media import extract_wav, probe, sha256_of, source_record, video_record
+from avtokens.media import sha256_of
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
@@ -131,22 +130,6 @@ def _read_samples(wav: soundfile.SoundFile, start: int, end: int) -> torch.Tenso
     if len(data) < end - start:
         data = np.pad(data, (0, end - start - len(data)))
     return torch.from_numpy(data)
-
-
-def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
-    """What the DAC jobs of a video need, made once for all presets: its audio as DAC's input
-    (mono 44.1 kHz on the video's clock, `media.extract_wav`) and its timeline (JSON: the
-    source file and the video stream with the decoded frame count, which every visual token
-    file of the video records too, so the codes cover exactly the frames the latent frames do)."""
-    info = probe(source)
-    with ThreadPoolExecutor(1) as pool:
-        digest = pool.submit(sha256_of, source)
-        with atomic_output(wav_dest) as tmp:
-            decoded = extract_wav(source, tmp, info, SAMPLE_RATE)
-        timeline = {"source": source_record(source, name, digest.result()),
-                    "video": video_record(info, decoded)}  # fmt: skip
-    with atomic_output(timeline_dest) as tmp:
-        tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def encode_wav_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:

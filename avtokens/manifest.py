@@ -8,14 +8,12 @@ import os
 from pathlib import Path
 
 from avtokens.atomic import atomic_output
-from avtokens.tokenfile import read_metadata
+from avtokens.tokenfile import TokenFileReader, read_metadata
 
 
 def _shapes(path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
+    with TokenFileReader(path) as reader:
+        return reader.shapes()
 
 
 def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, base: Path) -> dict:

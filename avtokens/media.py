@@ -7,6 +7,7 @@ ffmpeg processes decode and encode on their own cores while the model runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +27,9 @@ from av.stream import Disposition
 from av.video.reformatter import ColorPrimaries, ColorTrc
 
 from avtokens import AvTokensError
+from avtokens.atomic import atomic_output
 from avtokens.background import prefetched
+from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.timing import video_timing
 
 log = logging.getLogger(__name__)
@@ -515,3 +519,19 @@ def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:
          "-f", "mp4", str(dest)],
         "muxing", video,
     )  # fmt: skip
+
+
+def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
+    """What the DAC jobs of a video need, made once for all presets: its audio as DAC's input
+    (mono 44.1 kHz on the video's clock, `extract_wav`) and its timeline (JSON: the
+    source file and the video stream with the decoded frame count, which every visual token
+    file of the video records too, so the codes cover exactly the frames the latent frames do)."""
+    info = probe(source)
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(sha256_of, source)
+        with atomic_output(wav_dest) as tmp:
+            decoded = extract_wav(source, tmp, info, DAC_SAMPLE_RATE)
+        timeline = {"source": source_record(source, name, digest.result()),
+                    "video": video_record(info, decoded)}  # fmt: skip
+    with atomic_output(timeline_dest) as tmp:
+        tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -175,6 +175,10 @@ class TokenFileReader:
     def shape(self, name: str) -> list[int]:
         return list(self._entries[name]["shape"])
 
+    def shapes(self) -> dict[str, list[int]]:
+        """Every tensor's shape, by name in sorted order."""
+        return {name: self.shape(name) for name in sorted(self._entries)}
+
     def read(self, name: str) -> torch.Tensor:
         """The whole tensor `name` (for the small ones: frame_spans, code_ranges)."""
         begin, end = self._entries[name]["data_offsets"]

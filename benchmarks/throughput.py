@@ -42,7 +42,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from avtokens import audio, visual  # noqa: E402
+from avtokens import audio, media, visual  # noqa: E402
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
 from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> int:
                                      "veryfast", clip, metrics)  # fmt: skip
         wav, timeline = work / "a.wav", work / "timeline.json"
         codes, wav_out = work / "codes.safetensors", work / "a_out.wav"
-        audio.extract_audio(clip, "b", wav, timeline)
+        media.extract_audio(clip, "b", wav, timeline)
         bound_heap_growth()  # as the workflow's audio jobs do
         with Stage(device) as aenc:
             audio.encode_wav_files([(wav, timeline, codes)], work / "dac.pth", args.device, 60)

@@ -1,4 +1,4 @@
-from avtokens.audio import extract_audio
+from avtokens.media import extract_audio
 from avtokens.rule import run_stage
 from avtokens.shards import PerVideo
 

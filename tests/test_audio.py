@@ -20,9 +20,8 @@ from avtokens.audio import (
     align_codes,
     decode_codes_files,
     encode_wav_files,
-    extract_audio,
 )
-from avtokens.media import sha256_of
+from avtokens.media import extract_audio, sha256_of
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 from avtokens.visual import encode_video_file
 

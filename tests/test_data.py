@@ -37,7 +37,8 @@ VIDEOS = {"long": (64, 48, 200), "short": (48, 32, 30), "tiny": (48, 32, 9)}  # 
 @pytest.fixture(scope="module")
 def data_run(tmp_path_factory):
     """The workflow's token files and manifest for three videos x two presets (results under
-    results/example, as `make run` writes them, so the README's example runs as written)."""
+    results/example, as `make run` writes them, so the README's example runs as written), made
+    in one shard: the same files as per-video jobs (test_shards), from fewer processes."""
     root = tmp_path_factory.mktemp("data")
     sheet = root / "videos.tsv"
     rows = [
@@ -45,7 +46,7 @@ def data_run(tmp_path_factory):
     ]
     sheet.write_text("name\tpath\n" + "\n".join(rows) + "\n")
     overlay = {"videos": str(sheet), "weights": "demo", "presets": PRESETS, "run": list(PRESETS),
-               "results": "results/example"}  # fmt: skip
+               "results": "results/example", "shard_size": len(VIDEOS)}  # fmt: skip
     run_workflow(root / "w", overlay, "results/example/manifest.jsonl")
     return root / "w"
 

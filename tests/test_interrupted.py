@@ -11,6 +11,10 @@ from helpers import make_clip, run_workflow
 
 from avtokens.workflow import workflow_command
 
+# The preset's token files: the visual encode, which is interrupted, and the audio encode that
+# runs beside it (the steps after them are ordinary reruns).
+TARGETS = tuple(f"results/p/tokens/clip_{part}_tokens.safetensors" for part in ("visual", "audio"))
+
 
 def _outputs(results: Path) -> dict[str, bytes]:
     """Every result file but the logs (which carry times), by path."""
@@ -78,7 +82,7 @@ def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> 
     # (a CI script, `make test &`) hands its children SIGINT ignored, and a run would then
     # never see it.
     proc = subprocess.Popen(
-        workflow_command(workdir, overlay, cores=2),
+        workflow_command(workdir, overlay, *TARGETS, cores=2),
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
@@ -112,13 +116,13 @@ def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
         "run": ["p"],
     }
     workdir, results = tmp_path / "w", tmp_path / "w" / "results"
-    run_workflow(workdir, overlay)
+    run_workflow(workdir, overlay, *TARGETS)
     uninterrupted = _outputs(results)
 
     # Ctrl-C: the jobs stop and clean up; the next run simply goes on.
     subprocess.run(["rm", "-rf", str(results)], check=True)
     _interrupt_mid_encode(workdir, overlay, signal.SIGINT)
-    run_workflow(workdir, overlay)
+    run_workflow(workdir, overlay, *TARGETS)
     assert _outputs(results) == uninterrupted
 
     # kill -9 of everything (a lost node, the OOM killer): the half-written file stays
@@ -127,8 +131,8 @@ def test_an_interrupted_run_finishes_on_rerun_with_identical_bytes(tmp_path):
     subprocess.run(["rm", "-rf", str(results)], check=True)
     _interrupt_mid_encode(workdir, overlay, signal.SIGKILL)
     assert list((results / "p" / "tokens" / ".clip_visual_tokens.safetensors.partial").iterdir())
-    assert "--unlock" in run_workflow(workdir, overlay, check=False).stderr
+    assert "--unlock" in run_workflow(workdir, overlay, *TARGETS, check=False).stderr
     run_workflow(workdir, overlay, "--unlock")
-    run_workflow(workdir, overlay)
+    run_workflow(workdir, overlay, *TARGETS)
     assert _outputs(results) == uninterrupted
     assert not list(results.rglob(".*partial*"))

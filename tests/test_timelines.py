@@ -15,8 +15,8 @@ from av.stream import Disposition
 from helpers import make_clip
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.audio import SAMPLE_RATE, extract_audio
-from avtokens.media import ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
+from avtokens.audio import SAMPLE_RATE
+from avtokens.media import extract_audio, ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
 from avtokens.presets import make_preset
 from avtokens.visual import encode_video_file
 

@@ -370,6 +370,8 @@ def test_the_reader_reads_what_the_reference_writer_wrote(tmp_path):
         assert reader.metadata == {"count": 4}
         assert torch.equal(reader.read_frames("indices", 1, 3), tensors["indices"][0, 1:3])
         assert torch.equal(reader.read("b"), tensors["b"])
+        assert reader.shapes() == {"b": [2, 2], "indices": [1, 4, 2, 3]}
+        assert list(reader.shapes()) == ["b", "indices"]  # sorted, as safetensors lists them
     save_file(tensors, str(path))  # no metadata at all
     with TokenFileReader(path) as reader:
         assert reader.metadata == {}
