@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ import pytest
 # out (docs/testing.md).
 SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_run", "cluster",
                "release_files", "mirrored_dv4x8x8"}  # fmt: skip
-
-
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: a process more than the cores. The whole-workflow tests spend much of their
-    time waiting (jobs starting one after another, SLURM's status checks), time another
-    process's tests use."""
-    return (os.cpu_count() or 1) + 1
 
 
 def pytest_collection_modifyitems(items):

@@ -9,7 +9,7 @@ from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.presets import RELEASED_FACTORS, make_preset
 from avtokens.visual import model_input, model_output_to_frames
-from avtokens.windows import Window, padded_length
+from avtokens.windows import Window
 
 CPU = torch.device("cpu")
 PRESETS = [(kind, t, s) for kind in ("CV", "DV") for t, s in sorted(RELEASED_FACTORS)]
@@ -34,7 +34,9 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     assert encoder.stand_in and decoder.stand_in
     height, width = 50, 70  # not multiples of 8 or 16
     frames = np.random.default_rng(0).integers(0, 256, (10, height, width, 3), dtype=np.uint8)
-    win = Window(0, 10, padded_length(10, t))  # 10 real frames padded to 1 + k*t
+    # By hand: 10 real frames padded to 1 + k*t, 13 at 4x and 17 at 8x: 4 and 3 latent frames.
+    padded, latent_frames = {4: (13, 4), 8: (17, 3)}[t]
+    win = Window(0, 10, padded)
     ph, pw = -(-height // s) * s, -(-width // s) * s
     x = model_input([(win, frames), (win, frames)], ph, pw, CPU, torch.float32)
     assert x.shape == (2, 3, win.padded_frames, ph, pw)
@@ -44,7 +46,6 @@ def test_encode_decode_shapes_and_ranges(demo_weights, kind, t, s):
     expected = torch.from_numpy(padded.transpose(3, 0, 1, 2).astype(np.float32) / np.float32(127.5) - 1)
     assert torch.equal(x[0], expected) and torch.equal(x[1], expected)
     tokens = encoder(x)
-    latent_frames = win.latent_frames(t)
     if kind == "CV":
         assert tokens.shape == (2, latent_frames, ph // s, pw // s, 16) and tokens.dtype == torch.bfloat16
     else:
