@@ -29,6 +29,11 @@ from avtokens.tokenfile import read_metadata
 from avtokens.visual import decode_token_file, encode_video_file
 
 MODELS = [("CV", 4, 8), ("CV", 8, 8), ("CV", 8, 16), ("DV", 4, 8), ("DV", 8, 8), ("DV", 8, 16)]
+# The compiled engine wraps the same network code as eager, which the parity test checks for
+# every model. Dynamo's graph capture with a backend that generates no code (9 s a model on 2
+# cores, most of the test's time) runs for both kinds, both temporal and both spatial factors;
+# the inductor test below compiles CV4x8x8 too.
+GRAPH_CAPTURED = [("CV", 8, 16), ("DV", 8, 8)]
 CPU = torch.device("cpu")
 RECONSTRUCTION_STEPS = 8
 
@@ -93,9 +98,8 @@ def test_eager_and_compiled_match_the_torchscript_graph(release_files, model):
     frames = torch.rand(2, 3, 17, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
     reference = run(folder, model, "torchscript", frames)
     assert_parity(reference, run(folder, model, "eager", frames), model[0])
-    # Dynamo's graph capture with a backend that generates no code: a fast check of the
-    # compiled path for every model (the next test compiles one with inductor).
-    assert_parity(reference, run(folder, model, "compiled", frames, backend="aot_eager"), model[0])
+    if model in GRAPH_CAPTURED:
+        assert_parity(reference, run(folder, model, "compiled", frames, backend="aot_eager"), model[0])
 
 
 @pytest.mark.workflow
