@@ -8,27 +8,28 @@ import os
 from pathlib import Path
 
 from avtokens.atomic import atomic_output
-from avtokens.tokenfile import TokenFileReader, read_metadata
+from avtokens.tokenfile import TokenFileReader
 
 
-def _shapes(path) -> dict:
+def _header(path) -> tuple[dict, dict]:
+    """A token file's metadata and its tensors' shapes, from one read of its header."""
     with TokenFileReader(path) as reader:
-        return reader.shapes()
+        return reader.metadata, reader.shapes()
 
 
 def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, base: Path) -> dict:
     """Paths are relative to `base` (the manifest's folder), so the dataset can move."""
     summary = json.loads(Path(summary_path).read_text())
     audio_summary = json.loads(Path(audio_summary_path).read_text())
-    visual, audio = read_metadata(visual_tokens), read_metadata(audio_tokens)
+    (visual, visual_shapes), (audio, audio_shapes) = _header(visual_tokens), _header(audio_tokens)
     tokenizer = visual["tokenizer"]
     return {
         "video": summary["video"],
         "preset": summary["preset"],
         "visual_tokens": os.path.relpath(visual_tokens, base),
         "audio_tokens": os.path.relpath(audio_tokens, base),
-        "visual_shapes": _shapes(visual_tokens),
-        "audio_shapes": _shapes(audio_tokens),
+        "visual_shapes": visual_shapes,
+        "audio_shapes": audio_shapes,
         "kind": tokenizer["kind"],
         "temporal": tokenizer["temporal"],
         "spatial": tokenizer["spatial"],
