@@ -1,5 +1,5 @@
-"""Audio tokens: a video's audio <-> DAC codes, once per video, in overlapping windows; the
-codes grouped by each preset's latent frames without running DAC again.
+"""Audio tokens: a video's audio <-> DAC codes, once per video, in overlapping windows
+(`avtokens.audio_tokens` groups them by each preset's latent frames without running DAC).
 
 DAC's encoder and decoder are convolutional, so a code frame depends only on audio
 within the network's receptive field. Each window is therefore coded with that much
@@ -23,20 +23,19 @@ from torch import nn
 
 import avtokens
 from avtokens import AvTokensError
-from avtokens.alignment import code_frame_count, code_frame_ranges
+from avtokens.alignment import code_frame_count
 from avtokens.atomic import atomic_output
+from avtokens.audio_tokens import CODES_FORMAT
 from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock
 from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import sha256_of
 from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
-from avtokens.tokenfile import TokenFileWriter, load_tokens, read_metadata
-from avtokens.windows import video_latent_spans
+from avtokens.tokenfile import TokenFileWriter, load_tokens
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = DAC_SAMPLE_RATE
-CODES_FORMAT = "avtokens-audio-codes/1"  # a video's codes, before alignment to any preset
 
 
 class DacCodec:
@@ -199,50 +198,6 @@ def _encode(codec: DacCodec, wav_path: Path, timeline: dict, dest, window_second
         }
         writer.finish(metadata)
     log.info("%s: %d code frames for %d video frames", wav_path, total, video["frame_count"])
-
-
-def align_codes(codes_path, visual_tokens, dest) -> None:
-    """A preset's audio token file: a video's DAC codes (`encode_wav_files`) with the code
-    frames of each latent frame of its visual token file (`code_ranges`). No model runs."""
-    codes = load_tokens(codes_path)
-    audio, visual = codes.metadata, read_metadata(visual_tokens)
-    if audio.get("format") != CODES_FORMAT:
-        raise AvTokensError(
-            f"{codes_path}: not a file of DAC codes ({CODES_FORMAT}) but {audio.get('format')}"
-        )
-    video, tok = visual["video"], visual["tokenizer"]
-    timeline = (audio["source"]["sha256"], audio["video"]["fps"], audio["video"]["frame_count"])
-    if (visual["source"]["sha256"], video["fps"], video["frame_count"]) != timeline:
-        raise AvTokensError(
-            f"{visual_tokens} and {codes_path} describe different videos (source sha256 "
-            f"{visual['source']['sha256'][:12]} vs {timeline[0][:12]}, {video['fps']} vs {timeline[1]} fps, "
-            f"{video['frame_count']} vs {timeline[2]} frames); rerun both from the same source"
-        )
-    fps, hop = Fraction(video["fps"]), audio["audio"]["hop"]
-    spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
-    ranges = code_frame_ranges(spans, fps, SAMPLE_RATE, hop)
-    metadata = {
-        "format": "avtokens-audio/1",
-        "project_version": avtokens.__version__,
-        "source": visual["source"],
-        "audio": audio["audio"],
-        "alignment": {
-            "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
-            "fps": video["fps"],
-            "frame_count": video["frame_count"],
-            "latent_frames": len(ranges),
-            "visual_tokens": Path(visual_tokens).name,
-            "audio_codes": {"file": Path(codes_path).name, "sha256": sha256_of(codes_path)},
-        },
-        "codec": audio["codec"],
-        "stand_in_weights": audio["stand_in_weights"],
-        "runtime": audio["runtime"],  # where the codes were computed
-    }
-    with atomic_output(dest) as tmp:
-        writer = TokenFileWriter(tmp, "codes", torch.uint16, (audio["audio"]["codebooks"],))
-        writer.append(codes["codes"][0])
-        writer.finish(metadata, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
-    log.info("%s: %d code frames over %d latent frames", dest, codes["codes"].shape[1], len(ranges))
 
 
 def decode_codes_files(items, weights, device: str, window_seconds: float, weights_lock=None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,18 +82,6 @@ def _blur(maps: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
     for k in range(1, kernel.numel()):
         out.add_(maps.narrow(dim, k, length), alpha=float(kernel[k]))
     return out
-
-
-def summarize(values: list[float]) -> dict:
-    """mean, 5th percentile and worst value (with its frame index) of per-frame scores."""
-    array = np.asarray(values, dtype=np.float64)
-    worst = int(array.argmin())
-    return {
-        "mean": float(array.mean()),
-        "p5": float(np.percentile(array, 5)),
-        "worst": float(array[worst]),
-        "worst_frame": worst,
-    }
 
 
 class AudioDistances:

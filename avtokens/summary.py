@@ -8,10 +8,12 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
 from avtokens.media import sha256_of
-from avtokens.tokenfile import load_tokens, read_metadata
+from avtokens.tokenfile import TokenFileReader, read_metadata
 from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
@@ -49,21 +51,32 @@ def describe(video: str, s: dict) -> str:
     )
 
 
+def summarize(values: list[float]) -> dict:
+    """mean, 5th percentile and worst value (with its frame index) of per-frame scores."""
+    array = np.asarray(values, dtype=np.float64)
+    worst = int(array.argmin())
+    return {
+        "mean": float(array.mean()),
+        "p5": float(np.percentile(array, 5)),
+        "worst": float(array[worst]),
+        "worst_frame": worst,
+    }
+
+
 def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_tokens) -> dict:
     """Everything one video x preset is judged by, as a flat-ish dictionary; the audio's
     distances are the video's (`audio_summary`)."""
-    from avtokens.metrics import summarize  # torch: not for the tables' jobs, which import this module
-
     # The visual tokens can be gigabytes: only their metadata is read. Audio tokens are small.
-    meta, audio = read_metadata(visual_tokens), load_tokens(audio_tokens)
+    meta = read_metadata(visual_tokens)
+    with TokenFileReader(audio_tokens) as audio:
+        audio_meta, ranges, codes_shape = audio.metadata, audio.array("code_ranges"), audio.shape("codes")
     psnr_values, ssim_values = _read_frame_metrics(frame_metrics)
     latent, tok = meta["latent"], meta["tokenizer"]
-    ranges = audio["code_ranges"]
     spans = video_latent_spans(meta["video"]["frame_count"], tok["window"], tok["temporal"])
     per_latent = (ranges[:, 1] - ranges[:, 0]).tolist()
-    codebooks = audio["codes"].shape[2]
+    codebooks = codes_shape[2]
     visual_count = latent["frames"] * latent["height"] * latent["width"]
-    audio_count = audio["codes"].shape[1] * codebooks
+    audio_count = codes_shape[1] * codebooks
     duration = meta["video"]["duration"]
     # What a data loader checks its files against (avtokens.data).
     files = {
@@ -96,7 +109,7 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "ssim": summarize(ssim_values),
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
         "window": meta["windows"]["frames"],
-        "stand_in_weights": bool(meta["stand_in_weights"] or audio.metadata["stand_in_weights"]),
+        "stand_in_weights": bool(meta["stand_in_weights"] or audio_meta["stand_in_weights"]),
     }
     summary["description"] = describe(video, summary)
     return summary

@@ -38,18 +38,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
 
-# torch is imported where tensors are made, not here: the jobs that only read metadata
-# (comparison videos, the manifest) then start without it, a second or two each.
+# torch is imported where torch tensors are made, not here: the jobs that only read metadata
+# or small tensors (comparison videos, the manifest, alignment, summaries) then start without
+# it, a second or two each. The writer takes numpy arrays too (every dtype but bfloat16).
 _DTYPE_NAMES = {"bfloat16": "BF16", "float32": "F32", "uint16": "U16", "int32": "I32", "int64": "I64"}
 _TORCH_DTYPES = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 _MOVE_CHUNK = 1 << 21  # bytes moved per read and write at `finish` (a CPU cache's worth)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES[str(dtype).removeprefix("torch.")]
+def _dtype_key(dtype: torch.dtype | np.dtype) -> str:
+    """The same name for a torch dtype and its numpy twin ("uint16")."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_name(dtype: torch.dtype | np.dtype) -> str:
+    return _DTYPE_NAMES[_dtype_key(dtype)]
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -58,7 +66,9 @@ def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, _TORCH_DTYPES[name])
 
 
-def _raw_bytes(tensor: torch.Tensor) -> bytes:
+def _raw_bytes(tensor: torch.Tensor | np.ndarray) -> bytes:
+    if isinstance(tensor, np.ndarray):
+        return np.ascontiguousarray(tensor).tobytes()
     import torch
 
     tensor = tensor.detach().to("cpu").contiguous()
@@ -68,21 +78,22 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
 
 
 class TokenFileWriter:
-    """Write `[1, n, *frame_shape]` tensor `name` by appending `[k, *frame_shape]` chunks.
+    """Write `[1, n, *frame_shape]` tensor `name` by appending `[k, *frame_shape]` chunks
+    (torch tensors or numpy arrays of `dtype`, a torch or numpy dtype).
 
     Small tensors given to `finish` follow the streamed one. Write to a temporary path
     (see `atomic_output`): the file is valid only once `finish` returns.
     """
 
-    def __init__(self, path, name: str, dtype: torch.dtype, frame_shape: tuple[int, ...]):
+    def __init__(self, path, name: str, dtype: torch.dtype | np.dtype, frame_shape: tuple[int, ...]):
         self.path, self.name, self.dtype = Path(path), name, dtype
         self.frame_shape = tuple(frame_shape)
         self.frames = 0
         self.data_bytes = 0
         self.file = open(self.path, "w+b")  # the tensors from byte 0; the header goes in front at the end
 
-    def append(self, chunk: torch.Tensor) -> None:
-        if tuple(chunk.shape[1:]) != self.frame_shape or chunk.dtype != self.dtype:
+    def append(self, chunk: torch.Tensor | np.ndarray) -> None:
+        if tuple(chunk.shape[1:]) != self.frame_shape or _dtype_key(chunk.dtype) != _dtype_key(self.dtype):
             raise ValueError(
                 f"chunk {tuple(chunk.shape)} {chunk.dtype} does not fit [k, {self.frame_shape}] {self.dtype}"
             )
@@ -91,7 +102,7 @@ class TokenFileWriter:
         self.frames += chunk.shape[0]
         self.data_bytes += len(data)
 
-    def finish(self, metadata: dict, extra: dict[str, torch.Tensor] | None = None) -> None:
+    def finish(self, metadata: dict, extra: dict[str, torch.Tensor | np.ndarray] | None = None) -> None:
         try:
             header = {
                 self.name: {
@@ -183,6 +194,17 @@ class TokenFileReader:
         """The whole tensor `name` (for the small ones: frame_spans, code_ranges)."""
         begin, end = self._entries[name]["data_offsets"]
         return self._tensor(name, 0, end - begin, self.shape(name))
+
+    def array(self, name: str) -> np.ndarray:
+        """The whole tensor `name` as a numpy array, without torch (not for bfloat16, which
+        numpy lacks)."""
+        entry = self._entries[name]
+        if entry["dtype"] == "BF16":
+            raise TypeError(f"{self.path}: {name} is bfloat16, which numpy cannot hold; use read()")
+        begin, end = entry["data_offsets"]
+        data = self._pread(end - begin, self._data_start + begin)
+        self.bytes_read += end - begin
+        return np.frombuffer(data, dtype=_TORCH_DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
     def read_frames(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Frames [start, stop) of a streamed tensor `name` ([1, n, ...] gives [stop - start, ...])."""

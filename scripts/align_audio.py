@@ -1,4 +1,4 @@
-from avtokens.audio import align_codes
+from avtokens.audio_tokens import align_codes
 from avtokens.rule import run_stage
 from avtokens.shards import PerVideo
 

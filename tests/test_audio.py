@@ -17,10 +17,10 @@ from avtokens.audio import (
     DacCodec,
     _read_samples,
     _windows,
-    align_codes,
     decode_codes_files,
     encode_wav_files,
 )
+from avtokens.audio_tokens import align_codes
 from avtokens.media import extract_audio, sha256_of
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 from avtokens.visual import encode_video_file

@@ -16,7 +16,8 @@ import pytest
 from helpers import REPO, VFR_TIMESTAMPS, count_frames, make_clip, run_workflow
 
 from avtokens import load_tokens
-from avtokens.audio import SAMPLE_RATE, align_codes, encode_wav_files
+from avtokens.audio import SAMPLE_RATE, encode_wav_files
+from avtokens.audio_tokens import align_codes
 from avtokens.media import extract_audio, ffmpeg_exe, probe, run_ffmpeg
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 from avtokens.visual import decode_token_file, encode_video_file

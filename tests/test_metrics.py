@@ -8,8 +8,8 @@ import pytest
 import soundfile
 import torch
 
-from avtokens.metrics import AudioDistances, _SdrSums, psnr, ssim, summarize
-from avtokens.summary import describe, write_table
+from avtokens.metrics import AudioDistances, _SdrSums, psnr, ssim
+from avtokens.summary import describe, summarize, write_table
 
 
 def noisy(frames, sigma, seed=0):

@@ -7,6 +7,7 @@ import os
 import struct
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -277,6 +278,44 @@ def test_chunks_of_the_wrong_shape_are_refused(tmp_path):
     writer = TokenFileWriter(tmp_path / "x.safetensors", "codes", torch.uint16, (9,))
     with pytest.raises(ValueError, match="does not fit"):
         writer.append(torch.ones(4, 8, dtype=torch.uint16))
+
+
+def test_numpy_arrays_are_written_as_the_same_torch_tensors_would_be(tmp_path):
+    # What the align_audio job writes without importing torch.
+    codes = torch.randint(0, 2**16, (7, 9), dtype=torch.int32).to(torch.uint16)
+    ranges = torch.tensor([[0, 1], [1, 4], [4, 7]])
+    files = {}
+    for kind, (chunk, extra, dtype) in {
+        "torch": (codes, ranges, torch.uint16),
+        "numpy": (codes.numpy(), ranges.numpy(), np.dtype("uint16")),
+    }.items():
+        writer = TokenFileWriter(tmp_path / f"{kind}.safetensors", "codes", dtype, (9,))
+        writer.append(chunk[:3])
+        writer.append(chunk[3:])
+        writer.finish({"n": 7}, extra={"code_ranges": extra})
+        files[kind] = (tmp_path / f"{kind}.safetensors").read_bytes()
+    assert files["numpy"] == files["torch"]
+    plain = load_file(str(tmp_path / "numpy.safetensors"))  # the reference reader
+    assert torch.equal(plain["codes"][0], codes) and torch.equal(plain["code_ranges"], ranges)
+    with pytest.raises(ValueError, match="does not fit"):
+        TokenFileWriter(tmp_path / "x.safetensors", "codes", torch.uint16, (9,)).append(
+            codes.numpy().astype(np.int16)
+        )
+
+
+def test_the_reader_gives_numpy_arrays_of_every_dtype_numpy_has(tmp_path):
+    path = tmp_path / "ref.safetensors"
+    codes = torch.arange(60_000, 60_018, dtype=torch.int32).to(torch.uint16).view(1, 2, 9)
+    ranges = torch.tensor([[0, 1], [1, 2]])
+    tensors = {"codes": codes, "code_ranges": ranges, "latents": torch.ones(1, 2, 16).bfloat16()}
+    save_file(tensors, str(path))  # the reference writer
+    with TokenFileReader(path) as reader:
+        codes, ranges = reader.array("codes"), reader.array("code_ranges")
+        assert codes.dtype == np.uint16 and codes.shape == (1, 2, 9) and codes[0, 1, 8] == 60_017
+        assert ranges.dtype == np.int64 and ranges.tolist() == [[0, 1], [1, 2]]
+        assert reader.bytes_read == 8 + struct.unpack("<Q", path.read_bytes()[:8])[0] + 36 + 32
+        with pytest.raises(TypeError, match="bfloat16"):
+            reader.array("latents")
 
 
 def written(path, chunks, metadata, extra):

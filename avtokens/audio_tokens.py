@@ -1,0 +1,69 @@
+"""A preset's audio token file: a video's codes (`avtokens.audio`) grouped by the latent
+frames of the preset's visual token file. No model runs and torch is not imported: the
+align_audio job reads and writes small files and starts in a fraction of a second."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+import avtokens
+from avtokens import AvTokensError
+from avtokens.alignment import code_frame_ranges
+from avtokens.atomic import atomic_output
+from avtokens.media import sha256_of
+from avtokens.planning import DAC_SAMPLE_RATE
+from avtokens.tokenfile import TokenFileReader, TokenFileWriter, read_metadata
+from avtokens.windows import video_latent_spans
+
+log = logging.getLogger(__name__)
+CODES_FORMAT = "avtokens-audio-codes/1"  # a video's codes, before alignment to any preset
+
+
+def align_codes(codes_path, visual_tokens, dest) -> None:
+    """A preset's audio token file: a video's DAC codes (`avtokens.audio.encode_wav_files`) with the code
+    frames of each latent frame of its visual token file (`code_ranges`). No model runs."""
+    with TokenFileReader(codes_path) as reader:
+        audio = reader.metadata
+        if audio.get("format") != CODES_FORMAT:
+            raise AvTokensError(
+                f"{codes_path}: not a file of DAC codes ({CODES_FORMAT}) but {audio.get('format')}"
+            )
+        codes = reader.array("codes")[0]
+    visual = read_metadata(visual_tokens)
+    video, tok = visual["video"], visual["tokenizer"]
+    timeline = (audio["source"]["sha256"], audio["video"]["fps"], audio["video"]["frame_count"])
+    if (visual["source"]["sha256"], video["fps"], video["frame_count"]) != timeline:
+        raise AvTokensError(
+            f"{visual_tokens} and {codes_path} describe different videos (source sha256 "
+            f"{visual['source']['sha256'][:12]} vs {timeline[0][:12]}, {video['fps']} vs {timeline[1]} fps, "
+            f"{video['frame_count']} vs {timeline[2]} frames); rerun both from the same source"
+        )
+    fps, hop = Fraction(video["fps"]), audio["audio"]["hop"]
+    spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
+    ranges = code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, hop)
+    metadata = {
+        "format": "avtokens-audio/1",
+        "project_version": avtokens.__version__,
+        "source": visual["source"],
+        "audio": audio["audio"],
+        "alignment": {
+            "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
+            "fps": video["fps"],
+            "frame_count": video["frame_count"],
+            "latent_frames": len(ranges),
+            "visual_tokens": Path(visual_tokens).name,
+            "audio_codes": {"file": Path(codes_path).name, "sha256": sha256_of(codes_path)},
+        },
+        "codec": audio["codec"],
+        "stand_in_weights": audio["stand_in_weights"],
+        "runtime": audio["runtime"],  # where the codes were computed
+    }
+    with atomic_output(dest) as tmp:
+        writer = TokenFileWriter(tmp, "codes", np.dtype("uint16"), (audio["audio"]["codebooks"],))
+        writer.append(codes)
+        writer.finish(metadata, extra={"code_ranges": np.asarray(ranges, dtype=np.int64)})
+    log.info("%s: %d code frames over %d latent frames", dest, len(codes), len(ranges))
