@@ -14,10 +14,25 @@ SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_ru
                "release_files", "mirrored_dv4x8x8"}  # fmt: skip
 
 
+# The modules that take longest (`--durations`, 2026-12-03), longest first: with a process per
+# core and a module to a process, the slowest ones start first and the short ones fill in
+# behind them, instead of one long module running on alone at the end. SLURM's first: its
+# runs mostly wait on the cluster, leaving the cores to the modules beside them.
+SLOWEST_MODULES = ["test_slurm.py", "test_shards.py", "test_benchmarks.py", "test_engines.py",
+                   "test_inputs.py", "test_workflow.py", "test_make_run.py", "test_tokenize_video.py",
+                   "test_checkpoints.py", "test_module.py", "test_interrupted.py", "test_data.py",
+                   "test_picture.py"]  # fmt: skip
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-random-order has shuffled them
 def pytest_collection_modifyitems(items):
     for item in items:
         if SHARED_RUNS & set(item.fixturenames):
             item.add_marker(pytest.mark.workflow)
+    # A stable sort: the tests within each module, and the other modules, stay shuffled.
+    # xdist's own reordering (modules with the most tests first) is off in addopts.
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
