@@ -42,11 +42,20 @@ def count_frames(path: Path) -> int:
 
 
 def run_workflow(
-    workdir: Path, overlay: dict, *extra: str, check: bool = True, env: dict | None = None, prefix=()
+    workdir: Path,
+    overlay: dict,
+    *extra: str,
+    check: bool = True,
+    env: dict | None = None,
+    prefix=(),
+    cores: int = 1,
 ) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would (behind
-    the command `prefix`, if any)."""
-    cmd = [*prefix, *workflow_command(workdir, overlay, *extra, cores=2)]
+    the command `prefix`, if any). One core by default: the suite runs a process per core, so
+    a run's jobs share the machine with another module's; two jobs at once each would have
+    four processes on two cores, and about 15% more CPU time for the same work (torch's
+    threads waiting on each other). The runs that test jobs at once ask for two."""
+    cmd = [*prefix, *workflow_command(workdir, overlay, *extra, cores=cores)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:

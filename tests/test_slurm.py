@@ -40,7 +40,7 @@ def run_on_slurm(cluster, folder, clips: int, **settings) -> dict[str, list[dict
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                "--default-resources", "mem_mb=500", "--set-resources", *small]  # fmt: skip
     workdir = folder / "w"
-    run_workflow(workdir, overlay, *options, env=cluster.env)
+    run_workflow(workdir, overlay, *options, env=cluster.env, cores=2)
     for i in range(clips):
         assert (workdir / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4").is_file()
     jobs = {}

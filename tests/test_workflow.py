@@ -46,7 +46,7 @@ def run(tmp_path_factory):
     sheet = workdir / "videos.tsv"
     sheet.write_text(f"name\tpath\n{NAME}\t{source}\n", encoding="utf-8")
     overlay = {"videos": str(sheet), "weights": "demo", "presets": PRESETS, "run": list(PRESETS)}
-    run_workflow(workdir, overlay)
+    run_workflow(workdir, overlay, cores=2)  # jobs at once, sharing the weights and the audio
     return workdir, source, overlay
 
 
