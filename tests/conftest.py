@@ -24,15 +24,24 @@ SLOWEST_MODULES = ["test_slurm.py", "test_shards.py", "test_benchmarks.py", "tes
                    "test_picture.py"]  # fmt: skip
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-random-order has shuffled them
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
 def pytest_collection_modifyitems(items):
     for item in items:
         if SHARED_RUNS & set(item.fixturenames):
             item.add_marker(pytest.mark.workflow)
-    # A stable sort: the tests within each module, and the other modules, stay shuffled.
-    # xdist's own reordering (modules with the most tests first) is off in addopts.
-    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+class SlowestModulesFirst:
+    @pytest.hookimpl(trylast=True)  # after pytest-random-order has shuffled them
+    def pytest_collection_modifyitems(self, items):
+        """A stable sort: the tests within each module, and the other modules, stay shuffled.
+        xdist's own reordering (modules with the most tests first) is off in addopts."""
+        rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(SlowestModulesFirst(), "slowest-modules-first")
 
 
 @pytest.fixture(scope="session")
