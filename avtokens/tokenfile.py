@@ -202,8 +202,7 @@ class TokenFileReader:
         if entry["dtype"] == "BF16":
             raise TypeError(f"{self.path}: {name} is bfloat16, which numpy cannot hold; use read()")
         begin, end = entry["data_offsets"]
-        data = self._pread(end - begin, self._data_start + begin)
-        self.bytes_read += end - begin
+        data = self._data(name, 0, end - begin)
         return np.frombuffer(data, dtype=_TORCH_DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
     def read_frames(self, name: str, start: int, stop: int) -> torch.Tensor:
@@ -223,9 +222,13 @@ class TokenFileReader:
         dtype = _torch_dtype(entry["dtype"])
         if not size:
             return torch.empty(shape, dtype=dtype)
-        data = bytearray(self._pread(size, self._data_start + entry["data_offsets"][0] + offset))
+        return torch.frombuffer(bytearray(self._data(name, offset, size)), dtype=dtype).reshape(shape)
+
+    def _data(self, name: str, offset: int, size: int) -> bytes:
+        """`size` bytes of tensor `name` from byte `offset` of its data, counted in `bytes_read`."""
+        data = self._pread(size, self._data_start + self._entries[name]["data_offsets"][0] + offset)
         self.bytes_read += size
-        return torch.frombuffer(data, dtype=dtype).reshape(shape)
+        return data
 
     def close(self) -> None:
         if getattr(self, "_fd", None) is not None:
