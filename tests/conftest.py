@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from helpers import stand_in_weights
+
+# One torch thread per test process, and in the processes they start (set before torch is
+# imported, and before xdist starts its workers): the suite runs a process per core, so more
+# threads only wait on each other (measured: 3 of the suite's 30 CPU-minutes). Workflow jobs
+# still take their rule's threads, up to the run's --cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Fixtures that run the whole workflow, or build the released models' full-size networks, once
 # for the tests of their module that read them. A test that uses one is in the `workflow` tier,
@@ -45,15 +53,6 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def demo_weights(tmp_path_factory) -> Path:
+def demo_weights() -> Path:
     """Stand-in weights for all six released factor pairs and DAC, in the official layout."""
-    from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in
-    from avtokens.presets import DAC_WEIGHTS_FILE, RELEASED_FACTORS, default_model_name
-
-    root = tmp_path_factory.mktemp("weights")
-    for kind in ("CV", "DV"):
-        for temporal, spatial in RELEASED_FACTORS:
-            folder = root / default_model_name(kind, temporal, spatial)
-            write_cosmos_stand_in(folder, kind == "DV", temporal, spatial)
-    write_dac_stand_in(root / "dac" / DAC_WEIGHTS_FILE)
-    return root
+    return stand_in_weights()

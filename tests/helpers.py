@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from avtokens.media import probe, read_frame_windows, run_ffmpeg
@@ -41,6 +45,29 @@ def count_frames(path: Path) -> int:
     return sum(len(w) for w in read_frame_windows(path, probe(path), 64))
 
 
+@functools.cache
+def stand_in_weights() -> Path:
+    """Stand-in weights for all six released factor pairs and DAC, in the layout `weights:
+    demo` builds under resources/demo_weights; built once per test process."""
+    from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in
+    from avtokens.presets import DAC_WEIGHTS_FILE, RELEASED_FACTORS, default_model_name
+
+    root = Path(tempfile.mkdtemp(prefix="avtokens-stand-ins-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    for kind in ("CV", "DV"):
+        for temporal, spatial in RELEASED_FACTORS:
+            write_cosmos_stand_in(
+                root / default_model_name(kind, temporal, spatial), kind == "DV", temporal, spatial
+            )
+    write_dac_stand_in(root / "dac" / DAC_WEIGHTS_FILE)
+    return root
+
+
+def uses_stand_ins(overlay: dict) -> bool:
+    presets = overlay.get("presets", {}).values()
+    return "demo" in (overlay.get("weights"), *(preset.get("weights") for preset in presets))
+
+
 def run_workflow(
     workdir: Path,
     overlay: dict,
@@ -49,12 +76,21 @@ def run_workflow(
     env: dict | None = None,
     prefix=(),
     cores: int = 1,
+    built_stand_ins: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with config.yaml plus `overlay`, as a user would (behind
     the command `prefix`, if any). One core by default: the suite runs a process per core, so
     a run's jobs share the machine with another module's; two jobs at once each would have
     four processes on two cores, and about 15% more CPU time for the same work (torch's
-    threads waiting on each other). The runs that test jobs at once ask for two."""
+    threads waiting on each other). The runs that test jobs at once ask for two.
+
+    With `built_stand_ins`, a run on stand-in weights in a new `workdir` finds them built, as
+    after an earlier run (a copy of `stand_in_weights()`): building them is a job per model
+    and run. The SLURM run, `make run` and the module client build their own, and dry runs
+    that count those jobs pass False."""
+    weights = workdir / "resources" / "demo_weights"
+    if built_stand_ins and uses_stand_ins(overlay) and not weights.exists():
+        shutil.copytree(stand_in_weights(), weights)
     cmd = [*prefix, *workflow_command(workdir, overlay, *extra, cores=cores)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

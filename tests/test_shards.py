@@ -51,7 +51,7 @@ def shard_jobs(shards: int, presets: int = 2) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def both_modes(tmp_path_factory):
     """Three clips through both presets, per video and in shards of two (the second shard
-    holds one clip), with the same stand-in weights."""
+    holds one clip), with the same stand-in weights (`run_workflow` copies them in)."""
     folder = tmp_path_factory.mktemp("shards")
     clips = {
         f"v{i}": make_clip(folder / f"c{i}.mp4", 48, 32, n, rate="25") for i, n in enumerate(CLIP_FRAMES)
@@ -64,7 +64,6 @@ def both_modes(tmp_path_factory):
         "run": list(PRESETS),
     }
     run_workflow(folder / "per_video", overlay)
-    shutil.copytree(folder / "per_video" / "resources", folder / "sharded" / "resources")
     sharded = run_workflow(folder / "sharded", {**overlay, "shard_size": 2})
     return folder, overlay, clips, sharded
 

@@ -40,7 +40,8 @@ def run_on_slurm(cluster, folder, clips: int, **settings) -> dict[str, list[dict
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                "--default-resources", "mem_mb=500", "--set-resources", *small]  # fmt: skip
     workdir = folder / "w"
-    run_workflow(workdir, overlay, *options, env=cluster.env, cores=2)
+    # The stand-in weights built as cluster jobs too.
+    run_workflow(workdir, overlay, *options, env=cluster.env, cores=2, built_stand_ins=False)
     for i in range(clips):
         assert (workdir / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4").is_file()
     jobs = {}

@@ -256,7 +256,7 @@ def test_a_parameter_grid_plans_every_released_combination_and_only_those(tmp_pa
     (tmp_path / "videos.tsv").write_text(f"name\tpath\nc\t{clip}\n")
     grid = {"kind": ["DV"], "temporal": [4, 8], "spatial": [16], "window": [17]}
     overlay = {"videos": str(tmp_path / "videos.tsv"), "weights": "demo", "run": [], "grid": grid}
-    proc = run_workflow(tmp_path / "w", overlay, "--dry-run")
+    proc = run_workflow(tmp_path / "w", overlay, "--dry-run", built_stand_ins=False)
     assert "left out 'DV4x16x16-w17'" in proc.stderr  # no released tokenizer has it
     jobs = planned_jobs(proc)
     assert jobs["visual_encode"] == jobs["demo_cosmos_weights"] == jobs["report_preset_page"] == 1
