@@ -1,14 +1,10 @@
-"""Reconstruction quality: per-frame PSNR and SSIM, and DAC's audio distances.
+"""Reconstruction quality of the video: per-frame PSNR and SSIM (the audio's: audio_distances).
 
-Video metrics compare the decoder's own frames (after clamping and rounding to 8 bits)
-with the source frames, before any mp4 re-encode, so the numbers measure the tokenizer.
-Audio metrics compare the reconstruction with the 44.1 kHz mono wav that was coded.
+They compare the decoder's own frames (after clamping and rounding to 8 bits) with the
+source frames, before any mp4 re-encode, so the numbers measure the tokenizer.
 """
 
 from __future__ import annotations
-
-import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -82,79 +78,3 @@ def _blur(maps: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
     for k in range(1, kernel.numel()):
         out.add_(maps.narrow(dim, k, length), alpha=float(kernel[k]))
     return out
-
-
-class AudioDistances:
-    """DAC's own metrics (descript-audio-codec's `dac.nn.loss`, with the defaults it trains
-    and evaluates with): mel-spectrogram distance, multi-scale STFT distance, and SI-SDR in dB.
-
-    Two mono wav files are read in chunks of `chunk_seconds`, so memory stays bounded: the
-    spectral distances are averaged over chunks (weighted by length) and SI-SDR is computed
-    exactly over the whole signal from running sums."""
-
-    def __init__(self, chunk_seconds: float = 30.0):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from dac.nn.loss import MelSpectrogramLoss, MultiScaleSTFTLoss
-        self.mel, self.stft = MelSpectrogramLoss(), MultiScaleSTFTLoss()
-        self.chunk_seconds = chunk_seconds
-        self.min_chunk = 4096  # twice the largest STFT window the distances use
-
-    @torch.inference_mode()
-    def files(self, reference_path, estimate_path) -> dict:
-        """Compare two mono wav files at the same rate over their common length."""
-        import soundfile
-
-        with soundfile.SoundFile(str(reference_path)) as ref, soundfile.SoundFile(str(estimate_path)) as est:
-            if ref.samplerate != est.samplerate:
-                raise ValueError(f"{reference_path} and {estimate_path} differ in sample rate")
-            n, rate = min(ref.frames, est.frames), ref.samplerate
-            chunk = max(int(self.chunk_seconds * rate), self.min_chunk)
-            sums = _SdrSums()
-            mel = stft = 0.0
-            remaining = n
-            while remaining:
-                # A short tail joins the chunk before it (the STFT needs a few windows).
-                length = remaining if remaining < chunk + self.min_chunk else chunk
-                remaining -= length
-                a = torch.from_numpy(ref.read(length, dtype="float32", always_2d=True)[:, 0])
-                b = torch.from_numpy(est.read(length, dtype="float32", always_2d=True)[:, 0])
-                sums.add(a.double(), b.double())
-                if length < self.min_chunk:  # a whole file shorter than that: pad with silence
-                    a, b = F.pad(a, (0, self.min_chunk - length)), F.pad(b, (0, self.min_chunk - length))
-                mel_d, stft_d = self._spectral(a, b, rate)
-                mel, stft = mel + mel_d * length, stft + stft_d * length
-        return {"mel_distance": mel / sums.n, "stft_distance": stft / sums.n, "si_sdr": sums.si_sdr()}
-
-    def _spectral(self, reference: torch.Tensor, estimate: torch.Tensor, rate: int) -> tuple[float, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from audiotools import AudioSignal
-
-            a, b = AudioSignal(reference.view(1, 1, -1), rate), AudioSignal(estimate.view(1, 1, -1), rate)
-            return float(self.mel(b, a)), float(self.stft(b, a))
-
-
-class _SdrSums:
-    """Running sums from which the zero-mean SI-SDR of a long signal follows exactly."""
-
-    def __init__(self):
-        self.n = 0
-        self.r = self.e = self.rr = self.ee = self.re = 0.0
-
-    def add(self, reference: torch.Tensor, estimate: torch.Tensor) -> None:
-        self.n += len(reference)
-        self.r += float(reference.sum())
-        self.e += float(estimate.sum())
-        self.rr += float(reference @ reference)
-        self.ee += float(estimate @ estimate)
-        self.re += float(reference @ estimate)
-
-    def si_sdr(self) -> float:
-        """10 log10(|target|^2 / |noise|^2), target = projection of the estimate on the reference."""
-        rr = self.rr - self.r * self.r / self.n
-        ee = self.ee - self.e * self.e / self.n
-        re = self.re - self.r * self.e / self.n
-        target = re * re / max(rr, 1e-20)
-        noise = max(ee - target, 1e-20)
-        return 10 * math.log10(max(target, 1e-20) / noise)

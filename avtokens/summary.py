@@ -12,6 +12,7 @@ import numpy as np
 
 from avtokens.alignment import audio_block_size
 from avtokens.atomic import atomic_output
+from avtokens.audio_distances import AudioDistances
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileReader, read_metadata
 from avtokens.windows import video_latent_spans
@@ -118,8 +119,6 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
 def audio_summary(video: str, weights: str, codes, source_wav, reconstructed_wav) -> dict:
     """A video's audio as DAC codes it (the same for every preset with these weights): code
     frames, tokens, bytes, and DAC's distances between the coded wav and its reconstruction."""
-    from avtokens.metrics import AudioDistances
-
     meta = read_metadata(codes)
     duration, audio = meta["video"]["duration"], meta["audio"]
     tokens = audio["code_frames"] * audio["codebooks"]
