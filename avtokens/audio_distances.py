@@ -27,11 +27,18 @@ def _hann(length: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)
 
 
-def _magnitudes(signal: np.ndarray, window: int) -> np.ndarray:
-    """|STFT| of a 1-D signal (longer than half the window), [frames, window // 2 + 1]."""
+# STFT frames transformed at a time: memory stays a few MB whatever the chunk's length.
+FRAMES_PER_BLOCK = 256
+
+
+def _magnitude_blocks(signal: np.ndarray, window: int):
+    """|STFT| of a 1-D signal (longer than half the window), [frames, window // 2 + 1], in
+    blocks of frames."""
     padded = np.pad(signal, window // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, window)[:: window // 4]
-    return np.abs(np.fft.rfft(frames * _hann(window), axis=-1))
+    hann = _hann(window)
+    for start in range(0, len(frames), FRAMES_PER_BLOCK):
+        yield np.abs(np.fft.rfft(frames[start : start + FRAMES_PER_BLOCK] * hann, axis=-1))
 
 
 def _hz_to_mel(hz):
@@ -58,27 +65,35 @@ def mel_filters(rate: int, window: int, bands: int) -> np.ndarray:
     return np.maximum(0, np.minimum(rising, falling)) * (2 / (edges[2:] - edges[:-2]))[:, None]
 
 
-def _compare(reference: np.ndarray, estimate: np.ndarray) -> float:
+def _distance_sum(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """The sum, over the elements, of DAC's per-element distance (its mean is the distance)."""
     log_reference = 2 * np.log10(np.maximum(reference, CLAMP))
     log_estimate = 2 * np.log10(np.maximum(estimate, CLAMP))
-    return float(np.abs(log_reference - log_estimate).mean() + np.abs(reference - estimate).mean())
+    return float(np.abs(log_reference - log_estimate).sum() + np.abs(reference - estimate).sum())
 
 
 def spectral_distances(reference: np.ndarray, estimate: np.ndarray, rate: int) -> tuple[float, float]:
     """DAC's mel-spectrogram and multi-scale STFT distances of two 1-D signals of one length."""
     mel = stft = 0.0
     for window, bands in zip(WINDOWS, MEL_BANDS, strict=True):
-        a, b = _magnitudes(reference, window), _magnitudes(estimate, window)
-        stft += _compare(a, b)
         filters = mel_filters(rate, window, bands).T
-        mel += _compare(a @ filters, b @ filters)
+        frames = 1 + len(reference) // (window // 4)
+        mel_sum = stft_sum = 0.0
+        for a, b in zip(
+            _magnitude_blocks(reference, window), _magnitude_blocks(estimate, window), strict=True
+        ):
+            stft_sum += _distance_sum(a, b)
+            mel_sum += _distance_sum(a @ filters, b @ filters)
+        stft += stft_sum / (frames * (window // 2 + 1))
+        mel += mel_sum / (frames * bands)
     return mel, stft
 
 
 class AudioDistances:
-    """Two mono wav files read in chunks of `chunk_seconds`, so memory stays bounded: the
-    spectral distances are averaged over chunks (weighted by length) and SI-SDR is computed
-    exactly over the whole signal from running sums."""
+    """Two mono wav files read in chunks of `chunk_seconds`, so memory stays bounded (a
+    chunk's samples in float32, their STFT a block of frames at a time): the spectral
+    distances are averaged over chunks (weighted by length) and SI-SDR is computed exactly
+    over the whole signal from running sums."""
 
     def __init__(self, chunk_seconds: float = 30.0):
         self.chunk_seconds = chunk_seconds
@@ -100,14 +115,17 @@ class AudioDistances:
                 # A short tail joins the chunk before it (the STFT needs a few windows).
                 length = remaining if remaining < chunk + self.min_chunk else chunk
                 remaining -= length
-                a = ref.read(length, dtype="float32", always_2d=True)[:, 0].astype(np.float64)
-                b = est.read(length, dtype="float32", always_2d=True)[:, 0].astype(np.float64)
+                a = ref.read(length, dtype="float32", always_2d=True)[:, 0]
+                b = est.read(length, dtype="float32", always_2d=True)[:, 0]
                 sums.add(a, b)
                 if length < self.min_chunk:  # a whole file shorter than that: pad with silence
                     a, b = np.pad(a, (0, self.min_chunk - length)), np.pad(b, (0, self.min_chunk - length))
                 mel_d, stft_d = spectral_distances(a, b, rate)
                 mel, stft = mel + mel_d * length, stft + stft_d * length
         return {"mel_distance": mel / sums.n, "stft_distance": stft / sums.n, "si_sdr": sums.si_sdr()}
+
+
+SDR_BLOCK = 1 << 16  # samples
 
 
 class SdrSums:
@@ -119,11 +137,14 @@ class SdrSums:
 
     def add(self, reference: np.ndarray, estimate: np.ndarray) -> None:
         self.n += len(reference)
-        self.r += float(reference.sum())
-        self.e += float(estimate.sum())
-        self.rr += float(reference @ reference)
-        self.ee += float(estimate @ estimate)
-        self.re += float(reference @ estimate)
+        for start in range(0, len(reference), SDR_BLOCK):  # in float64, a block at a time
+            r = reference[start : start + SDR_BLOCK].astype(np.float64)
+            e = estimate[start : start + SDR_BLOCK].astype(np.float64)
+            self.r += float(r.sum())
+            self.e += float(e.sum())
+            self.rr += float(r @ r)
+            self.ee += float(e @ e)
+            self.re += float(r @ e)
 
     def si_sdr(self) -> float:
         """10 log10(|target|^2 / |noise|^2), target = projection of the estimate on the reference."""
