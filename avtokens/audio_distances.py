@@ -9,7 +9,6 @@ tests/test_audio_distances.py checks the figures against `dac.nn.loss` itself.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -38,22 +37,21 @@ def _magnitude_blocks(signal: np.ndarray, window: int):
     frames = np.lib.stride_tricks.sliding_window_view(padded, window)[:: window // 4]
     hann = _hann(window)
     for start in range(0, len(frames), FRAMES_PER_BLOCK):
-        yield np.abs(np.fft.rfft(frames[start : start + FRAMES_PER_BLOCK] * hann, axis=-1))
+        yield np.abs(np.fft.rfft(frames[start : start + FRAMES_PER_BLOCK] * hann))
 
 
 def _hz_to_mel(hz):
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
+    hz = np.asarray(hz)
     log_part = 15 + np.log(np.maximum(hz, 1000) / 1000) / (math.log(6.4) / 27)
     return np.where(hz >= 1000, log_part, 3 * hz / 200)
 
 
 def _mel_to_hz(mel):
-    mel = np.asarray(mel, dtype=np.float64)
+    mel = np.asarray(mel)
     return np.where(mel >= 15, 1000 * np.exp((math.log(6.4) / 27) * (mel - 15)), 200 * mel / 3)
 
 
-@functools.cache
 def mel_filters(rate: int, window: int, bands: int) -> np.ndarray:
     """Triangular filters [bands, window // 2 + 1] from 0 Hz to rate / 2, equally spaced in
     mel, each scaled to unit area in Hz (Slaney's normalisation, librosa's default)."""

@@ -7,7 +7,14 @@ import pytest
 import soundfile
 import torch
 
-from avtokens.audio_distances import AudioDistances, SdrSums, mel_filters, spectral_distances
+from avtokens.audio_distances import (
+    AudioDistances,
+    SdrSums,
+    _hz_to_mel,
+    _mel_to_hz,
+    mel_filters,
+    spectral_distances,
+)
 
 # float32 (DAC's loss) against float64 (ours): means over 10^4-10^5 values agree to a few
 # float32 steps of the result; 1e-5 relative is about 80.
@@ -56,20 +63,53 @@ def test_the_mel_filters_are_librosas_slaney_filters():
         assert np.abs(mel_filters(rate, window, bands) - theirs).max() < 1e-6 * np.abs(theirs).max()
 
 
-def test_files_are_compared_in_chunks_weighted_by_length(tmp_path):
-    """2 s and 1000 samples in chunks of 1 s: a chunk, then the rest (a tail shorter than the
-    shortest chunk, 4096 samples, joins the chunk before it); each chunk's distances weighted
-    by its length."""
+def test_the_mel_scale_is_slaneys():
+    """3/200 mel per Hz up to 1 kHz (15 mel), then 27 mel per factor of 6.4."""
+    hz, mel = [0, 500, 1000, 6400, 40960], [0, 7.5, 15, 42, 69]
+    assert _hz_to_mel(hz) == pytest.approx(mel) and _mel_to_hz(mel) == pytest.approx(hz)
+
+
+def write_pair(folder, reference, estimate, rate):
+    for name, samples in (("ref.wav", reference), ("est.wav", estimate)):
+        soundfile.write(folder / name, samples.astype(np.float32), rate, subtype="FLOAT")
+    return folder / "ref.wav", folder / "est.wav"
+
+
+@pytest.mark.parametrize(
+    "samples, chunks", [(2 * 44100 + 1000, [44100, 45100]), (44100 + 4096, [44100, 4096])]
+)
+def test_files_are_compared_in_chunks_weighted_by_length(tmp_path, samples, chunks):
+    """In chunks of 1 s: a tail shorter than the shortest chunk (4096 samples) joins the chunk
+    before it, one that long does not; each chunk's distances weighted by its length."""
     rate = 44100
-    reference, estimate = tone_and_noise(2 + 1000 / rate, rate, seed=1)
-    soundfile.write(tmp_path / "ref.wav", reference.astype(np.float32), rate, subtype="FLOAT")
-    soundfile.write(tmp_path / "est.wav", estimate.astype(np.float32), rate, subtype="FLOAT")
-    got = AudioDistances(chunk_seconds=1.0).files(tmp_path / "ref.wav", tmp_path / "est.wav")
-    pieces = [slice(0, rate), slice(rate, 2 * rate + 1000)]
-    by_chunk = [dac_distances(reference[p], estimate[p], rate) for p in pieces]
-    lengths = [p.stop - p.start for p in pieces]
-    expected = [sum(d[i] * n for d, n in zip(by_chunk, lengths, strict=True)) / sum(lengths) for i in (0, 1)]
+    reference, estimate = tone_and_noise(samples / rate, rate, seed=1)
+    got = AudioDistances(chunk_seconds=1.0).files(*write_pair(tmp_path, reference, estimate, rate))
+    bounds = np.cumsum([0, *chunks])
+    by_chunk = [
+        dac_distances(reference[a:b], estimate[a:b], rate)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    expected = [sum(d[i] * n for d, n in zip(by_chunk, chunks, strict=True)) / samples for i in (0, 1)]
     assert [got["mel_distance"], got["stft_distance"]] == pytest.approx(expected, rel=FLOAT32_AGREEMENT)
+
+
+def test_a_file_shorter_than_the_shortest_chunk_is_padded_with_silence(tmp_path):
+    """3000 samples: the spectral distances of both padded with zeros to 4096, SI-SDR of the
+    3000 themselves."""
+    rate = 44100
+    reference, estimate = tone_and_noise(3000 / rate, rate, seed=2)
+    got = AudioDistances().files(*write_pair(tmp_path, reference, estimate, rate))
+    padded = [np.pad(x, (0, 4096 - 3000)) for x in (reference, estimate)]
+    expected = dac_distances(*padded, rate)
+    assert [got["mel_distance"], got["stft_distance"]] == pytest.approx(expected, rel=FLOAT32_AGREEMENT)
+    assert got["si_sdr"] == pytest.approx(si_sdr_by_definition(reference, estimate), abs=1e-6)
+
+
+def test_wavs_at_different_rates_are_not_compared(tmp_path):
+    soundfile.write(tmp_path / "a.wav", np.zeros(5000, np.float32), 44100)
+    soundfile.write(tmp_path / "b.wav", np.zeros(5000, np.float32), 24000)
+    with pytest.raises(ValueError, match=r"a\.wav and .*b\.wav differ in sample rate"):
+        AudioDistances().files(tmp_path / "a.wav", tmp_path / "b.wav")
 
 
 def test_audio_metrics_are_perfect_on_identical_audio_and_fall_with_noise(tmp_path):
