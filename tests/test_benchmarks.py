@@ -58,13 +58,12 @@ def test_every_rule_needs_no_more_memory_for_a_clip_five_times_as_long(tmp_path)
     the number of windows still grow fivefold, and the short clip already streams many calls
     past the reader and the writer (docs/benchmarks.md has 1 and 20 minutes of 640x480 at
     30 fps with the defaults). 12 fps: the frames of 2 minutes at 6 fps in half the audio, which
-    costs most of the time (DAC on the CPU); the audio distances hold up to 30 s at once, so the
-    short clip is not much shorter than that."""
+    costs most of the time (DAC on the CPU). One core: the suite runs a process per core."""
     report = tmp_path / "memory.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "memory.py"), "--minutes", "0.2", "1", "--fps", "12",
          "--size", "320x240", "--window", "17", "--batch-megapixels", "1.4", "--audio-window-seconds", "5",
-         "--max-ratio", "1.2", "--json", str(report)],
+         "--max-ratio", "1.2", "--cores", "1", "--json", str(report)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
