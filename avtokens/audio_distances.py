@@ -75,13 +75,14 @@ def spectral_distances(reference: np.ndarray, estimate: np.ndarray, rate: int) -
     mel = stft = 0.0
     for window, bands in zip(WINDOWS, MEL_BANDS, strict=True):
         filters = mel_filters(rate, window, bands).T
-        frames = 1 + len(reference) // (window // 4)
         mel_sum = stft_sum = 0.0
+        frames = 0
         for a, b in zip(
             _magnitude_blocks(reference, window), _magnitude_blocks(estimate, window), strict=True
         ):
             stft_sum += _distance_sum(a, b)
             mel_sum += _distance_sum(a @ filters, b @ filters)
+            frames += len(a)
         stft += stft_sum / (frames * (window // 2 + 1))
         mel += mel_sum / (frames * bands)
     return mel, stft
