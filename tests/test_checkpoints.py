@@ -132,9 +132,13 @@ def test_present_checkpoints_are_reused_without_network(official):
     shutil.rmtree(workdir / "results")
     dry = run_workflow(workdir, overlay, "--dry-run", env={"HF_HUB_OFFLINE": "1"})
     assert "download_cosmos" not in planned_jobs(dry) and "download_dac" not in planned_jobs(dry)
-    run_workflow(workdir, overlay, env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})
-    # A fetch would have failed: offline, and the endpoint a closed port.
-    assert (workdir / "results" / "p" / "reconstructed" / "clip_combined.mp4").is_file()
+    # The combined mp4: every job that loads a checkpoint (the two models each way), and no
+    # other. A fetch would have failed: offline, and the endpoint a closed port.
+    combined = workdir / "results" / "p" / "reconstructed" / "clip_combined.mp4"
+    proc = run_workflow(workdir, overlay, str(combined.relative_to(workdir)),
+                        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"})  # fmt: skip
+    assert combined.is_file()
+    assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode"} <= set(planned_jobs(proc))
 
 
 def test_a_changed_checkpoint_is_refused(official, tmp_path):
