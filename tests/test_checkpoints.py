@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub
@@ -127,8 +128,8 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
     assert audio.metadata["codec"]["sha256"] == pins[DAC_LOCK_KEY]
 
 
-def test_present_checkpoints_are_reused_without_network(official):
-    workdir, overlay, _ = official  # the hub is down now
+def test_present_checkpoints_are_reused_without_network(official, tmp_path):
+    workdir, overlay = copy_of_official_run(official, tmp_path)  # the hub is down now
     shutil.rmtree(workdir / "results")
     dry = run_workflow(workdir, overlay, "--dry-run", env={"HF_HUB_OFFLINE": "1"})
     assert "download_cosmos" not in planned_jobs(dry) and "download_dac" not in planned_jobs(dry)
@@ -141,12 +142,18 @@ def test_present_checkpoints_are_reused_without_network(official):
     assert {"visual_encode", "visual_decode", "audio_encode", "audio_decode"} <= set(planned_jobs(proc))
 
 
-def test_a_changed_checkpoint_is_refused(official, tmp_path):
-    # On a copy: the failed job removes its outputs, which the other tests of the module read.
+def copy_of_official_run(official, tmp_path) -> tuple[Path, dict]:
+    """A copy of the shared run, checkpoints and pins included, to change: the other tests of
+    the module read its files."""
     workdir = tmp_path / "copy"
     shutil.copytree(official[0], workdir)
     overlay = {**official[1], "checkpoints": str(workdir / "ckpt"),
                "weights_lock": str(workdir / "weights.lock.json")}  # fmt: skip
+    return workdir, overlay
+
+
+def test_a_changed_checkpoint_is_refused(official, tmp_path):
+    workdir, overlay = copy_of_official_run(official, tmp_path)  # the failed job removes its outputs
     encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
     write_cosmos_stand_in(tmp_path, discrete=False, temporal=8, spatial=16, seed=1)
     shutil.copyfile(tmp_path / "encoder.jit", encoder)
