@@ -19,11 +19,13 @@ def cluster(tmp_path_factory):
         yield running
 
 
-def run_on_slurm(cluster, folder, clips: int, targets=(), **settings) -> dict[str, list[dict]]:
+def run_on_slurm(
+    cluster, folder, clips: int, targets=(), built_stand_ins=False, **settings
+) -> dict[str, list[dict]]:
     """The workflow on `clips` clips through profiles/slurm in `folder`, up to `targets` (all
     of it by default); the cluster jobs it made, by rule (told apart from another run's by
-    their working folder). A run of everything builds its stand-in weights as cluster jobs
-    too; one with targets finds them built."""
+    their working folder). The stand-in weights are built as cluster jobs too, unless
+    `built_stand_ins` (then `run_workflow` copies them in)."""
     rows = [
         f"clip{i}\t{make_clip(folder / f'clip{i}.mp4', 64, 48, 12 + i, rate='25')}\n" for i in range(clips)
     ]
@@ -42,8 +44,9 @@ def run_on_slurm(cluster, folder, clips: int, targets=(), **settings) -> dict[st
                "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                "--default-resources", "mem_mb=500", "--set-resources", *small]  # fmt: skip
     workdir = folder / "w"
-    built = bool(targets)
-    run_workflow(workdir, overlay, *targets, *options, env=cluster.env, cores=2, built_stand_ins=built)
+    run_workflow(
+        workdir, overlay, *targets, *options, env=cluster.env, cores=2, built_stand_ins=built_stand_ins
+    )
     for i in range(clips):
         assert (workdir / "results" / "DV8x16x16" / "reconstructed" / f"clip{i}_combined.mp4").is_file()
     jobs = {}
@@ -69,9 +72,10 @@ def runs(cluster, tmp_path_factory):
     that do not), and three in shards of two with everything, run at the same time: the runs
     spend most of their time waiting for SLURM's status checks. A cluster job is a Snakemake
     of its own (about 5 CPU seconds here), so the per-video run leaves out the steps whose
-    shard-mode jobs and tables the other run submits."""
+    shard-mode jobs, tables and stand-in weights the other run submits."""
     combined = "results/DV8x16x16/reconstructed/clip0_combined.mp4"
-    settings = {"per_video": {"clips": 1, "targets": [combined]}, "shards": {"clips": 3, "shard_size": 2}}
+    settings = {"per_video": {"clips": 1, "targets": [combined], "built_stand_ins": True},
+                "shards": {"clips": 3, "shard_size": 2}}  # fmt: skip
     with ThreadPoolExecutor(len(settings)) as pool:
         futures = {
             name: pool.submit(run_on_slurm, cluster, tmp_path_factory.mktemp(name), **kwargs)
