@@ -1,4 +1,4 @@
-# mp4 -> Cosmos visual tokens + DAC audio tokens -> reconstruction -> muxed mp4.
+# mp4 -> visual tokens (the preset's tokenizer family) + DAC audio tokens -> reconstruction -> muxed mp4.
 # The README explains the outputs; rules/common.smk holds the config logic.
 
 from snakemake.utils import min_version

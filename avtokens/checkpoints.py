@@ -1,9 +1,10 @@
 """Official weights: where they live, how they are fetched, and the hashes they are pinned to.
 
 Layout under the checkpoint folder (what the releases ship, so files copied by hand work):
-`<repo name>/encoder.jit` and `decoder.jit` for each Cosmos model, `dac/<DAC file>` for DAC.
-A fetch writes into a temporary folder and moves complete files into place, so a failed
-download leaves nothing that could pass for a checkpoint.
+`<repo name>/<file>` for each file a visual tokenizer family reads (its `files`; Cosmos:
+`encoder.jit` and `decoder.jit`), `dac/<DAC file>` for DAC. A fetch writes into a temporary
+folder and moves complete files into place, so a failed download leaves nothing that could
+pass for a checkpoint.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ from avtokens.presets import DAC_WEIGHTS_FILE, Preset
 
 log = logging.getLogger(__name__)
 
-COSMOS_FILES = ("encoder.jit", "decoder.jit")
 DAC_URL = "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/" + DAC_WEIGHTS_FILE
 DAC_LOCK_KEY = f"descript/descript-audio-codec/{DAC_WEIGHTS_FILE}"
 
 
-def cosmos_folder(checkpoint_dir: Path | str, preset: Preset) -> Path:
-    """The preset's checkpoint folder: the first of its names that holds both files, else
-    the repo's own name (where a fetch puts them)."""
+def checkpoint_folder(checkpoint_dir: Path | str, preset: Preset) -> Path:
+    """The preset's checkpoint folder: the first of its names that holds every file its family
+    reads, else the repo's own name (where a fetch puts them)."""
+    files = preset.tokenizer.checkpoint_files()
     for name in preset.folder_names:
         folder = Path(checkpoint_dir) / name
-        if all((folder / f).is_file() for f in COSMOS_FILES):
+        if all((folder / f).is_file() for f in files):
             return folder
     return Path(checkpoint_dir) / preset.model
 
@@ -62,8 +63,8 @@ def _root_cause(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def fetch_cosmos(repo: str, folder: Path | str, endpoint: str | None = None) -> None:
-    """Download encoder.jit and decoder.jit of a Hugging Face repo into `folder`.
+def fetch_files(repo: str, names: list[str], folder: Path | str, endpoint: str | None = None) -> None:
+    """Download the files `names` (paths in the repo, kept below `folder`) of a Hugging Face repo.
 
     Uses huggingface_hub, so HF_TOKEN, HF_HOME and HF_HUB_OFFLINE apply, and HF_ENDPOINT
     unless `endpoint` is given (huggingface_hub reads the variable once, at import)."""
@@ -72,17 +73,17 @@ def fetch_cosmos(repo: str, folder: Path | str, endpoint: str | None = None) -> 
     folder = Path(folder)
     staging = folder.parent / f".{folder.name}.download-{os.getpid()}"
     try:
-        for name in COSMOS_FILES:
+        for name in names:
             hf_hub_download(repo, name, local_dir=staging, endpoint=endpoint)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in COSMOS_FILES:
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, folder / name)
     except Exception as err:
-        files = [folder / name for name in COSMOS_FILES]
+        files = [folder / name for name in names]
         raise _unavailable(files, f"Hugging Face repo {repo}", _root_cause(err)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("fetched %s from %s into %s", ", ".join(COSMOS_FILES), repo, folder)
+    log.info("fetched %s from %s into %s", ", ".join(names), repo, folder)
 
 
 def fetch_url(url: str, dest: Path | str) -> None:

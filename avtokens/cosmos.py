@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # a decoder with its levels chosen by the other rule, or wrongly, lands near 100.
 SELF_CHECK_TOLERANCE = 16
 _BF16_STEP = 2.0**-7  # bf16 keeps 8 significant bits: its spacing is 2^-7 of the value's power of two
+LATENT_CHANNELS = 16  # of CV latents
 
 
 def bf16_steps_apart(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -100,6 +101,8 @@ class _CosmosNetwork:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise AvTokensError(f"{path}: not a loadable TorchScript checkpoint ({first})") from None
         self.module = module.to(self.dtype).eval()
+        self.channels = None if preset.is_discrete else LATENT_CHANNELS
+        self.metadata = {}  # nothing more for the token file's tokenizer record
         self.stand_in = bool(extra[STAND_IN_MARKER])
         tiny = self.stand_in and json.loads(extra[STAND_IN_MARKER]).get("network", "tiny") == "tiny"
         sha256 = sha256_of(path)
@@ -243,7 +246,7 @@ class CosmosEncoder(_CosmosNetwork):
         out = self.module(torch.zeros(1, 3, 17, 32, 32, device=self.device, dtype=self.dtype))[0]
         if out.dim() == 4 and not out.is_floating_point():  # DV indices [1, t, h, w]
             kind, t, h = "DV", out.shape[1], out.shape[2]
-        elif out.dim() == 5 and out.shape[1] == 16:  # CV latents [1, 16, t, h, w]
+        elif out.dim() == 5 and out.shape[1] == LATENT_CHANNELS:  # CV latents [1, 16, t, h, w]
             kind, t, h = "CV", out.shape[2], out.shape[3]
         else:
             kind, t, h = None, 0, 0
@@ -281,7 +284,7 @@ class CosmosDecoder(_CosmosNetwork):
         if self.preset.is_discrete:
             tokens = torch.zeros(1, 2, 2, 2, dtype=torch.int64, device=self.device)
         else:
-            tokens = torch.zeros(1, 16, 2, 2, 2, dtype=self.dtype, device=self.device)
+            tokens = torch.zeros(1, LATENT_CHANNELS, 2, 2, 2, dtype=self.dtype, device=self.device)
         try:
             out = self.module(tokens)
         except RuntimeError as err:
@@ -296,7 +299,7 @@ class CosmosDecoder(_CosmosNetwork):
         generator = torch.Generator().manual_seed(0)
         if self.preset.is_discrete:
             return torch.randint(0, CODEBOOK_SIZE, (1, 3, 3, 4), generator=generator).to(self.device)
-        return torch.randn(1, 16, 3, 3, 4, generator=generator).to(self.device, self.dtype)
+        return torch.randn(1, LATENT_CHANNELS, 3, 3, 4, generator=generator).to(self.device, self.dtype)
 
     def _check_output(self, out) -> torch.Tensor:
         return out

@@ -40,10 +40,10 @@ from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from avtokens import AvTokensError
 from avtokens.alignment import fixed_size_blocks, nominal_block_size
-from avtokens.fsq import CODEBOOK_SIZE as VISUAL_VOCABULARY
 from avtokens.media import sha256_of
 from avtokens.planning import DAC_CODEBOOK_SIZE, DAC_CODEBOOKS, DAC_HOP, DAC_SAMPLE_RATE
 from avtokens.tokenfile import TokenFileReader
+from avtokens.visual_tokenizers import DEFAULT_FAMILY, visual_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class JointVocabulary:
     models. A latent frame is `[FRAME, v_1 .. v_hw, AUDIO, a_1 .. a_9k]`: its visual indices
     row-major, then its k code frames, each as 9 codebook ids. Ids:
 
-    - `[0, 64000)`: visual FSQ indices, as stored;
+    - `[0, 64000)`: visual FSQ indices, as stored (Cosmos DV; another family's vocabulary
+      moves the ids below by its size);
     - `64000 + 1024 * b + c`: code c of DAC codebook b (b in 0..8);
     - `FRAME = 73216`: a latent frame begins; `AUDIO = 73217`: its audio begins;
     - `size = 73218`.
@@ -62,7 +63,7 @@ class JointVocabulary:
     A latent frame of h x w visual tokens with k code frames is 2 + hw + 9k ids.
     """
 
-    visual: int = VISUAL_VOCABULARY
+    visual: int = visual_tokenizer(DEFAULT_FAMILY).vocabulary
     codebooks: int = DAC_CODEBOOKS
     codebook_size: int = DAC_CODEBOOK_SIZE
 
@@ -101,6 +102,7 @@ class VideoTokens:
     where: str  # "<manifest>:<line>", for messages
     video: str
     preset: str
+    family: str  # of the tokenizer: avtokens.visual_tokenizers
     kind: str
     factors: tuple[int, int]  # temporal, spatial
     window: int
@@ -143,10 +145,11 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
     videos = [_video_tokens(where, base, row) for where, base, row in chosen]
     kinds = {}
     for video in videos:
-        kinds.setdefault((video.kind, video.factors), video)
+        kinds.setdefault((video.family, video.kind, video.factors), video)
     if len(kinds) > 1:
         described = [
-            f"{v.where} is {v.kind}{v.factors[0]}x{v.factors[1]}x{v.factors[1]}" for v in kinds.values()
+            f"{v.where} is {v.family} {v.kind}{v.factors[0]}x{v.factors[1]}x{v.factors[1]}"
+            for v in kinds.values()
         ]
         raise AvTokensError("one dataset needs one kind of tokens, but " + " and ".join(described))
     problems = [
@@ -162,7 +165,8 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
 
 def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
     return VideoTokens(
-        where=where, video=row["video"], preset=row["preset"], kind=row["kind"],
+        where=where, video=row["video"], preset=row["preset"], family=row.get("family", DEFAULT_FAMILY),
+        kind=row["kind"],
         factors=(row["temporal"], row["spatial"]), window=row["window"],
         visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
         latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
@@ -216,6 +220,8 @@ class AlignedClips(Dataset):
         self.kind = self.videos[0].kind
         if joint_tokens and self.kind != "DV":
             raise ValueError("joint_tokens needs discrete (DV) visual tokens; these are CV latents")
+        if joint_tokens:
+            self.vocabulary = JointVocabulary(visual=visual_tokenizer(self.videos[0].family).vocabulary)
         if audio == "blocks" and block_size is None:
             sizes = {nominal_block_size(v.factors[0], v.fps, DAC_SAMPLE_RATE, DAC_HOP) for v in self.videos}
             if len(sizes) > 1:
@@ -311,7 +317,7 @@ class AlignedClips(Dataset):
         else:
             clip["audio_codes"] = fixed_size_blocks(codes, ranges - first, self.block_size)
         if self.joint_tokens:
-            frames = [JOINT_VOCABULARY.frame_tokens(visual[i], codes[offsets[i] : offsets[i + 1]])
+            frames = [self.vocabulary.frame_tokens(visual[i], codes[offsets[i] : offsets[i + 1]])
                       for i in range(length)]  # fmt: skip
             clip["tokens"] = torch.cat(frames)
             clip["token_offsets"] = torch.tensor([0, *np.cumsum([len(f) for f in frames])])

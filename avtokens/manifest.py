@@ -9,6 +9,7 @@ from pathlib import Path
 
 from avtokens.atomic import atomic_output
 from avtokens.tokenfile import TokenFileReader
+from avtokens.visual_tokenizers import DEFAULT_FAMILY
 
 
 def _header(path) -> tuple[dict, dict]:
@@ -30,6 +31,8 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "audio_tokens": os.path.relpath(audio_tokens, base),
         "visual_shapes": visual_shapes,
         "audio_shapes": audio_shapes,
+        "family": tokenizer.get("family", DEFAULT_FAMILY),
+        "release": tokenizer.get("release", ""),
         "kind": tokenizer["kind"],
         "temporal": tokenizer["temporal"],
         "spatial": tokenizer["spatial"],

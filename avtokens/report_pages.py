@@ -31,9 +31,10 @@ video, img { max-width: 100%; display: block; margin: 0.4em 0; }
 .figures { color: #555; }
 """
 
-TOKEN_COLUMNS = {"video": "video", "preset": "preset", "duration_s": "s", "fps": "fps", "width": "width",
-                 "height": "height", "latent_frames": "latent frames", "latent_width": "latent w",
-                 "latent_height": "latent h", "codes_per_latent_frame": "codes / latent frame",
+TOKEN_COLUMNS = {"video": "video", "preset": "preset", "family": "family", "duration_s": "s", "fps": "fps",
+                 "width": "width", "height": "height", "latent_frames": "latent frames",
+                 "latent_width": "latent w", "latent_height": "latent h",
+                 "codes_per_latent_frame": "codes / latent frame",
                  "visual_tokens": "visual tokens", "audio_tokens": "audio tokens", "total_tokens": "tokens",
                  "tokens_per_second": "tokens / s", "token_bytes": "bytes", "psnr_mean": "PSNR dB",
                  "psnr_p5": "PSNR p5 dB", "ssim_mean": "SSIM"}  # fmt: skip
@@ -89,7 +90,8 @@ def write_overview(folder, token_table, audio_table, quality_plot) -> None:
     """The overview page: quality against token rate, the token and audio tables."""
     tokens, audio = read_tsv(token_table), read_tsv(audio_table)
     body = f"""{_stand_in_note(tokens + audio)}
-<p>Every preset that ran, on every video: Cosmos visual tokens and DAC audio tokens, decoded back.
+<p>Every preset that ran, on every video: visual tokens of its tokenizer family and DAC audio tokens,
+decoded back.
 Video PSNR and SSIM compare the decoder's own frames with the source frames (before the
 reconstruction's mp4 encode); higher is better. Each preset's page plays its comparison videos.</p>
 <h2>Quality against token rate</h2>

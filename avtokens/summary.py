@@ -15,10 +15,11 @@ from avtokens.atomic import atomic_output
 from avtokens.audio_distances import AudioDistances
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileReader, read_metadata
+from avtokens.visual_tokenizers import DEFAULT_FAMILY
 from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
-    "video", "preset", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
+    "video", "preset", "family", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
     "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens", "total_tokens",
     "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean", "stand_in_weights",
 ]  # fmt: skip
@@ -108,6 +109,7 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "files": files,
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
+        "family": meta["tokenizer"].get("family", DEFAULT_FAMILY),
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
         "window": meta["windows"]["frames"],
         "stand_in_weights": bool(meta["stand_in_weights"] or audio_meta["stand_in_weights"]),

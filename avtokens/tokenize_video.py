@@ -30,22 +30,23 @@ import yaml
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output, link_or_copy, storage_problem
 from avtokens.picture import PIXELS
-from avtokens.presets import DEFAULT_WINDOW, ENGINES, make_preset
+from avtokens.presets import make_preset
+from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokenize_video",
-        description="Tokenize one video into Cosmos visual tokens and DAC audio tokens, "
-        "and reconstruct it from them.",
+        description="Tokenize one video into visual tokens (Cosmos by default; --family picks another "
+        "tokenizer) and DAC audio tokens, and reconstruct it from them.",
     )
     p.add_argument("orig_video_dir", type=Path, help="folder of the video (the .wav goes here)")
     p.add_argument("orig_video_file", help="file name of the video inside orig_video_dir")
     p.add_argument("video_nickname", help="names the outputs")
     p.add_argument("is_discrete", choices=["0", "1"], help="1: discrete DV tokens, 0: continuous CV")
-    p.add_argument("temporal_factor", type=int, choices=[4, 8])
-    p.add_argument("spatial_factor", type=int, choices=[8, 16])
+    p.add_argument("temporal_factor", type=int, help="4 or 8 for Cosmos (its release's models)")
+    p.add_argument("spatial_factor", type=int, help="8 or 16 for Cosmos")
     p.add_argument("output_tokens_dir", type=Path)
     p.add_argument("reconstructed_dir", type=Path)
     p.add_argument("--wav-dir", type=Path,
@@ -55,11 +56,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="demo: tiny stand-in models, for trying it offline (default: official)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cores", default="all", help="CPU cores for snakemake (default: all)")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                   help=f"frames per tokenizer window, 1 + k*temporal_factor (default: {DEFAULT_WINDOW}; "
-                        "NVIDIA's tool uses 17)")  # fmt: skip
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="how the Cosmos network runs (README, Engines; default: auto)")  # fmt: skip
+    p.add_argument("--family", choices=sorted(VISUAL_TOKENIZERS), default=DEFAULT_FAMILY,
+                   help=f"tokenizer family (default: {DEFAULT_FAMILY}; README, \"Tokenizer families\")",
+                   )  # fmt: skip
+    p.add_argument("--release", help="the family's release (default: its first; Cosmos: 0.1, 1.0, tokenize1)")
+    p.add_argument("--window", type=int,
+                   help="frames per tokenizer window, 1 + k*temporal_factor (default: the family's, 121 for "
+                        "Cosmos; NVIDIA's tool uses 17)")  # fmt: skip
+    p.add_argument(
+        "--engine", help="how the network runs (README, Engines; default: the family's first: auto)"
+    )
     p.add_argument("--pixels", choices=PIXELS, default="square",
                    help="non-square pixels: resampled to square ones at the display aspect ratio "
                         "(default), or tokenized as stored")  # fmt: skip
@@ -172,8 +178,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     kind = "DV" if args.is_discrete == "1" else "CV"
     name = f"{kind}{args.temporal_factor}x{args.spatial_factor}x{args.spatial_factor}"
-    fields = {"kind": kind, "temporal": args.temporal_factor, "spatial": args.spatial_factor,
-              "window": args.window, "weights": args.weights, "engine": args.engine}  # fmt: skip
+    if args.family != DEFAULT_FAMILY:
+        name = f"{args.family}-{name}"
+    fields = {"family": args.family, "kind": kind, "temporal": args.temporal_factor,
+              "spatial": args.spatial_factor, "weights": args.weights}  # fmt: skip
+    fields |= {
+        key: getattr(args, key) for key in ("release", "window", "engine") if getattr(args, key) is not None
+    }
     try:
         make_preset(name, fields)
     except ValueError as err:

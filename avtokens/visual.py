@@ -1,4 +1,4 @@
-"""Video file <-> Cosmos visual token file, streamed window by window.
+"""Video file <-> visual token file of a preset's tokenizer family, streamed window by window.
 
 Frames come from an ffmpeg pipe `window` at a time, are padded (time: repeat the last
 frame up to 1 + k*tc; space: repeat the edge up to a multiple of the spatial factor),
@@ -25,7 +25,6 @@ from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.background import InOrderWorker, prefetched
 from avtokens.checkpoints import WeightsLock
-from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.devices import resolve_device, runtime_record
 from avtokens.media import (
     DecodedVideo,
@@ -42,10 +41,10 @@ from avtokens.presets import Preset
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, read_metadata
+from avtokens.visual_tokenizers import VisualTokenizer
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows, round_up
 
 log = logging.getLogger(__name__)
-LATENT_CHANNELS = 16
 
 
 def host_frames(windows: Iterator[np.ndarray], device: torch.device) -> Iterator:
@@ -123,8 +122,8 @@ def _batches(items, frames_of, budget_megapixels: float, height: int, width: int
 
 
 @contextlib.contextmanager
-def _explain_oom(device: torch.device, part: str, windows: int, frames: int, height: int, width: int,
-                 budget_megapixels: float):  # fmt: skip
+def _explain_oom(device: torch.device, tokenizer: VisualTokenizer, part: str, windows: int, frames: int,
+                 height: int, width: int, budget_megapixels: float):  # fmt: skip
     """Turn the device running out of memory in a model call into one line naming the setting
     to lower: the window when a single window does not fit, else the batch budget."""
     try:
@@ -133,22 +132,22 @@ def _explain_oom(device: torch.device, part: str, windows: int, frames: int, hei
         if windows == 1:
             raise AvTokensError(
                 f"{device}: one window of {frames} frames at {width}x{height} does not fit in memory for the "
-                f"Cosmos {part}; lower the preset's `window` (now {frames}), for example to 33 or 17"
+                f"{tokenizer.label} {part}; {tokenizer.single_window_advice(frames)}"
             ) from None
         raise AvTokensError(
             f"{device}: {windows} windows of {frames} frames at {width}x{height} "
             f"({windows * frames * width * height / 1e6:.0f} megapixel-frames) do not fit in memory for the "
-            f"Cosmos {part}; lower `batch_megapixels` (now {budget_megapixels:g})"
+            f"{tokenizer.label} {part}; lower `batch_megapixels` (now {budget_megapixels:g})"
         ) from None
 
 
-def encode_video_file(source, dest, preset: Preset, encoder_file, decoder_file, device: str,
-                      batch_megapixels: float, name: str, weights_lock=None,
-                      picture=None) -> None:  # fmt: skip
-    """Tokenize one video with one preset into a visual token file. `weights_lock`: the
-    lock file official weights are checked against (None for stand-ins). `picture`: the
-    settings of `avtokens.picture.plan_picture` (pixels, deinterlace); default theirs."""
-    stage = VisualEncode(preset, encoder_file, decoder_file, device, batch_megapixels, weights_lock, picture)
+def encode_video_file(source, dest, preset: Preset, checkpoint, device: str, batch_megapixels: float,
+                      name: str, weights_lock=None, picture=None) -> None:  # fmt: skip
+    """Tokenize one video with one preset into a visual token file. `checkpoint`: the folder
+    of the preset's model. `weights_lock`: the lock file official weights are checked against
+    (None for stand-ins). `picture`: the settings of `avtokens.picture.plan_picture` (pixels,
+    deinterlace); default theirs."""
+    stage = VisualEncode(preset, checkpoint, device, batch_megapixels, weights_lock, picture)
     run_items(stage, [Item(name, {"source": str(source)}, {"tokens": str(dest)})])
 
 
@@ -190,18 +189,20 @@ class VisualEncode(Stage):
     loaded once for all of them (for many short videos, loading a 100 M-parameter model per
     video would dominate)."""
 
-    def __init__(self, preset: Preset, encoder_file, decoder_file, device: str, batch_megapixels: float,
-                 weights_lock=None, picture=None):  # fmt: skip
-        self.preset, self.encoder_file, self.decoder_file = preset, encoder_file, decoder_file
+    def __init__(self, preset: Preset, checkpoint, device: str, batch_megapixels: float, weights_lock=None,
+                 picture=None):  # fmt: skip
+        self.preset, self.checkpoint = preset, Path(checkpoint)
         self.device, self.batch_megapixels = device, batch_megapixels
         self.weights_lock, self.picture = weights_lock, picture or {}
 
     def open(self) -> None:
-        dev = resolve_device(self.device)
-        self.encoder = CosmosEncoder(
-            self.encoder_file, self.preset, dev, WeightsLock.optional(self.weights_lock)
+        dev, tokenizer = resolve_device(self.device), self.preset.tokenizer
+        self.encoder = tokenizer.encoder(
+            self.checkpoint, self.preset, dev, WeightsLock.optional(self.weights_lock)
         )
-        self.decoder_sha256 = sha256_of(self.decoder_file)
+        decoder_weights = self.checkpoint / tokenizer.weights_file("decoder")
+        same = tokenizer.weights_file("decoder") == tokenizer.weights_file("encoder")
+        self.decoder_sha256 = self.encoder.record["sha256"] if same else sha256_of(decoder_weights)
 
     def prepare(self, item: Item) -> SourceFrames:
         source = Path(item.inputs["source"])
@@ -215,15 +216,15 @@ class VisualEncode(Stage):
             prepared.frames.close()
 
 
-def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha256: str,
+def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
             batch_megapixels: float, opened: SourceFrames) -> None:  # fmt: skip
     preset, dev = encoder.preset, encoder.device
     info, picture = opened.info, opened.picture
     tc, s = preset.temporal, preset.spatial
     height, width = round_up(picture.height, s), round_up(picture.width, s)
-    discrete = preset.is_discrete
-    tensor_name = "indices" if discrete else "latents"
-    frame_shape = (height // s, width // s) + (() if discrete else (LATENT_CHANNELS,))
+    discrete, layout = preset.is_discrete, preset.tokenizer.layout(preset.kind)
+    tensor_name = layout.tensor
+    frame_shape = (height // s, width // s) + (() if discrete else (encoder.channels,))
     windows: list[Window] = []
     progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
 
@@ -242,16 +243,16 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
             batches = _batches(windows_read(), lambda b: b[0].padded_frames, batch_megapixels, height, width)
             for batch in batches:
                 win = batch[0][0]
-                with _explain_oom(dev, "encoder", len(batch), win.padded_frames, height, width,
-                                  batch_megapixels):  # fmt: skip
+                with _explain_oom(dev, preset.tokenizer, "encoder", len(batch), win.padded_frames, height,
+                                  width, batch_megapixels):  # fmt: skip
                     x = model_input(batch, height, width, dev, encoder.dtype)
                     tokens = encoder(x)
                 expected = win.latent_frames(tc)
                 if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
                     raise AvTokensError(
                         f"{encoder.record['file']}: gave tokens {tuple(tokens.shape)} for "
-                        f"{len(batch)} windows of {tuple(x.shape[1:])}; a {preset.kind}"
-                        f"{preset.factors} encoder gives {expected} x {frame_shape[:2]}"
+                        f"{len(batch)} windows of {tuple(x.shape[1:])}; a {preset.kind}{preset.factors} "
+                        f"{preset.tokenizer.label} encoder gives {expected} x {frame_shape[:2]}"
                     )
                 del x  # before the next batch is made: one batch's input alive at a time
                 saver.put(tokens.to(torch.uint16) if discrete else tokens)
@@ -272,12 +273,12 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
                         "last_real_frames": windows[-1].real_frames,
                         "last_padded_frames": windows[-1].padded_frames},
             "latent": {"frames": len(spans), "height": frame_shape[0], "width": frame_shape[1],
-                       "channels": None if discrete else LATENT_CHANNELS,
+                       "channels": None if discrete else encoder.channels,
                        "tensor": tensor_name},
-            "tokenizer": {"kind": preset.kind, "temporal": tc, "spatial": s,
-                          "window": preset.window, "repo": preset.repo,
+            "tokenizer": {"family": preset.family, "release": preset.release, "kind": preset.kind,
+                          "temporal": tc, "spatial": s, "window": preset.window, "repo": preset.repo,
                           "weights": preset.weights, "encoder": encoder.record,
-                          "decoder_sha256": decoder_sha256},
+                          "decoder_sha256": decoder_sha256, **encoder.metadata},
             "stand_in_weights": encoder.stand_in,
             "runtime": runtime_record(dev),
         }  # fmt: skip
@@ -286,11 +287,11 @@ def _encode(encoder: CosmosEncoder, source: Path, dest, name: str, decoder_sha25
              frame_shape, tensor_name)  # fmt: skip
 
 
-def decode_token_file(tokens_path, dest, preset: Preset, decoder_file, device: str,
-                      batch_megapixels: float, crf: int, x264_preset: str, source, frame_metrics,
+def decode_token_file(tokens_path, dest, preset: Preset, checkpoint, device: str, batch_megapixels: float,
+                      crf: int, x264_preset: str, source, frame_metrics,
                       weights_lock=None) -> None:  # fmt: skip
     """Reconstruct one visual token file (`VisualDecode`)."""
-    stage = VisualDecode(preset, decoder_file, device, batch_megapixels, crf, x264_preset, weights_lock)
+    stage = VisualDecode(preset, checkpoint, device, batch_megapixels, crf, x264_preset, weights_lock)
     item = Item("", {"tokens": str(tokens_path), "source": str(source)},
                 {"video": str(dest), "frame_metrics": str(frame_metrics)})  # fmt: skip
     run_items(stage, [item])
@@ -303,26 +304,26 @@ class VisualDecode(Stage):
     before the mp4 encode touches it. The mp4's comment tag records the decoder (file,
     engine, self-check). The decoder is loaded once for all the videos."""
 
-    def __init__(self, preset: Preset, decoder_file, device: str, batch_megapixels: float, crf: int,
+    def __init__(self, preset: Preset, checkpoint, device: str, batch_megapixels: float, crf: int,
                  x264_preset: str, weights_lock=None):  # fmt: skip
-        self.preset, self.decoder_file, self.device = preset, decoder_file, device
+        self.preset, self.checkpoint, self.device = preset, Path(checkpoint), device
         self.batch_megapixels, self.crf, self.x264_preset = batch_megapixels, crf, x264_preset
         self.weights_lock = weights_lock
 
     def open(self) -> None:
         dev = resolve_device(self.device)
-        self.decoder = CosmosDecoder(
-            self.decoder_file, self.preset, dev, WeightsLock.optional(self.weights_lock)
-        )
+        lock = WeightsLock.optional(self.weights_lock)
+        self.decoder = self.preset.tokenizer.decoder(self.checkpoint, self.preset, dev, lock)
 
     def prepare(self, item: Item):
         tokens_path, preset = item.inputs["tokens"], self.preset
         meta = read_metadata(tokens_path)
         tok = meta["tokenizer"]
-        if (tok["kind"], tok["temporal"], tok["spatial"]) != (preset.kind, preset.temporal, preset.spatial):
+        made = (tok.get("family", "cosmos"), tok["kind"], tok["temporal"], tok["spatial"])
+        if made != (preset.family, preset.kind, preset.temporal, preset.spatial):
             raise AvTokensError(
-                f"{tokens_path}: made by a {tok['kind']}{tok['temporal']}x{tok['spatial']}x{tok['spatial']} "
-                f"tokenizer, but preset '{preset.name}' decodes {preset.kind}{preset.factors}"
+                f"{tokens_path}: made by a {made[0]} {made[1]}{made[2]}x{made[3]}x{made[3]} "
+                f"tokenizer, but preset '{preset.name}' decodes {preset.family} {preset.kind}{preset.factors}"
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
@@ -381,7 +382,8 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
             height, width = video["padded_height"], video["padded_width"]
             for batch in _batches(indexed, lambda b: b[1].padded_frames, batch_megapixels, height, width):
                 tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
-                with _explain_oom(dev, "decoder", len(batch), batch[0][1].padded_frames, height, width,
+                frames = batch[0][1].padded_frames
+                with _explain_oom(dev, preset.tokenizer, "decoder", len(batch), frames, height, width,
                                   batch_megapixels):  # fmt: skip
                     decoded = decoder(tokens)
                 for (index, win), window_frames in zip(batch, decoded, strict=True):

@@ -1,6 +1,6 @@
 """How a video's frames are cut into tokenizer windows and latent frames.
 
-The Cosmos tokenizer is causal: a window of T = 1 + k*tc frames gives 1 + k latent
+The tokenizers are causal: a window of T = 1 + k*tc frames gives 1 + k latent
 frames, the first standing for one frame and each later one for tc frames. Windows
 are coded independently, so every window restarts that pattern.
 """

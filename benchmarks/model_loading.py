@@ -71,7 +71,7 @@ def main() -> None:
             shards = [f"shard{k:05d}" for k in range(-(-args.clips // per_job))]
             base = workflow_command(workdir, overlay, cores=args.cores)
             if args.step == "visual_encode":
-                needed = ["resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"]
+                needed = ["resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16"]
                 per_video = [f"results/DV8x16x16/tokens/{name}_visual_tokens.safetensors" for name in names]
                 per_shard = [f"results/shards/DV8x16x16/{shard}/visual_encode.shard.json" for shard in shards]
             else:

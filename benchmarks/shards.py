@@ -151,7 +151,7 @@ def throughput(args, work: Path) -> dict:
         if args.weights == "demo":  # the stand-in weights are made outside the timing, once
             if stand_ins is None:
                 targets = ["resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth",
-                           "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16/encoder.jit"]  # fmt: skip
+                           "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16"]  # fmt: skip
                 run(workflow_command(workdir, overlay, *targets, cores=args.cores))
                 stand_ins = workdir / "resources" / "demo_weights"
             else:

@@ -47,8 +47,9 @@ from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
 from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
 from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg  # noqa: E402
-from avtokens.presets import ENGINES, make_preset  # noqa: E402
+from avtokens.presets import make_preset  # noqa: E402
 from avtokens.rule import bound_heap_growth  # noqa: E402
+from avtokens.visual_tokenizers.cosmos import ENGINES  # noqa: E402
 from avtokens.windows import Window, padded_length, round_up  # noqa: E402
 
 
@@ -190,11 +191,9 @@ def main() -> int:
         frames = probe(clip).packet_count
         tokens, rec, metrics = work / "tokens.safetensors", work / "rec.mp4", work / "frames.tsv"
         with Stage(device) as enc:
-            visual.encode_video_file(
-                clip, tokens, preset, enc_file, dec_file, args.device, args.batch_megapixels, "b"
-            )
+            visual.encode_video_file(clip, tokens, preset, work, args.device, args.batch_megapixels, "b")
         with Stage(device) as dec:
-            visual.decode_token_file(tokens, rec, preset, dec_file, args.device, args.batch_megapixels, 18,
+            visual.decode_token_file(tokens, rec, preset, work, args.device, args.batch_megapixels, 18,
                                      "veryfast", clip, metrics)  # fmt: skip
         wav, timeline = work / "a.wav", work / "timeline.json"
         codes, wav_out = work / "codes.safetensors", work / "a_out.wav"

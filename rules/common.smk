@@ -16,11 +16,11 @@ from snakemake.utils import validate
 PACKAGE_ROOT = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_free=True))
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
-from avtokens.checkpoints import cosmos_folder, dac_file
+from avtokens.checkpoints import checkpoint_folder, dac_file
 from avtokens.media import unusable_source
 from avtokens.outcome import left_out_message
 from avtokens.shards import fill_pattern
-from avtokens.presets import grid_presets, make_preset, released_model_factors
+from avtokens.presets import grid_presets, make_preset
 
 DEMO_WEIGHTS = "resources/demo_weights"
 
@@ -131,16 +131,20 @@ SHARDS = {
 }
 CHECKPOINTS = config["checkpoints"]
 
-# Checkpoint folder -> Hugging Face repo, for the official presets that run.
-OFFICIAL_REPOS = {}
+# Checkpoint folder -> Hugging Face repo, and the files their families read, for the official
+# presets that run; stand-in folder -> a preset whose model it stands in for, for the demo ones.
+OFFICIAL_REPOS, CHECKPOINT_FILES, DEMO_MODELS = {}, set(), {}
 for name in RUN:
     preset = PRESETS[name]
-    if preset.weights == "official":
-        if OFFICIAL_REPOS.setdefault(preset.model, preset.repo) != preset.repo:
-            raise WorkflowError(
-                f"config: presets use two repos named {preset.model} "
-                f"({OFFICIAL_REPOS[preset.model]} and {preset.repo}); their files would share a folder"
-            )
+    if preset.weights == "demo":
+        DEMO_MODELS.setdefault(preset.model, preset)
+        continue
+    if OFFICIAL_REPOS.setdefault(preset.model, preset.repo) != preset.repo:
+        raise WorkflowError(
+            f"config: presets use two repos named {preset.model} "
+            f"({OFFICIAL_REPOS[preset.model]} and {preset.repo}); their files would share a folder"
+        )
+    CHECKPOINT_FILES.update(preset.tokenizer.checkpoint_files())
 
 
 def _alternatives(names):
@@ -152,8 +156,9 @@ wildcard_constraints:
     video="(?!)" if SHARDS else _alternatives(videos.index),
     preset=_alternatives(PRESETS),
     shard=r"shard\d\d\d\d\d+",
-    model=r"Cosmos-0\.1-Tokenizer-(CV|DV)\d+x\d+x\d+",
+    model=_alternatives(DEMO_MODELS) or "(?!)",
     folder=_alternatives(OFFICIAL_REPOS) or "(?!)",
+    file=_alternatives(sorted(CHECKPOINT_FILES)) or "(?!)",
     weights="official|demo",
 
 
@@ -267,17 +272,29 @@ def preset_params(wildcards):
     return dataclasses.asdict(PRESETS[wildcards.preset])
 
 
-def weights_file(part):
-    """Input function for one Cosmos weights file of a preset: `encoder` or `decoder`.
-    Demo weights are built by a rule; official ones are fetched by one unless present."""
+def model_folder(preset):
+    """Where the preset's checkpoint is: the stand-in folder a rule builds (demo weights), or
+    the official one."""
+    if preset.weights == "demo":
+        return f"{DEMO_WEIGHTS}/{preset.model}"
+    return str(checkpoint_folder(CHECKPOINTS, preset))
+
+
+def model_files(*parts):
+    """Input function: the checkpoint files the preset's `parts` (encoder, decoder) read: its
+    stand-in folder, built whole by one rule, or each official file, fetched unless present."""
 
     def get(wildcards):
         preset = PRESETS[wildcards.preset]
         if preset.weights == "demo":
-            return f"{DEMO_WEIGHTS}/{preset.model}/{part}.jit"
-        return str(cosmos_folder(CHECKPOINTS, preset) / f"{part}.jit")
+            return [model_folder(preset)]
+        return [f"{model_folder(preset)}/{name}" for name in preset.tokenizer.checkpoint_files(*parts)]
 
     return get
+
+
+def checkpoint_of_preset(wildcards):
+    return model_folder(PRESETS[wildcards.preset])
 
 
 def dac_weights(wildcards):
@@ -302,9 +319,10 @@ def repo_of_folder(wildcards):
     return OFFICIAL_REPOS[wildcards.folder]
 
 
-def demo_factors(wildcards):
-    kind, temporal, spatial = released_model_factors(wildcards.model)
-    return {"discrete": kind == "DV", "temporal": temporal, "spatial": spatial}
+def stand_in_model(wildcards):
+    """The family and model a stand-in folder is built for."""
+    preset = DEMO_MODELS[wildcards.model]
+    return {"family": preset.family, "kind": preset.kind, "temporal": preset.temporal, "spatial": preset.spatial}
 
 
 def report_outputs():

@@ -109,8 +109,7 @@ use rule summarize_audio as shard_summarize_audio with:
 use rule visual_encode as shard_visual_encode with:
     input:
         sources=shard_sources,
-        encoder=weights_file("encoder"),
-        decoder=weights_file("decoder"),
+        weights=model_files("encoder", "decoder"),
     output:
         record=shard_record("{preset}", "visual_encode"),
     log:
@@ -123,7 +122,7 @@ use rule visual_decode as shard_visual_decode with:
     input:
         records=upstream("{preset}/visual_encode"),
         sources=shard_sources,
-        decoder=weights_file("decoder"),
+        weights=model_files("decoder"),
     output:
         record=shard_record("{preset}", "visual_decode"),
     log:

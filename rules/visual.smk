@@ -1,18 +1,18 @@
-# Video: source -> Cosmos tokens (streamed in windows) -> reconstructed mp4, each decoded
+# Video: source -> visual tokens of the preset's tokenizer family (streamed in windows) -> reconstructed mp4, each decoded
 # frame scored against its source frame on the way (before the mp4 encode).
 
 
 rule visual_encode:
     input:
         source=source_video,
-        encoder=weights_file("encoder"),
-        decoder=weights_file("decoder"),
+        weights=model_files("encoder", "decoder"),
     output:
         tokens=VISUAL_TOKENS,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
     params:
         preset=preset_params,
+        checkpoint=checkpoint_of_preset,
         weights_lock=weights_lock,
         picture=config["picture"],
     resources:
@@ -29,7 +29,7 @@ rule visual_encode:
 rule visual_decode:
     input:
         tokens=VISUAL_TOKENS,
-        decoder=weights_file("decoder"),
+        weights=model_files("decoder"),
         source=source_video,
     output:
         video=VISUAL_MP4,
@@ -38,6 +38,7 @@ rule visual_decode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:
         preset=preset_params,
+        checkpoint=checkpoint_of_preset,
         weights_lock=weights_lock,
         crf=config["reconstruction"]["crf"],
         x264_preset=config["reconstruction"]["x264_preset"],

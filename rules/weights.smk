@@ -1,22 +1,23 @@
 # Official weights, fetched once into `checkpoints` unless already there (localrule: on a
 # cluster the head node usually has the network access), and stand-in weights for
-# `weights: demo`, built here in the official file formats.
+# `weights: demo`, built here in the official file formats. Which files a checkpoint has and
+# how a stand-in is made are its tokenizer family's (avtokens.visual_tokenizers).
 
 
-rule download_cosmos:
+rule download_weights:
     output:
-        encoder=f"{CHECKPOINTS}/{{folder}}/encoder.jit",
-        decoder=f"{CHECKPOINTS}/{{folder}}/decoder.jit",
+        f"{CHECKPOINTS}/{{folder}}/{{file}}",
     log:
-        "logs/download/{folder}.log",
+        "logs/download/{folder}/{file}.log",
     params:
         repo=repo_of_folder,
+        folder=f"{CHECKPOINTS}/{{folder}}",
     localrule: True
     priority: 100
     conda:
         "../envs/avtokens.yaml"
     script:
-        "../scripts/download_cosmos.py"
+        "../scripts/download_weights.py"
 
 
 rule download_dac:
@@ -34,18 +35,17 @@ rule download_dac:
         "../scripts/download_dac.py"
 
 
-rule demo_cosmos_weights:
+rule stand_in_weights:
     output:
-        encoder=f"{DEMO_WEIGHTS}/{{model}}/encoder.jit",
-        decoder=f"{DEMO_WEIGHTS}/{{model}}/decoder.jit",
+        directory(f"{DEMO_WEIGHTS}/{{model}}"),
     log:
         "logs/demo_weights/{model}.log",
     params:
-        factors=demo_factors,
+        model=stand_in_model,
     conda:
         "../envs/avtokens.yaml"
     script:
-        "../scripts/demo_cosmos_weights.py"
+        "../scripts/stand_in_weights.py"
 
 
 rule demo_dac_weights:

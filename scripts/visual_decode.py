@@ -6,7 +6,7 @@ run_stage(
     snakemake,
     VisualDecode(
         Preset(**snakemake.params.preset),
-        decoder_file=snakemake.input.decoder,
+        checkpoint=snakemake.params.checkpoint,
         device=snakemake.config["device"],
         batch_megapixels=snakemake.config["batch_megapixels"],
         crf=snakemake.params.crf,

@@ -6,8 +6,7 @@ run_stage(
     snakemake,
     VisualEncode(
         Preset(**snakemake.params.preset),
-        encoder_file=snakemake.input.encoder,
-        decoder_file=snakemake.input.decoder,
+        checkpoint=snakemake.params.checkpoint,
         device=snakemake.config["device"],
         batch_megapixels=snakemake.config["batch_megapixels"],
         weights_lock=snakemake.params.weights_lock,

@@ -47,18 +47,18 @@ def count_frames(path: Path) -> int:
 
 @functools.cache
 def stand_in_weights() -> Path:
-    """Stand-in weights for all six released factor pairs and DAC, in the layout `weights:
-    demo` builds under resources/demo_weights; built once per test process."""
-    from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in
-    from avtokens.presets import DAC_WEIGHTS_FILE, RELEASED_FACTORS, default_model_name
+    """Stand-in weights for every model of each tokenizer family's default release (Cosmos:
+    all six factor pairs) and DAC, in the layout `weights: demo` builds under
+    resources/demo_weights; built once per test process."""
+    from avtokens.demo_weights import write_dac_stand_in
+    from avtokens.presets import DAC_WEIGHTS_FILE
+    from avtokens.visual_tokenizers import VISUAL_TOKENIZERS
 
     root = Path(tempfile.mkdtemp(prefix="avtokens-stand-ins-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    for kind in ("CV", "DV"):
-        for temporal, spatial in RELEASED_FACTORS:
-            write_cosmos_stand_in(
-                root / default_model_name(kind, temporal, spatial), kind == "DV", temporal, spatial
-            )
+    for family in VISUAL_TOKENIZERS.values():
+        for (kind, temporal, spatial), repo in family.models(family.default_release).items():
+            family.write_stand_in(root / family.folder_names(repo)[0], kind, temporal, spatial)
     write_dac_stand_in(root / "dac" / DAC_WEIGHTS_FILE)
     return root
 

@@ -115,16 +115,7 @@ def two_videos(tmp_path_factory, demo_weights):
         for preset in presets.values():
             model = demo_weights / preset.model
             visual[preset.name] = folder / f"{name}_{preset.name}_visual.safetensors"
-            encode_video_file(
-                source,
-                visual[preset.name],
-                preset,
-                model / "encoder.jit",
-                model / "decoder.jit",
-                "cpu",
-                2,
-                name,
-            )
+            encode_video_file(source, visual[preset.name], preset, model, "cpu", 2, name)
         videos[name] = {
             "source": source,
             "wav": wav,

@@ -5,6 +5,7 @@ import torch
 
 from avtokens import AvTokensError
 from avtokens.visual import _batches, _explain_oom, windows_per_call
+from avtokens.visual_tokenizers.cosmos import COSMOS
 from avtokens.windows import plan_windows
 
 
@@ -29,17 +30,17 @@ def oom():
 
 def test_running_out_of_memory_names_the_setting_to_lower():
     device = torch.device("cuda:0")
-    with pytest.raises(AvTokensError) as err, _explain_oom(device, "encoder", 1, 121, 1088, 1920, 64):
+    with pytest.raises(AvTokensError) as err, _explain_oom(device, COSMOS, "encoder", 1, 121, 1088, 1920, 64):
         oom()
     assert str(err.value) == (
         "cuda:0: one window of 121 frames at 1920x1088 does not fit in memory for the Cosmos encoder; "
         "lower the preset's `window` (now 121), for example to 33 or 17"
     )
-    with pytest.raises(AvTokensError) as err, _explain_oom(device, "decoder", 4, 17, 720, 1280, 64):
+    with pytest.raises(AvTokensError) as err, _explain_oom(device, COSMOS, "decoder", 4, 17, 720, 1280, 64):
         oom()
     assert str(err.value) == (
         "cuda:0: 4 windows of 17 frames at 1280x720 (63 megapixel-frames) do not fit in memory for the "
         "Cosmos decoder; lower `batch_megapixels` (now 64)"
     )
-    with pytest.raises(ValueError), _explain_oom(device, "decoder", 4, 17, 720, 1280, 64):
+    with pytest.raises(ValueError), _explain_oom(device, COSMOS, "decoder", 4, 17, 720, 1280, 64):
         raise ValueError("other errors pass through")

@@ -1,6 +1,7 @@
 """Official weights: fetched once, reused offline, pinned, and clear failures."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from fake_hub import FakeHub
 from helpers import make_clip, planned_jobs, run_workflow
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock, cosmos_folder, fetch_cosmos, fetch_url
+from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock, checkpoint_folder, fetch_files, fetch_url
 from avtokens.demo_weights import write_cosmos_stand_in
 from avtokens.media import sha256_of
 from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
@@ -33,7 +34,7 @@ def hub_for(weights):
 
 def test_fetch_into_an_empty_folder(demo_weights, tmp_path):
     with hub_for(demo_weights) as hub:
-        fetch_cosmos(REPO, tmp_path / FOLDER, endpoint=hub.url)
+        fetch_files(REPO, ["encoder.jit", "decoder.jit"], tmp_path / FOLDER, endpoint=hub.url)
         fetch_url(f"{hub.url}/files/{DAC_WEIGHTS_FILE}", tmp_path / "dac" / DAC_WEIGHTS_FILE)
     for name in ("encoder.jit", "decoder.jit"):
         assert (tmp_path / FOLDER / name).read_bytes() == (demo_weights / FOLDER / name).read_bytes()
@@ -47,7 +48,7 @@ def test_fetch_into_an_empty_folder(demo_weights, tmp_path):
 def test_a_failed_fetch_says_what_where_and_how_out_and_leaves_nothing(demo_weights, tmp_path, repo, reason):
     with hub_for(demo_weights) as hub:
         with pytest.raises(AvTokensError) as err:
-            fetch_cosmos(repo, tmp_path / "ckpt" / "X", endpoint=hub.url)
+            fetch_files(repo, ["encoder.jit", "decoder.jit"], tmp_path / "ckpt" / "X", endpoint=hub.url)
     message = str(err.value)
     for part in ("encoder.jit, decoder.jit", f"Hugging Face repo {repo}", f"{tmp_path}/ckpt/X/", reason,
                  "HF_TOKEN", "copy encoder.jit, decoder.jit there by hand"):  # fmt: skip
@@ -77,12 +78,12 @@ def test_the_lock_pins_on_first_use_and_refuses_a_changed_file(tmp_path):
 
 def test_files_under_the_older_repo_name_are_found(tmp_path):
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 8, "window": 17})
-    assert cosmos_folder(tmp_path, preset) == tmp_path / "Cosmos-0.1-Tokenizer-DV8x8x8"  # fetch target
+    assert checkpoint_folder(tmp_path, preset) == tmp_path / "Cosmos-0.1-Tokenizer-DV8x8x8"  # fetch target
     old = tmp_path / "Cosmos-Tokenizer-DV8x8x8"
     old.mkdir()
     for name in ("encoder.jit", "decoder.jit"):
         (old / name).write_bytes(b"x")
-    assert cosmos_folder(tmp_path, preset) == old
+    assert checkpoint_folder(tmp_path, preset) == old
     renamed = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 8, "window": 17,
                                 "repo": "nvidia/Cosmos-Tokenizer-DV8x8x8"})  # fmt: skip
     assert renamed.folder_names == ["Cosmos-Tokenizer-DV8x8x8", "Cosmos-0.1-Tokenizer-DV8x8x8"]
@@ -132,7 +133,7 @@ def test_present_checkpoints_are_reused_without_network(official, tmp_path):
     workdir, overlay = copy_of_official_run(official, tmp_path)  # the hub is down now
     shutil.rmtree(workdir / "results")
     dry = run_workflow(workdir, overlay, "--dry-run", env={"HF_HUB_OFFLINE": "1"})
-    assert "download_cosmos" not in planned_jobs(dry) and "download_dac" not in planned_jobs(dry)
+    assert "download_weights" not in planned_jobs(dry) and "download_dac" not in planned_jobs(dry)
     # The combined mp4: every job that loads a checkpoint (the two models each way), and no
     # other. A fetch would have failed: offline, and the endpoint a closed port.
     combined = workdir / "results" / "p" / "reconstructed" / "clip_combined.mp4"
@@ -183,7 +184,7 @@ def test_unobtainable_weights_stop_the_run_before_any_model_job(demo_weights, tm
         proc = run_workflow(tmp_path / "w", overlay, check=False, env={"HF_ENDPOINT": hub.url})
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    assert "cannot fetch encoder.jit, decoder.jit from Hugging Face repo nvidia/gated" in text
+    assert re.search(r"cannot fetch (en|de)coder\.jit from Hugging Face repo nvidia/gated", text)
     assert f"{tmp_path}/ckpt/gated/" in text and "HF_TOKEN" in text
     assert not (tmp_path / "ckpt" / "gated").exists()
     assert not (tmp_path / "w" / "results" / "p").exists()  # no model job ran

@@ -7,12 +7,13 @@ import torch
 from avtokens import AvTokensError
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder
 from avtokens.fsq import CODEBOOK_SIZE
-from avtokens.presets import RELEASED_FACTORS, make_preset
+from avtokens.presets import make_preset
 from avtokens.visual import model_input, model_output_to_frames
+from avtokens.visual_tokenizers.cosmos import COSMOS
 from avtokens.windows import Window
 
 CPU = torch.device("cpu")
-PRESETS = [(kind, t, s) for kind in ("CV", "DV") for t, s in sorted(RELEASED_FACTORS)]
+PRESETS = sorted(COSMOS.models("0.1"))
 
 
 def files(weights_dir, p, part):

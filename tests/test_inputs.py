@@ -140,10 +140,8 @@ def test_awkward_but_valid_videos_tokenize_and_reconstruct_exactly(tmp_path, dem
     preset = make_preset("p", {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "weights": "demo"})
     folder = demo_weights / preset.model
     tokens, video, metrics = tmp_path / "t.safetensors", tmp_path / "rec.mp4", tmp_path / "frames.tsv"
-    encode_video_file(source, tokens, preset, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "v")
-    decode_token_file(
-        tokens, video, preset, folder / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
-    )
+    encode_video_file(source, tokens, preset, folder, "cpu", 2, "v")
+    decode_token_file(tokens, video, preset, folder, "cpu", 2, 18, "ultrafast", source, metrics)
     meta = load_tokens(tokens).metadata["video"]
     assert (meta["width"], meta["height"], meta["frame_count"]) == (width, height, frames)
     assert meta["filled_frames"] == frames - 20 and not meta["variable_rate"]
@@ -176,7 +174,7 @@ def test_a_cut_whose_edit_list_drops_frames_gets_codes_for_the_decoded_frames(tm
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "weights": "demo"})
     folder = demo_weights / preset.model
     tokens = tmp_path / "t.safetensors"
-    encode_video_file(source, tokens, preset, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "v")
+    encode_video_file(source, tokens, preset, folder, "cpu", 2, "v")
     audio = load_tokens(code_and_align_audio(source, tokens, tmp_path, demo_weights))
     assert (
         audio.metadata["alignment"]["frame_count"]

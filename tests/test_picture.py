@@ -84,7 +84,7 @@ def test_an_anamorphic_source_reconstructs_at_its_display_aspect_either_way(
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 9, "weights": "demo"})
     model = demo_weights / preset.model
     tokens, video, metrics, comparison = (tmp_path / n for n in ("t.safetensors", "v.mp4", "f.tsv", "c.mp4"))
-    encode_video_file(source, tokens, preset, model / "encoder.jit", model / "decoder.jit", "cpu", 2, "dvd",
+    encode_video_file(source, tokens, preset, model, "cpu", 2, "dvd",
                       picture={"pixels": pixels, "deinterlace": True})  # fmt: skip
     meta = load_tokens(tokens).metadata
     assert (meta["picture"]["width"], meta["picture"]["height"]) == seen and meta["picture"][
@@ -92,9 +92,7 @@ def test_an_anamorphic_source_reconstructs_at_its_display_aspect_either_way(
     ] == pixels
     assert meta["picture"]["display_aspect_ratio"] == "4:3" and meta["video"]["sample_aspect_ratio"] == "8:9"
     assert (meta["latent"]["width"], meta["latent"]["height"]) == (-(-seen[0] // 16), 30)
-    decode_token_file(
-        tokens, video, preset, model / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
-    )
+    decode_token_file(tokens, video, preset, model, "cpu", 2, 18, "ultrafast", source, metrics)
     write_comparison(source, video, metrics, tokens, comparison, "p", 18, "ultrafast")
     assert (probe(video).width, probe(video).height) == seen and count_frames(video) == 12
     assert display_aspect(video) == Fraction(4, 3) and display_aspect(comparison) == Fraction(8, 3)
@@ -181,11 +179,9 @@ def test_an_odd_sized_comparison_is_4_2_0_so_that_browsers_play_it(tmp_path, dem
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 9, "weights": "demo"})
     model = demo_weights / preset.model
     tokens, video, metrics, comparison = (tmp_path / n for n in ("t.safetensors", "v.mp4", "f.tsv", "c.mp4"))
-    encode_video_file(source, tokens, preset, model / "encoder.jit", model / "decoder.jit", "cpu", 2, "odd",
+    encode_video_file(source, tokens, preset, model, "cpu", 2, "odd",
                       picture={"pixels": "square", "deinterlace": True})  # fmt: skip
-    decode_token_file(
-        tokens, video, preset, model / "decoder.jit", "cpu", 2, 18, "ultrafast", source, metrics
-    )
+    decode_token_file(tokens, video, preset, model, "cpu", 2, 18, "ultrafast", source, metrics)
     write_comparison(source, video, metrics, tokens, comparison, "p", 0, "ultrafast")
     with av.open(str(comparison)) as container:
         stream = container.streams.video[0]

@@ -96,7 +96,7 @@ def test_in_shard_mode_each_shard_job_is_one_cluster_job(runs):
     visual = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
     stages = [*audio, *visual, "plot_frame_psnr"]
     once = [
-        "demo_cosmos_weights",
+        "stand_in_weights",
         "demo_dac_weights",
         "token_table",
         "audio_table",

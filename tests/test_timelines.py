@@ -117,7 +117,7 @@ def test_a_damaged_file_keeps_its_timeline(tmp_path, demo_weights, damage):
 
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "weights": "demo"})
     folder, tokens = demo_weights / preset.model, tmp_path / "t.safetensors"
-    encode_video_file(source, tokens, preset, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "v")
+    encode_video_file(source, tokens, preset, folder, "cpu", 2, "v")
     visual = load_tokens(tokens).metadata["video"]
     extract_audio(source, "v", tmp_path / "a.wav", tmp_path / "timeline.json")
     timeline = json.loads((tmp_path / "timeline.json").read_text())["video"]

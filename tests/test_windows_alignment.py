@@ -12,7 +12,7 @@ from avtokens.alignment import (
     fixed_size_blocks,
     nominal_block_size,
 )
-from avtokens.presets import Preset, grid_presets, make_preset, released_model_factors
+from avtokens.presets import Preset, grid_presets, make_preset
 from avtokens.windows import (
     check_window_length,
     latent_frame_count,
@@ -82,7 +82,10 @@ def test_fixed_size_view_cuts_and_pads_each_latent_frame():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"kind": "CV", "temporal": 4, "spatial": 16, "window": 17}, "temporal 4 exists only with spatial 8"),
+        (
+            {"kind": "CV", "temporal": 4, "spatial": 16, "window": 17},
+            "no Cosmos tokenizer of release 0.1 is CV4x16x16",
+        ),
         ({"kind": "XV", "temporal": 8, "spatial": 8, "window": 17}, "kind must be CV or DV"),
         ({"kind": "CV", "temporal": 8, "spatial": 8, "window": 20}, "window 20 is not 1 + k*8"),
         ({"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "weights": "x"}, "weights must be"),
@@ -185,11 +188,12 @@ def test_fixed_size_view_pads_with_the_last_code_frame_or_zeros_when_there_is_no
 def test_presets_take_their_fields_and_the_documented_defaults():
     full = {"kind": "DV", "temporal": 8, "spatial": 16, "window": 33, "weights": "demo", "engine": "eager"}
     assert make_preset("a", full) == Preset(
-        "a", "DV", 8, 16, 33, "demo", "nvidia/Cosmos-0.1-Tokenizer-DV8x16x16", "eager"
+        "a", "DV", 8, 16, 33, "demo", "nvidia/Cosmos-0.1-Tokenizer-DV8x16x16", "eager", "cosmos", "0.1"
     )
-    # Defaults: window 121, official weights, NVIDIA's repo for the factors, engine auto.
+    # Defaults: family cosmos, its release 0.1, window 121, official weights, NVIDIA's repo for
+    # the factors, engine auto.
     assert make_preset("b", {"kind": "CV", "temporal": "4", "spatial": "8"}) == Preset(
-        "b", "CV", 4, 8, 121, "official", "nvidia/Cosmos-0.1-Tokenizer-CV4x8x8", "auto"
+        "b", "CV", 4, 8, 121, "official", "nvidia/Cosmos-0.1-Tokenizer-CV4x8x8", "auto", "cosmos", "0.1"
     )
     assert make_preset("c", {"kind": "CV", "temporal": 8, "spatial": 8}, "demo").weights == "demo"
     # `repo` picks another official checkpoint; stand-ins exist for the released layouts only.
@@ -204,8 +208,8 @@ def test_presets_take_their_fields_and_the_documented_defaults():
     [
         (
             {"kind": "CV", "temporal": 4, "spatial": 16},
-            "preset 'p': no Cosmos tokenizer compresses 4x16x16; released factors are 4x8x8, 8x8x8, "
-            "8x16x16 (temporal 4 exists only with spatial 8)",
+            "preset 'p': no Cosmos tokenizer of release 0.1 is CV4x16x16; it has CV4x8x8, CV8x8x8, "
+            "CV8x16x16, DV4x8x8, DV8x8x8, DV8x16x16",
         ),
         ({"kind": "cv", "temporal": 8, "spatial": 8}, "preset 'p': kind must be CV or DV, not 'cv'"),
         (
@@ -214,7 +218,7 @@ def test_presets_take_their_fields_and_the_documented_defaults():
         ),
         (
             {"kind": "DV", "temporal": 8, "spatial": 8, "engine": "jit"},
-            "preset 'p': engine must be one of auto, torchscript, eager, compiled, not 'jit'",
+            "preset 'p': engine must be one of auto, torchscript, eager, compiled (family cosmos), not 'jit'",
         ),
         (
             {"kind": "DV", "temporal": 4, "spatial": 8, "window": 8},
@@ -238,16 +242,6 @@ def test_every_engine_and_both_kinds_are_accepted():
 def test_grid_notes_name_what_was_left_out():
     _, skipped = grid_presets({"kind": ["DV"], "temporal": [4], "spatial": [16], "window": [17]})
     assert skipped == [
-        "preset 'DV4x16x16-w17': no Cosmos tokenizer compresses 4x16x16; released factors are "
-        "4x8x8, 8x8x8, 8x16x16 (temporal 4 exists only with spatial 8)"
+        "preset 'DV4x16x16-w17': no Cosmos tokenizer of release 0.1 is DV4x16x16; it has CV4x8x8, "
+        "CV8x8x8, CV8x16x16, DV4x8x8, DV8x8x8, DV8x16x16"
     ]
-
-
-def test_released_model_names_give_their_kind_and_factors():
-    assert released_model_factors("Cosmos-0.1-Tokenizer-DV8x16x16") == ("DV", 8, 16)
-    assert released_model_factors("Cosmos-0.1-Tokenizer-CV4x8x8") == ("CV", 4, 8)
-    for name in ("Cosmos-0.1-Tokenizer-CV8x16x8", "Cosmos-Tokenizer-CV8x8x8", "Cosmos-0.1-Tokenizer-XV8x8x8",
-                 "Cosmos-0.1-Tokenizer-CV8x8x8-360p", "nvidia/Cosmos-0.1-Tokenizer-CV8x8x8"):  # fmt: skip
-        with pytest.raises(ValueError) as err:
-            released_model_factors(name)
-        assert str(err.value) == f"{name!r} is not a Cosmos-0.1-Tokenizer-{{CV,DV}}TxSxS name"

@@ -22,7 +22,7 @@ import avtokens
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe, read_frame_windows, sha256_of
-from avtokens.presets import DAC_WEIGHTS_FILE, default_model_name
+from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 
 PRESETS = {
     f"{kind}{t}x{s}x{s}": {"kind": kind, "temporal": t, "spatial": s, "window": 17}
@@ -184,7 +184,13 @@ def test_frame_metrics_score_the_decoders_own_frames_not_the_mp4(run):
     with open(workdir / "results" / preset / "metrics" / f"{NAME}_frames.tsv") as f:
         recorded = np.array([float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")])
     latents = load_tokens(outputs(workdir, preset)["visual"])["latents"].permute(0, 4, 1, 2, 3).float()
-    decoder_file = workdir / "resources" / "demo_weights" / default_model_name("CV", 8, 8) / "decoder.jit"
+    decoder_file = (
+        workdir
+        / "resources"
+        / "demo_weights"
+        / make_preset("p", {"kind": "CV", "temporal": 8, "spatial": 8}).model
+        / "decoder.jit"
+    )
     decoder = torch.jit.load(str(decoder_file)).float().eval()
     decoded, start = [], 0
     for count, real_frames in zip(WINDOW_LATENT_FRAMES[8], (17, 17, 6), strict=True):
@@ -259,7 +265,7 @@ def test_a_parameter_grid_plans_every_released_combination_and_only_those(tmp_pa
     proc = run_workflow(tmp_path / "w", overlay, "--dry-run", built_stand_ins=False)
     assert "left out 'DV4x16x16-w17'" in proc.stderr  # no released tokenizer has it
     jobs = planned_jobs(proc)
-    assert jobs["visual_encode"] == jobs["demo_cosmos_weights"] == jobs["report_preset_page"] == 1
+    assert jobs["visual_encode"] == jobs["stand_in_weights"] == jobs["report_preset_page"] == 1
     lines = (proc.stdout + proc.stderr).splitlines()
     planned = " ".join(line for line in lines if line.strip().startswith("output:"))
     assert "results/DV8x16x16-w17/tokens/c_visual_tokens.safetensors" in planned
@@ -444,7 +450,7 @@ def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
     "change, message",
     [
         ({"presets": {"bad": {"kind": "CV", "temporal": 4, "spatial": 16, "window": 17}}, "run": ["bad"]},
-         "temporal 4 exists only with spatial 8"),
+         "preset 'bad': no Cosmos tokenizer of release 0.1 is CV4x16x16; it has CV4x8x8, "),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),

@@ -1,0 +1,28 @@
+"""The registry of visual tokenizer families: a preset's `family:` names one of these. To add a
+family, write its module (a `VisualTokenizer` subclass) and list it here; README, "Adding a
+tokenizer"."""
+
+from __future__ import annotations
+
+from avtokens.visual_tokenizers.base import KINDS, LatentLayout, VisualTokenizer
+from avtokens.visual_tokenizers.cosmos import COSMOS
+
+VISUAL_TOKENIZERS: dict[str, VisualTokenizer] = {family.name: family for family in (COSMOS,)}
+DEFAULT_FAMILY = COSMOS.name
+
+__all__ = [
+    "DEFAULT_FAMILY",
+    "KINDS",
+    "VISUAL_TOKENIZERS",
+    "LatentLayout",
+    "VisualTokenizer",
+    "visual_tokenizer",
+]
+
+
+def visual_tokenizer(name: str) -> VisualTokenizer:
+    """The family called `name`; ValueError naming the known ones if there is none."""
+    try:
+        return VISUAL_TOKENIZERS[name]
+    except KeyError:
+        raise ValueError(f"no tokenizer family {name!r}; families: {', '.join(VISUAL_TOKENIZERS)}") from None

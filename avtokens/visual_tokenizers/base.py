@@ -1,0 +1,106 @@
+"""What the workflow needs of a family of visual tokenizers.
+
+A family is one module under `avtokens.visual_tokenizers`: a subclass of `VisualTokenizer`,
+made once and listed in the registry (`avtokens.visual_tokenizers.VISUAL_TOKENIZERS`). The
+rules, the config schema, presets, checkpoints, stand-in weights, token metadata, summaries,
+the manifest and the data loader ask it instead of naming a model. Importing a family must not
+import torch: the Snakefile reads the registry while it plans (one plan per cluster job), so
+the model code is imported where a model loads or runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# A preset's kind: continuous latents (bf16 [t, h, w, channels]) or discrete indices (uint16 [t, h, w]).
+KINDS = {"CV": "continuous", "DV": "discrete"}
+PARTS = ("encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class LatentLayout:
+    """How a kind of tokens is stored: the token file's tensor, its dtype and, for discrete
+    tokens, the number of distinct indices."""
+
+    tensor: str
+    dtype: str
+    vocabulary: int | None = None
+
+
+class LoadedEncoder(Protocol):
+    """What `VisualTokenizer.encoder` returns: frames [B, 3, T, H, W] in [-1, 1] of `dtype`,
+    T = 1 + k * temporal, H and W multiples of spatial -> latents bf16 [B, 1 + k, H/s, W/s,
+    channels] or indices int64 [B, 1 + k, H/s, W/s]."""
+
+    preset: object
+    device: object
+    dtype: object
+    channels: int | None  # of continuous latents; a property of the checkpoint
+    record: dict  # the token file's `tokenizer.encoder`: file, sha256, dtype, engine, ...
+    stand_in: bool
+    metadata: dict  # more of the token file's `tokenizer` record (e.g. a latent normalisation)
+
+    def __call__(self, frames): ...
+
+
+class LoadedDecoder(Protocol):
+    """What `VisualTokenizer.decoder` returns: tokens as the encoder gives them (latents or
+    indices, any batch of windows) -> frames [B, 3, 1 + temporal * (t - 1), h*s, w*s] in
+    [-1, 1], in the network's dtype."""
+
+    device: object
+    record: dict
+
+    def __call__(self, tokens): ...
+
+
+class VisualTokenizer:
+    """A family: its releases and their checkpoints, frame rules, latent layout, loaders,
+    stand-in weights and advice when memory runs out. Subclasses set the attributes and
+    implement `encoder`, `decoder` and `write_stand_in`."""
+
+    name: str  # a preset's `family:`
+    label: str  # how messages name it
+    # release -> {(kind, temporal, spatial): the Hugging Face repo of that model}
+    releases: dict[str, dict[tuple[str, int, int], str]]
+    default_release: str
+    default_window: int
+    engines: tuple[str, ...]  # a preset's `engine:` values; the first is the default
+    # part -> files of a checkpoint folder it reads; the last one holds the weights
+    files: dict[str, tuple[str, ...]]
+    vocabulary: int | None = None  # distinct indices of discrete (DV) tokens
+
+    def models(self, release: str) -> dict[tuple[str, int, int], str]:
+        return self.releases[release]
+
+    def folder_names(self, repo: str) -> list[str]:
+        """Names a checkpoint of `repo` may have locally, the first the one a fetch makes."""
+        return [repo.rsplit("/", 1)[-1]]
+
+    def checkpoint_files(self, *parts: str) -> list[str]:
+        """The files of a checkpoint folder that `parts` read, each once."""
+        return list(dict.fromkeys(name for part in parts or PARTS for name in self.files[part]))
+
+    def weights_file(self, part: str) -> str:
+        return self.files[part][-1]
+
+    def layout(self, kind: str) -> LatentLayout:
+        if kind == "DV":
+            return LatentLayout("indices", "uint16", self.vocabulary)
+        return LatentLayout("latents", "bfloat16")
+
+    def single_window_advice(self, window: int) -> str:
+        """What to change when one window does not fit in memory."""
+        return f"lower the preset's `window` (now {window}), for example to 33 or 17"
+
+    def encoder(self, folder: Path, preset, device, lock) -> LoadedEncoder:
+        raise NotImplementedError
+
+    def decoder(self, folder: Path, preset, device, lock) -> LoadedDecoder:
+        raise NotImplementedError
+
+    def write_stand_in(self, folder: Path, kind: str, temporal: int, spatial: int) -> None:
+        """A tiny randomly initialised model in the official file layout, marked as a stand-in."""
+        raise NotImplementedError
