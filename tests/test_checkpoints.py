@@ -17,31 +17,38 @@ from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
 
 REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
 FOLDER = "Cosmos-0.1-Tokenizer-CV8x16x16"
+WAN_REPO, WAN_FOLDER = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan2.1-T2V-1.3B-Diffusers"
+WAN_FILES = ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")
 
 
 def hub_for(weights):
-    """The stand-ins served as the official CV8x16x16 repo (with the released repo's other
-    files, which are not needed) and DAC release file."""
+    """The stand-ins served as the official CV8x16x16 repo and Wan2.1 Diffusers repo (with the
+    released repos' other files, which are not needed) and DAC release file."""
     files = {name: weights / FOLDER / name for name in ("encoder.jit", "decoder.jit")}
     files |= {
         "autoencoder.jit": weights / FOLDER / "decoder.jit",
         "README.md": weights / FOLDER / "decoder.jit",
     }
+    wan = {name: weights / WAN_FOLDER / name for name in WAN_FILES}
+    wan["model_index.json"] = wan["transformer/config.json"] = weights / WAN_FOLDER / WAN_FILES[0]
     return FakeHub(
-        {REPO: files}, {DAC_WEIGHTS_FILE: weights / "dac" / DAC_WEIGHTS_FILE}, refused=["nvidia/gated"]
-    )
+        {REPO: files, WAN_REPO: wan}, {DAC_WEIGHTS_FILE: weights / "dac" / DAC_WEIGHTS_FILE},
+        refused=["nvidia/gated"],
+    )  # fmt: skip
 
 
 def test_fetch_into_an_empty_folder(demo_weights, tmp_path):
     with hub_for(demo_weights) as hub:
         fetch_files(REPO, ["encoder.jit", "decoder.jit"], tmp_path / FOLDER, endpoint=hub.url)
+        fetch_files(WAN_REPO, list(WAN_FILES), tmp_path / WAN_FOLDER, endpoint=hub.url)
         fetch_url(f"{hub.url}/files/{DAC_WEIGHTS_FILE}", tmp_path / "dac" / DAC_WEIGHTS_FILE)
-    for name in ("encoder.jit", "decoder.jit"):
-        assert (tmp_path / FOLDER / name).read_bytes() == (demo_weights / FOLDER / name).read_bytes()
+    for folder, names in ((FOLDER, ("encoder.jit", "decoder.jit")), (WAN_FOLDER, WAN_FILES)):
+        for name in names:
+            assert (tmp_path / folder / name).read_bytes() == (demo_weights / folder / name).read_bytes()
     assert sha256_of(tmp_path / "dac" / DAC_WEIGHTS_FILE) == sha256_of(
         demo_weights / "dac" / DAC_WEIGHTS_FILE
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER, "dac"]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER, WAN_FOLDER, "dac"]  # no staging left
 
 
 @pytest.mark.parametrize("repo, reason", [("nvidia/gated", "401"), ("nvidia/nothing-here", "404")])
@@ -101,9 +108,10 @@ def official(tmp_path_factory, demo_weights):
         "checkpoints": str(workdir / "ckpt"),
         "weights_lock": str(workdir / "weights.lock.json"),
         "dac_url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}",
-        "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17}},
-        "run": ["p"],
-    }
+        "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17},
+                    "w": {"family": "wan2.1", "window": 9}},
+        "run": ["p", "w"],
+    }  # fmt: skip
     run_workflow(workdir, overlay, env={"HF_ENDPOINT": hub.url})
     hub.__exit__(None, None, None)
     return workdir, overlay, hub
@@ -113,14 +121,23 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
     workdir, _, hub = official
     downloads = [r.split("?")[0] for r in hub.requests if "/resolve/" in r or r.startswith("/files/")]
     fetched = {path.rsplit("/", 1)[-1] for path in downloads}
-    assert fetched == {"encoder.jit", "decoder.jit", DAC_WEIGHTS_FILE}  # not the repo's other files
+    # Not the repos' other files.
+    assert fetched == {"encoder.jit", "decoder.jit", "config.json", "diffusion_pytorch_model.safetensors",
+                       DAC_WEIGHTS_FILE}  # fmt: skip
     pins = json.loads((workdir / "weights.lock.json").read_text())
     encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
+    wan = workdir / "ckpt" / WAN_FOLDER / WAN_FILES[1]
     assert pins == {
         f"{REPO}/encoder.jit": sha256_of(encoder),
         f"{REPO}/decoder.jit": sha256_of(encoder.with_name("decoder.jit")),
+        f"{WAN_REPO}/{WAN_FILES[1]}": sha256_of(wan),
         DAC_LOCK_KEY: sha256_of(workdir / "ckpt" / "dac" / DAC_WEIGHTS_FILE),
     }
+    wan_tokens = load_tokens(workdir / "results" / "w" / "tokens" / "clip_visual_tokens.safetensors")
+    tokenizer = wan_tokens.metadata["tokenizer"]
+    assert (tokenizer["family"], tokenizer["repo"]) == ("wan2.1", WAN_REPO)
+    assert tokenizer["encoder"]["sha256"] == tokenizer["decoder_sha256"] == pins[f"{WAN_REPO}/{WAN_FILES[1]}"]
+    assert not wan_tokens.metadata["stand_in_weights"]  # the marker is not a file of the repo
     visual = load_tokens(workdir / "results" / "p" / "tokens" / "clip_visual_tokens.safetensors")
     tokenizer = visual.metadata["tokenizer"]
     assert tokenizer["encoder"]["sha256"] == pins[f"{REPO}/encoder.jit"] and tokenizer["repo"] == REPO

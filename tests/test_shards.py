@@ -6,13 +6,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import make_clip, planned_jobs, run_workflow
 
 from avtokens import load_tokens
+from avtokens.data import AlignedClips
 
+# Two Cosmos models and the Wan2.1 VAE: every family, in both modes.
 PRESETS = {
     "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
     "CV4x8x8": {"kind": "CV", "temporal": 4, "spatial": 8, "window": 9},
+    "wan": {"family": "wan2.1", "window": 9},
 }
 CLIP_FRAMES = [9, 14, 20]
 PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
@@ -42,7 +46,7 @@ def made_files(results: Path) -> dict[str, bytes]:
     }
 
 
-def shard_jobs(shards: int, presets: int = 2) -> dict[str, int]:
+def shard_jobs(shards: int, presets: int = len(PRESETS)) -> dict[str, int]:
     return {"shard_extract_wav": shards, "shard_plot_frame_psnr": shards,
             **{f"shard_{stage}": shards for stage in AUDIO_STAGES},
             **{f"shard_{stage}": shards * presets for stage in PER_PRESET_STAGES}}  # fmt: skip
@@ -50,7 +54,7 @@ def shard_jobs(shards: int, presets: int = 2) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def both_modes(tmp_path_factory):
-    """Three clips through both presets, per video and in shards of two (the second shard
+    """Three clips through every preset, per video and in shards of two (the second shard
     holds one clip), with the same stand-in weights (`run_workflow` copies them in)."""
     folder = tmp_path_factory.mktemp("shards")
     clips = {
@@ -80,10 +84,17 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
     # A clip: 7 a preset, 5 audio, a plot; 3 tables, the manifest, the verdict; the report's
     # overview (page, plot, 2 tables, Snakemake's timestamp) and a page per preset (page, 3
     # comparisons, 3 plots, timestamp).
-    assert len(per_video) == 3 * (2 * 7 + 5 + 1) + 3 + 1 + 1 + 5 + 2 * 8
+    n = len(PRESETS)
+    assert len(per_video) == 3 * (n * 7 + 5 + 1) + 3 + 1 + 1 + 5 + n * 8
     assert sorted(shards) == sorted(per_video)
     assert [name for name in per_video if shards[name] != per_video[name]] == []  # byte for byte
-    assert len((folder / "sharded" / "results" / "manifest.jsonl").read_text().splitlines()) == 3 * 2
+    manifest = folder / "sharded" / "results" / "manifest.jsonl"
+    assert len(manifest.read_text().splitlines()) == 3 * n
+    # The data loader reads any family's clips: the Wan VAE's 16-channel latents, 48x32 / 8.
+    clips = AlignedClips(manifest, clip_length=2, preset="wan")
+    clip = clips[0]
+    assert clips.videos[0].family == "wan2.1" and clip["visual"].shape == (2, 4, 6, 16)
+    assert clip["visual"].dtype == torch.bfloat16 and len(clip["audio_offsets"]) == 3
     record = json.loads(
         (
             folder / "sharded" / "results" / "shards" / "CV4x8x8" / "shard00000" / "visual_encode.shard.json"
@@ -228,7 +239,7 @@ def test_a_dataset_can_make_its_comparison_videos_and_plots_for_a_sample(both_mo
     sampled = {**overlay, "shard_size": 2, "report_videos_per_shard": 1}
     jobs = planned_jobs(run_workflow(work, sampled))
     assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == {
-        "shard_compare_video": 2 * 2,
+        "shard_compare_video": 2 * len(PRESETS),
         "shard_plot_frame_psnr": 2,
     }
     after = mtimes(results)

@@ -77,6 +77,10 @@ def test_seed_arguments_produce_the_seed_files(tmp_path):
     [
         (["d", "f.mp4", "n", "2", "8", "8", "t", "r"], "argument is_discrete: invalid choice: '2'"),
         (["d", "f.mp4", "n", "0", "4", "16", "t", "r"], "no Cosmos tokenizer of release 0.1 is CV4x16x16"),
+        (
+            ["d", "f.mp4", "n", "1", "4", "8", "t", "r", "--family", "wan2.1"],
+            "no Wan2.1 VAE tokenizer of release 2.1 is DV4x8x8; it has CV4x8x8",
+        ),
         (["d", "f.mp4", "n", "0", "4", "8", "t", "r", "--family", "vq"], "argument --family: invalid choice"),
         (["d", "f.mp4", "n", "0", "8", "8", "t", "r"], "does not exist"),
         (["d", "f.mp4", "n", "0", "8"], "the following arguments are required"),

@@ -451,6 +451,8 @@ def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
     [
         ({"presets": {"bad": {"kind": "CV", "temporal": 4, "spatial": 16, "window": 17}}, "run": ["bad"]},
          "preset 'bad': no Cosmos tokenizer of release 0.1 is CV4x16x16; it has CV4x8x8, "),
+        ({"presets": {"w": {"family": "wan2.1", "kind": "DV"}}, "run": ["w"]},
+         "preset 'w': give temporal, spatial (family wan2.1, release 2.1 has CV4x8x8)"),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from avtokens.visual_tokenizers.base import KINDS, LatentLayout, VisualTokenizer
 from avtokens.visual_tokenizers.cosmos import COSMOS
+from avtokens.visual_tokenizers.wan import WAN21
 
-VISUAL_TOKENIZERS: dict[str, VisualTokenizer] = {family.name: family for family in (COSMOS,)}
+VISUAL_TOKENIZERS: dict[str, VisualTokenizer] = {family.name: family for family in (COSMOS, WAN21)}
 DEFAULT_FAMILY = COSMOS.name
 
 __all__ = [

@@ -1,0 +1,153 @@
+"""The Wan2.1 VAE, the video tokenizer of Wan2.1 and of NVIDIA's Cosmos-Predict2: diffusers'
+`AutoencoderKLWan` from a Diffusers repo's `vae/` folder (`config.json` and
+`diffusion_pytorch_model.safetensors`), loaded as its model card does
+(`AutoencoderKLWan.from_pretrained(repo, subfolder="vae", torch_dtype=torch.float32)`).
+
+Causal 4x8x8: a window of 1 + 4k frames gives 1 + k latent frames of 16 continuous channels
+(the mean of the encoder's Gaussian), stored in bf16 as CV latents are. Wan's and
+Cosmos-Predict2's pipelines train on `(z - latents_mean) / latents_std` (the config's 16 values
+each), so the tokens are stored normalised that way and the decoder undoes it; the token file
+records the normalisation. torch and diffusers are imported where a model loads or runs: the
+Snakefile reads this module while it plans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from avtokens import AvTokensError
+from avtokens.visual_tokenizers.base import VisualTokenizer
+
+log = logging.getLogger(__name__)
+
+CONFIG, WEIGHTS = "vae/config.json", "vae/diffusion_pytorch_model.safetensors"
+# A stand-in's marker, beside its config: its tokens and reconstructions carry no meaning.
+STAND_IN_FILE = "vae/avtokens_stand_in.json"
+# The stand-in: the real network's shape (three down-samplings, two of them in time) at a
+# tiny width, so that it runs in seconds on a CPU.
+STAND_IN_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+                       temperal_downsample=[False, True, True])  # fmt: skip
+
+
+class Wan21VAE(VisualTokenizer):
+    name = "wan2.1"
+    label = "Wan2.1 VAE"
+    releases = {
+        "2.1": {("CV", 4, 8): "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"},
+        # The same VAE, as NVIDIA's Cosmos-Predict2 world models ship it (a gated repo: HF_TOKEN).
+        "cosmos-predict2": {("CV", 4, 8): "nvidia/Cosmos-Predict2-2B-Video2World"},
+    }
+    default_release = "2.1"
+    # 81 frames: what Wan2.1 generates and was trained on; the encoder's causal cache keeps
+    # memory nearly flat in the window's length, so longer windows cost little.
+    default_window = 81
+    engines = ("auto", "eager")  # diffusers' modules as they are
+    files = {"encoder": (CONFIG, WEIGHTS), "decoder": (CONFIG, WEIGHTS)}
+
+    def single_window_advice(self, window: int) -> str:
+        return (f"the VAE codes 4 frames at a time, so its memory grows with the picture, not the window "
+                f"(now {window}); run it on a device with more memory")  # fmt: skip
+
+    def encoder(self, folder, preset, device, lock):
+        return WanEncoder(folder, preset, device, lock)
+
+    def decoder(self, folder, preset, device, lock):
+        return WanDecoder(folder, preset, device, lock)
+
+    def write_stand_in(self, folder, kind, temporal, spatial, seed: int = 0):
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        from avtokens.atomic import atomic_output
+
+        torch.manual_seed(seed)
+        vae = AutoencoderKLWan(**STAND_IN_CONFIG)
+        folder = Path(folder)
+        vae.save_pretrained(folder / "vae")
+        with atomic_output(folder / STAND_IN_FILE) as tmp:
+            tmp.write_text(json.dumps({"stand_in": True, "family": self.name, "seed": seed}) + "\n")
+
+
+WAN21 = Wan21VAE()
+
+
+class _WanVAE:
+    """The VAE of a checkpoint folder, checked against the weights lock and the preset, plus
+    what the token metadata records of it."""
+
+    part: str
+
+    def __init__(self, folder, preset, device, lock):
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        from avtokens.media import sha256_of
+
+        self.preset, self.device, self.dtype = preset, device, torch.float32  # as the model card loads it
+        folder = Path(folder)
+        missing = [name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
+        if missing:
+            raise AvTokensError(f"{folder}: the Wan2.1 VAE of preset '{preset.name}' is missing "
+                                f"{', '.join(missing)} (files of the Hugging Face repo "
+                                f"{preset.repo})")  # fmt: skip
+        weights = folder / WEIGHTS
+        sha256 = sha256_of(weights)
+        if lock is not None:
+            lock.check(f"{preset.repo}/{WEIGHTS}", weights, sha256)
+        try:
+            vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=self.dtype,
+                                                   low_cpu_mem_usage=False)  # fmt: skip
+        except (OSError, ValueError, RuntimeError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise AvTokensError(f"{folder / 'vae'}: not a loadable AutoencoderKLWan ({reason})") from None
+        config = vae.config
+        found = (config.scale_factor_temporal, config.scale_factor_spatial, config.patch_size)
+        if found != (preset.temporal, preset.spatial, None):
+            raise AvTokensError(
+                f"{folder / CONFIG}: preset '{preset.name}' expects a {preset.kind}{preset.factors} "
+                f"Wan2.1 VAE, but the config compresses {found[0]}x{found[1]}x{found[1]}"
+                + (f" with patch size {found[2]} (a Wan2.2 VAE)" if found[2] else "")
+            )
+        self.vae = vae.to(device).eval()
+        self.channels = config.z_dim
+        shape = (1, config.z_dim, 1, 1, 1)
+        self.mean = torch.tensor(config.latents_mean, dtype=self.dtype, device=device).view(shape)
+        self.std = torch.tensor(config.latents_std, dtype=self.dtype, device=device).view(shape)
+        self.stand_in = (folder / STAND_IN_FILE).is_file()
+        if self.stand_in:
+            log.warning("%s holds stand-in weights: its tokens carry no meaning", folder)
+        self.record = {"file": str(weights), "repo": preset.repo, "sha256": sha256,
+                       "dtype": str(self.dtype).removeprefix("torch."), "stand_in": self.stand_in,
+                       "engine": "eager"}  # fmt: skip
+        self.metadata = {
+            "latent_normalization": {
+                "applied": True,
+                "formula": "(z - latents_mean) / latents_std",
+                "latents_mean": list(config.latents_mean),
+                "latents_std": list(config.latents_std),
+            }
+        }
+
+
+class WanEncoder(_WanVAE):
+    part = "encoder"
+
+    def __call__(self, frames):
+        import torch
+
+        with torch.inference_mode():
+            z = self.vae.encode(frames.to(self.dtype)).latent_dist.mode()
+            return ((z - self.mean) / self.std).permute(0, 2, 3, 4, 1).to(torch.bfloat16)
+
+
+class WanDecoder(_WanVAE):
+    part = "decoder"
+
+    def __call__(self, tokens):
+        import torch
+
+        with torch.inference_mode():
+            z = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype) * self.std + self.mean
+            return self.vae.decode(z).sample  # clamped to [-1, 1] by diffusers
