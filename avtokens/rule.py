@@ -81,7 +81,13 @@ def run_stage(snakemake, stage) -> None:
         job = ShardJob(
             record=Path(snakemake.output.record),
             settings={k: v for k, v in snakemake.params.items() if k != "shard"},
-            shared={k: v for k, v in snakemake.input.items() if k not in ("records", "sources")},
+            # an input may be a list of files (a checkpoint's)
+            shared=[
+                path
+                for name, files in snakemake.input.items()
+                if name not in ("records", "sources")
+                for path in ([files] if isinstance(files, str) else files)
+            ],  # fmt: skip
             not_run=not_run,
             wildcards=dict(snakemake.wildcards.items()),
             stage_name=snakemake.rule.rpartition("shard_")[2],  # also as a module's `prefix_shard_<stage>`

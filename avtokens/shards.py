@@ -79,7 +79,7 @@ class ShardJob:
 
     record: Path
     settings: dict
-    shared: dict[str, str]
+    shared: list[str]
     not_run: dict[str, str] = field(default_factory=dict)
     wildcards: dict[str, str] = field(default_factory=dict)
     stage_name: str = ""
@@ -113,7 +113,7 @@ def job_state(job: ShardJob) -> str:
     """A digest of what every video of the job shares: the stage settings and the shared
     files (weights), by size and modification time."""
     settings = json.dumps(job.settings, sort_keys=True, default=str)
-    return hashlib.sha256(f"{settings}\n{files_state(sorted(job.shared.values()))}".encode()).hexdigest()
+    return hashlib.sha256(f"{settings}\n{files_state(sorted(job.shared))}".encode()).hexdigest()
 
 
 def read_journal(path: Path) -> dict[str, str]:

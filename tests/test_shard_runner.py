@@ -65,7 +65,7 @@ def shard(tmp_path, names, stage="copy", settings=None, **job):
     )
     record = tmp_path / "shards" / f"{stage}.shard.json"
     record.parent.mkdir(exist_ok=True)
-    shared = job.pop("shared", {})
+    shared = job.pop("shared", [])
     return items, ShardJob(record, settings or {"window": 17}, shared, not_run, {"preset": "p"}, stage, **job)
 
 
@@ -105,12 +105,12 @@ def test_a_rerun_redoes_only_changed_or_missing_videos(tmp_path):
 def test_changed_shared_files_redo_every_video(tmp_path):
     weights = tmp_path / "encoder.jit"
     weights.write_text("v1")
-    run_items(Copy(), *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    run_items(Copy(), *shard(tmp_path, ["a", "b"], shared=[str(weights)]))
     stage = Copy()
-    run_items(stage, *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    run_items(stage, *shard(tmp_path, ["a", "b"], shared=[str(weights)]))
     assert stage.ran == []
     weights.write_text("v2, a new release")
-    run_items(stage, *shard(tmp_path, ["a", "b"], shared={"encoder": str(weights)}))
+    run_items(stage, *shard(tmp_path, ["a", "b"], shared=[str(weights)]))
     assert stage.ran == ["a", "b"]
 
 
