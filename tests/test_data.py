@@ -246,9 +246,16 @@ def test_bad_manifests_and_settings_are_refused_with_one_line_each(data_run, tmp
     other.write_text("".join(json.dumps(row) + "\n" for row in renamed))
     shutil.copytree(manifest(data_run).parent / "CV8x8x8", tmp_path / "CV8x8x8")
     with pytest.raises(
-        AvTokensError, match=r"one kind of tokens, but .*manifest.jsonl:\d+ is DV8x16x16 .* is CV8x8x8"
+        AvTokensError,
+        match=r"one kind of tokens, but .*manifest.jsonl:\d+ is cosmos DV8x16x16 .* is cosmos CV8x8x8",
     ):
         AlignedClips([manifest(data_run), other], clip_length=2, preset="DV8x16x16")
+    # The same kind and factors from another tokenizer family: not one kind of tokens either.
+    same_kind = [{**row, "family": "wan2.1"} for row in rows if row["preset"] == "DV8x16x16"]
+    family = tmp_path / "family.jsonl"
+    family.write_text("".join(json.dumps(row) + "\n" for row in same_kind))
+    with pytest.raises(AvTokensError, match=r"is cosmos DV8x16x16 and .*family.jsonl:1 is wan2.1 DV8x16x16$"):
+        AlignedClips([manifest(data_run), family], clip_length=2, preset="DV8x16x16", verify="none")
     # Files gone or changed since the manifest was written: every one named.
     (tmp_path / "CV8x8x8" / "tokens" / "short_visual_tokens.safetensors").unlink()
     with open(tmp_path / "CV8x8x8" / "tokens" / "long_audio_tokens.safetensors", "ab") as f:
