@@ -130,6 +130,7 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
     assert pins == {
         f"{REPO}/encoder.jit": sha256_of(encoder),
         f"{REPO}/decoder.jit": sha256_of(encoder.with_name("decoder.jit")),
+        f"{WAN_REPO}/{WAN_FILES[0]}": sha256_of(wan.parent / "config.json"),
         f"{WAN_REPO}/{WAN_FILES[1]}": sha256_of(wan),
         DAC_LOCK_KEY: sha256_of(workdir / "ckpt" / "dac" / DAC_WEIGHTS_FILE),
     }

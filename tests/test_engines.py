@@ -213,10 +213,10 @@ def test_token_files_and_reconstructions_record_the_engine_and_self_check(releas
     folder, p = release_files / "CV8x8", preset("CV", 8, 8, "eager", window=9)
     clip = make_clip(tmp_path / "clip.mp4", 48, 32, 12, rate="25", audio_channels=None)
     tokens, recon, table = tmp_path / "tokens.safetensors", tmp_path / "recon.mp4", tmp_path / "frames.tsv"
-    encode_video_file(clip, tokens, p, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "clip")
+    encode_video_file(clip, tokens, p, folder, "cpu", 2, "clip")
     encoder_record = read_metadata(tokens)["tokenizer"]["encoder"]
     assert encoder_record["engine"] == "eager" and encoder_record["self_check"]["passed"]
-    decode_token_file(tokens, recon, p, folder / "decoder.jit", "cpu", 2, 12, "ultrafast", clip, table)
+    decode_token_file(tokens, recon, p, folder, "cpu", 2, 12, "ultrafast", clip, table)
     decoder_record = decoder_record_of(recon)
     assert decoder_record["engine"] == "eager"
     assert decoder_record["self_check"]["passed"] and decoder_record["self_check"]["variant"] == "standard"
@@ -252,8 +252,8 @@ def test_a_compiler_failure_runs_the_network_uncompiled_and_says_so(
         p, tokens, recon = preset("CV", 8, 8, engine, window=9), tmp_path / engine, tmp_path / f"{engine}.mp4"
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="avtokens"):
-            encode_video_file(clip, tokens, p, folder / "encoder.jit", folder / "decoder.jit", "cpu", 2, "c")
-            decode_token_file(tokens, recon, p, folder / "decoder.jit", "cpu", 2, 12, "ultrafast", clip,
+            encode_video_file(clip, tokens, p, folder, "cpu", 2, "c")
+            decode_token_file(tokens, recon, p, folder, "cpu", 2, 12, "ultrafast", clip,
                               tmp_path / f"{engine}.tsv")  # fmt: skip
         made[engine] = load_tokens(tokens), decoder_record_of(recon)["engine"]
         assert caplog.text.count(warning) == (2 if engine == "compiled" else 0)  # encoder and decoder

@@ -135,7 +135,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
         (results / "shards").glob("audio/*/shard00000/*.shard.json")
     )
     first_shard_made = {path: path.stat().st_mtime_ns for path in first_shard}
-    assert len(first_shard_made) == 2 * 6 + 3 + 2
+    assert len(first_shard_made) == len(PRESETS) * 6 + 3 + 2
 
     proc = run_workflow(work, overlay, check=False)
     assert proc.returncode != 0
@@ -143,7 +143,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     lines = [line for line in text.splitlines() if line.startswith("ERROR video broken ")]
     assert len(lines) == 1 and str(broken) in lines[0]  # one line for the video, naming each stage
     assert all(
-        stage in lines[0] for stage in ["extract_wav", "visual_encode (DV8x16x16)", "visual_encode (CV4x8x8)"]
+        stage in lines[0] for stage in ["extract_wav", *(f"visual_encode ({name})" for name in PRESETS)]
     )
     assert "1 video(s) failed inside shard jobs" in text
     table = (results / "shards" / "failed_videos.tsv").read_text().splitlines()
@@ -152,6 +152,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
         ("broken", str(broken), "extract_wav", ""),
         ("broken", str(broken), "visual_encode", "DV8x16x16"),
         ("broken", str(broken), "visual_encode", "CV4x8x8"),
+        ("broken", str(broken), "visual_encode", "wan"),
     }
     after = mtimes(results)
     assert {name: after[name] for name in before if not name.startswith(("report/", *tables))} == {
@@ -195,7 +196,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     remade = sorted(name for name in before if after[name] != before[name])
     assert all(name.startswith(tables) or "v4" in name for name in remade), remade
     videos_files = [name for name in remade if "v4" in name and not name.startswith(tables)]
-    assert len(videos_files) == 2 * 7 + 5 + 1  # all of them
+    assert len(videos_files) == len(PRESETS) * 7 + 5 + 1  # all of them
     assert load_tokens(results / "CV4x8x8" / "tokens" / "v4_visual_tokens.safetensors").metadata["video"][
         "frame_count"] == 13  # fmt: skip
 

@@ -92,9 +92,11 @@ class _WanVAE:
             raise AvTokensError(f"{folder}: the Wan2.1 VAE of preset '{preset.name}' is missing "
                                 f"{', '.join(missing)} (files of the Hugging Face repo "
                                 f"{preset.repo})")  # fmt: skip
-        weights = folder / WEIGHTS
-        sha256 = sha256_of(weights)
+        # Both files pinned: the config holds the latent normalisation the tokens are stored in.
+        weights, config_file = folder / WEIGHTS, folder / CONFIG
+        sha256, config_sha256 = sha256_of(weights), sha256_of(config_file)
         if lock is not None:
+            lock.check(f"{preset.repo}/{CONFIG}", config_file, config_sha256)
             lock.check(f"{preset.repo}/{WEIGHTS}", weights, sha256)
         try:
             vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=self.dtype,
@@ -119,8 +121,8 @@ class _WanVAE:
         if self.stand_in:
             log.warning("%s holds stand-in weights: its tokens carry no meaning", folder)
         self.record = {"file": str(weights), "repo": preset.repo, "sha256": sha256,
-                       "dtype": str(self.dtype).removeprefix("torch."), "stand_in": self.stand_in,
-                       "engine": "eager"}  # fmt: skip
+                       "config_sha256": config_sha256, "dtype": str(self.dtype).removeprefix("torch."),
+                       "stand_in": self.stand_in, "engine": "eager"}  # fmt: skip
         self.metadata = {
             "latent_normalization": {
                 "applied": True,
