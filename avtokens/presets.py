@@ -14,6 +14,7 @@ from avtokens.visual_tokenizers import DEFAULT_FAMILY, KINDS, VisualTokenizer, v
 from avtokens.windows import check_window_length
 
 DAC_WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
+MODEL_KEYS = ("kind", "temporal", "spatial")  # a preset's fields that pick a family's model
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,11 @@ def _model_fields(name: str, family: VisualTokenizer, release: str, fields: dict
     """(kind, temporal, spatial) of the preset: as given, or, where the release has one model,
     that model's; refused unless the release has that model."""
     models = family.models(release)
-    given = [fields.get(key) for key in ("kind", "temporal", "spatial")]
+    given = [fields.get(key) for key in MODEL_KEYS]
     if all(value is None for value in given) and len(models) == 1:
         return next(iter(models))
     if any(value is None for value in given):
-        missing = [
-            key for key, value in zip(("kind", "temporal", "spatial"), given, strict=True) if value is None
-        ]
+        missing = [key for key, value in zip(MODEL_KEYS, given, strict=True) if value is None]
         raise ValueError(f"preset '{name}': give {', '.join(missing)} (family {family.name}, "
                          f"release {release} has {_model_names(models)})")  # fmt: skip
     kind, temporal, spatial = given[0], int(given[1]), int(given[2])
@@ -117,7 +116,7 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     return Preset(name, kind, temporal, spatial, window, weights, repo, engine, family, release)
 
 
-GRID_KEYS = ("kind", "temporal", "spatial", "window")
+GRID_KEYS = (*MODEL_KEYS, "window")
 
 
 def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:

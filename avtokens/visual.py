@@ -41,7 +41,7 @@ from avtokens.presets import Preset
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, read_metadata
-from avtokens.visual_tokenizers import VisualTokenizer
+from avtokens.visual_tokenizers import DEFAULT_FAMILY, VisualTokenizer
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows, round_up
 
 log = logging.getLogger(__name__)
@@ -200,9 +200,11 @@ class VisualEncode(Stage):
         self.encoder = tokenizer.encoder(
             self.checkpoint, self.preset, dev, WeightsLock.optional(self.weights_lock)
         )
-        decoder_weights = self.checkpoint / tokenizer.weights_file("decoder")
-        same = tokenizer.weights_file("decoder") == tokenizer.weights_file("encoder")
-        self.decoder_sha256 = self.encoder.record["sha256"] if same else sha256_of(decoder_weights)
+        decoder_weights = tokenizer.weights_file("decoder")
+        if decoder_weights == tokenizer.weights_file("encoder"):  # one file (a VAE): hashed once
+            self.decoder_sha256 = self.encoder.record["sha256"]
+        else:
+            self.decoder_sha256 = sha256_of(self.checkpoint / decoder_weights)
 
     def prepare(self, item: Item) -> SourceFrames:
         source = Path(item.inputs["source"])
@@ -223,7 +225,7 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
     tc, s = preset.temporal, preset.spatial
     height, width = round_up(picture.height, s), round_up(picture.width, s)
     discrete, layout = preset.is_discrete, preset.tokenizer.layout(preset.kind)
-    tensor_name = layout.tensor
+    tensor_name, dtype = layout.tensor, getattr(torch, layout.dtype)
     frame_shape = (height // s, width // s) + (() if discrete else (encoder.channels,))
     windows: list[Window] = []
     progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
@@ -236,7 +238,7 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
             yield win, frames
 
     with atomic_output(dest) as tmp:
-        writer = TokenFileWriter(tmp, tensor_name, torch.uint16 if discrete else torch.bfloat16, frame_shape)
+        writer = TokenFileWriter(tmp, tensor_name, dtype, frame_shape)
         # Tokens are copied off the device and written on a background thread while
         # the next batch runs.
         with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
@@ -255,7 +257,7 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
                         f"{preset.tokenizer.label} encoder gives {expected} x {frame_shape[:2]}"
                     )
                 del x  # before the next batch is made: one batch's input alive at a time
-                saver.put(tokens.to(torch.uint16) if discrete else tokens)
+                saver.put(tokens.to(dtype))
                 progress.advance(sum(w.real_frames for w, _ in batch))
         if not windows:
             raise AvTokensError(f"{source}: no decodable video frames")
@@ -319,7 +321,7 @@ class VisualDecode(Stage):
         tokens_path, preset = item.inputs["tokens"], self.preset
         meta = read_metadata(tokens_path)
         tok = meta["tokenizer"]
-        made = (tok.get("family", "cosmos"), tok["kind"], tok["temporal"], tok["spatial"])
+        made = (tok.get("family", DEFAULT_FAMILY), tok["kind"], tok["temporal"], tok["spatial"])
         if made != (preset.family, preset.kind, preset.temporal, preset.spatial):
             raise AvTokensError(
                 f"{tokens_path}: made by a {made[0]} {made[1]}{made[2]}x{made[3]}x{made[3]} "
@@ -382,8 +384,8 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
             height, width = video["padded_height"], video["padded_width"]
             for batch in _batches(indexed, lambda b: b[1].padded_frames, batch_megapixels, height, width):
                 tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
-                frames = batch[0][1].padded_frames
-                with _explain_oom(dev, preset.tokenizer, "decoder", len(batch), frames, height, width,
+                padded = batch[0][1].padded_frames
+                with _explain_oom(dev, preset.tokenizer, "decoder", len(batch), padded, height, width,
                                   batch_megapixels):  # fmt: skip
                     decoded = decoder(tokens)
                 for (index, win), window_frames in zip(batch, decoded, strict=True):

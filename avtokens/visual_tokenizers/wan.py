@@ -77,8 +77,6 @@ class _WanVAE:
     """The VAE of a checkpoint folder, checked against the weights lock and the preset, plus
     what the token metadata records of it."""
 
-    part: str
-
     def __init__(self, folder, preset, device, lock):
         import torch
         from diffusers import AutoencoderKLWan
@@ -134,8 +132,6 @@ class _WanVAE:
 
 
 class WanEncoder(_WanVAE):
-    part = "encoder"
-
     def __call__(self, frames):
         import torch
 
@@ -145,8 +141,6 @@ class WanEncoder(_WanVAE):
 
 
 class WanDecoder(_WanVAE):
-    part = "decoder"
-
     def __call__(self, tokens):
         import torch
 
