@@ -15,7 +15,6 @@ from avtokens import AvTokensError
 from avtokens.alignment import code_frame_ranges
 from avtokens.atomic import atomic_output
 from avtokens.media import sha256_of
-from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.tokenfile import TokenFileReader, TokenFileWriter, read_metadata
 from avtokens.windows import video_latent_spans
 
@@ -24,13 +23,13 @@ CODES_FORMAT = "avtokens-audio-codes/1"  # a video's codes, before alignment to 
 
 
 def align_codes(codes_path, visual_tokens, dest) -> None:
-    """A preset's audio token file: a video's DAC codes (`avtokens.audio.encode_wav_files`) with the code
+    """A preset's audio token file: a video's codes (`avtokens.audio.encode_wav_files`) with the code
     frames of each latent frame of its visual token file (`code_ranges`). No model runs."""
     with TokenFileReader(codes_path) as reader:
         audio = reader.metadata
         if audio.get("format") != CODES_FORMAT:
             raise AvTokensError(
-                f"{codes_path}: not a file of DAC codes ({CODES_FORMAT}) but {audio.get('format')}"
+                f"{codes_path}: not a file of audio codes ({CODES_FORMAT}) but {audio.get('format')}"
             )
         codes = reader.array("codes")[0]
     visual = read_metadata(visual_tokens)
@@ -42,9 +41,10 @@ def align_codes(codes_path, visual_tokens, dest) -> None:
             f"{visual['source']['sha256'][:12]} vs {timeline[0][:12]}, {video['fps']} vs {timeline[1]} fps, "
             f"{video['frame_count']} vs {timeline[2]} frames); rerun both from the same source"
         )
-    fps, hop = Fraction(video["fps"]), audio["audio"]["hop"]
     spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
-    ranges = code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, hop)
+    # The codes' own clock: any codec's sample rate and hop, as the codes file records them.
+    coded = audio["audio"]
+    ranges = code_frame_ranges(spans, Fraction(video["fps"]), coded["sample_rate"], coded["hop"])
     metadata = {
         "format": "avtokens-audio/1",
         "project_version": avtokens.__version__,

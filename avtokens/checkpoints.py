@@ -2,7 +2,8 @@
 
 Layout under the checkpoint folder (what the releases ship, so files copied by hand work):
 `<repo name>/<file>` for each file a visual tokenizer family reads (its `files`; Cosmos:
-`encoder.jit` and `decoder.jit`), `dac/<DAC file>` for DAC. A fetch writes into a temporary
+`encoder.jit` and `decoder.jit`), and `<codec folder>/<file>` for each file an audio codec reads
+(DAC: `dac/weights_44khz_8kbps_0.0.1.pth`). A fetch writes into a temporary
 folder and moves complete files into place, so a failed download leaves nothing that could
 pass for a checkpoint.
 """
@@ -21,12 +22,9 @@ from pathlib import Path
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
-from avtokens.presets import DAC_WEIGHTS_FILE, Preset
+from avtokens.presets import Preset
 
 log = logging.getLogger(__name__)
-
-DAC_URL = "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/" + DAC_WEIGHTS_FILE
-DAC_LOCK_KEY = f"descript/descript-audio-codec/{DAC_WEIGHTS_FILE}"
 
 
 def checkpoint_folder(checkpoint_dir: Path | str, preset: Preset) -> Path:
@@ -38,10 +36,6 @@ def checkpoint_folder(checkpoint_dir: Path | str, preset: Preset) -> Path:
         if all((folder / f).is_file() for f in files):
             return folder
     return Path(checkpoint_dir) / preset.model
-
-
-def dac_file(checkpoint_dir: Path | str) -> Path:
-    return Path(checkpoint_dir) / "dac" / DAC_WEIGHTS_FILE
 
 
 def _unavailable(files: list[Path], source: str, reason: str) -> AvTokensError:
@@ -87,7 +81,7 @@ def fetch_files(repo: str, names: list[str], folder: Path | str, endpoint: str |
 
 
 def fetch_url(url: str, dest: Path | str) -> None:
-    """Download one file (the DAC release asset) to `dest`. HF_HUB_OFFLINE=1 forbids it too."""
+    """Download one file (a release asset, such as DAC's) to `dest`. HF_HUB_OFFLINE=1 forbids it too."""
     dest = Path(dest)
     try:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -98,6 +92,15 @@ def fetch_url(url: str, dest: Path | str) -> None:
     except (OSError, urllib.error.URLError) as err:
         raise _unavailable([dest], url, str(getattr(err, "reason", err))) from None
     log.info("fetched %s into %s", url, dest)
+
+
+def fetch_source(source: dict, name: str, folder: Path | str) -> None:
+    """Download the file `name` of a checkpoint folder from where its model comes from:
+    {"repo": a Hugging Face repo} or {"url": the file's own URL}."""
+    if "url" in source:
+        fetch_url(source["url"], Path(folder) / name)
+    else:
+        fetch_files(source["repo"], [name], folder)
 
 
 class WeightsLock:

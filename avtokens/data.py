@@ -40,32 +40,35 @@ from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from avtokens import AvTokensError
 from avtokens.alignment import fixed_size_blocks, nominal_block_size
+from avtokens.audio_codecs import DEFAULT_CODEC, audio_codec
 from avtokens.media import sha256_of
-from avtokens.planning import DAC_CODEBOOK_SIZE, DAC_CODEBOOKS, DAC_HOP, DAC_SAMPLE_RATE
 from avtokens.tokenfile import TokenFileReader
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, visual_tokenizer
 
 log = logging.getLogger(__name__)
+_DEFAULT_CODEC = audio_codec(DEFAULT_CODEC)
 
 
 @dataclass(frozen=True)
 class JointVocabulary:
-    """One token vocabulary for DV visual indices and DAC audio codes, for autoregressive
-    models. A latent frame is `[FRAME, v_1 .. v_hw, AUDIO, a_1 .. a_9k]`: its visual indices
-    row-major, then its k code frames, each as 9 codebook ids. Ids:
+    """One token vocabulary for DV visual indices and audio codes, for autoregressive models.
+    A latent frame is `[FRAME, v_1 .. v_hw, AUDIO, a_1 .. a_qk]`: its visual indices row-major,
+    then its k code frames, each as q codebook ids. With the defaults (Cosmos DV, DAC: q = 9
+    codebooks of 1024) the ids are:
 
-    - `[0, 64000)`: visual FSQ indices, as stored (Cosmos DV; another family's vocabulary
-      moves the ids below by its size);
-    - `64000 + 1024 * b + c`: code c of DAC codebook b (b in 0..8);
+    - `[0, 64000)`: visual FSQ indices, as stored (another family's vocabulary moves the ids
+      below by its size);
+    - `64000 + 1024 * b + c`: code c of codebook b (b in 0..8; another codec's codebooks and
+      their size change the ids below);
     - `FRAME = 73216`: a latent frame begins; `AUDIO = 73217`: its audio begins;
     - `size = 73218`.
 
-    A latent frame of h x w visual tokens with k code frames is 2 + hw + 9k ids.
+    A latent frame of h x w visual tokens with k code frames is 2 + hw + qk ids.
     """
 
     visual: int = visual_tokenizer(DEFAULT_FAMILY).vocabulary
-    codebooks: int = DAC_CODEBOOKS
-    codebook_size: int = DAC_CODEBOOK_SIZE
+    codebooks: int = _DEFAULT_CODEC.default_codebooks
+    codebook_size: int = _DEFAULT_CODEC.codebook_size
 
     @property
     def audio_offset(self) -> int:
@@ -84,7 +87,7 @@ class JointVocabulary:
         return self.frame + 2
 
     def frame_tokens(self, visual: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """One latent frame: visual indices [h, w] and its codes [k, codebooks] -> ids [2 + hw + 9k]."""
+        """One latent frame: visual indices [h, w] and its codes [k, codebooks] -> ids [2 + hw + qk]."""
         offsets = self.audio_offset + self.codebook_size * torch.arange(self.codebooks)
         return torch.cat([
             torch.tensor([self.frame]), visual.reshape(-1).to(torch.int64), torch.tensor([self.audio]),
@@ -110,6 +113,10 @@ class VideoTokens:
     audio: Path
     latent_frames: int
     fps: Fraction
+    codec: str  # of the audio: avtokens.audio_codecs
+    codebooks: int
+    codebook_size: int
+    code_clock: tuple[int, int]  # the codes' sample rate and hop
 
     @property
     def latents_per_window(self) -> int:
@@ -145,10 +152,11 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
     videos = [_video_tokens(where, base, row) for where, base, row in chosen]
     kinds = {}
     for video in videos:
-        kinds.setdefault((video.family, video.kind, video.factors), video)
+        kinds.setdefault((video.family, video.kind, video.factors, video.codec, video.codebooks), video)
     if len(kinds) > 1:
         described = [
-            f"{v.where} is {v.family} {v.kind}{v.factors[0]}x{v.factors[1]}x{v.factors[1]}"
+            f"{v.where} is {v.family} {v.kind}{v.factors[0]}x{v.factors[1]}x{v.factors[1]} with "
+            f"{v.codebooks} codebooks of {v.codec}"
             for v in kinds.values()
         ]
         raise AvTokensError("one dataset needs one kind of tokens, but " + " and ".join(described))
@@ -164,12 +172,18 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
 
 
 def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
+    # A manifest written before codecs were plug-ins has neither family nor codec: Cosmos and DAC.
+    codec = _DEFAULT_CODEC
     return VideoTokens(
         where=where, video=row["video"], preset=row["preset"], family=row.get("family", DEFAULT_FAMILY),
         kind=row["kind"],
         factors=(row["temporal"], row["spatial"]), window=row["window"],
         visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
         latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
+        codec=row.get("audio_codec", codec.name),
+        codebooks=row.get("audio_codebooks", codec.default_codebooks),
+        codebook_size=row.get("audio_codebook_size", codec.codebook_size),
+        code_clock=(row.get("audio_sample_rate", codec.sample_rate), row.get("audio_hop", codec.hop)),
     )  # fmt: skip
 
 
@@ -195,11 +209,12 @@ class AlignedClips(Dataset):
     `tail`: what becomes of a video's last latent frames that do not fill a clip: "drop"
     (default: every clip has the same length) or "short" (a shorter last clip, so every
     latent frame is in exactly one clip; batch those with `collate_padded`).
-    `audio`: "ragged" (a clip's codes [n, 9] with `audio_offsets` [L + 1]: latent frame i
-    holds codes[offsets[i]:offsets[i + 1]]) or "blocks" ([L, block_size, 9], each latent
+    `audio`: "ragged" (a clip's codes [n, codebooks] with `audio_offsets` [L + 1]: latent frame i
+    holds codes[offsets[i]:offsets[i + 1]]) or "blocks" ([L, block_size, codebooks], each latent
     frame's codes cut or padded by repeating its last: `fixed_size_blocks`; `block_size`
     defaults to what every full latent frame carries, 27 at 25 fps with 8x factors).
-    `joint_tokens` (DV only): also a flat id sequence per clip in `JOINT_VOCABULARY`.
+    `joint_tokens` (DV only): also a flat id sequence per clip in a `JointVocabulary` of their
+    family and codec.
 
     A clip is a dict: `video`, `preset`, `start` (first latent frame), `visual` (CV bf16
     [L, h, w, 16], DV int64 [L, h, w]), the audio as above, `frame_start` (int64 [L]: the
@@ -221,9 +236,11 @@ class AlignedClips(Dataset):
         if joint_tokens and self.kind != "DV":
             raise ValueError("joint_tokens needs discrete (DV) visual tokens; these are CV latents")
         if joint_tokens:
-            self.vocabulary = JointVocabulary(visual=visual_tokenizer(self.videos[0].family).vocabulary)
+            first = self.videos[0]
+            self.vocabulary = JointVocabulary(visual_tokenizer(first.family).vocabulary, first.codebooks,
+                                              first.codebook_size)  # fmt: skip
         if audio == "blocks" and block_size is None:
-            sizes = {nominal_block_size(v.factors[0], v.fps, DAC_SAMPLE_RATE, DAC_HOP) for v in self.videos}
+            sizes = {nominal_block_size(v.factors[0], v.fps, *v.code_clock) for v in self.videos}
             if len(sizes) > 1:
                 raise ValueError(f"videos carry {sorted(sizes)} code frames per latent frame (different "
                                  "frame rates): give block_size")  # fmt: skip
@@ -499,7 +516,7 @@ class AlignedClipStream(IterableDataset):
 
 def collate_clips(clips: list[dict]) -> dict:
     """A batch of clips of one shape: visual [B, L, ...] stacked; ragged audio packed (codes
-    of all clips [N, 9], `audio_offsets` [B, L + 1] into them); blocks [B, L, block, 9];
+    of all clips [N, codebooks], `audio_offsets` [B, L + 1] into them); blocks [B, L, block, codebooks];
     joint tokens packed the same way. Clips of different lengths or latent sizes are refused
     (`collate_padded` takes them)."""
     shapes = {tuple(c["visual"].shape) for c in clips}

@@ -172,6 +172,19 @@ def trace_release_files(folder: Path | str, encoder: nn.Module, decoder: nn.Modu
             )
 
 
+def write_stand_in(folder: Path | str, model: dict) -> None:
+    """The stand-in checkpoint folder of `model`: {"codec": an audio codec's name} or {"family": a
+    visual tokenizer family's name, "kind", "temporal", "spatial"}."""
+    from avtokens.audio_codecs import audio_codec
+    from avtokens.visual_tokenizers import visual_tokenizer
+
+    model = dict(model)
+    if "codec" in model:
+        audio_codec(model["codec"]).write_stand_in(Path(folder))
+    else:
+        visual_tokenizer(model.pop("family")).write_stand_in(Path(folder), **model)
+
+
 def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:
     """Write a small random `dac.DAC` as the release file is saved (with `full_size`, the
     released 44 kHz model's architecture, whose defaults `dac.DAC` carries)."""

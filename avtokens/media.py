@@ -29,7 +29,6 @@ from av.video.reformatter import ColorPrimaries, ColorTrc
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.background import prefetched
-from avtokens.planning import DAC_SAMPLE_RATE
 from avtokens.timing import video_timing
 
 log = logging.getLogger(__name__)
@@ -521,16 +520,17 @@ def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:
     )  # fmt: skip
 
 
-def extract_audio(source, name: str, wav_dest, timeline_dest) -> None:
-    """What the DAC jobs of a video need, made once for all presets: its audio as DAC's input
-    (mono 44.1 kHz on the video's clock, `extract_wav`) and its timeline (JSON: the
-    source file and the video stream with the decoded frame count, which every visual token
-    file of the video records too, so the codes cover exactly the frames the latent frames do)."""
+def extract_audio(source, name: str, sample_rate: int, wav_dest, timeline_dest) -> None:
+    """What the audio jobs of a video need, made once per sample rate for every codec of that
+    rate: its audio as their input (mono at `sample_rate` on the video's clock, `extract_wav`)
+    and its timeline (JSON: the source file and the video stream with the decoded frame count,
+    which every visual token file of the video records too, so the codes cover exactly the
+    frames the latent frames do)."""
     info = probe(source)
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(sha256_of, source)
         with atomic_output(wav_dest) as tmp:
-            decoded = extract_wav(source, tmp, info, DAC_SAMPLE_RATE)
+            decoded = extract_wav(source, tmp, info, int(sample_rate))
         timeline = {"source": source_record(source, name, digest.result()),
                     "video": video_record(info, decoded)}  # fmt: skip
     with atomic_output(timeline_dest) as tmp:

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from avtokens.alignment import audio_block_size, code_frame_count, code_frame_ranges
+from avtokens.audio_codecs import DEFAULT_CODEC, AudioCodec, audio_codec
 from avtokens.windows import video_latent_spans
-
-# The released 44.1 kHz DAC model: hop 512 samples, 9 codebooks of 1024 entries.
-DAC_SAMPLE_RATE, DAC_HOP, DAC_CODEBOOKS, DAC_CODEBOOK_SIZE = 44100, 512, 9, 1024
 
 
 @dataclass(frozen=True)
@@ -33,19 +31,23 @@ class TokenPlan:
 
 
 def plan_tokens(frame_count: int, fps: Fraction, width: int, height: int, temporal: int, spatial: int,
-                window: int) -> TokenPlan:  # fmt: skip
+                window: int, codec: AudioCodec | None = None,
+                codebooks: int | None = None) -> TokenPlan:  # fmt: skip
     """Token counts of a video of `frame_count` frames at `fps` and `width`x`height` with a
-    tokenizer of factors `temporal` x `spatial` x `spatial` coding `window` frames at a time."""
+    tokenizer of factors `temporal` x `spatial` x `spatial` coding `window` frames at a time,
+    and `codebooks` of an audio codec (default: the default codec with its default count)."""
+    codec = codec or audio_codec(DEFAULT_CODEC)
+    codebooks = codebooks or codec.default_codebooks
     spans = video_latent_spans(frame_count, window, temporal)
-    ranges = code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, DAC_HOP)
+    ranges = code_frame_ranges(spans, fps, codec.sample_rate, codec.hop)
     latent_width, latent_height = -(-width // spatial), -(-height // spatial)
-    code_frames = code_frame_count(frame_count, fps, DAC_SAMPLE_RATE, DAC_HOP)
+    code_frames = code_frame_count(frame_count, fps, codec.sample_rate, codec.hop)
     return TokenPlan(
         latent_frames=len(spans),
         latent_width=latent_width,
         latent_height=latent_height,
         audio_block=audio_block_size(ranges, spans, temporal),
         visual_tokens=len(spans) * latent_width * latent_height,
-        audio_tokens=code_frames * DAC_CODEBOOKS,
+        audio_tokens=code_frames * codebooks,
         seconds=float(frame_count / fps),
     )

@@ -2,7 +2,7 @@
 
 Pure Python (no torch) because the Snakefile imports it to validate the config. What a
 family accepts (releases, kinds, factors, engines, windows) comes from its registry entry
-(`avtokens.visual_tokenizers`).
+(`avtokens.visual_tokenizers`), and what a codec accepts from its own (`avtokens.audio_codecs`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from avtokens.audio_codecs import DEFAULT_CODEC, AudioCodec, audio_codec
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, KINDS, VisualTokenizer, visual_tokenizer
 from avtokens.windows import check_window_length
 
-DAC_WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
 MODEL_KEYS = ("kind", "temporal", "spatial")  # a preset's fields that pick a family's model
 
 
@@ -29,10 +29,25 @@ class Preset:
     engine: str = "auto"  # how the network runs: the family's `engines`
     family: str = DEFAULT_FAMILY  # the registry entry: avtokens.visual_tokenizers
     release: str = ""  # the family's release the default repo comes from
+    codec: str = DEFAULT_CODEC  # the audio codec: avtokens.audio_codecs
+    codebooks: int = 0  # of the codec's codebooks, the first this many (0: the codec's default)
 
     @property
     def tokenizer(self) -> VisualTokenizer:
         return visual_tokenizer(self.family)
+
+    @property
+    def audio_codec(self) -> AudioCodec:
+        return audio_codec(self.codec)
+
+    @property
+    def audio_codebooks(self) -> int:
+        return self.codebooks or self.audio_codec.default_codebooks
+
+    @property
+    def audio(self) -> str:
+        """The name the preset's audio files are kept under: its codec and codebooks."""
+        return self.audio_codec.setting(self.audio_codebooks)
 
     @property
     def model(self) -> str:
@@ -113,7 +128,24 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     if engine not in tokenizer.engines:
         raise ValueError(f"preset '{name}': engine must be one of {', '.join(tokenizer.engines)} "
                          f"(family {family}), not {engine!r}")  # fmt: skip
-    return Preset(name, kind, temporal, spatial, window, weights, repo, engine, family, release)
+    codec, codebooks = _audio_fields(name, fields)
+    return Preset(
+        name, kind, temporal, spatial, window, weights, repo, engine, family, release, codec, codebooks
+    )
+
+
+def _audio_fields(name: str, fields: dict) -> tuple[str, int]:
+    """(codec, codebooks) of the preset; codebooks default to the codec's."""
+    try:
+        codec = audio_codec(fields.get("codec", DEFAULT_CODEC))
+    except ValueError as err:
+        raise ValueError(f"preset '{name}': {err}") from None
+    codebooks = int(fields.get("codebooks", codec.default_codebooks))
+    choices = codec.codebook_choices
+    if codebooks not in choices:
+        allowed = str(choices[0]) if len(choices) == 1 else f"{choices[0]} to {choices[-1]}"
+        raise ValueError(f"preset '{name}': {codec.label} codes with {allowed} codebooks, not {codebooks}")
+    return codec.name, codebooks
 
 
 GRID_KEYS = (*MODEL_KEYS, "window")
@@ -121,7 +153,8 @@ GRID_KEYS = (*MODEL_KEYS, "window")
 
 def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
     """Every combination of a parameter grid as preset entries named after their parameters
-    (`DV8x16x16-w33`; another family's preset has the family's name first), and the combinations
+    (`DV8x16x16-w33`; another family's preset has the family's name first, another codec's the
+    codec's name last), and the combinations
     left out because no released tokenizer or no valid window fits them (for example temporal
     4 with spatial 16)."""
     if not grid:
@@ -130,13 +163,15 @@ def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
     if missing:
         raise ValueError(f"grid: give lists for all of kind, temporal, spatial and window; missing {missing}")
     presets, skipped = {}, []
-    families = grid.get("family", [DEFAULT_FAMILY])
-    for family, *values in itertools.product(families, *(grid[key] for key in GRID_KEYS)):
+    families, codecs = grid.get("family", [DEFAULT_FAMILY]), grid.get("codec", [DEFAULT_CODEC])
+    for family, codec, *values in itertools.product(families, codecs, *(grid[key] for key in GRID_KEYS)):
         kind, temporal, spatial, window = values
         name = f"{_model_name(kind, temporal, spatial)}-w{window}"
         fields = dict(zip(GRID_KEYS, values, strict=True))
         if family != DEFAULT_FAMILY:
             name, fields = f"{family}-{name}", {"family": family, **fields}
+        if codec != DEFAULT_CODEC:
+            name, fields = f"{name}-{codec}", {**fields, "codec": codec}
         try:
             make_preset(name, fields)
         except ValueError as err:

@@ -31,14 +31,16 @@ video, img { max-width: 100%; display: block; margin: 0.4em 0; }
 .figures { color: #555; }
 """
 
-TOKEN_COLUMNS = {"video": "video", "preset": "preset", "family": "family", "duration_s": "s", "fps": "fps",
+TOKEN_COLUMNS = {"video": "video", "preset": "preset", "family": "family", "codec": "codec",
+                 "duration_s": "s", "fps": "fps",
                  "width": "width", "height": "height", "latent_frames": "latent frames",
                  "latent_width": "latent w", "latent_height": "latent h",
                  "codes_per_latent_frame": "codes / latent frame",
                  "visual_tokens": "visual tokens", "audio_tokens": "audio tokens", "total_tokens": "tokens",
                  "tokens_per_second": "tokens / s", "token_bytes": "bytes", "psnr_mean": "PSNR dB",
                  "psnr_p5": "PSNR p5 dB", "ssim_mean": "SSIM"}  # fmt: skip
-AUDIO_COLUMNS = {"video": "video", "weights": "weights", "duration_s": "s", "code_frames": "code frames",
+AUDIO_COLUMNS = {"video": "video", "codec": "codec", "codebooks": "codebooks", "sample_rate": "Hz",
+                 "weights": "weights", "duration_s": "s", "code_frames": "code frames",
                  "audio_tokens": "audio tokens", "audio_tokens_per_second": "audio tokens / s",
                  "token_bytes": "bytes", "mel_distance": "mel distance", "stft_distance": "STFT distance",
                  "si_sdr": "SI-SDR dB"}  # fmt: skip
@@ -90,7 +92,7 @@ def write_overview(folder, token_table, audio_table, quality_plot) -> None:
     """The overview page: quality against token rate, the token and audio tables."""
     tokens, audio = read_tsv(token_table), read_tsv(audio_table)
     body = f"""{_stand_in_note(tokens + audio)}
-<p>Every preset that ran, on every video: visual tokens of its tokenizer family and DAC audio tokens,
+<p>Every preset that ran, on every video: visual tokens of its tokenizer family and audio tokens of its codec,
 decoded back.
 Video PSNR and SSIM compare the decoder's own frames with the source frames (before the
 reconstruction's mp4 encode); higher is better. Each preset's page plays its comparison videos.</p>
@@ -102,9 +104,10 @@ reconstruction's mp4 encode); higher is better. Each preset's page plays its com
 <a href="token_table.tsv" download>token_table.tsv</a></p>
 {html_table(tokens, TOKEN_COLUMNS)}
 <h2>Audio table</h2>
-<p>One row per video and DAC weights (the audio is coded once, whatever the preset): DAC's own
-distances between the coded 44.1 kHz mono audio and its reconstruction (mel and STFT: lower is
-better; SI-SDR: higher is better). <a href="audio_table.tsv" download>audio_table.tsv</a></p>
+<p>One row per video and codec setting (the audio is coded once, whatever the preset): DAC's
+distances between the coded mono audio, at the codec's sample rate, and its reconstruction (mel
+and STFT: lower is better; SI-SDR: higher is better).
+<a href="audio_table.tsv" download>audio_table.tsv</a></p>
 {html_table(audio, AUDIO_COLUMNS)}"""
     files = {
         "quality_vs_tokens.png": quality_plot,

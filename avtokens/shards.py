@@ -254,39 +254,47 @@ def per_video_files(paths: Iterable, key: str) -> list[str]:
     return files
 
 
-def manifest_runs(summary_records: Iterable, audio_records: Iterable, weights_of: dict) -> list[dict]:
+def manifest_runs(summary_records: Iterable, audio_records: Iterable, audio_of: dict) -> list[dict]:
     """The manifest's runs (`avtokens.manifest.write_manifest`) from the records of the
-    summarize and summarize_audio shard jobs: every video x preset done in both."""
+    summarize and summarize_audio shard jobs: every video x preset done in both. `audio_of`:
+    preset -> "<codec setting>/<weights>", the scope of its audio's records."""
     audio = {}
     for path in audio_records:
         record = read_record(path)
         for name, files in record["done"].items():
-            audio[record["wildcards"]["weights"], name] = files["summary"]
+            audio[_audio_scope(record["wildcards"]), name] = files["summary"]
     runs = []
     for path in summary_records:
         record = read_record(path)
-        weights = weights_of[record["wildcards"]["preset"]]
+        scope = audio_of[record["wildcards"]["preset"]]
         for name, files in record["done"].items():
-            if (weights, name) in audio:
+            if (scope, name) in audio:
                 runs.append({
                     "summary": files["summary"], "visual_tokens": files["visual_tokens"],
-                    "audio_tokens": files["audio_tokens"], "audio_summary": audio[weights, name],
+                    "audio_tokens": files["audio_tokens"], "audio_summary": audio[scope, name],
                 })  # fmt: skip
     return runs
 
 
+def _audio_scope(wildcards: dict) -> str:
+    """ "<codec setting>/<weights>" of an audio job's wildcards, "<rate>hz" of an extraction's."""
+    if "codec" in wildcards:
+        return f"{wildcards['codec']}/{wildcards['weights']}"
+    return f"{wildcards['rate']}hz" if "rate" in wildcards else ""
+
+
 def failures(records: Iterable) -> tuple[list[dict], list[str]]:
     """The videos that failed in the stage of each record (not those passed on from upstream),
-    each with the record's wildcards and its `scope` (the preset or DAC weights, "" for
-    stages that have neither), and the records that leave a video unfinished, failed there
-    or upstream. Those must go for the next run to retry: Snakemake does not remake a
+    each with the record's wildcards and its `scope` (the preset, the codec setting and weights,
+    or the sample rate; "" for stages that have none), and the records that leave a video
+    unfinished, failed there or upstream. Those must go for the next run to retry: Snakemake does not remake a
     missing file whose dependents are all present."""
     rows, unfinished = [], []
     for path in records:
         if Path(path).is_file():
             record = read_record(path)
             wildcards = record["wildcards"]
-            scope = wildcards.get("preset") or wildcards.get("weights") or ""
+            scope = wildcards.get("preset") or _audio_scope(wildcards)
             for name, reason in record["failed"].items():
                 rows.append({"video": name, "stage": record["stage"], "reason": reason, "scope": scope,
                              **wildcards})  # fmt: skip
@@ -306,7 +314,7 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     if not unfinished:
         Path(table).unlink(missing_ok=True)  # an earlier run's list, now settled
         return None
-    lines = ["video\tpath\tstage\tpreset_or_weights\treason\n"]
+    lines = ["video\tpath\tstage\tscope\treason\n"]
     for row in rows:
         fields = [row["video"], str(sources[row["video"]]), row["stage"], row["scope"], row["reason"]]
         lines.append("\t".join(fields) + "\n")

@@ -19,13 +19,14 @@ from avtokens.visual_tokenizers import DEFAULT_FAMILY
 from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
-    "video", "preset", "family", "duration_s", "fps", "width", "height", "latent_frames", "latent_width",
-    "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens", "total_tokens",
-    "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean", "stand_in_weights",
+    "video", "preset", "family", "codec", "duration_s", "fps", "width", "height", "latent_frames",
+    "latent_width", "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens",
+    "total_tokens", "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean",
+    "stand_in_weights",
 ]  # fmt: skip
 AUDIO_TABLE_COLUMNS = [
-    "video", "weights", "duration_s", "code_frames", "audio_tokens", "audio_tokens_per_second",
-    "token_bytes", "mel_distance", "stft_distance", "si_sdr", "stand_in_weights",
+    "video", "codec", "codebooks", "sample_rate", "weights", "duration_s", "code_frames", "audio_tokens",
+    "audio_tokens_per_second", "token_bytes", "mel_distance", "stft_distance", "si_sdr", "stand_in_weights",
 ]  # fmt: skip
 
 
@@ -110,6 +111,7 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
         "family": meta["tokenizer"].get("family", DEFAULT_FAMILY),
+        "codec": audio_meta["audio"]["codec"],
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
         "window": meta["windows"]["frames"],
         "stand_in_weights": bool(meta["stand_in_weights"] or audio_meta["stand_in_weights"]),
@@ -119,17 +121,20 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
 
 
 def audio_summary(video: str, weights: str, codes, source_wav, reconstructed_wav) -> dict:
-    """A video's audio as DAC codes it (the same for every preset with these weights): code
-    frames, tokens, bytes, and DAC's distances between the coded wav and its reconstruction."""
+    """A video's audio as its codec codes it (the same for every preset with that codec setting
+    and weights): code frames, tokens, bytes, and DAC's distances (`avtokens.audio_distances`)
+    between the coded wav and its reconstruction."""
     meta = read_metadata(codes)
     duration, audio = meta["video"]["duration"], meta["audio"]
     tokens = audio["code_frames"] * audio["codebooks"]
     return {
         "video": video,
+        "codec": audio["codec"],
+        "codebooks": audio["codebooks"],
+        "sample_rate": audio["sample_rate"],
         "weights": weights,
         "duration_s": duration,
         "code_frames": audio["code_frames"],
-        "codebooks": audio["codebooks"],
         "audio_tokens": tokens,
         "audio_tokens_per_second": tokens / duration,
         "token_bytes": Path(codes).stat().st_size,
@@ -168,7 +173,7 @@ def write_table(summaries: list[Path | str], dest) -> None:
 
 
 def write_audio_table(summaries: list[Path | str], dest) -> None:
-    """One TSV row per video (and DAC weights): the audio is coded once, whatever the preset."""
+    """One TSV row per video and codec setting (and weights): the audio is coded once, whatever the preset."""
     _write_tsv([json.loads(Path(p).read_text()) for p in summaries], AUDIO_TABLE_COLUMNS, dest)
 
 

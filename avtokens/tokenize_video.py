@@ -29,6 +29,7 @@ import yaml
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output, link_or_copy, storage_problem
+from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC
 from avtokens.picture import PIXELS
 from avtokens.presets import make_preset
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tokenize_video",
         description="Tokenize one video into visual tokens (Cosmos by default; --family picks another "
-        "tokenizer) and DAC audio tokens, and reconstruct it from them.",
+        "tokenizer) and audio tokens (DAC by default; --codec picks another codec), and reconstruct it "
+        "from them.",
     )
     p.add_argument("orig_video_dir", type=Path, help="folder of the video (the .wav goes here)")
     p.add_argument("orig_video_file", help="file name of the video inside orig_video_dir")
@@ -59,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=sorted(VISUAL_TOKENIZERS), default=DEFAULT_FAMILY,
                    help=f"tokenizer family (default: {DEFAULT_FAMILY}; README, \"Tokenizer families\")",
                    )  # fmt: skip
+    p.add_argument("--codec", choices=sorted(AUDIO_CODECS), default=DEFAULT_CODEC,
+                   help=f"audio codec (default: {DEFAULT_CODEC}; README, \"Audio codecs\")")  # fmt: skip
+    p.add_argument("--codebooks", type=int, help="how many of the codec's codebooks (default: the codec's)")
     p.add_argument("--release", help="the family's release (default: its first; Cosmos: 0.1, 1.0, tokenize1)")
     p.add_argument("--window", type=int,
                    help="frames per tokenizer window, 1 + k*temporal_factor (default: the family's, 121 for "
@@ -181,14 +186,18 @@ def main(argv=None) -> int:
     if args.family != DEFAULT_FAMILY:
         name = f"{args.family}-{name}"
     fields = {"family": args.family, "kind": kind, "temporal": args.temporal_factor,
-              "spatial": args.spatial_factor, "weights": args.weights}  # fmt: skip
+              "spatial": args.spatial_factor, "weights": args.weights, "codec": args.codec}  # fmt: skip
     fields |= {
-        key: getattr(args, key) for key in ("release", "window", "engine") if getattr(args, key) is not None
+        key: getattr(args, key)
+        for key in ("release", "window", "engine", "codebooks")
+        if getattr(args, key) is not None
     }
     try:
-        make_preset(name, fields)
+        preset = make_preset(name, fields)
     except ValueError as err:
         parser.error(str(err))
+    if args.codec != DEFAULT_CODEC:
+        name = f"{name}-{preset.audio}"
     if "/" in args.video_nickname or not args.video_nickname.strip():
         parser.error(f"video_nickname {args.video_nickname!r} must be a plain name without '/'")
     source = (args.orig_video_dir / args.orig_video_file).resolve()
@@ -208,7 +217,7 @@ def main(argv=None) -> int:
         for folder in (wav_dir, args.reconstructed_dir, workdir):
             folder.mkdir(parents=True, exist_ok=True)
         with holding(workdir, f"{args.video_nickname} into {args.output_tokens_dir}"):
-            return _run(args, name, fields, source, workdir, wav_dir)
+            return _run(args, preset, name, fields, source, workdir, wav_dir)
     except AvTokensError as err:
         print(f"tokenize_video: {err}", file=sys.stderr)
     except OSError as err:
@@ -223,7 +232,7 @@ def main(argv=None) -> int:
     return 1
 
 
-def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Path) -> int:
+def _run(args, preset, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Path) -> int:
     sheet = workdir / "videos.tsv"
     sheet.write_text(f"name\tpath\n{args.video_nickname}\t{source}\n", encoding="utf-8")
     defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -254,13 +263,14 @@ def _run(args, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Pa
         print(f"tokenize_video: nothing to redo, the results in {workdir} are up to date", file=sys.stderr)
 
     results, nick = workdir / "results", args.video_nickname
+    audio = results / "audio"
     outputs = {
-        results / "audio" / f"{nick}.wav": wav_dir / f"{nick}.wav",
+        audio / f"{preset.audio_codec.sample_rate}hz" / f"{nick}.wav": wav_dir / f"{nick}.wav",
         **{results / name / "tokens" / f"{nick}_{part}_tokens.safetensors":
            args.output_tokens_dir / f"{nick}_{part}_tokens.safetensors" for part in ("visual", "audio")},
         **{results / name / "reconstructed" / f"{nick}_{part}":
            args.reconstructed_dir / f"{nick}_{part}" for part in ("visual.mp4", "combined.mp4")},
-        results / "audio" / args.weights / f"{nick}_reconstructed.wav":
+        audio / preset.audio / args.weights / f"{nick}_reconstructed.wav":
             args.reconstructed_dir / f"{nick}_audio.wav",
     }  # fmt: skip
     place_all(outputs)

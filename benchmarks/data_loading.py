@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens import load_tokens  # noqa: E402
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
+from avtokens.audio_codecs.dac import DAC  # noqa: E402
 from avtokens.data import AlignedClips  # noqa: E402
 from avtokens.fsq import CODEBOOK_SIZE  # noqa: E402
-from avtokens.planning import DAC_CODEBOOKS, DAC_HOP, DAC_SAMPLE_RATE  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
 from avtokens.windows import round_up, video_latent_spans  # noqa: E402
@@ -63,10 +63,11 @@ def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, 
         else:
             writer.append(torch.randn((count, *shape), generator=rng).to(torch.bfloat16))
     writer.finish({}, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
-    codes = code_frame_count(frames, fps, DAC_SAMPLE_RATE, DAC_HOP)
-    writer = TokenFileWriter(audio, "codes", torch.uint16, (DAC_CODEBOOKS,))
-    writer.append(torch.randint(0, 1024, (codes, DAC_CODEBOOKS), generator=rng).to(torch.uint16))
-    ranges = code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, DAC_HOP)
+    codes = code_frame_count(frames, fps, DAC.sample_rate, DAC.hop)
+    writer = TokenFileWriter(audio, "codes", torch.uint16, (DAC.default_codebooks,))
+    shape = (codes, DAC.default_codebooks)
+    writer.append(torch.randint(0, DAC.codebook_size, shape, generator=rng).to(torch.uint16))
+    ranges = code_frame_ranges(spans, fps, DAC.sample_rate, DAC.hop)
     writer.finish({}, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
     return {
         "video": "episode", "preset": preset.name, "kind": preset.kind, "temporal": preset.temporal,

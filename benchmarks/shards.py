@@ -150,7 +150,7 @@ def throughput(args, work: Path) -> dict:
         workdir = work / name
         if args.weights == "demo":  # the stand-in weights are made outside the timing, once
             if stand_ins is None:
-                targets = ["resources/demo_weights/dac/weights_44khz_8kbps_0.0.1.pth",
+                targets = ["resources/demo_weights/dac",
                            "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16"]  # fmt: skip
                 run(workflow_command(workdir, overlay, *targets, cores=args.cores))
                 stand_ins = workdir / "resources" / "demo_weights"

@@ -43,6 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens import audio, media, visual  # noqa: E402
+from avtokens.audio_codecs.dac import WEIGHTS_FILE as DAC_WEIGHTS  # noqa: E402
 from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
 from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
@@ -173,7 +174,7 @@ def main() -> int:
     try:
         full = args.network == "cosmos"
         write_cosmos_stand_in(work, preset.is_discrete, preset.temporal, preset.spatial, full_size=full)
-        write_dac_stand_in(work / "dac.pth", full_size=full)
+        write_dac_stand_in(work / "dac" / DAC_WEIGHTS, full_size=full)
         enc_file, dec_file = work / "encoder.jit", work / "decoder.jit"
         engines = {}
         for engine in reversed(args.engines):  # the first one stays loaded for the baseline
@@ -197,12 +198,12 @@ def main() -> int:
                                      "veryfast", clip, metrics)  # fmt: skip
         wav, timeline = work / "a.wav", work / "timeline.json"
         codes, wav_out = work / "codes.safetensors", work / "a_out.wav"
-        media.extract_audio(clip, "b", wav, timeline)
+        media.extract_audio(clip, "b", 44100, wav, timeline)
         bound_heap_growth()  # as the workflow's audio jobs do
         with Stage(device) as aenc:
-            audio.encode_wav_files([(wav, timeline, codes)], work / "dac.pth", args.device, 60)
+            audio.encode_wav_files([(wav, timeline, codes)], "dac", 9, work / "dac", args.device, 60)
         with Stage(device) as adec:
-            audio.decode_codes_files([(codes, wav_out)], work / "dac.pth", args.device, 60)
+            audio.decode_codes_files([(codes, wav_out)], "dac", 9, work / "dac", args.device, 60)
         with Stage(device) as base:
             upstream_style(clip, work / "upstream.mp4", encoder, decoder, preset, device)
     finally:

@@ -32,8 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
+from avtokens.audio_codecs.dac import DAC  # noqa: E402
 from avtokens.fsq import CODEBOOK_SIZE  # noqa: E402
-from avtokens.planning import DAC_CODEBOOKS, DAC_HOP, DAC_SAMPLE_RATE  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
 from avtokens.windows import plan_windows, round_up, video_latent_spans  # noqa: E402
@@ -91,15 +91,16 @@ def write_visual(path: Path, preset, frames: int, fps: Fraction, width: int, hei
 
 def write_audio(path: Path, preset, frames: int, fps: Fraction) -> dict:
     spans = video_latent_spans(frames, preset.window, preset.temporal)
-    count = code_frame_count(frames, fps, DAC_SAMPLE_RATE, DAC_HOP)
-    codes = torch.randint(0, 1024, (count, DAC_CODEBOOKS), generator=torch.Generator().manual_seed(0))
+    count = code_frame_count(frames, fps, DAC.sample_rate, DAC.hop)
+    codes = torch.randint(0, DAC.codebook_size, (count, DAC.default_codebooks),
+                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     codes = codes.to(torch.uint16)
-    ranges = torch.tensor(code_frame_ranges(spans, fps, DAC_SAMPLE_RATE, DAC_HOP), dtype=torch.int64)
-    metadata = {"format": "avtokens-audio/1", "audio": {"code_frames": count, "hop": DAC_HOP},
+    ranges = torch.tensor(code_frame_ranges(spans, fps, DAC.sample_rate, DAC.hop), dtype=torch.int64)
+    metadata = {"format": "avtokens-audio/1", "audio": {"code_frames": count, "hop": DAC.hop},
                 "alignment": {"fps": str(fps), "frame_count": frames, "latent_frames": len(spans)},
                 "source": {"sha256": "0" * 64}, "codec": {"sha256": "0" * 64}}  # fmt: skip
     start = time.perf_counter()
-    writer = TokenFileWriter(path, "codes", torch.uint16, (DAC_CODEBOOKS,))
+    writer = TokenFileWriter(path, "codes", torch.uint16, (DAC.default_codebooks,))
     writer.append(codes)
     appended = time.perf_counter()
     writer.finish(metadata, extra={"code_ranges": ranges})

@@ -1,6 +1,7 @@
-# Audio, once per video (and DAC weights), however many presets run: source -> 44.1 kHz
-# mono wav and the video's timeline -> DAC codes -> wav. align_audio then groups a video's
-# codes by each preset's latent frames, without running DAC.
+# Audio, once per video and codec setting (and weights), however many presets run: source ->
+# mono wav at the codec's sample rate (once per rate) and the video's timeline -> codes -> wav.
+# align_audio then groups a video's codes by each preset's latent frames, without running a model.
+# What a codec is and how it codes: avtokens.audio_codecs.
 
 
 rule extract_wav:
@@ -10,7 +11,7 @@ rule extract_wav:
         wav=WAV,
         timeline=TIMELINE,
     log:
-        f"{RESULTS}/logs/audio/{{video}}.extract_wav.log",
+        f"{RESULTS}/logs/audio/{{rate}}hz/{{video}}.extract_wav.log",
     threads: 2
     conda:
         "../envs/avtokens.yaml"
@@ -20,15 +21,17 @@ rule extract_wav:
 
 rule audio_encode:
     input:
-        wav=WAV,
-        timeline=TIMELINE,
-        weights=dac_weights,
+        wav=audio_file(WAV),
+        timeline=audio_file(TIMELINE),
+        weights=codec_files,
     output:
         codes=CODES,
     log:
-        f"{RESULTS}/logs/audio/{{weights}}/{{video}}.audio_encode.log",
+        f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_encode.log",
     params:
-        weights_lock=dac_weights_lock,
+        codec=codec_of_setting,
+        checkpoint=codec_folder,
+        weights_lock=codec_weights_lock,
     resources:
         gpu=1,
         mem_mb=8000,
@@ -43,13 +46,15 @@ rule audio_encode:
 rule audio_decode:
     input:
         codes=CODES,
-        weights=dac_weights,
+        weights=codec_files,
     output:
         wav=RECONSTRUCTED_WAV,
     log:
-        f"{RESULTS}/logs/audio/{{weights}}/{{video}}.audio_decode.log",
+        f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_decode.log",
     params:
-        weights_lock=dac_weights_lock,
+        codec=codec_of_setting,
+        checkpoint=codec_folder,
+        weights_lock=codec_weights_lock,
     resources:
         gpu=1,
         mem_mb=8000,
@@ -63,7 +68,7 @@ rule audio_decode:
 
 rule align_audio:
     input:
-        codes=audio_of_preset(CODES),
+        codes=audio_file(CODES),
         visual_tokens=VISUAL_TOKENS,
     output:
         audio_tokens=AUDIO_TOKENS,

@@ -16,7 +16,7 @@ from snakemake.utils import validate
 PACKAGE_ROOT = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_free=True))
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
-from avtokens.checkpoints import checkpoint_folder, dac_file
+from avtokens.checkpoints import checkpoint_folder
 from avtokens.media import unusable_source
 from avtokens.outcome import left_out_message
 from avtokens.shards import fill_pattern
@@ -112,9 +112,15 @@ if not RUN:
     raise WorkflowError("config: nothing to run: list presets in `run` or give a `grid`")
 
 RESULTS = config["results"]
-# The DAC weights (official or demo) the presets that run use: a video's audio is coded
-# once per entry, whatever the number of presets.
-AUDIO_WEIGHTS = sorted({PRESETS[name].weights for name in RUN})
+# The audio of the presets that run: each codec setting (the codec's name, with `-q<codebooks>`
+# where the number is a choice) -> a preset that uses it, the (setting, weights) pairs a video's
+# audio is coded with (once each, whatever the number of presets) and the sample rates it is
+# extracted at.
+AUDIO = {}
+for name in RUN:
+    AUDIO.setdefault(PRESETS[name].audio, PRESETS[name])
+AUDIO_RUNS = sorted({(PRESETS[name].audio, PRESETS[name].weights) for name in RUN})
+RATES = sorted({str(preset.audio_codec.sample_rate) for preset in AUDIO.values()})
 # Shard mode (shard_size > 0): consecutive rows of the sheet in shards of that many videos,
 # named by their position, so appended rows add shards and leave the full ones as they were.
 SHARD_SIZE = config["shard_size"]
@@ -131,20 +137,25 @@ SHARDS = {
 }
 CHECKPOINTS = config["checkpoints"]
 
-# Checkpoint folder -> Hugging Face repo, and the files their families read, for the official
-# presets that run; stand-in folder -> a preset whose model it stands in for, for the demo ones.
-OFFICIAL_REPOS, CHECKPOINT_FILES, DEMO_MODELS = {}, set(), {}
+# Checkpoint folder -> where its files come from ({"repo": ...} or {"url": ...}), and the files
+# the visual families and audio codecs read, for the official presets that run; stand-in
+# folder -> the model it stands in for (a family's model or a codec), for the demo ones.
+OFFICIAL_SOURCES, CHECKPOINT_FILES, DEMO_MODELS = {}, set(), {}
 for name in RUN:
     preset = PRESETS[name]
+    codec = preset.audio_codec
     if preset.weights == "demo":
-        DEMO_MODELS.setdefault(preset.model, preset)
+        DEMO_MODELS.setdefault(preset.model, {"family": preset.family, "kind": preset.kind,
+                                              "temporal": preset.temporal, "spatial": preset.spatial})  # fmt: skip
+        DEMO_MODELS.setdefault(codec.folder, {"codec": codec.name})
         continue
-    if OFFICIAL_REPOS.setdefault(preset.model, preset.repo) != preset.repo:
+    if OFFICIAL_SOURCES.setdefault(preset.model, {"repo": preset.repo}) != {"repo": preset.repo}:
         raise WorkflowError(
             f"config: presets use two repos named {preset.model} "
-            f"({OFFICIAL_REPOS[preset.model]} and {preset.repo}); their files would share a folder"
+            f"({OFFICIAL_SOURCES[preset.model]['repo']} and {preset.repo}); their files would share a folder"
         )
-    CHECKPOINT_FILES.update(preset.tokenizer.checkpoint_files())
+    OFFICIAL_SOURCES.setdefault(codec.folder, codec.source(config))
+    CHECKPOINT_FILES.update(preset.tokenizer.checkpoint_files(), codec.files)
 
 
 def _alternatives(names):
@@ -157,17 +168,20 @@ wildcard_constraints:
     preset=_alternatives(PRESETS),
     shard=r"shard\d\d\d\d\d+",
     model=_alternatives(DEMO_MODELS) or "(?!)",
-    folder=_alternatives(OFFICIAL_REPOS) or "(?!)",
+    folder=_alternatives(OFFICIAL_SOURCES) or "(?!)",
     file=_alternatives(sorted(CHECKPOINT_FILES)) or "(?!)",
     weights="official|demo",
+    codec=_alternatives(AUDIO),
+    rate=_alternatives(RATES),
 
 
-# The per-video files, the same in both modes.
-WAV = f"{RESULTS}/audio/{{video}}.wav"
-TIMELINE = f"{RESULTS}/audio/{{video}}_timeline.json"
-CODES = f"{RESULTS}/audio/{{weights}}/{{video}}_codes.safetensors"
-RECONSTRUCTED_WAV = f"{RESULTS}/audio/{{weights}}/{{video}}_reconstructed.wav"
-AUDIO_SUMMARY = f"{RESULTS}/audio/{{weights}}/{{video}}_summary.json"
+# The per-video files, the same in both modes: the audio at each codec's sample rate, and per
+# codec setting and weights its codes, reconstruction and summary.
+WAV = f"{RESULTS}/audio/{{rate}}hz/{{video}}.wav"
+TIMELINE = f"{RESULTS}/audio/{{rate}}hz/{{video}}_timeline.json"
+CODES = f"{RESULTS}/audio/{{codec}}/{{weights}}/{{video}}_codes.safetensors"
+RECONSTRUCTED_WAV = f"{RESULTS}/audio/{{codec}}/{{weights}}/{{video}}_reconstructed.wav"
+AUDIO_SUMMARY = f"{RESULTS}/audio/{{codec}}/{{weights}}/{{video}}_summary.json"
 VISUAL_TOKENS = f"{RESULTS}/{{preset}}/tokens/{{video}}_visual_tokens.safetensors"
 AUDIO_TOKENS = f"{RESULTS}/{{preset}}/tokens/{{video}}_audio_tokens.safetensors"
 VISUAL_MP4 = f"{RESULTS}/{{preset}}/reconstructed/{{video}}_visual.mp4"
@@ -203,7 +217,8 @@ def get_final_output():
 
 
 def shard_record(scope, stage):
-    """The record a shard job of `stage` writes (scope: a preset, audio/<weights> or videos)."""
+    """The record a shard job of `stage` writes (scope: a preset, audio/<rate>hz,
+    audio/<codec>/<weights> or videos)."""
     return f"{RESULTS}/shards/{scope}/{{shard}}/{stage}.shard.json"
 
 
@@ -215,10 +230,12 @@ def all_summaries():
 
 
 def all_audio_summaries():
-    """Every video's audio summary, once per DAC weights that run (or the shards' records)."""
+    """Every video's audio summary, once per codec setting and weights that run (or the shards' records)."""
     if SHARDS:
-        return expand(shard_record("audio/{weights}", "summarize_audio"), weights=AUDIO_WEIGHTS, shard=SHARDS)
-    return expand(AUDIO_SUMMARY, weights=AUDIO_WEIGHTS, video=videos.index)
+        pattern, key, names = shard_record("audio/{codec}/{weights}", "summarize_audio"), "shard", SHARDS
+    else:
+        pattern, key, names = AUDIO_SUMMARY, "video", videos.index
+    return [fill_pattern(pattern, {"codec": c, "weights": w, key: n}) for c, w in AUDIO_RUNS for n in names]
 
 
 def comparisons_of_preset(wildcards):
@@ -237,10 +254,10 @@ def all_psnr_plots():
 
 def manifest_inputs(wildcards):
     """Per video x preset, in the same order: summary, token files, the audio summary of the
-    preset's DAC weights. In shard mode the summaries' records, which list those files."""
+    preset's codec and weights. In shard mode the summaries' records, which list those files."""
     if SHARDS:
         return {"summaries": all_summaries(), "audio_summaries": all_audio_summaries()}
-    runs = [{"preset": p, "weights": PRESETS[p].weights, "video": v} for p in RUN for v in videos.index]
+    runs = [audio_values({"preset": p, "video": v}) for p in RUN for v in videos.index]
     return {
         key: [fill_pattern(pattern, run) for run in runs]
         for key, pattern in [("summaries", SUMMARY), ("visual_tokens", VISUAL_TOKENS),
@@ -248,14 +265,23 @@ def manifest_inputs(wildcards):
     }  # fmt: skip
 
 
-def audio_of_preset(pattern):
-    """Input function: the per-video audio file `pattern` made with the preset's DAC weights
-    (shared by every preset with those weights)."""
+def audio_values(wildcards):
+    """The wildcards, with the audio ones they imply: a preset's codec setting and weights, a
+    codec setting's sample rate."""
+    values = dict(wildcards.items())
+    if "preset" in values:
+        preset = PRESETS[values["preset"]]
+        values.update(codec=preset.audio, weights=preset.weights)
+    if "codec" in values:
+        values["rate"] = str(AUDIO[values["codec"]].audio_codec.sample_rate)
+    return values
 
-    def get(wildcards):
-        return fill_pattern(pattern, {"weights": PRESETS[wildcards.preset].weights, "video": wildcards.video})
 
-    return get
+def audio_file(pattern):
+    """Input function: a per-video audio file of `pattern` as the job's wildcards imply it (a
+    preset's codes are shared by every preset of that codec setting and weights; a codec's wav by
+    every codec of that sample rate)."""
+    return lambda wildcards: fill_pattern(pattern, audio_values(wildcards))
 
 
 def frame_metrics_of_video(wildcards):
@@ -297,9 +323,23 @@ def checkpoint_of_preset(wildcards):
     return model_folder(PRESETS[wildcards.preset])
 
 
-def dac_weights(wildcards):
-    """The DAC weights file of `{weights}` (official or demo)."""
-    return str(dac_file(DEMO_WEIGHTS if wildcards.weights == "demo" else CHECKPOINTS))
+def codec_folder(wildcards):
+    """Where the checkpoint of `{codec}` is: its stand-in folder (demo weights) or the official one."""
+    return f"{DEMO_WEIGHTS if wildcards.weights == 'demo' else CHECKPOINTS}/{AUDIO[wildcards.codec].audio_codec.folder}"
+
+
+def codec_files(wildcards):
+    """Input function: the checkpoint files the codec reads: its stand-in folder, built whole by
+    one rule, or each official file, fetched unless present."""
+    if wildcards.weights == "demo":
+        return [codec_folder(wildcards)]
+    return [f"{codec_folder(wildcards)}/{name}" for name in AUDIO[wildcards.codec].audio_codec.files]
+
+
+def codec_of_setting(wildcards):
+    """The audio jobs' codec and number of codebooks."""
+    preset = AUDIO[wildcards.codec]
+    return {"codec": preset.codec, "codebooks": preset.audio_codebooks}
 
 
 def _lock_of(weights):
@@ -311,18 +351,17 @@ def weights_lock(wildcards):
     return _lock_of(PRESETS[wildcards.preset].weights)
 
 
-def dac_weights_lock(wildcards):
+def codec_weights_lock(wildcards):
     return _lock_of(wildcards.weights)
 
 
-def repo_of_folder(wildcards):
-    return OFFICIAL_REPOS[wildcards.folder]
+def source_of_folder(wildcards):
+    return OFFICIAL_SOURCES[wildcards.folder]
 
 
 def stand_in_model(wildcards):
-    """The family and model a stand-in folder is built for."""
-    preset = DEMO_MODELS[wildcards.model]
-    return {"family": preset.family, "kind": preset.kind, "temporal": preset.temporal, "spatial": preset.spatial}
+    """The model a stand-in folder is built for: a family's model, or a codec."""
+    return DEMO_MODELS[wildcards.model]
 
 
 def report_outputs():
@@ -347,8 +386,8 @@ def report_outputs():
 
 def shard_records_of_run():
     """Every record the shard jobs of this run write (none outside shard mode)."""
-    scopes = {"videos": ["extract_wav", "plot_frame_psnr"]}
-    scopes |= {f"audio/{w}": ["audio_encode", "audio_decode", "summarize_audio"] for w in AUDIO_WEIGHTS}
+    scopes = {"videos": ["plot_frame_psnr"]} | {f"audio/{rate}hz": ["extract_wav"] for rate in RATES}
+    scopes |= {f"audio/{c}/{w}": ["audio_encode", "audio_decode", "summarize_audio"] for c, w in AUDIO_RUNS}
     scopes |= {p: ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"] for p in RUN}
     return [
         shard_record(scope, stage).replace("{shard}", shard)

@@ -4,7 +4,7 @@
 rule mux:
     input:
         video=VISUAL_MP4,
-        audio=audio_of_preset(RECONSTRUCTED_WAV),
+        audio=audio_file(RECONSTRUCTED_WAV),
     output:
         combined=COMBINED_MP4,
     log:

@@ -21,12 +21,12 @@ rule summarize:
 rule summarize_audio:
     input:
         codes=CODES,
-        source_wav=WAV,
+        source_wav=audio_file(WAV),
         reconstructed_wav=RECONSTRUCTED_WAV,
     output:
         summary=AUDIO_SUMMARY,
     log:
-        f"{RESULTS}/logs/audio/{{weights}}/{{video}}.summarize_audio.log",
+        f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.summarize_audio.log",
     conda:
         "../envs/avtokens.yaml"
     script:
@@ -157,7 +157,7 @@ rule manifest:
     log:
         f"{RESULTS}/logs/manifest.log",
     params:
-        weights_of={name: PRESETS[name].weights for name in RUN},
+        audio_of={name: f"{PRESETS[name].audio}/{PRESETS[name].weights}" for name in RUN},
     conda:
         "../envs/avtokens.yaml"
     script:

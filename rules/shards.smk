@@ -1,5 +1,6 @@
 # Shard mode (`shard_size` > 0): every per-video rule also runs as one job per shard of
-# videos (x preset, or x DAC weights), with the same script, params and per-video files.
+# videos (x preset, x codec setting and weights, or x sample rate), with the same script, params
+# and per-video files.
 # Snakemake tracks one record per shard job (avtokens.shards explains what it lists);
 # the per-video rules stay defined but match nothing, as no {video} wildcard does.
 
@@ -23,16 +24,15 @@ def sources_state(shard):
 
 def shard_spec(inputs, outputs, report=False):
     """Params function: a shard job's rows (name, source) and the per-video file patterns of
-    its stage with the job's preset and DAC weights filled in ("source": the row's file).
+    its stage with the job's wildcards and the audio ones they imply filled in (`audio_values`;
+    "source": the row's file).
     For stages that read the sources, a digest of their sizes and modification times: a
     changed source changes the params, which reruns the job (and it redoes that video).
     `report`: a stage whose outputs are only for looking at, made for the first
     `report_videos_per_shard` rows."""
 
     def get(wildcards):
-        values = {key: value for key, value in wildcards.items() if key != "shard"}
-        if "preset" in values:
-            values["weights"] = PRESETS[values["preset"]].weights
+        values = {key: value for key, value in audio_values(wildcards).items() if key != "shard"}
         fill = lambda files: {key: fill_pattern(pattern, values) for key, pattern in files.items()}
         rows = SHARDS[wildcards.shard]
         if report and REPORT_VIDEOS_PER_SHARD is not None:
@@ -47,12 +47,10 @@ def shard_spec(inputs, outputs, report=False):
 
 def upstream(*stages):
     """Input function: the records of the stages ("<scope>/<stage>") a shard job takes its
-    videos from; the scope may name the job's {preset}, or the {weights} of its preset."""
+    videos from; the scope may name the job's wildcards and those they imply (`audio_values`)."""
 
     def get(wildcards):
-        values = dict(wildcards.items())
-        if "preset" in values:
-            values["weights"] = PRESETS[values["preset"]].weights
+        values = audio_values(wildcards)
         return [fill_pattern(shard_record(*stage.rsplit("/", 1)), values) for stage in stages]
 
     return get
@@ -62,44 +60,44 @@ use rule extract_wav as shard_extract_wav with:
     input:
         sources=shard_sources,
     output:
-        record=shard_record("videos", "extract_wav"),
+        record=shard_record("audio/{rate}hz", "extract_wav"),
     log:
-        f"{RESULTS}/logs/shards/{{shard}}.extract_wav.log",
+        f"{RESULTS}/logs/shards/audio/{{rate}}hz/{{shard}}.extract_wav.log",
     params:
         shard=shard_spec({"source": "source"}, {"wav": WAV, "timeline": TIMELINE}),
 
 
 use rule audio_encode as shard_audio_encode with:
     input:
-        records=upstream("videos/extract_wav"),
-        weights=dac_weights,
+        records=upstream("audio/{rate}hz/extract_wav"),
+        weights=codec_files,
     output:
-        record=shard_record("audio/{weights}", "audio_encode"),
+        record=shard_record("audio/{codec}/{weights}", "audio_encode"),
     log:
-        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.audio_encode.log",
+        f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.audio_encode.log",
     params:
         shard=shard_spec({"wav": WAV, "timeline": TIMELINE}, {"codes": CODES}),
 
 
 use rule audio_decode as shard_audio_decode with:
     input:
-        records=upstream("audio/{weights}/audio_encode"),
-        weights=dac_weights,
+        records=upstream("audio/{codec}/{weights}/audio_encode"),
+        weights=codec_files,
     output:
-        record=shard_record("audio/{weights}", "audio_decode"),
+        record=shard_record("audio/{codec}/{weights}", "audio_decode"),
     log:
-        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.audio_decode.log",
+        f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.audio_decode.log",
     params:
         shard=shard_spec({"codes": CODES}, {"wav": RECONSTRUCTED_WAV}),
 
 
 use rule summarize_audio as shard_summarize_audio with:
     input:
-        records=upstream("audio/{weights}/audio_decode"),
+        records=upstream("audio/{codec}/{weights}/audio_decode"),
     output:
-        record=shard_record("audio/{weights}", "summarize_audio"),
+        record=shard_record("audio/{codec}/{weights}", "summarize_audio"),
     log:
-        f"{RESULTS}/logs/shards/audio/{{weights}}/{{shard}}.summarize_audio.log",
+        f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.summarize_audio.log",
     params:
         shard=shard_spec(
             {"codes": CODES, "source_wav": WAV, "reconstructed_wav": RECONSTRUCTED_WAV}, {"summary": AUDIO_SUMMARY}
@@ -135,7 +133,7 @@ use rule visual_decode as shard_visual_decode with:
 
 use rule align_audio as shard_align_audio with:
     input:
-        records=upstream("{preset}/visual_encode", "audio/{weights}/audio_encode"),
+        records=upstream("{preset}/visual_encode", "audio/{codec}/{weights}/audio_encode"),
     output:
         record=shard_record("{preset}", "align_audio"),
     log:
@@ -160,7 +158,7 @@ use rule summarize as shard_summarize with:
 
 use rule mux as shard_mux with:
     input:
-        records=upstream("{preset}/visual_decode", "audio/{weights}/audio_decode"),
+        records=upstream("{preset}/visual_decode", "audio/{codec}/{weights}/audio_decode"),
     output:
         record=shard_record("{preset}", "mux"),
     log:

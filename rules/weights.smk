@@ -1,7 +1,8 @@
 # Official weights, fetched once into `checkpoints` unless already there (localrule: on a
 # cluster the head node usually has the network access), and stand-in weights for
-# `weights: demo`, built here in the official file formats. Which files a checkpoint has and
-# how a stand-in is made are its tokenizer family's (avtokens.visual_tokenizers).
+# `weights: demo`, built here in the official file formats. Which files a checkpoint has, where
+# they come from and how a stand-in is made are its visual tokenizer family's
+# (avtokens.visual_tokenizers) or audio codec's (avtokens.audio_codecs).
 
 
 rule download_weights:
@@ -10,7 +11,7 @@ rule download_weights:
     log:
         "logs/download/{folder}/{file}.log",
     params:
-        repo=repo_of_folder,
+        source=source_of_folder,
         folder=f"{CHECKPOINTS}/{{folder}}",
     localrule: True
     priority: 100
@@ -18,21 +19,6 @@ rule download_weights:
         "../envs/avtokens.yaml"
     script:
         "../scripts/download_weights.py"
-
-
-rule download_dac:
-    output:
-        dac_file(CHECKPOINTS),
-    log:
-        "logs/download/dac.log",
-    params:
-        url=config["dac_url"],
-    localrule: True
-    priority: 100
-    conda:
-        "../envs/avtokens.yaml"
-    script:
-        "../scripts/download_dac.py"
 
 
 rule stand_in_weights:
@@ -46,14 +32,3 @@ rule stand_in_weights:
         "../envs/avtokens.yaml"
     script:
         "../scripts/stand_in_weights.py"
-
-
-rule demo_dac_weights:
-    output:
-        dac_file(DEMO_WEIGHTS),
-    log:
-        "logs/demo_weights/dac.log",
-    conda:
-        "../envs/avtokens.yaml"
-    script:
-        "../scripts/demo_dac_weights.py"

@@ -1,12 +1,13 @@
 from avtokens.audio import AudioEncode
 from avtokens.rule import bound_heap_growth, run_stage
 
-bound_heap_growth()  # DAC's window-sized buffers would fragment the heap (see there)
+bound_heap_growth()  # the codec's window-sized buffers would fragment the heap (see there)
 
 run_stage(
     snakemake,
     AudioEncode(
-        snakemake.input.weights,
+        **snakemake.params.codec,
+        folder=snakemake.params.checkpoint,
         device=snakemake.config["device"],
         window_seconds=snakemake.config["audio_window_seconds"],
         weights_lock=snakemake.params.weights_lock,

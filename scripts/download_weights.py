@@ -1,4 +1,4 @@
-from avtokens.checkpoints import fetch_files
+from avtokens.checkpoints import fetch_source
 from avtokens.rule import run_rule
 
-run_rule(snakemake, fetch_files, snakemake.params.repo, [snakemake.wildcards.file], snakemake.params.folder)
+run_rule(snakemake, fetch_source, snakemake.params.source, snakemake.wildcards.file, snakemake.params.folder)

@@ -11,5 +11,5 @@ if "visual_tokens" in files.keys():  # per-video mode: four lists, one entry per
         )
     ]
 else:  # shard mode: the records of the summaries
-    runs = manifest_runs(files.summaries, files.audio_summaries, snakemake.params.weights_of)
+    runs = manifest_runs(files.summaries, files.audio_summaries, snakemake.params.audio_of)
 run_rule(snakemake, write_manifest, runs, snakemake.output[0])

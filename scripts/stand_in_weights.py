@@ -1,6 +1,4 @@
+from avtokens.demo_weights import write_stand_in
 from avtokens.rule import run_rule
-from avtokens.visual_tokenizers import visual_tokenizer
 
-model = dict(snakemake.params.model)
-family = visual_tokenizer(model.pop("family"))
-run_rule(snakemake, family.write_stand_in, snakemake.output[0], **model)
+run_rule(snakemake, write_stand_in, snakemake.output[0], snakemake.params.model)

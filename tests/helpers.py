@@ -48,10 +48,9 @@ def count_frames(path: Path) -> int:
 @functools.cache
 def stand_in_weights() -> Path:
     """Stand-in weights for every model of each tokenizer family's default release (Cosmos:
-    all six factor pairs) and DAC, in the layout `weights: demo` builds under
+    all six factor pairs) and every audio codec, in the layout `weights: demo` builds under
     resources/demo_weights; built once per test process."""
-    from avtokens.demo_weights import write_dac_stand_in
-    from avtokens.presets import DAC_WEIGHTS_FILE
+    from avtokens.audio_codecs import AUDIO_CODECS
     from avtokens.visual_tokenizers import VISUAL_TOKENIZERS
 
     root = Path(tempfile.mkdtemp(prefix="avtokens-stand-ins-"))
@@ -59,7 +58,8 @@ def stand_in_weights() -> Path:
     for family in VISUAL_TOKENIZERS.values():
         for (kind, temporal, spatial), repo in family.models(family.default_release).items():
             family.write_stand_in(root / family.folder_names(repo)[0], kind, temporal, spatial)
-    write_dac_stand_in(root / "dac" / DAC_WEIGHTS_FILE)
+    for codec in AUDIO_CODECS.values():
+        codec.write_stand_in(root / codec.folder)
     return root
 
 
@@ -164,3 +164,25 @@ def on_small_disk(size: str, mountpoint: Path, command: list, read_only: bool = 
     if proc.returncode != 0:
         raise AssertionError(f"could not run on a small file system: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
+
+
+def sweep(samples: int, rate: int, seed: int = 0):
+    """Test audio: a rising tone with a little noise, float32 [samples] at `rate`."""
+    import math
+
+    import torch
+
+    t = torch.arange(samples) / rate
+    noise = torch.randn(samples, generator=torch.Generator().manual_seed(seed))
+    return (0.4 * torch.sin(2 * math.pi * (200 + 300 * t) * t) + 0.05 * noise).float()
+
+
+def sample_reader(audio):
+    """A codec's `read` over `audio`: samples [start, end), zeros past its end."""
+    import torch
+
+    def read(start, end):
+        piece = audio[start:end]
+        return torch.cat([piece, torch.zeros(end - start - len(piece))])
+
+    return read

@@ -1,107 +1,105 @@
-"""DAC loading and windowed coding, on a stand-in saved in the release file's format; a
-video's audio coded once and grouped by each preset's latent frames."""
+"""Audio codecs' loading and windowed coding, on stand-ins saved in the official formats; a
+video's audio coded once per codec and grouped by each preset's latent frames, for every codec."""
 
 import json
-import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import make_clip
+from helpers import make_clip, sample_reader, sweep
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.audio import (
-    SAMPLE_RATE,
-    DacCodec,
-    _read_samples,
-    _windows,
-    decode_codes_files,
-    encode_wav_files,
-)
+from avtokens.audio import _read_samples, decode_codes_files, encode_wav_files
+from avtokens.audio_codecs import AUDIO_CODECS, audio_codec
+from avtokens.audio_codecs.dac import DAC, WEIGHTS_FILE
 from avtokens.audio_tokens import align_codes
 from avtokens.media import extract_audio, sha256_of
-from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+from avtokens.presets import make_preset
 from avtokens.visual import encode_video_file
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def codec(demo_weights):
-    return DacCodec(demo_weights / "dac" / DAC_WEIGHTS_FILE, CPU)
+def dac(demo_weights):
+    return DAC.load(demo_weights / DAC.folder, 9, CPU, None)
 
 
-def signal(samples, seed=0):
-    t = torch.arange(samples) / SAMPLE_RATE
-    noise = torch.randn(samples, generator=torch.Generator().manual_seed(seed))
-    return (0.4 * torch.sin(2 * math.pi * (200 + 300 * t) * t) + 0.05 * noise).float()
+def signal(samples):
+    return sweep(samples, DAC.sample_rate)
 
 
-def test_codes_have_nine_codebooks_of_ten_bits(codec):
-    codes = codec.encode(signal(40 * codec.hop))
-    assert codes.shape == (40, 9) and codec.codebooks == 9 and codec.hop == 512
+def encode(model, audio, window):
+    frames = len(audio) // model.hop
+    return torch.cat(list(model.encode(sample_reader(audio), frames, window)))
+
+
+def test_dac_codes_have_nine_codebooks_of_ten_bits(dac):
+    codes = encode(dac, signal(40 * dac.hop), 40)
+    assert codes.shape == (40, 9) and dac.codebooks == 9 and dac.hop == 512
     assert codes.min() >= 0 and codes.max() < 1024
-    assert codec.stand_in and codec.record["stand_in"]
+    assert dac.stand_in and dac.record["stand_in"] and dac.record["name"] == "dac"
 
 
-def test_windowed_encode_equals_whole_file_encode(codec):
+def test_dac_windowed_encode_equals_whole_file_encode(dac, monkeypatch):
+    """Made another way: DAC's own encode() of the whole signal."""
     total = 300
-    audio = signal(total * codec.hop)
-    whole = codec.encode(audio)
-    window = 37  # small, odd: many seams
-    pieces = [
-        codec.encode(audio[c0 * codec.hop : c1 * codec.hop])[s - c0 : e - c0]
-        for s, e, c0, c1 in _windows(total, window, codec.encode_context)
-    ]
-    assert torch.equal(torch.cat(pieces), whole)
+    audio = signal(total * dac.hop)
+    with torch.inference_mode():
+        whole = dac.model.encode(audio.view(1, 1, -1))[1][0].T
+    assert torch.equal(encode(dac, audio, 37), whole)  # small, odd: many seams
     # The context is what makes it exact: with too little, codes near the seams change.
-    short = [
-        codec.encode(audio[c0 * codec.hop : c1 * codec.hop])[s - c0 : e - c0]
-        for s, e, c0, c1 in _windows(total, window, 2)
-    ]
-    assert not torch.equal(torch.cat(short), whole)
+    monkeypatch.setattr(dac, "encode_context", 2)
+    assert not torch.equal(encode(dac, audio, 37), whole)
 
 
-def test_windowed_decode_matches_whole_file_decode(codec):
-    codes = codec.encode(signal(120 * codec.hop))
-    whole = codec.decode(codes)
-    assert whole.shape == (120 * codec.hop,)
-    pieces = [
-        codec.decode(codes[c0:c1])[(s - c0) * codec.hop : (e - c0) * codec.hop]
-        for s, e, c0, c1 in _windows(len(codes), 25, codec.decode_context)
-    ]
-    torch.testing.assert_close(torch.cat(pieces), whole, atol=1e-4, rtol=0)
+def test_dac_windowed_decode_matches_whole_file_decode(dac):
+    codes = encode(dac, signal(120 * dac.hop), 120)
+    with torch.inference_mode():
+        whole = dac.model.decode(dac.model.quantizer.from_codes(codes.T.unsqueeze(0))[0]).view(-1)
+    assert whole.shape == (120 * dac.hop,)
+    torch.testing.assert_close(torch.cat(list(dac.decode(codes, 25))), whole, atol=1e-4, rtol=0)
 
 
 def test_reading_past_the_end_of_a_wav_gives_silence(tmp_path):
     path = tmp_path / "a.wav"
-    soundfile.write(path, np.full(100, 0.5, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
+    soundfile.write(path, np.full(100, 0.5, dtype=np.float32), 44100, subtype="FLOAT")
     with soundfile.SoundFile(path) as wav:
         data = _read_samples(wav, 90, 130)
     assert data.shape == (40,) and torch.all(data[:10] == 0.5) and torch.all(data[10:] == 0)
 
 
-def test_weights_that_do_not_fit_the_model_are_refused(tmp_path, demo_weights):
-    package = torch.load(demo_weights / "dac" / DAC_WEIGHTS_FILE, weights_only=True)
+def test_dac_weights_that_do_not_fit_the_model_are_refused(tmp_path, demo_weights):
+    package = torch.load(demo_weights / "dac" / WEIGHTS_FILE, weights_only=True)
     del package["state_dict"]["decoder.model.0.weight_v"]
-    broken = tmp_path / "broken.pth"
-    torch.save(package, broken)
+    torch.save(package, tmp_path / WEIGHTS_FILE)
     with pytest.raises(AvTokensError, match="missing .*decoder.model.0.weight_v"):
-        DacCodec(broken, CPU)
+        DAC.load(tmp_path, 9, CPU, None)
 
 
-def test_missing_weights_name_the_file(tmp_path):
-    with pytest.raises(AvTokensError, match=f"{tmp_path}/nope.pth are missing"):
-        DacCodec(tmp_path / "nope.pth", CPU)
+def test_a_dac_of_another_rate_is_refused(tmp_path, demo_weights):
+    package = torch.load(demo_weights / "dac" / WEIGHTS_FILE, weights_only=True)
+    package["metadata"]["kwargs"]["sample_rate"] = 24000
+    torch.save(package, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(
+        AvTokensError, match="a DAC of 24000 Hz, hop 512, 9 codebooks of 1024; the DAC 44.1 kHz"
+    ):
+        DAC.load(tmp_path, 9, CPU, None)
 
 
-@pytest.fixture(scope="module")
-def two_videos(tmp_path_factory, demo_weights):
-    """Two clips, each with its audio extracted and coded once, and visual token files of
-    two presets that cut the frames differently."""
-    folder = tmp_path_factory.mktemp("two_videos")
+def test_missing_dac_weights_name_the_file(tmp_path):
+    with pytest.raises(AvTokensError, match=f"{tmp_path}/{WEIGHTS_FILE} are missing"):
+        DAC.load(tmp_path, 9, CPU, None)
+
+
+@pytest.fixture(scope="module", params=sorted(AUDIO_CODECS))
+def two_videos(request, tmp_path_factory, demo_weights):
+    """Two clips, each with its audio extracted at the codec's rate and coded once, and visual
+    token files of two presets that cut the frames differently; for each codec."""
+    codec = audio_codec(request.param)
+    folder = tmp_path_factory.mktemp(f"two_videos_{codec.name}")
     presets = {
         name: make_preset(name, {"kind": "DV", "temporal": t, "spatial": 16, "window": w, "weights": "demo"})
         for name, t, w in (("w17", 8, 17), ("w9", 8, 9))
@@ -110,7 +108,7 @@ def two_videos(tmp_path_factory, demo_weights):
     for name, frames in (("a", 38), ("b", 23)):
         source = make_clip(folder / f"{name}.mp4", 48, 32, frames, rate="30000/1001", audio_channels=2)
         wav, timeline = folder / f"{name}.wav", folder / f"{name}_timeline.json"
-        extract_audio(source, name, wav, timeline)
+        extract_audio(source, name, codec.sample_rate, wav, timeline)
         visual = {}
         for preset in presets.values():
             model = demo_weights / preset.model
@@ -124,17 +122,13 @@ def two_videos(tmp_path_factory, demo_weights):
             "visual": visual,
             "codes": folder / f"{name}_codes.safetensors",
         }
-    encode_wav_files(
-        [(v["wav"], v["timeline"], v["codes"]) for v in videos.values()],
-        demo_weights / "dac" / DAC_WEIGHTS_FILE,
-        "cpu",
-        60,
-    )
-    return folder, videos, presets
+    encode_wav_files([(v["wav"], v["timeline"], v["codes"]) for v in videos.values()], codec.name,
+                     codec.default_codebooks, demo_weights / codec.folder, "cpu", 60)  # fmt: skip
+    return folder, videos, presets, codec
 
 
 def test_the_timeline_holds_the_decoded_frame_count_and_the_source(two_videos):
-    _, videos, _ = two_videos
+    _, videos, _, _ = two_videos
     for name, video in videos.items():
         timeline = json.loads(video["timeline"].read_text())
         assert (
@@ -149,22 +143,45 @@ def test_the_timeline_holds_the_decoded_frame_count_and_the_source(two_videos):
         }
 
 
-def test_codes_equal_a_whole_file_encode_of_the_audio_under_the_video(two_videos, codec):
-    """Made another way: DAC's own encode() of the wav, cut (or padded with silence) to the
-    code frames that cover the video's frames."""
-    _, videos, _ = two_videos
-    # The code frames that cover the video, by hand: 38 frames at 30000/1001 fps are 1.268 s,
-    # x 44,100 / 512 = 109.2 (up: 110); 23 frames: 66.1 (up: 67).
-    for video, total in zip(videos.values(), (110, 67), strict=True):
-        samples, _ = soundfile.read(video["wav"], dtype="float32")
-        samples = np.pad(samples, (0, max(0, total * 512 - len(samples))))[: total * 512]
+def test_codes_cover_the_video_at_the_codecs_rate(two_videos):
+    """The code frames that cover the video, by hand: 38 frames at 30000/1001 fps are 1.268 s,
+    x 44,100 / 512 = 109.2 DAC code frames (up: 110); 23 frames: 66.1 (67)."""
+    _, videos, _, codec = two_videos
+    expected = {"dac": (110, 67)}[codec.name]
+    for video, total in zip(videos.values(), expected, strict=True):
         codes = load_tokens(video["codes"])
-        assert torch.equal(codes["codes"][0], codec.encode(torch.from_numpy(samples)).to(torch.uint16))
-        assert codes.metadata["audio"]["code_frames"] == total
+        audio = codes.metadata["audio"]
+        assert codes["codes"].shape == (1, total, codec.default_codebooks)
+        assert codes["codes"].to(torch.int64).max() < codec.codebook_size
+        assert (audio["codec"], audio["sample_rate"], audio["hop"], audio["code_frames"]) == (
+            codec.name, codec.sample_rate, codec.hop, total)  # fmt: skip
+        with soundfile.SoundFile(video["wav"]) as wav:
+            assert wav.samplerate == codec.sample_rate and wav.channels == 1
+
+
+def whole_file_codes(codec, folder, samples):
+    """The codes of `samples` by the codec's own library in one call: DAC's encode()."""
+    x = torch.from_numpy(samples).view(1, 1, -1)
+    with torch.inference_mode():
+        return DAC.load(folder, 9, CPU, None).model.encode(x)[1][0].T
+
+
+def test_codes_equal_a_whole_file_encode_of_the_audio_under_the_video(two_videos, demo_weights):
+    """Made another way: the codec library's own encode of the whole wav, cut (or padded with
+    silence) to the code frames that cover the video's frames."""
+    _, videos, _, codec = two_videos
+    for video in videos.values():
+        codes = load_tokens(video["codes"])
+        samples_needed = codes.metadata["audio"]["code_frames"] * codec.hop
+        samples, _ = soundfile.read(video["wav"], dtype="float32")
+        samples = np.pad(samples, (0, max(0, samples_needed - len(samples))))[:samples_needed]
+        whole = whole_file_codes(codec, demo_weights / codec.folder, samples)
+        assert torch.equal(codes["codes"][0], whole.to(torch.uint16))
 
 
 def test_each_preset_gets_the_same_codes_grouped_by_its_latent_frames(two_videos):
-    folder, videos, presets = two_videos
+    folder, videos, presets, codec = two_videos
+    rate, hop = codec.sample_rate, codec.hop
     for name, video in videos.items():
         codes = load_tokens(video["codes"])
         for preset in presets.values():
@@ -174,12 +191,12 @@ def test_each_preset_gets_the_same_codes_grouped_by_its_latent_frames(two_videos
             assert audio["codes"].dtype == torch.uint16
             assert audio["codes"].numpy().tobytes() == codes["codes"].numpy().tobytes()
             # Each latent frame's codes start with the first code frame that starts at or after
-            # its first video frame (code frame k starts at k x 512 / 44,100 s), and end where
-            # the next latent frame's start.
+            # its first video frame (code frame k starts at k x hop / rate s: 512 / 44,100 for
+            # DAC), and end where the next latent frame's start.
             ranges, spans = audio["code_ranges"].tolist(), visual["frame_spans"].tolist()
             for (first, _), (frame, _) in zip(ranges, spans, strict=True):
                 start = Fraction(frame * 1001, 30000)
-                assert Fraction(first * 512, 44100) >= start > Fraction((first - 1) * 512, 44100)
+                assert Fraction(first * hop, rate) >= start > Fraction((first - 1) * hop, rate)
             assert [end for _, end in ranges[:-1]] == [first for first, _ in ranges[1:]]
             assert ranges[0][0] == 0 and ranges[-1][1] == audio["codes"].shape[1]
             assert audio.metadata["alignment"]["audio_codes"]["sha256"] == sha256_of(video["codes"])
@@ -189,24 +206,25 @@ def test_each_preset_gets_the_same_codes_grouped_by_its_latent_frames(two_videos
 
 
 def test_codes_of_another_video_or_a_wrong_file_are_refused(two_videos):
-    folder, videos, _ = two_videos
+    folder, videos, _, _ = two_videos
     with pytest.raises(AvTokensError, match="describe different videos .* 38 vs 23 frames"):
         align_codes(videos["b"]["codes"], videos["a"]["visual"]["w17"], folder / "x.safetensors")
-    with pytest.raises(AvTokensError, match="not a file of DAC codes"):
+    with pytest.raises(AvTokensError, match="not a file of audio codes"):
         align_codes(videos["a"]["visual"]["w9"], videos["a"]["visual"]["w17"], folder / "x.safetensors")
     assert not (folder / "x.safetensors").exists()
 
 
 def test_batched_coding_writes_what_one_video_at_a_time_writes(two_videos, demo_weights):
-    folder, videos, _ = two_videos
-    weights = demo_weights / "dac" / DAC_WEIGHTS_FILE
+    folder, videos, _, codec = two_videos
+    model = (codec.name, codec.default_codebooks, demo_weights / codec.folder)
     single = folder / "single.safetensors"
-    encode_wav_files([(videos["b"]["wav"], videos["b"]["timeline"], single)], weights, "cpu", 60)
+    encode_wav_files([(videos["b"]["wav"], videos["b"]["timeline"], single)], *model, "cpu", 60)
     assert single.read_bytes() == videos["b"]["codes"].read_bytes()
     wavs = [folder / "a_rec.wav", folder / "b_rec.wav"]
-    decode_codes_files([(videos[n]["codes"], w) for n, w in zip("ab", wavs, strict=True)], weights, "cpu", 60)
-    decode_codes_files([(single, folder / "b_alone.wav")], weights, "cpu", 60)
+    decode_codes_files([(videos[n]["codes"], w) for n, w in zip("ab", wavs, strict=True)], *model, "cpu", 60)
+    decode_codes_files([(single, folder / "b_alone.wav")], *model, "cpu", 60)
     assert (folder / "b_alone.wav").read_bytes() == wavs[1].read_bytes()
     for name, wav in zip("ab", wavs, strict=True):
         with soundfile.SoundFile(wav) as decoded:  # as long as the video, not the code frames
-            assert decoded.frames == round(videos[name]["frames"] * SAMPLE_RATE * 1001 / 30000)
+            assert decoded.samplerate == codec.sample_rate
+            assert decoded.frames == round(videos[name]["frames"] * codec.sample_rate * 1001 / 30000)

@@ -10,10 +10,12 @@ from fake_hub import FakeHub
 from helpers import make_clip, planned_jobs, run_workflow
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.checkpoints import DAC_LOCK_KEY, WeightsLock, checkpoint_folder, fetch_files, fetch_url
+from avtokens.audio_codecs.dac import DAC
+from avtokens.audio_codecs.dac import WEIGHTS_FILE as DAC_WEIGHTS_FILE
+from avtokens.checkpoints import WeightsLock, checkpoint_folder, fetch_files, fetch_url
 from avtokens.demo_weights import write_cosmos_stand_in
 from avtokens.media import sha256_of
-from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+from avtokens.presets import make_preset
 
 REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
 FOLDER = "Cosmos-0.1-Tokenizer-CV8x16x16"
@@ -132,7 +134,7 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
         f"{REPO}/decoder.jit": sha256_of(encoder.with_name("decoder.jit")),
         f"{WAN_REPO}/{WAN_FILES[0]}": sha256_of(wan.parent / "config.json"),
         f"{WAN_REPO}/{WAN_FILES[1]}": sha256_of(wan),
-        DAC_LOCK_KEY: sha256_of(workdir / "ckpt" / "dac" / DAC_WEIGHTS_FILE),
+        DAC.lock_key(DAC_WEIGHTS_FILE): sha256_of(workdir / "ckpt" / "dac" / DAC_WEIGHTS_FILE),
     }
     wan_tokens = load_tokens(workdir / "results" / "w" / "tokens" / "clip_visual_tokens.safetensors")
     tokenizer = wan_tokens.metadata["tokenizer"]
@@ -144,7 +146,7 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
     assert tokenizer["encoder"]["sha256"] == pins[f"{REPO}/encoder.jit"] and tokenizer["repo"] == REPO
     assert tokenizer["decoder_sha256"] == pins[f"{REPO}/decoder.jit"]
     audio = load_tokens(workdir / "results" / "p" / "tokens" / "clip_audio_tokens.safetensors")
-    assert audio.metadata["codec"]["sha256"] == pins[DAC_LOCK_KEY]
+    assert audio.metadata["codec"]["sha256"] == pins[DAC.lock_key(DAC_WEIGHTS_FILE)]
 
 
 def test_present_checkpoints_are_reused_without_network(official, tmp_path):

@@ -22,9 +22,11 @@ from avtokens.data import (
     AlignedClips,
     AlignedClipStream,
     ClipSampler,
+    JointVocabulary,
     collate_clips,
     collate_padded,
     rank_share,
+    read_manifests,
 )
 
 PRESETS = {
@@ -191,6 +193,46 @@ def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(data_run):
         AlignedClips(manifest(data_run), clip_length=3, preset="CV8x8x8", joint_tokens=True)
 
 
+def test_a_joint_vocabulary_takes_the_codecs_codebooks():
+    """Mimi's 8 codebooks of 2048 after Cosmos DV's 64,000 indices."""
+    vocab = JointVocabulary(64000, 8, 2048)
+    assert (vocab.frame, vocab.audio, vocab.size) == (64000 + 8 * 2048, 80385, 80386)
+    codes = torch.tensor([[0] * 8, [2047] * 8])
+    ids = vocab.frame_tokens(torch.tensor([[7, 8]]), codes)
+    assert ids.tolist()[:4] == [vocab.frame, 7, 8, vocab.audio] and len(ids) == 4 + 2 * 8
+    assert torch.equal(ids[4:12], 64000 + 2048 * torch.arange(8))
+    assert torch.equal(ids[12:], 64000 + 2048 * torch.arange(8) + 2047)
+
+
+def test_a_dataset_of_two_codecs_is_refused(tmp_path):
+    row = {
+        "video": "v",
+        "preset": "p",
+        "kind": "DV",
+        "temporal": 8,
+        "spatial": 16,
+        "window": 17,
+        "visual_tokens": "v.safetensors",
+        "audio_tokens": "a.safetensors",
+        "latent_frames": 3,
+        "fps": "25",
+    }
+    mimi = {**row, "video": "w", "audio_codec": "mimi", "audio_codebooks": 8, "audio_codebook_size": 2048,
+            "audio_sample_rate": 24000, "audio_hop": 1920}  # fmt: skip
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(mimi) + "\n")
+    mixed = "one kind of tokens, but .* with 9 codebooks of dac and .* with 8 codebooks of mimi"
+    with pytest.raises(AvTokensError, match=mixed):
+        read_manifests(tmp_path / "manifest.jsonl", verify="none")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(mimi) + "\n")
+    (video,) = read_manifests(tmp_path / "manifest.jsonl", verify="none")
+    assert (video.codec, video.codebooks, video.codebook_size, video.code_clock) == (
+        "mimi",
+        8,
+        2048,
+        (24000, 1920),
+    )
+
+
 def test_an_epoch_resumes_where_it_stopped(data_run):
     clips = AlignedClips(manifest(data_run), clip_length=2, preset="DV8x16x16")
     full = list(ClipSampler(clips, seed=3, rank=1, world_size=2))
@@ -254,7 +296,10 @@ def test_bad_manifests_and_settings_are_refused_with_one_line_each(data_run, tmp
     same_kind = [{**row, "family": "wan2.1"} for row in rows if row["preset"] == "DV8x16x16"]
     family = tmp_path / "family.jsonl"
     family.write_text("".join(json.dumps(row) + "\n" for row in same_kind))
-    with pytest.raises(AvTokensError, match=r"is cosmos DV8x16x16 and .*family.jsonl:1 is wan2.1 DV8x16x16$"):
+    with pytest.raises(
+        AvTokensError,
+        match=r"is cosmos DV8x16x16 with 9 codebooks of dac and .*family.jsonl:1 is wan2.1 DV8x16x16 with",
+    ):
         AlignedClips([manifest(data_run), family], clip_length=2, preset="DV8x16x16", verify="none")
     # Files gone or changed since the manifest was written: every one named.
     (tmp_path / "CV8x8x8" / "tokens" / "short_visual_tokens.safetensors").unlink()

@@ -16,10 +16,10 @@ import pytest
 from helpers import REPO, VFR_TIMESTAMPS, count_frames, make_clip, run_workflow
 
 from avtokens import load_tokens
-from avtokens.audio import SAMPLE_RATE, encode_wav_files
+from avtokens.audio import encode_wav_files
 from avtokens.audio_tokens import align_codes
 from avtokens.media import extract_audio, ffmpeg_exe, probe, run_ffmpeg
-from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+from avtokens.presets import make_preset
 from avtokens.visual import decode_token_file, encode_video_file
 
 
@@ -158,8 +158,8 @@ def code_and_align_audio(source, visual_tokens, folder, demo_weights):
     """The workflow's audio steps for one video and preset; the audio token file's path."""
     wav, timeline = folder / "a.wav", folder / "timeline.json"
     codes, audio_tokens = folder / "codes.safetensors", folder / "a.safetensors"
-    extract_audio(source, "v", wav, timeline)
-    encode_wav_files([(wav, timeline, codes)], demo_weights / "dac" / DAC_WEIGHTS_FILE, "cpu", 60)
+    extract_audio(source, "v", 44100, wav, timeline)
+    encode_wav_files([(wav, timeline, codes)], "dac", 9, demo_weights / "dac", "cpu", 60)
     align_codes(codes, visual_tokens, audio_tokens)
     return audio_tokens
 
@@ -288,12 +288,12 @@ def test_every_audio_layout_gives_codes_for_every_latent_frame(inputs_run):
             channels is not None, channels, rate), name  # fmt: skip
         combined = results / "p" / "reconstructed" / f"{name}_combined.mp4"
         info = probe(combined)
-        assert info.has_audio and info.audio_rate == SAMPLE_RATE and count_frames(combined) == frames
+        assert info.has_audio and info.audio_rate == 44100 and count_frames(combined) == frames
         # The muxed audio ends with the video: a longer source track is cut, not carried over.
         assert abs(info.duration - frames / 25) < 0.1, (name, info.duration)
-    with wave.open(str(results / "audio" / "silent.wav")) as wav:
+    with wave.open(str(results / "audio" / "44100hz" / "silent.wav")) as wav:
         silence = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    assert len(silence) == round(30 / 25 * SAMPLE_RATE) and not silence.any()
+    assert len(silence) == round(30 / 25 * 44100) and not silence.any()
 
 
 def test_a_4k_clip_on_a_machine_without_a_gpu_stays_within_4_gb(inputs_run):

@@ -164,7 +164,7 @@ def test_the_end_of_a_run_names_each_failed_video_once_and_leaves_it_to_the_next
     message = settle_failures(records, sources, table, shown=2)
     assert message.startswith(f"3 video(s) failed inside shard jobs, listed in {table}")
     assert table.read_text().splitlines() == [
-        "video\tpath\tstage\tpreset_or_weights\treason",
+        "video\tpath\tstage\tscope\treason",
         f"bad\t/videos/bad.mp4\tcopy\tp\t{tmp_path / 'bad.src'}: {unreadable}",
         "c\t/videos/c.mp4\tnext\tp\tZeroDivisionError: division by zero",
         f"late\t/videos/late.mp4\tnext\tp\t{tmp_path / 'late.src'}: {unreadable}",
@@ -205,9 +205,12 @@ def test_aggregates_read_the_files_of_done_videos_from_records(tmp_path):
     files = {v: {"summary": f"{v}.json", "visual_tokens": f"{v}.v", "audio_tokens": f"{v}.a"} for v in "xy"}
     summaries = record("s", "summarize", {"preset": "p", "shard": "shard00000"}, files)
     audio = record(
-        "a", "summarize_audio", {"weights": "demo", "shard": "shard00000"}, {"x": {"summary": "x.audio"}}
+        "a",
+        "summarize_audio",
+        {"codec": "dac", "weights": "demo", "shard": "shard00000"},
+        {"x": {"summary": "x.audio"}},
     )
     assert per_video_files([summaries, "plain.json"], "summary") == ["x.json", "y.json", "plain.json"]
-    assert manifest_runs([summaries], [audio], {"p": "demo"}) == [
+    assert manifest_runs([summaries], [audio], {"p": "dac/demo"}) == [
         {"summary": "x.json", "visual_tokens": "x.v", "audio_tokens": "x.a", "audio_summary": "x.audio"}
     ]  # y has no audio summary: left out

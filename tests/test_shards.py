@@ -18,6 +18,7 @@ PRESETS = {
     "CV4x8x8": {"kind": "CV", "temporal": 4, "spatial": 8, "window": 9},
     "wan": {"family": "wan2.1", "window": 9},
 }
+CODECS = 1
 CLIP_FRAMES = [9, 14, 20]
 PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
 AUDIO_STAGES = ["audio_encode", "audio_decode", "summarize_audio"]
@@ -47,8 +48,8 @@ def made_files(results: Path) -> dict[str, bytes]:
 
 
 def shard_jobs(shards: int, presets: int = len(PRESETS)) -> dict[str, int]:
-    return {"shard_extract_wav": shards, "shard_plot_frame_psnr": shards,
-            **{f"shard_{stage}": shards for stage in AUDIO_STAGES},
+    return {"shard_extract_wav": shards * CODECS, "shard_plot_frame_psnr": shards,
+            **{f"shard_{stage}": shards * CODECS for stage in AUDIO_STAGES},
             **{f"shard_{stage}": shards * presets for stage in PER_PRESET_STAGES}}  # fmt: skip
 
 
@@ -81,11 +82,11 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
         made_files(folder / "per_video" / "results"),
         made_files(folder / "sharded" / "results"),
     )
-    # A clip: 7 a preset, 5 audio, a plot; 3 tables, the manifest, the verdict; the report's
+    # A clip: 7 a preset, 5 audio a codec, a plot; 3 tables, the manifest, the verdict; the report's
     # overview (page, plot, 2 tables, Snakemake's timestamp) and a page per preset (page, 3
     # comparisons, 3 plots, timestamp).
     n = len(PRESETS)
-    assert len(per_video) == 3 * (n * 7 + 5 + 1) + 3 + 1 + 1 + 5 + n * 8
+    assert len(per_video) == 3 * (n * 7 + CODECS * 5 + 1) + 3 + 1 + 1 + 5 + n * 8
     assert sorted(shards) == sorted(per_video)
     assert [name for name in per_video if shards[name] != per_video[name]] == []  # byte for byte
     manifest = folder / "sharded" / "results" / "manifest.jsonl"
@@ -94,6 +95,7 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
     clips = AlignedClips(manifest, clip_length=2, preset="wan")
     clip = clips[0]
     assert clips.videos[0].family == "wan2.1" and clip["visual"].shape == (2, 4, 6, 16)
+    assert clips.videos[0].codec == "dac" and clip["audio_codes"].shape[1] == 9  # DAC's codebooks
     assert clip["visual"].dtype == torch.bfloat16 and len(clip["audio_offsets"]) == 3
     record = json.loads(
         (
@@ -131,11 +133,10 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     dry = run_workflow(work, overlay, "--dry-run")
     jobs = planned_jobs(dry)
     assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == shard_jobs(2)  # 00001, 00002
-    first_shard = sorted((results / "shards").glob("*/shard00000/*.shard.json")) + sorted(
-        (results / "shards").glob("audio/*/shard00000/*.shard.json")
-    )
+    first_shard = sorted((results / "shards").glob("**/shard00000/*.shard.json"))
     first_shard_made = {path: path.stat().st_mtime_ns for path in first_shard}
-    assert len(first_shard_made) == len(PRESETS) * 6 + 3 + 2
+    # Per preset 6 steps; the PSNR plot; per codec its wav and 3 steps.
+    assert len(first_shard_made) == len(PRESETS) * 6 + 1 + CODECS * (1 + 3)
 
     proc = run_workflow(work, overlay, check=False)
     assert proc.returncode != 0
@@ -147,9 +148,9 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     )
     assert "1 video(s) failed inside shard jobs" in text
     table = (results / "shards" / "failed_videos.tsv").read_text().splitlines()
-    assert table[0].split("\t") == ["video", "path", "stage", "preset_or_weights", "reason"]
+    assert table[0].split("\t") == ["video", "path", "stage", "scope", "reason"]
     assert {tuple(row.split("\t")[:4]) for row in table[1:]} == {
-        ("broken", str(broken), "extract_wav", ""),
+        ("broken", str(broken), "extract_wav", "44100hz"),
         ("broken", str(broken), "visual_encode", "DV8x16x16"),
         ("broken", str(broken), "visual_encode", "CV4x8x8"),
         ("broken", str(broken), "visual_encode", "wan"),
@@ -196,7 +197,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     remade = sorted(name for name in before if after[name] != before[name])
     assert all(name.startswith(tables) or "v4" in name for name in remade), remade
     videos_files = [name for name in remade if "v4" in name and not name.startswith(tables)]
-    assert len(videos_files) == len(PRESETS) * 7 + 5 + 1  # all of them
+    assert len(videos_files) == len(PRESETS) * 7 + CODECS * 5 + 1  # all of them
     assert load_tokens(results / "CV4x8x8" / "tokens" / "v4_visual_tokens.safetensors").metadata["video"][
         "frame_count"] == 13  # fmt: skip
 

@@ -15,12 +15,11 @@ from av.stream import Disposition
 from helpers import make_clip
 
 from avtokens import AvTokensError, load_tokens
-from avtokens.audio import SAMPLE_RATE
 from avtokens.media import extract_audio, ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
 from avtokens.presets import make_preset
 from avtokens.visual import encode_video_file
 
-DAC_CODE_FRAME = 512 / SAMPLE_RATE  # 11.6 ms
+DAC_CODE_FRAME = 512 / 44100  # 11.6 ms
 
 
 def beep_clip(path, lead: float, container: str, video_codec: str):
@@ -62,7 +61,7 @@ def test_audio_that_starts_before_the_video_stays_in_sync(tmp_path, lead, contai
     first_video, first_audio, beep = played_beep_offset(source)
     assert first_audio < first_video - 0.015  # the audio does lead (the case this is about)
     wav, timeline = tmp_path / "a.wav", tmp_path / "timeline.json"
-    extract_audio(source, "v", wav, timeline)
+    extract_audio(source, "v", 44100, wav, timeline)
     samples, rate = soundfile.read(wav)
     assert abs(onset(samples, rate) - beep) < DAC_CODE_FRAME
     video = json.loads(timeline.read_text())["video"]
@@ -119,7 +118,7 @@ def test_a_damaged_file_keeps_its_timeline(tmp_path, demo_weights, damage):
     folder, tokens = demo_weights / preset.model, tmp_path / "t.safetensors"
     encode_video_file(source, tokens, preset, folder, "cpu", 2, "v")
     visual = load_tokens(tokens).metadata["video"]
-    extract_audio(source, "v", tmp_path / "a.wav", tmp_path / "timeline.json")
+    extract_audio(source, "v", 44100, tmp_path / "a.wav", tmp_path / "timeline.json")
     timeline = json.loads((tmp_path / "timeline.json").read_text())["video"]
     for video in (visual, timeline):
         assert (video["frame_count"], video["filled_frames"], video["fps"]) == (100, 100 - decodable, "25/1")
@@ -154,7 +153,7 @@ def test_the_video_and_audio_a_player_would_choose(tmp_path):
     info = probe(source)
     assert (info.video_stream, info.audio_stream, info.video_streams) == (1, 3, 2)
     assert (info.width, info.height, info.packet_count, info.audio_channels) == (96, 64, 30, 1)
-    extract_audio(source, "v", tmp_path / "a.wav", tmp_path / "timeline.json")
+    extract_audio(source, "v", 44100, tmp_path / "a.wav", tmp_path / "timeline.json")
     samples, _ = soundfile.read(tmp_path / "a.wav")
     assert np.abs(samples).max() > 0.05  # the tone, not the silent first track
     assert json.loads((tmp_path / "timeline.json").read_text())["video"]["frame_count"] == 30

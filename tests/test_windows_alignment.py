@@ -188,12 +188,34 @@ def test_fixed_size_view_pads_with_the_last_code_frame_or_zeros_when_there_is_no
 def test_presets_take_their_fields_and_the_documented_defaults():
     full = {"kind": "DV", "temporal": 8, "spatial": 16, "window": 33, "weights": "demo", "engine": "eager"}
     assert make_preset("a", full) == Preset(
-        "a", "DV", 8, 16, 33, "demo", "nvidia/Cosmos-0.1-Tokenizer-DV8x16x16", "eager", "cosmos", "0.1"
+        "a",
+        "DV",
+        8,
+        16,
+        33,
+        "demo",
+        "nvidia/Cosmos-0.1-Tokenizer-DV8x16x16",
+        "eager",
+        "cosmos",
+        "0.1",
+        "dac",
+        9,
     )
     # Defaults: family cosmos, its release 0.1, window 121, official weights, NVIDIA's repo for
-    # the factors, engine auto.
+    # the factors, engine auto, the DAC codec with its nine codebooks.
     assert make_preset("b", {"kind": "CV", "temporal": "4", "spatial": "8"}) == Preset(
-        "b", "CV", 4, 8, 121, "official", "nvidia/Cosmos-0.1-Tokenizer-CV4x8x8", "auto", "cosmos", "0.1"
+        "b",
+        "CV",
+        4,
+        8,
+        121,
+        "official",
+        "nvidia/Cosmos-0.1-Tokenizer-CV4x8x8",
+        "auto",
+        "cosmos",
+        "0.1",
+        "dac",
+        9,
     )
     assert make_preset("c", {"kind": "CV", "temporal": 8, "spatial": 8}, "demo").weights == "demo"
     # `repo` picks another official checkpoint; stand-ins exist for the released layouts only.

@@ -22,13 +22,14 @@ import avtokens
 from avtokens import load_tokens
 from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe, read_frame_windows, sha256_of
-from avtokens.presets import DAC_WEIGHTS_FILE, make_preset
+from avtokens.presets import make_preset
 
 PRESETS = {
     f"{kind}{t}x{s}x{s}": {"kind": kind, "temporal": t, "spatial": s, "window": 17}
     for kind in ("CV", "DV")
     for t, s in ((4, 8), (8, 8), (8, 16))
 }
+DAC_PRESETS = [name for name, fields in PRESETS.items() if "codec" not in fields]
 # 100x58: not a multiple of 8 or 16; 40 frames: not 1 + k*4 nor 1 + k*8.
 WIDTH, HEIGHT, FRAMES = 100, 58, 40
 NAME = "clip één"  # spaces and unicode in the name...
@@ -50,14 +51,20 @@ def run(tmp_path_factory):
     return workdir, source, overlay
 
 
+def codec_of(preset):
+    return make_preset(preset, PRESETS[preset]).audio_codec
+
+
 def outputs(workdir, preset):
     base = workdir / "results" / preset
+    audio = workdir / "results" / "audio" / make_preset(preset, PRESETS[preset]).audio / "demo"
     return {
         "visual": base / "tokens" / f"{NAME}_visual_tokens.safetensors",
         "audio": base / "tokens" / f"{NAME}_audio_tokens.safetensors",
         "video": base / "reconstructed" / f"{NAME}_visual.mp4",
-        "codes": workdir / "results" / "audio" / "demo" / f"{NAME}_codes.safetensors",
-        "wav": workdir / "results" / "audio" / "demo" / f"{NAME}_reconstructed.wav",
+        "codes": audio / f"{NAME}_codes.safetensors",
+        "wav": audio / f"{NAME}_reconstructed.wav",
+        "audio_summary": audio / f"{NAME}_summary.json",
         "combined": base / "reconstructed" / f"{NAME}_combined.mp4",
     }
 
@@ -106,7 +113,9 @@ def test_long_jobs_log_their_progress(run):
         "audio_decode": rf"audio decode: {seconds:.1f} of {seconds:.1f} s {done}",
     }
     for rule, pattern in expected.items():
-        folder = logs if rule.startswith("visual") else workdir / "results" / "logs" / "audio" / "demo"
+        folder = (
+            logs if rule.startswith("visual") else workdir / "results" / "logs" / "audio" / "dac" / "demo"
+        )
         text = (folder / f"{NAME}.{rule}.log").read_text()
         assert re.search(pattern, text), rule
         assert "holds stand-in weights" in text, rule  # the warning, in every model job's own log
@@ -118,15 +127,18 @@ def test_audio_codes_tile_the_latent_frames_exactly(run, preset):
     visual = load_tokens(outputs(workdir, preset)["visual"])
     audio = load_tokens(outputs(workdir, preset)["audio"])
     codes, ranges = audio["codes"], audio["code_ranges"]
-    assert codes.shape[0] == 1 and codes.shape[2] == 9 and codes.dtype == torch.uint16
-    assert int(codes.to(torch.int64).max()) < 1024
+    codec = codec_of(preset)  # DAC: 9 codebooks of 1024, hop 512 at 44.1 kHz
+    assert codes.shape[0] == 1 and codes.shape[2] == codec.default_codebooks and codes.dtype == torch.uint16
+    assert int(codes.to(torch.int64).max()) < codec.codebook_size
     assert ranges.shape == (visual["frame_spans"].shape[0], 2)
     assert ranges[0, 0] == 0 and ranges[-1, 1] == codes.shape[1]
     assert torch.equal(ranges[1:, 0], ranges[:-1, 1])  # each code frame once, in order
     duration = FRAMES / Fraction(30000, 1001)
-    assert 0 <= codes.shape[1] * 512 / 44100 - duration < 512 / 44100
+    code_frame = Fraction(codec.hop, codec.sample_rate)
+    assert 0 <= codes.shape[1] * code_frame - duration < code_frame
     meta = audio.metadata["audio"]
     assert meta["source_channels"] == 2 and meta["source_rate"] == 48000 and meta["has_audio"]
+    assert (meta["codec"], meta["sample_rate"], meta["hop"]) == (codec.name, codec.sample_rate, codec.hop)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -137,7 +149,7 @@ def test_reconstruction_keeps_size_rate_and_length(run, preset):
     for rec in (video, combined):
         assert (rec.width, rec.height, rec.fps) == (src.width, src.height, src.fps)
     assert count_frames(out["video"]) == count_frames(out["combined"]) == FRAMES
-    assert combined.has_audio and combined.audio_rate == 44100 and not video.has_audio
+    assert combined.has_audio and combined.audio_rate == codec_of(preset).sample_rate and not video.has_audio
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -164,9 +176,10 @@ def test_metrics_score_every_frame_and_summarize_each_run(run, preset):
     full = (spans[:, 1] - spans[:, 0]) == PRESETS[preset]["temporal"]
     block = int((ranges[:, 1] - ranges[:, 0])[full].min())
     visual_count, audio_count = latents * height * width, audio["codes"].numel()
+    q = codec_of(preset).default_codebooks
     assert summary["description"] == (
         f"{NAME}: 0 min 1 sec; 29.97 fps; {WIDTH}x{HEIGHT} => {latents:,} latent frames of {width}x{height} "
-        f"visual + {block}x9 audio; {visual_count:,} visual tokens & {audio_count:,} audio tokens = "
+        f"visual + {block}x{q} audio; {visual_count:,} visual tokens & {audio_count:,} audio tokens = "
         f"{(visual_count + audio_count) / 1e6:.2f} million tokens"
     )
     comparison = base / "reconstructed" / f"{NAME}_comparison.mp4"
@@ -227,28 +240,35 @@ def test_the_audio_is_scored_once_per_video(run):
     workdir, _, _ = run
     with open(workdir / "results" / "report" / "audio_table.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    assert [(r["video"], r["weights"]) for r in rows] == [(NAME, "demo")]
-    codes = load_tokens(outputs(workdir, "DV8x8x8")["codes"])
-    assert int(rows[0]["code_frames"]) == codes["codes"].shape[1]
-    assert int(rows[0]["audio_tokens"]) == codes["codes"].numel()
-    # Stand-in DAC: its reconstruction is poor but not unrelated to the source.
-    assert float(rows[0]["mel_distance"]) > 0 and float(rows[0]["stft_distance"]) > 0
-    assert rows[0]["stand_in_weights"] == "True"
+    # Once per video and codec: DAC's 9 codebooks at 44.1 kHz.
+    assert [(r["video"], r["codec"], r["codebooks"], r["sample_rate"], r["weights"]) for r in rows] == [
+        (NAME, "dac", "9", "44100", "demo")]  # fmt: skip
+    for row, preset in zip(rows, ("DV8x8x8",), strict=True):
+        codes = load_tokens(outputs(workdir, preset)["codes"])
+        assert int(row["code_frames"]) == codes["codes"].shape[1]
+        assert int(row["audio_tokens"]) == codes["codes"].numel()
+        # Stand-ins: their reconstruction is poor but not unrelated to the source.
+        assert float(row["mel_distance"]) > 0 and float(row["stft_distance"]) > 0
+        assert row["stand_in_weights"] == "True"
 
 
 def test_the_manifest_lists_every_run_with_paths_shapes_and_hashes(run):
     workdir, _, _ = run
     manifest = workdir / "results" / "manifest.jsonl"
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
-    audio_summary = json.loads((workdir / "results" / "audio" / "demo" / f"{NAME}_summary.json").read_text())
     assert [(r["video"], r["preset"]) for r in rows] == [(NAME, p) for p in PRESETS]
     for row in rows:
+        audio_summary = json.loads(outputs(workdir, row["preset"])["audio_summary"].read_text())
         visual = load_tokens(manifest.parent / row["visual_tokens"])  # relative to the manifest
         audio = load_tokens(manifest.parent / row["audio_tokens"])
         assert row["visual_shapes"] == {k: list(v.shape) for k, v in visual.tensors.items()}
         assert row["audio_shapes"] == {k: list(v.shape) for k, v in audio.tensors.items()}
         assert row["encoder_sha256"] == visual.metadata["tokenizer"]["encoder"]["sha256"]
-        assert row["dac_sha256"] == audio.metadata["codec"]["sha256"]
+        assert row["audio_codec_sha256"] == audio.metadata["codec"]["sha256"]
+        codec = codec_of(row["preset"])
+        assert (row["audio_codec"], row["audio_codebooks"], row["audio_codebook_size"]) == (
+            codec.name, codec.default_codebooks, codec.codebook_size)  # fmt: skip
+        assert (row["audio_sample_rate"], row["audio_hop"]) == (codec.sample_rate, codec.hop)
         assert row["audio_token_count"] == audio["codes"].numel() and row["stand_in_weights"] is True
         assert row["mel_distance"] == float(audio_summary["mel_distance"])
         for part in ("visual_tokens", "audio_tokens"):  # what a data loader checks its files against
@@ -265,7 +285,8 @@ def test_a_parameter_grid_plans_every_released_combination_and_only_those(tmp_pa
     proc = run_workflow(tmp_path / "w", overlay, "--dry-run", built_stand_ins=False)
     assert "left out 'DV4x16x16-w17'" in proc.stderr  # no released tokenizer has it
     jobs = planned_jobs(proc)
-    assert jobs["visual_encode"] == jobs["stand_in_weights"] == jobs["report_preset_page"] == 1
+    assert jobs["visual_encode"] == jobs["report_preset_page"] == 1
+    assert jobs["stand_in_weights"] == 2  # the visual model and DAC
     lines = (proc.stdout + proc.stderr).splitlines()
     planned = " ".join(line for line in lines if line.strip().startswith("output:"))
     assert "results/DV8x16x16-w17/tokens/c_visual_tokens.safetensors" in planned
@@ -402,17 +423,19 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
         "summarize",
         "compare_video",
     }
-    per_video = {"extract_wav", "audio_encode", "audio_decode", "summarize_audio", "plot_frame_psnr"}
+    per_video_and_codec = {"extract_wav", "audio_encode", "audio_decode", "summarize_audio"}
     across = {"token_table", "audio_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
     assert jobs == {
         **{rule: len(PRESETS) for rule in per_video_and_preset | {"report_preset_page"}},
-        **dict.fromkeys(per_video | across, 1),
+        **dict.fromkeys(per_video_and_codec, 1),
+        **dict.fromkeys({"plot_frame_psnr"} | across, 1),
     }
 
 
-def test_a_new_dac_weights_file_reruns_the_audio_and_nothing_visual(run):
+def test_new_dac_weights_rerun_the_dac_audio_and_nothing_visual(run):
+    """A rebuilt stand-in (a folder, as the rule makes it) reruns the audio of its codec only."""
     workdir, _, overlay = run
-    weights = workdir / "resources" / "demo_weights" / "dac" / DAC_WEIGHTS_FILE
+    weights = workdir / "resources" / "demo_weights" / "dac"
     written = weights.stat()
     os.utime(weights, ns=(written.st_atime_ns, time.time_ns()))
     try:
@@ -424,26 +447,30 @@ def test_a_new_dac_weights_file_reruns_the_audio_and_nothing_visual(run):
     across = {"audio_table", "token_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
     pages = {"report_preset_page"}  # the token table changed
     assert jobs == {
-        **{rule: len(PRESETS) for rule in per_preset | pages},
+        **{rule: len(DAC_PRESETS) for rule in per_preset},
+        **{rule: len(PRESETS) for rule in pages},
         **dict.fromkeys(per_video | across, 1),
     }
 
 
-def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
+def test_audio_is_coded_once_per_video_and_codec_whatever_the_number_of_presets(tmp_path):
+    """2 videos x 2 visual presets: one encode and one decode per video and codec, the wav
+    extracted once per video and sample rate."""
     clips = [make_clip(tmp_path / f"c{i}.mp4", 48, 32, 9, rate="25") for i in range(2)]
     sheet = tmp_path / "videos.tsv"
     sheet.write_text("name\tpath\n" + "".join(f"v{i}\t{c}\n" for i, c in enumerate(clips)))
-    presets = {name: PRESETS[name] for name in ("CV8x8x8", "DV4x8x8", "DV8x16x16")}
+    visual = {name: {**PRESETS[name], "codec": "dac"} for name in ("CV8x8x8", "DV8x16x16")}
+    presets = visual
     overlay = {"videos": str(sheet), "weights": "demo", "presets": presets, "run": list(presets)}
     jobs = planned_jobs(run_workflow(tmp_path / "w", overlay, "--dry-run"))
     for rule in ("extract_wav", "audio_encode", "audio_decode", "summarize_audio"):
         assert jobs[rule] == 2, rule
-    assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 6
+    assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 2 * 2
     # A preset with its own (official) weights has its own audio: coded once per video too.
     mixed = {**overlay, "presets": {**presets, "DV8x16x16": {**presets["DV8x16x16"], "weights": "official"}}}
     proc = run_workflow(tmp_path / "w", mixed, "--dry-run", check=False)
     jobs = planned_jobs(proc)
-    assert jobs["audio_encode"] == 4 and jobs["align_audio"] == 6, proc.stdout[-3000:]
+    assert jobs["audio_encode"] == 4 and jobs["align_audio"] == 4, proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -454,6 +481,8 @@ def test_audio_is_coded_once_per_video_whatever_the_number_of_presets(tmp_path):
         ({"presets": {"w": {"family": "wan2.1", "kind": "DV"}}, "run": ["w"]},
          "preset 'w': give temporal, spatial (family wan2.1, release 2.1 has CV4x8x8)"),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
+        ({"presets": {"m": {"kind": "CV", "temporal": 8, "spatial": 8, "codebooks": 4}},
+          "run": ["m"]}, "preset 'm': DAC 44.1 kHz codes with 9 codebooks, not 4"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],

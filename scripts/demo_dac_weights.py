@@ -1,4 +1,0 @@
-from avtokens.demo_weights import write_dac_stand_in
-from avtokens.rule import run_rule
-
-run_rule(snakemake, write_dac_stand_in, snakemake.output[0])

@@ -1,0 +1,82 @@
+"""Audio codecs behind one interface: the registry, presets that name a codec, grids and
+refusals (pure Python, as the Snakefile reads them)."""
+
+import subprocess
+import sys
+from fractions import Fraction
+
+import pytest
+
+from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC, audio_codec
+from avtokens.audio_codecs.base import overlapping_windows
+from avtokens.planning import plan_tokens
+from avtokens.presets import grid_presets, make_preset
+
+CV = {"kind": "CV", "temporal": 8, "spatial": 8}
+
+
+def test_the_codecs_state_their_clocks_and_codebooks():
+    dac = audio_codec("dac")
+    assert DEFAULT_CODEC == "dac" and set(AUDIO_CODECS) == {"dac"}
+    assert (dac.sample_rate, dac.hop, dac.code_rate, dac.codebook_size) == (
+        44100,
+        512,
+        Fraction(44100, 512),
+        1024,
+    )
+    assert list(dac.codebook_choices) == [9] and dac.setting(9) == "dac"
+
+
+def test_each_codec_says_where_its_official_files_come_from_and_how_they_are_pinned():
+    dac = audio_codec("dac")
+    assert dac.files == ("weights_44khz_8kbps_0.0.1.pth",) and dac.folder == "dac"
+    assert dac.source({}) == {"url": "https://github.com/descriptinc/descript-audio-codec/releases/download/"
+                                      "0.0.1/weights_44khz_8kbps_0.0.1.pth"}  # fmt: skip
+    assert dac.source({"dac_url": "file:///w.pth"}) == {"url": "file:///w.pth"}
+    # The key lock files made before codecs were plug-ins pinned DAC under.
+    assert dac.lock_key(dac.files[0]) == "descript/descript-audio-codec/weights_44khz_8kbps_0.0.1.pth"
+
+
+def test_a_preset_names_its_codec_and_codebooks():
+    default = make_preset("a", CV)
+    assert (default.codec, default.codebooks, default.audio) == ("dac", 9, "dac")
+    assert make_preset("a", {**CV, "codec": "dac", "codebooks": 9}) == default
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"codec": "encodec"}, "preset 'p': no audio codec 'encodec'; codecs: dac"),
+        ({"codebooks": 4}, "preset 'p': DAC 44.1 kHz codes with 9 codebooks, not 4"),
+    ],
+)
+def test_what_a_codec_does_not_have_is_refused(fields, message):
+    with pytest.raises(ValueError) as err:
+        make_preset("p", {**CV, **fields})
+    assert str(err.value) == message
+
+
+def test_a_grid_names_the_default_codecs_presets_as_before():
+    grid = {"kind": ["CV"], "temporal": [8], "spatial": [8, 16], "window": [17], "codec": ["dac"]}
+    presets, skipped = grid_presets(grid)
+    assert sorted(presets) == ["CV8x16x16-w17", "CV8x8x8-w17"]
+    assert "codec" not in presets["CV8x8x8-w17"] and not skipped
+
+
+def test_the_token_plan_counts_each_codecs_codes():
+    """At 25 fps, 8 frames a latent frame: DAC carries 27.56 code frames of 9 codes."""
+    dac = plan_tokens(250, Fraction(25), 64, 64, 8, 8, 121)
+    assert (dac.audio_block, dac.audio_tokens) == (27, 862 * 9)  # ceil(10 s x 86.13)
+    assert plan_tokens(250, Fraction(25), 64, 64, 8, 8, 121, audio_codec("dac"), 9) == dac
+
+
+def test_overlapping_windows_tile_the_range_with_clipped_context():
+    windows = list(overlapping_windows(10, 4, 2, 1))
+    assert windows == [(0, 4, 0, 5), (4, 8, 2, 9), (8, 10, 6, 10)]
+    assert list(overlapping_windows(3, 4, 250, 0)) == [(0, 3, 0, 3)]
+
+
+def test_the_registry_imports_without_torch():
+    """The Snakefile reads it while it plans, once per cluster job."""
+    code = "import sys, avtokens.audio_codecs, avtokens.presets; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
