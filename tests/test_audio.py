@@ -1,5 +1,6 @@
-"""Audio codecs' loading and windowed coding, on stand-ins saved in the official formats; a
-video's audio coded once per codec and grouped by each preset's latent frames, for every codec."""
+"""Audio codecs' loading and windowed coding, on stand-ins saved in the official formats (DAC
+here, Mimi's own checks against transformers in test_mimi.py); a video's audio coded once per
+codec and grouped by each preset's latent frames, for every codec."""
 
 import json
 from fractions import Fraction
@@ -145,9 +146,10 @@ def test_the_timeline_holds_the_decoded_frame_count_and_the_source(two_videos):
 
 def test_codes_cover_the_video_at_the_codecs_rate(two_videos):
     """The code frames that cover the video, by hand: 38 frames at 30000/1001 fps are 1.268 s,
-    x 44,100 / 512 = 109.2 DAC code frames (up: 110); 23 frames: 66.1 (67)."""
+    x 44,100 / 512 = 109.2 DAC code frames (up: 110), x 12.5 = 15.85 Mimi ones (up: 16); 23
+    frames: 66.1 (67) and 9.6 (10)."""
     _, videos, _, codec = two_videos
-    expected = {"dac": (110, 67)}[codec.name]
+    expected = {"dac": (110, 67), "mimi": (16, 10)}[codec.name]
     for video, total in zip(videos.values(), expected, strict=True):
         codes = load_tokens(video["codes"])
         audio = codes.metadata["audio"]
@@ -160,10 +162,16 @@ def test_codes_cover_the_video_at_the_codecs_rate(two_videos):
 
 
 def whole_file_codes(codec, folder, samples):
-    """The codes of `samples` by the codec's own library in one call: DAC's encode()."""
+    """The codes of `samples` by the codec's own library in one call: DAC's encode(), or
+    transformers' MimiModel.encode()."""
     x = torch.from_numpy(samples).view(1, 1, -1)
     with torch.inference_mode():
-        return DAC.load(folder, 9, CPU, None).model.encode(x)[1][0].T
+        if codec.name == "dac":
+            return DAC.load(folder, 9, CPU, None).model.encode(x)[1][0].T
+        from transformers import MimiModel
+
+        network = MimiModel.from_pretrained(folder).eval()
+        return network.encode(x, num_quantizers=codec.default_codebooks).audio_codes[0].T
 
 
 def test_codes_equal_a_whole_file_encode_of_the_audio_under_the_video(two_videos, demo_weights):
@@ -192,7 +200,7 @@ def test_each_preset_gets_the_same_codes_grouped_by_its_latent_frames(two_videos
             assert audio["codes"].numpy().tobytes() == codes["codes"].numpy().tobytes()
             # Each latent frame's codes start with the first code frame that starts at or after
             # its first video frame (code frame k starts at k x hop / rate s: 512 / 44,100 for
-            # DAC), and end where the next latent frame's start.
+            # DAC, 80 ms for Mimi), and end where the next latent frame's start.
             ranges, spans = audio["code_ranges"].tolist(), visual["frame_spans"].tolist()
             for (first, _), (frame, _) in zip(ranges, spans, strict=True):
                 start = Fraction(frame * 1001, 30000)
@@ -228,3 +236,11 @@ def test_batched_coding_writes_what_one_video_at_a_time_writes(two_videos, demo_
         with soundfile.SoundFile(wav) as decoded:  # as long as the video, not the code frames
             assert decoded.samplerate == codec.sample_rate
             assert decoded.frames == round(videos[name]["frames"] * codec.sample_rate * 1001 / 30000)
+
+
+def test_codes_of_one_codec_are_not_decoded_by_another(two_videos, demo_weights, tmp_path):
+    _, videos, _, codec = two_videos
+    other = next(c for c in AUDIO_CODECS.values() if c.name != codec.name)
+    with pytest.raises(AvTokensError, match=f"codes of {codec.name} with .*this job decodes {other.name}"):
+        decode_codes_files([(videos["a"]["codes"], tmp_path / "x.wav")], other.name, other.default_codebooks,
+                           demo_weights / other.folder, "cpu", 60)  # fmt: skip

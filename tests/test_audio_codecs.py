@@ -16,37 +16,54 @@ CV = {"kind": "CV", "temporal": 8, "spatial": 8}
 
 
 def test_the_codecs_state_their_clocks_and_codebooks():
-    dac = audio_codec("dac")
-    assert DEFAULT_CODEC == "dac" and set(AUDIO_CODECS) == {"dac"}
+    dac, mimi = audio_codec("dac"), audio_codec("mimi")
+    assert DEFAULT_CODEC == "dac" and set(AUDIO_CODECS) == {"dac", "mimi"}
     assert (dac.sample_rate, dac.hop, dac.code_rate, dac.codebook_size) == (
         44100,
         512,
         Fraction(44100, 512),
         1024,
     )
-    assert list(dac.codebook_choices) == [9] and dac.setting(9) == "dac"
+    assert (mimi.sample_rate, mimi.hop, mimi.code_rate, mimi.codebook_size) == (
+        24000,
+        1920,
+        Fraction(25, 2),
+        2048,
+    )
+    assert list(dac.codebook_choices) == [9] and list(mimi.codebook_choices) == list(range(1, 33))
+    assert (dac.setting(9), mimi.setting(8), mimi.setting(32)) == ("dac", "mimi-q8", "mimi-q32")
 
 
 def test_each_codec_says_where_its_official_files_come_from_and_how_they_are_pinned():
-    dac = audio_codec("dac")
+    dac, mimi = audio_codec("dac"), audio_codec("mimi")
     assert dac.files == ("weights_44khz_8kbps_0.0.1.pth",) and dac.folder == "dac"
     assert dac.source({}) == {"url": "https://github.com/descriptinc/descript-audio-codec/releases/download/"
                                       "0.0.1/weights_44khz_8kbps_0.0.1.pth"}  # fmt: skip
     assert dac.source({"dac_url": "file:///w.pth"}) == {"url": "file:///w.pth"}
     # The key lock files made before codecs were plug-ins pinned DAC under.
     assert dac.lock_key(dac.files[0]) == "descript/descript-audio-codec/weights_44khz_8kbps_0.0.1.pth"
+    assert mimi.files == ("config.json", "model.safetensors") and mimi.source({}) == {"repo": "kyutai/mimi"}
+    assert mimi.lock_key("model.safetensors") == "kyutai/mimi/model.safetensors"
 
 
 def test_a_preset_names_its_codec_and_codebooks():
     default = make_preset("a", CV)
     assert (default.codec, default.codebooks, default.audio) == ("dac", 9, "dac")
-    assert make_preset("a", {**CV, "codec": "dac", "codebooks": 9}) == default
+    mimi = make_preset("b", {**CV, "codec": "mimi"})
+    assert (mimi.codec, mimi.codebooks, mimi.audio, mimi.audio_codec.sample_rate) == (
+        "mimi",
+        8,
+        "mimi-q8",
+        24000,
+    )
+    assert make_preset("c", {**CV, "codec": "mimi", "codebooks": 32}).audio == "mimi-q32"
 
 
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"codec": "encodec"}, "preset 'p': no audio codec 'encodec'; codecs: dac"),
+        ({"codec": "encodec"}, "preset 'p': no audio codec 'encodec'; codecs: dac, mimi"),
+        ({"codec": "mimi", "codebooks": 33}, "preset 'p': Mimi codes with 1 to 32 codebooks, not 33"),
         ({"codebooks": 4}, "preset 'p': DAC 44.1 kHz codes with 9 codebooks, not 4"),
     ],
 )
@@ -56,18 +73,20 @@ def test_what_a_codec_does_not_have_is_refused(fields, message):
     assert str(err.value) == message
 
 
-def test_a_grid_names_the_default_codecs_presets_as_before():
-    grid = {"kind": ["CV"], "temporal": [8], "spatial": [8, 16], "window": [17], "codec": ["dac"]}
+def test_a_grid_spans_codecs_and_names_the_others_presets_after_them():
+    grid = {"kind": ["CV"], "temporal": [8], "spatial": [8, 16], "window": [17], "codec": ["dac", "mimi"]}
     presets, skipped = grid_presets(grid)
-    assert sorted(presets) == ["CV8x16x16-w17", "CV8x8x8-w17"]
-    assert "codec" not in presets["CV8x8x8-w17"] and not skipped
+    assert sorted(presets) == ["CV8x16x16-w17", "CV8x16x16-w17-mimi", "CV8x8x8-w17", "CV8x8x8-w17-mimi"]
+    assert presets["CV8x8x8-w17-mimi"]["codec"] == "mimi" and "codec" not in presets["CV8x8x8-w17"]
+    assert not skipped
 
 
 def test_the_token_plan_counts_each_codecs_codes():
-    """At 25 fps, 8 frames a latent frame: DAC carries 27.56 code frames of 9 codes."""
+    """At 25 fps, 8 frames a latent frame: DAC carries 27.56 code frames of 9 codes, Mimi 4 of 8."""
     dac = plan_tokens(250, Fraction(25), 64, 64, 8, 8, 121)
+    mimi = plan_tokens(250, Fraction(25), 64, 64, 8, 8, 121, audio_codec("mimi"), 8)
     assert (dac.audio_block, dac.audio_tokens) == (27, 862 * 9)  # ceil(10 s x 86.13)
-    assert plan_tokens(250, Fraction(25), 64, 64, 8, 8, 121, audio_codec("dac"), 9) == dac
+    assert (mimi.audio_block, mimi.audio_tokens) == (4, 125 * 8)
 
 
 def test_overlapping_windows_tile_the_range_with_clipped_context():

@@ -12,13 +12,14 @@ from helpers import make_clip, planned_jobs, run_workflow
 from avtokens import load_tokens
 from avtokens.data import AlignedClips
 
-# Two Cosmos models and the Wan2.1 VAE: every family, in both modes.
+# Two Cosmos models and the Wan2.1 VAE, the Cosmos ones with DAC and Wan with Mimi: every
+# family and every codec, in both modes.
 PRESETS = {
     "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
     "CV4x8x8": {"kind": "CV", "temporal": 4, "spatial": 8, "window": 9},
-    "wan": {"family": "wan2.1", "window": 9},
+    "wan": {"family": "wan2.1", "window": 9, "codec": "mimi"},
 }
-CODECS = 1
+CODECS = 2  # each at its own sample rate
 CLIP_FRAMES = [9, 14, 20]
 PER_PRESET_STAGES = ["visual_encode", "visual_decode", "align_audio", "summarize", "mux", "compare_video"]
 AUDIO_STAGES = ["audio_encode", "audio_decode", "summarize_audio"]
@@ -95,7 +96,7 @@ def test_shards_write_the_same_files_as_per_video_jobs(both_modes):
     clips = AlignedClips(manifest, clip_length=2, preset="wan")
     clip = clips[0]
     assert clips.videos[0].family == "wan2.1" and clip["visual"].shape == (2, 4, 6, 16)
-    assert clips.videos[0].codec == "dac" and clip["audio_codes"].shape[1] == 9  # DAC's codebooks
+    assert clips.videos[0].codec == "mimi" and clip["audio_codes"].shape[1] == 8  # Mimi's codebooks
     assert clip["visual"].dtype == torch.bfloat16 and len(clip["audio_offsets"]) == 3
     record = json.loads(
         (
@@ -135,7 +136,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     assert {rule: n for rule, n in jobs.items() if rule.startswith("shard_")} == shard_jobs(2)  # 00001, 00002
     first_shard = sorted((results / "shards").glob("**/shard00000/*.shard.json"))
     first_shard_made = {path: path.stat().st_mtime_ns for path in first_shard}
-    # Per preset 6 steps; the PSNR plot; per codec its wav and 3 steps.
+    # Per preset 6 steps; the PSNR plot; per codec its wav (44.1 and 24 kHz) and 3 steps.
     assert len(first_shard_made) == len(PRESETS) * 6 + 1 + CODECS * (1 + 3)
 
     proc = run_workflow(work, overlay, check=False)
@@ -151,6 +152,7 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     assert table[0].split("\t") == ["video", "path", "stage", "scope", "reason"]
     assert {tuple(row.split("\t")[:4]) for row in table[1:]} == {
         ("broken", str(broken), "extract_wav", "44100hz"),
+        ("broken", str(broken), "extract_wav", "24000hz"),
         ("broken", str(broken), "visual_encode", "DV8x16x16"),
         ("broken", str(broken), "visual_encode", "CV4x8x8"),
         ("broken", str(broken), "visual_encode", "wan"),

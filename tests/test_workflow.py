@@ -29,6 +29,9 @@ PRESETS = {
     for kind in ("CV", "DV")
     for t, s in ((4, 8), (8, 8), (8, 16))
 }
+# Two of them code the audio with Mimi (24 kHz, 12.5 code frames a second), the others with DAC.
+for name in ("CV8x16x16", "DV4x8x8"):
+    PRESETS[name] = {**PRESETS[name], "codec": "mimi"}
 DAC_PRESETS = [name for name, fields in PRESETS.items() if "codec" not in fields]
 # 100x58: not a multiple of 8 or 16; 40 frames: not 1 + k*4 nor 1 + k*8.
 WIDTH, HEIGHT, FRAMES = 100, 58, 40
@@ -127,7 +130,7 @@ def test_audio_codes_tile_the_latent_frames_exactly(run, preset):
     visual = load_tokens(outputs(workdir, preset)["visual"])
     audio = load_tokens(outputs(workdir, preset)["audio"])
     codes, ranges = audio["codes"], audio["code_ranges"]
-    codec = codec_of(preset)  # DAC: 9 codebooks of 1024, hop 512 at 44.1 kHz
+    codec = codec_of(preset)  # DAC: 9 codebooks of 1024, hop 512 at 44.1 kHz; Mimi: 8 of 2048, 80 ms
     assert codes.shape[0] == 1 and codes.shape[2] == codec.default_codebooks and codes.dtype == torch.uint16
     assert int(codes.to(torch.int64).max()) < codec.codebook_size
     assert ranges.shape == (visual["frame_spans"].shape[0], 2)
@@ -240,10 +243,10 @@ def test_the_audio_is_scored_once_per_video(run):
     workdir, _, _ = run
     with open(workdir / "results" / "report" / "audio_table.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    # Once per video and codec: DAC's 9 codebooks at 44.1 kHz.
+    # Once per video and codec: DAC's 9 codebooks at 44.1 kHz, Mimi's 8 at 24 kHz.
     assert [(r["video"], r["codec"], r["codebooks"], r["sample_rate"], r["weights"]) for r in rows] == [
-        (NAME, "dac", "9", "44100", "demo")]  # fmt: skip
-    for row, preset in zip(rows, ("DV8x8x8",), strict=True):
+        (NAME, "dac", "9", "44100", "demo"), (NAME, "mimi", "8", "24000", "demo")]  # fmt: skip
+    for row, preset in zip(rows, ("DV8x8x8", "DV4x8x8"), strict=True):
         codes = load_tokens(outputs(workdir, preset)["codes"])
         assert int(row["code_frames"]) == codes["codes"].shape[1]
         assert int(row["audio_tokens"]) == codes["codes"].numel()
@@ -314,7 +317,7 @@ def test_the_report_shows_videos_plots_and_tables_on_its_pages(run, report):
     overview = (pages / "overview" / "index.html").read_text()
     assert overview.count("<table>") == 2 and '<img src="quality_vs_tokens.png"' in overview
     # Every video x preset a row of the token table (and the total), every video one of the audio's.
-    assert overview.count("<tr>") == (1 + len(PRESETS) + 1) + (1 + 1)
+    assert overview.count("<tr>") == (1 + len(PRESETS) + 1) + (1 + 2)
     assert all(f"<td>{preset}</td>" in overview for preset in PRESETS)
 
     names = zipfile.ZipFile(report).namelist()
@@ -373,7 +376,7 @@ def test_the_report_shows_its_pages_in_a_browser(report, tmp_path):
         assert page.wait_for(SHOW_PAGE % json.dumps("overview: tables and quality against token rate"))
         shown = page.wait_for(FRAME % json.dumps("Fidelity"))
         assert shown["title"] == "Fidelity of the tokens: overview" and shown["videos"] == []
-        assert shown["rows"] == (1 + len(PRESETS) + 1) + (1 + 1) and shown["images"][0] > 0
+        assert shown["rows"] == (1 + len(PRESETS) + 1) + (1 + 2) and shown["images"][0] > 0
         page.screenshot(tmp_path / "overview.png")
 
 
@@ -427,7 +430,7 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     across = {"token_table", "audio_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
     assert jobs == {
         **{rule: len(PRESETS) for rule in per_video_and_preset | {"report_preset_page"}},
-        **dict.fromkeys(per_video_and_codec, 1),
+        **dict.fromkeys(per_video_and_codec, 2),  # DAC and Mimi (each its own rate)
         **dict.fromkeys({"plot_frame_psnr"} | across, 1),
     }
 
@@ -442,7 +445,7 @@ def test_new_dac_weights_rerun_the_dac_audio_and_nothing_visual(run):
         jobs = planned_jobs(run_workflow(workdir, overlay, "--dry-run"))
     finally:
         os.utime(weights, ns=(written.st_atime_ns, written.st_mtime_ns))
-    per_video = {"audio_encode", "audio_decode", "summarize_audio"}
+    per_video = {"audio_encode", "audio_decode", "summarize_audio"}  # DAC's; not Mimi's
     per_preset = {"align_audio", "mux", "summarize"}  # summaries count the audio tokens
     across = {"audio_table", "token_table", "plot_quality", "manifest", "report_overview", "check_run", "all"}
     pages = {"report_preset_page"}  # the token table changed
@@ -454,23 +457,28 @@ def test_new_dac_weights_rerun_the_dac_audio_and_nothing_visual(run):
 
 
 def test_audio_is_coded_once_per_video_and_codec_whatever_the_number_of_presets(tmp_path):
-    """2 videos x 2 visual presets: one encode and one decode per video and codec, the wav
-    extracted once per video and sample rate."""
+    """2 videos x 2 visual presets x 2 codecs (DAC, Mimi): one encode and one decode per video and
+    codec, the wav extracted once per video and sample rate."""
     clips = [make_clip(tmp_path / f"c{i}.mp4", 48, 32, 9, rate="25") for i in range(2)]
     sheet = tmp_path / "videos.tsv"
     sheet.write_text("name\tpath\n" + "".join(f"v{i}\t{c}\n" for i, c in enumerate(clips)))
     visual = {name: {**PRESETS[name], "codec": "dac"} for name in ("CV8x8x8", "DV8x16x16")}
-    presets = visual
+    presets = {**visual, **{f"{name}-mimi": {**fields, "codec": "mimi"} for name, fields in visual.items()}}
     overlay = {"videos": str(sheet), "weights": "demo", "presets": presets, "run": list(presets)}
     jobs = planned_jobs(run_workflow(tmp_path / "w", overlay, "--dry-run"))
     for rule in ("extract_wav", "audio_encode", "audio_decode", "summarize_audio"):
-        assert jobs[rule] == 2, rule
-    assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 2 * 2
+        assert jobs[rule] == 2 * 2, rule
+    assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 2 * 4
+    # Mimi with 4 codebooks is another setting of the same rate: its own codes, the same wav.
+    fewer = {**overlay, "presets": {**presets, "q4": {**visual["CV8x8x8"], "codec": "mimi", "codebooks": 4}},
+             "run": [*presets, "q4"]}  # fmt: skip
+    jobs = planned_jobs(run_workflow(tmp_path / "w", fewer, "--dry-run"))
+    assert jobs["extract_wav"] == 4 and jobs["audio_encode"] == jobs["audio_decode"] == 6
     # A preset with its own (official) weights has its own audio: coded once per video too.
     mixed = {**overlay, "presets": {**presets, "DV8x16x16": {**presets["DV8x16x16"], "weights": "official"}}}
     proc = run_workflow(tmp_path / "w", mixed, "--dry-run", check=False)
     jobs = planned_jobs(proc)
-    assert jobs["audio_encode"] == 4 and jobs["align_audio"] == 4, proc.stdout[-3000:]
+    assert jobs["audio_encode"] == 6 and jobs["align_audio"] == 8, proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -481,8 +489,8 @@ def test_audio_is_coded_once_per_video_and_codec_whatever_the_number_of_presets(
         ({"presets": {"w": {"family": "wan2.1", "kind": "DV"}}, "run": ["w"]},
          "preset 'w': give temporal, spatial (family wan2.1, release 2.1 has CV4x8x8)"),
         ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
-        ({"presets": {"m": {"kind": "CV", "temporal": 8, "spatial": 8, "codebooks": 4}},
-          "run": ["m"]}, "preset 'm': DAC 44.1 kHz codes with 9 codebooks, not 4"),
+        ({"presets": {"m": {"kind": "CV", "temporal": 8, "spatial": 8, "codec": "mimi", "codebooks": 40}},
+          "run": ["m"]}, "preset 'm': Mimi codes with 1 to 32 codebooks, not 40"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],

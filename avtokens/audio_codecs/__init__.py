@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from avtokens.audio_codecs.base import AudioCodec, LoadedCodec
 from avtokens.audio_codecs.dac import DAC
+from avtokens.audio_codecs.mimi import MIMI
 
-AUDIO_CODECS: dict[str, AudioCodec] = {codec.name: codec for codec in (DAC,)}
+AUDIO_CODECS: dict[str, AudioCodec] = {codec.name: codec for codec in (DAC, MIMI)}
 DEFAULT_CODEC = DAC.name
 
 __all__ = ["AUDIO_CODECS", "DEFAULT_CODEC", "AudioCodec", "LoadedCodec", "audio_codec"]
