@@ -294,8 +294,11 @@ def source_video(wildcards):
 
 
 def preset_params(wildcards):
-    """The preset's fields: a change to any of them reruns that preset's jobs."""
-    return dataclasses.asdict(PRESETS[wildcards.preset])
+    """The preset's fields its visual jobs read: a change to any of them reruns those jobs. Not
+    its codec's (`codec`, `codebooks`): a change of codec makes other audio, not other visual
+    tokens."""
+    fields = dataclasses.asdict(PRESETS[wildcards.preset])
+    return {key: value for key, value in fields.items() if key not in ("codec", "codebooks")}
 
 
 def model_folder(preset):

@@ -435,6 +435,16 @@ def test_adding_a_video_adds_only_its_jobs(run, tmp_path):
     }
 
 
+def test_another_codec_for_a_preset_remakes_its_audio_files_not_its_visual_tokens(run):
+    """CV8x8x8 switched from DAC to Mimi: Mimi's codes of the video exist (other presets use
+    them), so only the preset's audio token file and what reads it are made again."""
+    workdir, _, overlay = run
+    switched = {**overlay, "presets": {**PRESETS, "CV8x8x8": {**PRESETS["CV8x8x8"], "codec": "mimi"}}}
+    jobs = planned_jobs(run_workflow(workdir, switched, "--dry-run"))
+    assert not {"visual_encode", "visual_decode", "audio_encode", "audio_decode"} & set(jobs), jobs
+    assert jobs["align_audio"] == jobs["mux"] == jobs["summarize"] == 1
+
+
 def test_new_dac_weights_rerun_the_dac_audio_and_nothing_visual(run):
     """A rebuilt stand-in (a folder, as the rule makes it) reruns the audio of its codec only."""
     workdir, _, overlay = run
