@@ -2,26 +2,29 @@
 preset, each latent frame with its visual tokens and exactly its audio codes.
 
     clips = AlignedClips("results/manifest.jsonl", clip_length=16, preset="DV8x16x16")
-    sampler = ClipSampler(clips, seed=0)          # rank and world size from torch.distributed
-    loader = DataLoader(clips, batch_size=8, sampler=sampler, num_workers=4, collate_fn=collate_clips)
+    batches = ClipBatchSampler(clips, batch_size=8, seed=0)  # rank and world size from torch.distributed
+    loader = DataLoader(clips, batch_sampler=batches, num_workers=4, collate_fn=collate_clips)
 
 Files are read by byte range (`TokenFileReader`), never whole. The order of an epoch is a
-permutation seeded by (seed, epoch); rank r of a world of n takes every n-th clip of it, and
-data-loader workers split a rank's clips (map-style: the DataLoader hands them out;
-`AlignedClipStream`: batch k goes to worker k mod workers). Both resume from a position in
-the rank's order.
+permutation seeded by (seed, epoch). Videos of different sizes give clips of different latent
+shapes, which cannot be stacked: by default a batch holds clips of one shape (`epoch_batches`:
+each shape's clips, in the epoch's order, cut into batches, and the batches ordered by their
+first clip), so no batch ever mixes shapes, whatever the shuffle. Rank r of a world of n takes
+every n-th batch; data-loader workers split a rank's batches (`ClipBatchSampler`: the
+DataLoader hands them out; `AlignedClipStream`: batch k goes to worker k mod workers). Both
+resume from a batch of the rank's epoch. The other way, clips of any shape in one batch padded
+to the largest with a mask, is `ClipSampler` (clip by clip) with `collate_padded`.
 
 Under DistributedDataParallel every rank must take as many steps in an epoch, or the last
 collective of the rank with more waits for the others until the process group's timeout (30
-minutes by default). So by default (`even="pad"`) every rank gets as many clips, hence as many
-batches whatever the batch size and drop_last: the epoch's order is extended by its own first
-clips to a multiple of the world size, as DistributedSampler does, so every clip is seen and
-at most world_size - 1 clips are repeated. `even="drop"` leaves the last few of the order out
-instead, `even=False` gives shares that differ by one clip (one process, or a loop that copes
-with uneven steps). Rank and world size come from torch.distributed; a sampler or stream made
-under a launcher (WORLD_SIZE, RANK or LOCAL_RANK saying "one of several") before
-`init_process_group`, without `rank=` and `world_size=`, is refused rather than taking every
-clip on every rank.
+minutes by default). So by default (`even="pad"`) every rank gets as many batches: the epoch's
+batches are extended by its own first ones to a multiple of the world size (as
+DistributedSampler does with clips), so every clip is seen and at most world_size - 1 batches
+are repeated. `even="drop"` leaves the last few out instead, `even=False` gives shares that
+differ by one (one process, or a loop that copes with uneven steps). Rank and world size come
+from torch.distributed; a sampler or stream made under a launcher (WORLD_SIZE, RANK or
+LOCAL_RANK saying "one of several") before `init_process_group`, without `rank=` and
+`world_size=`, is refused rather than taking every clip on every rank.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -117,6 +121,7 @@ class VideoTokens:
     codebooks: int
     codebook_size: int
     code_clock: tuple[int, int]  # the codes' sample rate and hop
+    latent_size: tuple[int, int]  # latent height and width
 
     @property
     def latents_per_window(self) -> int:
@@ -174,17 +179,22 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
 def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
     # A manifest written before codecs were plug-ins has neither family nor codec: Cosmos and DAC.
     codec = _DEFAULT_CODEC
-    return VideoTokens(
-        where=where, video=row["video"], preset=row["preset"], family=row.get("family", DEFAULT_FAMILY),
-        kind=row["kind"],
-        factors=(row["temporal"], row["spatial"]), window=row["window"],
-        visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
-        latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
-        codec=row.get("audio_codec", codec.name),
-        codebooks=row.get("audio_codebooks", codec.default_codebooks),
-        codebook_size=row.get("audio_codebook_size", codec.codebook_size),
-        code_clock=(row.get("audio_sample_rate", codec.sample_rate), row.get("audio_hop", codec.hop)),
-    )  # fmt: skip
+    try:
+        return VideoTokens(
+            where=where, video=row["video"], preset=row["preset"], family=row.get("family", DEFAULT_FAMILY),
+            kind=row["kind"],
+            factors=(row["temporal"], row["spatial"]), window=row["window"],
+            visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
+            latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
+            codec=row.get("audio_codec", codec.name),
+            codebooks=row.get("audio_codebooks", codec.default_codebooks),
+            codebook_size=row.get("audio_codebook_size", codec.codebook_size),
+            code_clock=(row.get("audio_sample_rate", codec.sample_rate), row.get("audio_hop", codec.hop)),
+            latent_size=(row["latent_height"], row["latent_width"]),
+        )  # fmt: skip
+    except KeyError as err:
+        raise AvTokensError(f"{where}: the row has no {err.args[0]!r}; write the manifest again with "
+                            "this version (snakemake --forcerun manifest)") from None  # fmt: skip
 
 
 def _file_problems(video: VideoTokens, row: dict, verify: str) -> list[str]:
@@ -277,6 +287,11 @@ class AlignedClips(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
+
+    def clip_shape(self, index: int) -> tuple[int, int, int]:
+        """Clip `index`'s latent frames, height and width: clips batch together when they agree."""
+        video_index, _, length = self.clips[index]
+        return (length, *self.videos[video_index].latent_size)
 
     @property
     def bytes_read(self) -> int:
@@ -419,10 +434,89 @@ def rank_share(count: int, seed: int, epoch: int, rank: int, world_size: int, sh
     return order[rank::world_size]
 
 
+def epoch_batches(shapes: Sequence[Hashable], batch_size: int, seed: int, epoch: int, rank: int,
+                  world_size: int, shuffle: bool = True, even: str | bool = "pad",
+                  drop_last: bool = False) -> list[np.ndarray]:  # fmt: skip
+    """Batches of clip indices of one rank in an epoch, each of clips of one shape
+    (`shapes[i]`: clip i's; give every clip the same key to batch regardless of shape).
+
+    Each shape's clips, in the epoch's order (`epoch_order`), are cut into batches of
+    `batch_size` (a shape's last batch may be smaller; `drop_last` leaves such batches out);
+    the batches follow each other in the order of their first clips, so the shapes are mixed
+    through the epoch; rank r takes every world_size-th batch. `even` makes the numbers of
+    batches equal, as DistributedDataParallel needs: "pad" (default) extends the epoch's
+    batches by its own first ones to a multiple of world_size, "drop" (or True) leaves the
+    last few out, False gives numbers that differ by at most one."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    even = _even(even)
+    order = epoch_order(len(shapes), seed, epoch, shuffle)
+    by_shape: dict[Hashable, list[int]] = {}
+    for index in order.tolist():
+        by_shape.setdefault(shapes[index], []).append(index)
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    batches = [
+        np.array(members[start : start + batch_size])
+        for members in by_shape.values()
+        for start in range(0, len(members), batch_size)
+        if not (drop_last and len(members) - start < batch_size)
+    ]
+    batches.sort(key=lambda batch: place[batch[0]])
+    if even == "pad" and batches and len(batches) % world_size:
+        batches = [batches[i % len(batches)] for i in range(-(-len(batches) // world_size) * world_size)]
+    elif even == "drop":
+        batches = batches[: len(batches) - len(batches) % world_size]
+    return batches[rank::world_size]
+
+
+class ClipBatchSampler(Sampler[list[int]]):
+    """The batches of this rank for `AlignedClips` with a DataLoader (`batch_sampler=`), in the
+    epoch's seeded order, each batch of clips of one shape (`epoch_batches`), so
+    `collate_clips` stacks them whatever the sizes of the videos; `set_epoch` before each
+    epoch, as with DistributedSampler, and `set_epoch(epoch, start_batch=k)` to resume after k
+    batches of it.
+
+    Rank and world size: as given, else from torch.distributed (refused under a launcher
+    before `init_process_group`). `even` (see `epoch_batches`): "pad" (default) gives every
+    rank as many batches, so DistributedDataParallel's collectives pair up. `same_shape=False`
+    batches clips of any shape (collate them with `collate_padded`). The sampler runs in the
+    main process, so `set_epoch` holds with persistent workers too."""
+
+    def __init__(self, dataset: AlignedClips, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 rank: int | None = None, world_size: int | None = None, even: str | bool = "pad",
+                 drop_last: bool = False, same_shape: bool = True, start_batch: int = 0):  # fmt: skip
+        self.shapes = _batch_keys(dataset, same_shape)
+        self.batch_size, self.seed, self.shuffle, self.even = batch_size, seed, shuffle, _even(even)
+        self.drop_last, self.epoch, self.start_batch = drop_last, 0, start_batch
+        self.rank, self.world_size = _rank_and_world(rank, world_size, "ClipBatchSampler")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _batches(self) -> list[np.ndarray]:
+        batches = epoch_batches(self.shapes, self.batch_size, self.seed, self.epoch, self.rank,
+                                self.world_size, self.shuffle, self.even, self.drop_last)  # fmt: skip
+        return batches[self.start_batch :]
+
+    def __iter__(self):
+        return (batch.tolist() for batch in self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def _batch_keys(dataset: AlignedClips, same_shape: bool) -> list[Hashable]:
+    """What clips must share to be batched together: their shape, or nothing."""
+    return [dataset.clip_shape(i) if same_shape else None for i in range(len(dataset))]
+
+
 class ClipSampler(Sampler[int]):
-    """The clips of this rank for `AlignedClips` with a DataLoader, in the epoch's seeded
-    order; `set_epoch` before each epoch, as with DistributedSampler. `start`: clips of this
-    rank's order to skip, to resume an epoch (batches done x batch size).
+    """The clips of this rank for `AlignedClips` with a DataLoader, one by one in the epoch's
+    seeded order, whatever their shapes: batch them with `collate_padded` (clips of one shape
+    per batch: `ClipBatchSampler`). `set_epoch` before each epoch, as with
+    DistributedSampler. `start`: clips of this rank's order to skip, to resume an epoch
+    (batches done x batch size).
 
     Rank and world size: as given, else from torch.distributed (refused under a launcher
     before `init_process_group`). `even` (see `rank_share`): "pad" (default) gives every rank
@@ -457,17 +551,21 @@ class AlignedClipStream(IterableDataset):
     worker: batch k of this rank's epoch is made by worker k mod workers, so a DataLoader
     (batch_size=None) yields them in order and `start_batch` resumes exactly.
 
-    Rank, world size and `even` as for `ClipSampler`: by default every rank has as many
-    batches. The epoch and start batch are kept in shared memory, so `set_epoch(epoch,
-    start_batch=k)` reaches the data-loader workers, persistent ones (`persistent_workers=True`,
-    which keep their copy of this object from the first epoch on) and spawned ones included:
-    each worker reads them when its epoch begins."""
+    The batches are those of `ClipBatchSampler` (`epoch_batches`): clips of one shape each
+    unless `same_shape=False` (then collate with `collate_padded`); rank, world size, `even`
+    and `drop_last` as there, so by default every rank has as many batches. The epoch and
+    start batch are kept in shared memory, so `set_epoch(epoch, start_batch=k)` reaches the
+    data-loader workers, persistent ones (`persistent_workers=True`, which keep their copy of
+    this object from the first epoch on) and spawned ones included: each worker reads them
+    when its epoch begins."""
 
     def __init__(self, dataset: AlignedClips, batch_size: int, collate=None, seed: int = 0,
                  shuffle: bool = True, rank: int | None = None, world_size: int | None = None,
-                 even: str | bool = "pad", drop_last: bool = False, start_batch: int = 0):  # fmt: skip
+                 even: str | bool = "pad", drop_last: bool = False, same_shape: bool = True,
+                 start_batch: int = 0):  # fmt: skip
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate or collate_clips
         self.seed, self.shuffle, self.even, self.drop_last = seed, shuffle, _even(even), drop_last
+        self.shapes = _batch_keys(dataset, same_shape)
         self.rank, self.world_size = _rank_and_world(rank, world_size, "AlignedClipStream")
         # [epoch, start_batch]: inherited by forked workers, passed to spawned ones as a handle
         # to the same memory (torch.multiprocessing pickles shared tensors so).
@@ -495,11 +593,8 @@ class AlignedClipStream(IterableDataset):
     def batches(self) -> list[np.ndarray]:
         """This rank's batches of clip indices in this epoch, from `start_batch` on."""
         epoch, start_batch = self._position.tolist()
-        share = rank_share(len(self.dataset), self.seed, epoch, self.rank, self.world_size, self.shuffle,
-                           self.even)  # fmt: skip
-        batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
+        batches = epoch_batches(self.shapes, self.batch_size, self.seed, epoch, self.rank, self.world_size,
+                                self.shuffle, self.even, self.drop_last)  # fmt: skip
         return batches[start_batch:]
 
     def __len__(self) -> int:
@@ -515,13 +610,17 @@ class AlignedClipStream(IterableDataset):
 
 
 def collate_clips(clips: list[dict]) -> dict:
-    """A batch of clips of one shape: visual [B, L, ...] stacked; ragged audio packed (codes
-    of all clips [N, codebooks], `audio_offsets` [B, L + 1] into them); blocks [B, L, block, codebooks];
-    joint tokens packed the same way. Clips of different lengths or latent sizes are refused
-    (`collate_padded` takes them)."""
+    """A batch of clips of one shape (as `ClipBatchSampler` and `AlignedClipStream` make them):
+    visual [B, L, ...] stacked; ragged audio packed (codes of all clips [N, codebooks],
+    `audio_offsets` [B, L + 1] into them); blocks [B, L, block, codebooks]; joint tokens packed
+    the same way. Clips of different lengths or latent sizes are refused (`collate_padded`
+    takes them)."""
     shapes = {tuple(c["visual"].shape) for c in clips}
     if len(shapes) > 1:
-        raise ValueError(f"clips of different shapes {sorted(shapes)} in one batch: use collate_padded")
+        raise ValueError(
+            f"clips of different shapes {sorted(shapes)} in one batch: batch them with ClipBatchSampler "
+            "(one shape a batch) or collate them with collate_padded"
+        )
     return _collate(clips)
 
 

@@ -5,8 +5,8 @@ clip read by `pread`) against loading both files with `load_tokens` per clip and
     .venv/bin/python benchmarks/data_loading.py --minutes 0.5 --size 320x240 --clips 40   # CI-sized
 
 Writes one episode's token files per preset (CV8x16x16 and DV8x16x16 by default, window 121;
-random tokens with the real layout and sizes: latents or indices, frame spans, DAC codes and
-code ranges aligned as the workflow aligns them) and a manifest, then fetches the same
+random tokens with the real layout and sizes: latents or indices, frame spans, the preset's
+codec's codes and code ranges aligned as the workflow aligns them) and a manifest, then fetches the same
 random clips of `--clip-length` latent frames both ways in one process. Reports clips per
 second, MB/s of clip tensors delivered (as stored: 2 bytes a token) and, for ours, the bytes
 read per clip (counted). `load_tokens` maps the files (safetensors' default mmap backend), so
@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens import load_tokens  # noqa: E402
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
-from avtokens.audio_codecs.dac import DAC  # noqa: E402
 from avtokens.data import AlignedClips  # noqa: E402
 from avtokens.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
@@ -43,15 +42,17 @@ from avtokens.tokenfile import TokenFileWriter  # noqa: E402
 from avtokens.windows import round_up, video_latent_spans  # noqa: E402
 
 
-def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, height: int) -> dict:
-    """Token files of one episode with random tokens, and its manifest row."""
+def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, height: int,
+                  video: str = "episode") -> dict:  # fmt: skip
+    """Token files of one episode with random tokens (the preset's codec's codes), and its
+    manifest row."""
     rng = torch.Generator().manual_seed(0)
     spans = video_latent_spans(frames, preset.window, preset.temporal)
     h, w = (
         round_up(height, preset.spatial) // preset.spatial,
         round_up(width, preset.spatial) // preset.spatial,
     )
-    visual, audio = folder / f"{preset.name}_visual.safetensors", folder / f"{preset.name}_audio.safetensors"
+    visual, audio = (folder / f"{video}_{preset.name}_{part}.safetensors" for part in ("visual", "audio"))
     name, dtype, shape = (
         ("indices", torch.uint16, (h, w)) if preset.is_discrete else ("latents", torch.bfloat16, (h, w, 16))
     )
@@ -63,17 +64,20 @@ def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, 
         else:
             writer.append(torch.randn((count, *shape), generator=rng).to(torch.bfloat16))
     writer.finish({}, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
-    codes = code_frame_count(frames, fps, DAC.sample_rate, DAC.hop)
-    writer = TokenFileWriter(audio, "codes", torch.uint16, (DAC.default_codebooks,))
-    shape = (codes, DAC.default_codebooks)
-    writer.append(torch.randint(0, DAC.codebook_size, shape, generator=rng).to(torch.uint16))
-    ranges = code_frame_ranges(spans, fps, DAC.sample_rate, DAC.hop)
+    codec, codebooks = preset.audio_codec, preset.audio_codebooks
+    codes = code_frame_count(frames, fps, codec.sample_rate, codec.hop)
+    writer = TokenFileWriter(audio, "codes", torch.uint16, (codebooks,))
+    writer.append(torch.randint(0, codec.codebook_size, (codes, codebooks), generator=rng).to(torch.uint16))
+    ranges = code_frame_ranges(spans, fps, codec.sample_rate, codec.hop)
     writer.finish({}, extra={"code_ranges": torch.tensor(ranges, dtype=torch.int64)})
     return {
-        "video": "episode", "preset": preset.name, "kind": preset.kind, "temporal": preset.temporal,
-        "spatial": preset.spatial, "window": preset.window, "latent_frames": len(spans),
+        "video": video, "preset": preset.name, "family": preset.family, "kind": preset.kind,
+        "temporal": preset.temporal, "spatial": preset.spatial, "window": preset.window,
+        "latent_frames": len(spans), "latent_height": h, "latent_width": w,
         "fps": f"{fps.numerator}/{fps.denominator}", "visual_tokens": visual.name, "audio_tokens": audio.name,
         "visual_tokens_bytes": visual.stat().st_size, "audio_tokens_bytes": audio.stat().st_size,
+        "audio_codec": codec.name, "audio_codebooks": codebooks, "audio_codebook_size": codec.codebook_size,
+        "audio_sample_rate": codec.sample_rate, "audio_hop": codec.hop,
     }  # fmt: skip
 
 

@@ -215,6 +215,8 @@ def test_a_dataset_of_two_codecs_is_refused(tmp_path):
         "visual_tokens": "v.safetensors",
         "audio_tokens": "a.safetensors",
         "latent_frames": 3,
+        "latent_height": 2,
+        "latent_width": 3,
         "fps": "25",
     }
     mimi = {**row, "video": "w", "audio_codec": "mimi", "audio_codebooks": 8, "audio_codebook_size": 2048,
@@ -231,6 +233,10 @@ def test_a_dataset_of_two_codecs_is_refused(tmp_path):
         2048,
         (24000, 1920),
     )
+    del mimi["latent_width"]  # a row of an older manifest
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(mimi) + "\n")
+    with pytest.raises(AvTokensError, match=r"manifest.jsonl:1: the row has no 'latent_width'; write the"):
+        read_manifests(tmp_path / "manifest.jsonl", verify="none")
 
 
 def test_an_epoch_resumes_where_it_stopped(data_run):
