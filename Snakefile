@@ -1,5 +1,6 @@
-# mp4 -> visual tokens (the preset's tokenizer family) + DAC audio tokens -> reconstruction -> muxed mp4.
-# The README explains the outputs; rules/common.smk holds the config logic.
+# mp4 -> visual tokens (the preset's tokenizer family) + audio tokens (the preset's codec),
+# aligned per latent frame -> reconstruction -> muxed mp4. The README explains the outputs;
+# rules/common.smk holds the config logic.
 
 from snakemake.utils import min_version
 
@@ -37,6 +38,8 @@ rule all:
 # Local: it reads the shard records and writes one small file.
 rule check_run:
     localrule: True
+    message:
+        "Checking that every video of the sheet finished"
     input:
         records=shard_records_of_run(),
         outputs=[path for path in get_final_output() if not path.endswith(".shard.json")],
@@ -60,7 +63,8 @@ onsuccess:
     report_outputs()
 
 
-# A run that failed before the verdict: the videos left out at the start, named once more.
+# A run that failed before its verdict (which names them itself): the videos left out at the
+# start, named once more.
 onerror:
-    if LEFT_OUT_VIDEOS:
-        print(left_out_message(config["videos"], LEFT_OUT_VIDEOS), file=sys.stderr)
+    if LEFT_OUT_VIDEOS and not written_since(rules.check_run.log[0], STARTED):
+        print(f"ERROR {left_out_message(config['videos'], LEFT_OUT_VIDEOS)}", file=sys.stderr)

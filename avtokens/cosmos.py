@@ -23,6 +23,7 @@ from avtokens.checkpoints import WeightsLock
 from avtokens.cosmos_network import DECODER_VARIANTS, network_from_release
 from avtokens.demo_weights import STAND_IN_MARKER
 from avtokens.fsq import CODEBOOK_SIZE
+from avtokens.joblog import warn_stand_in
 from avtokens.media import sha256_of
 from avtokens.presets import Preset
 from avtokens.windows import latent_frame_count
@@ -116,7 +117,7 @@ class _CosmosNetwork:
             "stand_in": self.stand_in,
         }
         if self.stand_in:
-            log.warning("%s holds stand-in weights: its tokens carry no meaning", path)
+            warn_stand_in(log, path, "tokens")
         expected, found = f"a {preset.kind}{preset.factors} {self.part}", self._probe()
         if found != expected:
             raise AvTokensError(f"{path}: preset '{preset.name}' expects {expected}, but the file is {found}")

@@ -26,7 +26,8 @@ def check_run(output, *, sheet: str, videos: Mapping[str, str], left_out: Mappin
     if failures_table is not None:
         failed = settle_failures(records, videos, Path(failures_table))
         if failed:
-            problems.append(failed)
+            problems.append(f"{failed}. Fix or replace those files, or remove their rows from {sheet}, and "
+                            "run again: the next run retries them and redoes nothing else.")  # fmt: skip
     if left_out:
         problems.append(left_out_message(sheet, left_out))
     if problems:
@@ -38,4 +39,5 @@ def check_run(output, *, sheet: str, videos: Mapping[str, str], left_out: Mappin
 
 def left_out_message(sheet: str, left_out: Mapping[str, str]) -> str:
     return (f"{len(left_out)} video(s) of {sheet} do not exist or cannot be read and were left out: "
-            + ", ".join(left_out.values()))  # fmt: skip
+            f"{', '.join(left_out.values())}. Fix their paths or remove their rows, and run "
+            "again.")  # fmt: skip

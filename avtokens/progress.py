@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from avtokens.joblog import JOB_LOG_ONLY, TERMINAL
+
 log = logging.getLogger(__name__)
 
 
@@ -21,19 +23,23 @@ class Progress:
     """Logs "`what`: 1,210 of 13,275 frames (9%), 84.2 frames/s, 2 min 23 s left" every `every`
     seconds while work advances, and once at the end. `unit` "s" counts seconds of media and
     gives the rate as a multiple of real time. `total` may be an estimate (a container's packet
-    count): the count shown never claims more than 100%."""
+    count): the count shown never claims more than 100%. The lines go to the terminal too
+    (avtokens.joblog), the last one only after others did: a job that is over within `every`
+    seconds says nothing there."""
 
     def __init__(self, what: str, total: float, unit: str, every: float = 10.0, clock=time.monotonic):
         self.what, self.total, self.unit, self.every, self.clock = what, total, unit, every, clock
         self.done = 0.0
         self.started = self.last = clock()
+        self.shown = False  # a line went to the terminal
 
     def advance(self, amount: float) -> None:
         self.done += amount
         now = self.clock()
         if now - self.last >= self.every or self.done >= self.total:
+            self.shown = self.shown or now - self.last >= self.every
             self.last = now
-            log.info("%s", self.line(now))
+            log.info("%s", self.line(now), extra=TERMINAL if self.shown else JOB_LOG_ONLY)
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)

@@ -11,43 +11,65 @@ from pathlib import Path
 
 from avtokens import AvTokensError
 from avtokens.atomic import storage_problem
+from avtokens.joblog import OnTerminal, TerminalFormat, job_failure
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 
 
+class _JobLog(logging.FileHandler):
+    """The job's log file, remembering whether a line could not be written (a full disk)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+
+
 def run_rule(snakemake, work, *args, **kwargs) -> None:
-    """Call `work(*args, **kwargs)` for a Snakemake job. Log lines go to the job's log
-    file and to stderr; an AvTokensError, or a full or read-only disk, ends the job with a
-    one-line message."""
+    """Call `work(*args, **kwargs)` for a Snakemake job. Log lines go to the job's log file,
+    and warnings, errors and progress lines to stderr too (the terminal, on a local run); an
+    AvTokensError, or a full or read-only disk, ends the job with a one-line message."""
     logging.raiseExceptions = False  # a log file on a full disk: no traceback for each line
-    handlers = [logging.StreamHandler(sys.stderr)]
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.addFilter(OnTerminal())
+    terminal.setFormatter(TerminalFormat())
+    handlers, job_log = [terminal], None
     for path in snakemake.log[:1]:
         try:
-            handlers.append(logging.FileHandler(path, mode="w"))
+            job_log = _JobLog(path, mode="w")
         except OSError as err:
             print(f"{path}: cannot be written ({err.strerror}); logging to the terminal", file=sys.stderr)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True
-    )
+        else:
+            job_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            handlers.append(job_log)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
     log = logging.getLogger("avtokens")
     try:
         work(*args, **kwargs)
     except AvTokensError as err:
-        log.error("%s", err)
-        sys.exit(1)
+        _fail(log, job_log, str(err))
     except Exception as err:
         outputs = list(snakemake.output)
         problem = storage_problem(err, Path(outputs[0]).parent if outputs else ".")
         if problem is None:
             raise
-        log.error("%s: cannot be written (%s)", " ".join(outputs), problem)
-        sys.exit(1)
+        _fail(log, job_log, f"{' '.join(outputs)}: cannot be written ({problem})")
     # The job's own high-water mark (ffmpeg helpers not included: a forked child's figure
     # would count its parent's pages). benchmarks/memory.py reads this line back.
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     log.info("peak memory: %.0f MiB", peak_mib)
+
+
+def _fail(log: logging.Logger, job_log: _JobLog | None, message: str) -> None:
+    """End the job with `message`: in its log, where the run's terminal reads it, and on stderr
+    where no such terminal does, or where the log could not take it."""
+    extra = job_failure() if job_log is not None else {}
+    log.error("%s", message, extra=extra)
+    if extra and job_log.failed:
+        print(f"ERROR {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def bound_heap_growth(threshold: int = 1 << 20) -> None:

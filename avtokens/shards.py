@@ -309,7 +309,7 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     failure in `table` (TSV: video, its path from `sources`, stage, preset or weights,
     reason), print one `ERROR video` line per video to stderr (the first `shown`), remove the
     records that left a video unfinished, so that the next run retries those videos and
-    nothing else, and return the run's closing message."""
+    nothing else, and return what failed, for the run's closing message."""
     rows, unfinished = failures(records)
     if not unfinished:
         Path(table).unlink(missing_ok=True)  # an earlier run's list, now settled
@@ -320,15 +320,13 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
         lines.append("\t".join(fields) + "\n")
     with atomic_output(table) as tmp:  # a full disk: one line, not a traceback in the run's summary
         tmp.write_text("".join(lines), encoding="utf-8")
-    by_video: dict[str, list[str]] = {}
+    by_video: dict[str, dict[str, list[str]]] = {}  # video: reason: the stages that failed for it
     for row in rows:
         scope = f" ({row['scope']})" if row["scope"] else ""
-        by_video.setdefault(row["video"], []).append(f"{row['stage']}{scope}: {row['reason']}")
+        by_video.setdefault(row["video"], {}).setdefault(row["reason"], []).append(f"{row['stage']}{scope}")
     for name, reasons in list(by_video.items())[:shown]:
-        print(f"ERROR video {name} ({sources[name]}): " + "; ".join(reasons), file=sys.stderr)
+        said = "; ".join(f"{', '.join(stages)}: {reason}" for reason, stages in reasons.items())
+        print(f"ERROR video {name} ({sources[name]}): {said}", file=sys.stderr)
     for record in unfinished:
         os.remove(record)
-    return (
-        f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished. "
-        "The next run retries them and redoes nothing else."
-    )
+    return f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished"

@@ -127,12 +127,15 @@ def holding(workdir: Path, what: str):
         yield
 
 
-# A job's error line (avtokens.rule logs "<time> ERROR <message>") or the workflow's own.
-_ERROR_LINE = re.compile(r"(?:^|\d )ERROR (.+)$")
-# What the terminal shows of the workflow's log: Snakemake's step count, the jobs' warnings,
-# errors and progress ("...: 1,210 of 13,275 frames (9%), 84.2 frames/s, ..."). The rest (job
-# blocks, the outputs' list of a workflow run) is in the log file.
-_SHOWN_LINE = re.compile(r"^\d+ of \d+ steps \(\d+%\) done$|\d (?:WARNING|ERROR) |\d INFO .*\(\d+%\), ")
+# A job's error line (avtokens.rule: "ERROR <message>"), or the workflow's own: the first one
+# says why (the run's end names the failures again, with advice for a sample sheet).
+_ERROR_LINE = re.compile(r"^ERROR (.+)$")
+# What the terminal shows of the workflow's output: Snakemake's step count, the jobs' warnings
+# and progress lines ("...: 1,210 of 13,275 frames (9%), 84.2 frames/s, ..."); the error, at
+# the end. The rest (the outputs' list of a workflow run) is in the log file.
+_SHOWN_LINE = re.compile(r"^\d+ of \d+ steps \(\d+%\) done$|^WARNING |\(\d+%\), .*(?:left|done)$")
+# Snakemake's whole account of the run, named at its end.
+_COMPLETE_LOG = re.compile(r"^Complete log\(s\): (.+)$")
 # Folders of the work folder that the workflow names relatively.
 _RELATIVE = re.compile(r"(?<![\w./-])(results|resources|logs)/")
 
@@ -149,12 +152,12 @@ def _closed(log) -> None:
 
 
 def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int, str | None, bool]:
-    """Run the workflow in `workdir`, its whole output written to `log_file` and the lines
-    that say how it goes to stderr; its exit status, the last error line a job or the
-    workflow wrote, and whether it found nothing to do."""
+    """Run the workflow in `workdir`, its output and then Snakemake's whole account of the run
+    written to `log_file`, and the lines that say how it goes to stderr; its exit status, the
+    first error line a job or the workflow wrote, and whether it found nothing to do."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1)  # fmt: skip
-    last_error, nothing_to_do, shown = None, False, set()
+    first_error, nothing_to_do, account, shown = None, False, None, set()
     try:  # line-buffered, so a full disk shows at a write (and the log stops) rather than at close
         log = open(log_file, "w", encoding="utf-8", buffering=1)
     except OSError:  # a full or read-only disk: the failing job says so
@@ -169,13 +172,18 @@ def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int
         line = absolute_paths(line.rstrip(), workdir)
         nothing_to_do = nothing_to_do or line.startswith("Nothing to be done")
         if match := _ERROR_LINE.search(line):
-            last_error = match.group(1)
-        if _SHOWN_LINE.search(line) and line not in shown:  # failed jobs' logs are shown twice
+            first_error = first_error or match.group(1)
+        if match := _COMPLETE_LOG.search(line):
+            account = Path(match.group(1))
+        if _SHOWN_LINE.search(line) and line not in shown:
             shown.add(line)
             print(line, file=sys.stderr, flush=True)
+    if log is not None and account is not None:
+        with contextlib.suppress(OSError):
+            log.write(f"\nSnakemake's account of the run ({account}):\n{account.read_text(errors='replace')}")
     if log is not None:
         _closed(log)
-    return proc.wait(), last_error, nothing_to_do
+    return proc.wait(), first_error, nothing_to_do
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@ import dataclasses
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -23,6 +24,18 @@ from avtokens.shards import fill_pattern
 from avtokens.presets import grid_presets, make_preset
 
 DEMO_WEIGHTS = "resources/demo_weights"
+STARTED = time.time()  # this run's: what a job wrote since, this run made
+
+
+def written_since(path, moment):
+    return os.path.exists(path) and os.path.getmtime(path) >= moment
+
+
+def config_error(message):
+    """Stop before any job with one line saying what is wrong and what to do. (A WorkflowError
+    would be printed inside Snakemake's account of the Snakefile's frames.)"""
+    print(f"ERROR {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def validated(data, schema, what):
@@ -38,17 +51,17 @@ def validated(data, schema, what):
         row = re.search(r"validating row (\d+) ", str(err))  # of a sample sheet, after its header line
         if row:
             where = f"line {int(row[1]) + 2}, column {where}"
-        raise WorkflowError(": ".join(filter(None, [what, where, cause.message]))) from None
+        config_error(": ".join(filter(None, [what, where, cause.message])))
 
 
 validated(config, "../config/schemas/config.schema.yaml", "config")
 if "videos_per_job" in config:
-    raise WorkflowError(
+    config_error(
         "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
         "job per shard of that many videos (README, \"Many short clips: shard mode\"); replace it"
     )
 if "batch_windows" in config:
-    raise WorkflowError(
+    config_error(
         "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
         "millions (64: four 17-frame windows at 1280x720); replace it"
     )
@@ -62,11 +75,11 @@ try:
         config["videos"], sep="\t", dtype=str, keep_default_na=False, quoting=3
     )
 except (OSError, pd.errors.ParserError) as err:
-    raise WorkflowError(f"cannot read the sample sheet {config['videos']}: {err}")
+    config_error(f"cannot read the sample sheet {config['videos']} ({err}): check the config's `videos`")
 validated(videos, "../config/schemas/videos.schema.yaml", config["videos"])
 if videos["name"].duplicated().any():
     dupes = sorted(set(videos["name"][videos["name"].duplicated()]))
-    raise WorkflowError(f"{config['videos']}: video names must be unique; repeated: {dupes}")
+    config_error(f"{config['videos']}: video names must be unique; rename the repeated ones: {dupes}")
 videos = videos.set_index("name", drop=False)
 # Sources that a rule of this workflow makes (rules/example.smk) are not missing before it runs.
 EXAMPLE_VIDEO = "resources/example/example.mp4"
@@ -83,15 +96,15 @@ for name, path in videos["path"].items():
         LEFT_OUT_VIDEOS[name] = path
 videos = videos.drop(index=list(LEFT_OUT_VIDEOS))
 if videos.empty:
-    raise WorkflowError(f"{config['videos']}: none of the listed videos exists and can be read")
+    config_error(f"{config['videos']}: none of the listed videos exists and can be read: fix their paths")
 
 try:
     grid, grid_skipped = grid_presets(config.get("grid") or {})
 except ValueError as err:
-    raise WorkflowError(f"config: {err}")
+    config_error(f"config: {err}")
 for name, fields in grid.items():
     if name in config["presets"] and config["presets"][name] != fields:
-        raise WorkflowError(f"config: grid preset {name} differs from the preset of that name in `presets`")
+        config_error(f"config: grid preset {name} differs from the preset of that name in `presets`: rename that one")
 for reason in grid_skipped:
     print(f"grid: left out {reason.removeprefix('preset ')}", file=sys.stderr)
 try:
@@ -100,16 +113,16 @@ try:
         for name, fields in {**config["presets"], **grid}.items()
     }
 except ValueError as err:
-    raise WorkflowError(f"config: {err}")
+    config_error(f"config: {err}")
 RUN = list(dict.fromkeys([*config["run"], *grid]))
 unknown = [name for name in RUN if name not in PRESETS]
 if unknown:
-    raise WorkflowError(
+    config_error(
         f"config: `run` names presets that `presets` does not define: {unknown}; "
         f"defined: {sorted(PRESETS)}"
     )
 if not RUN:
-    raise WorkflowError("config: nothing to run: list presets in `run` or give a `grid`")
+    config_error("config: nothing to run: list presets in `run` or give a `grid`")
 
 RESULTS = config["results"]
 # The audio of the presets that run: each codec setting (the codec's name, with `-q<codebooks>`
@@ -126,7 +139,7 @@ RATES = sorted({str(preset.audio_codec.sample_rate) for preset in AUDIO.values()
 SHARD_SIZE = config["shard_size"]
 REPORT_VIDEOS_PER_SHARD = config["report_videos_per_shard"]
 if REPORT_VIDEOS_PER_SHARD is not None and not SHARD_SIZE:
-    raise WorkflowError(
+    config_error(
         "config: `report_videos_per_shard` samples the comparison videos and plots of shard mode; "
         "set `shard_size` too, or leave it null (one job per video makes them for every video)"
     )
@@ -150,7 +163,7 @@ for name in RUN:
         DEMO_MODELS.setdefault(codec.folder, {"codec": codec.name})
         continue
     if OFFICIAL_SOURCES.setdefault(preset.model, {"repo": preset.repo}) != {"repo": preset.repo}:
-        raise WorkflowError(
+        config_error(
             f"config: presets use two repos named {preset.model} "
             f"({OFFICIAL_SOURCES[preset.model]['repo']} and {preset.repo}); their files would share a folder"
         )
@@ -375,10 +388,7 @@ def report_outputs():
     for path in get_final_output():
         if not path.endswith(".shard.json"):
             print(f"  {path}")
-    print(
-        f"HTML report of all of it: run the same command again with --report {RESULTS}/report.zip, "
-        "then open report/report.html inside the zip."
-    )
+    print(f"Report: {REPORT_OVERVIEW}/index.html, with a page per preset (README, \"Judging fidelity\")")
     demo = sorted(name for name in RUN if PRESETS[name].weights == "demo")
     if demo:
         print(

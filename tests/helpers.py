@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -99,9 +100,18 @@ def run_workflow(
     return proc
 
 
-def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts per rule from a dry run's "Job stats" table."""
+def whole_account(proc: subprocess.CompletedProcess) -> str:
+    """What a run printed, and Snakemake's complete log of it, which it names at the end: the
+    terminal of a run shows progress and failures (avtokens/terminal.py), the log has the job
+    blocks and statistics too (a dry run prints them)."""
     text = proc.stdout + proc.stderr
+    logs = re.findall(r"^Complete log\(s\): (.+)$", text, re.M)
+    return text + "".join(Path(log).read_text() for log in logs)
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts per rule from the "Job stats" table of a run (or a dry run)."""
+    text = whole_account(proc)
     counts = {}
     if "Job stats:" in text:
         for line in text.split("Job stats:")[1].splitlines()[3:]:

@@ -77,7 +77,8 @@ def test_an_outer_workflow_runs_the_example_and_fails_when_a_video_fails(tmp_pat
     failed = snakemake(outer)
     text = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    assert "ERROR video empty (empty.mp4): extract_wav (44100hz): empty.mp4: file is empty" in text
+    failed_in = "extract_wav (44100hz), visual_encode (DV8x16x16)"  # one line, one reason
+    assert f"ERROR video empty (empty.mp4): {failed_in}: empty.mp4: file is empty" in text
     assert "1 video(s) failed inside shard jobs" in text
     table = (results / "shards" / "failed_videos.tsv").read_text().splitlines()
     rows = [row.split("\t")[:3] for row in table[1:]]

@@ -2,6 +2,7 @@
 
 import logging
 
+from avtokens.joblog import OnTerminal, TerminalFormat
 from avtokens.progress import Progress
 
 
@@ -41,3 +42,19 @@ def test_seconds_of_media_are_shown_as_real_time_and_an_estimate_never_passes_10
         progress.advance(31.0)  # more than the estimate
     assert caplog.records[0].getMessage() == "audio encode: 30.0 of 60.0 s (50%), 15.0x real time, 2 s left"
     assert caplog.records[1].getMessage() == "audio encode: 61.0 of 61.0 s (100%), 15.2x real time, done"
+
+
+def test_a_job_that_is_over_quickly_says_nothing_on_the_terminal_and_a_long_one_to_the_end(caplog):
+    clock = Clock()
+    shown = OnTerminal()
+    with caplog.at_level(logging.INFO, logger="avtokens.progress"):
+        quick = Progress("clip.mp4 encode", 100, "frames", every=10, clock=clock)
+        clock.now += 3
+        quick.advance(100)
+        long = Progress("episode.mp4 encode", 100, "frames", every=10, clock=clock)
+        for _ in range(4):
+            clock.now += 5
+            long.advance(25)
+    lines = [(record.getMessage().split(":")[0], shown.filter(record)) for record in caplog.records]
+    assert lines == [("clip.mp4 encode", False), ("episode.mp4 encode", True), ("episode.mp4 encode", True)]
+    assert TerminalFormat().format(caplog.records[-1]).endswith("(100%), 5.0 frames/s, done")

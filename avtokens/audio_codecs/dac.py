@@ -16,6 +16,7 @@ from pathlib import Path
 
 from avtokens import AvTokensError
 from avtokens.audio_codecs.base import AudioCodec, overlapping_windows
+from avtokens.joblog import warn_stand_in
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class DacModel:
                        "hop": self.hop, "codebooks": self.codebooks,
                        "codebook_size": self.codebook_size}  # fmt: skip
         if self.stand_in:
-            log.warning("%s holds stand-in weights: its codes carry no meaning", path)
+            warn_stand_in(log, path, "codes")
 
     def encode(self, read, frames, window):
         import torch

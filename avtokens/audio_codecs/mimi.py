@@ -21,6 +21,7 @@ from pathlib import Path
 
 from avtokens import AvTokensError
 from avtokens.audio_codecs.base import AudioCodec, overlapping_windows
+from avtokens.joblog import warn_stand_in
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class MimiModel:
         self.decode_context = config.sliding_window  # one attention span of codes before each window
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
-            log.warning("%s holds stand-in weights: its codes carry no meaning", folder)
+            warn_stand_in(log, folder, "codes")
         self.record = {"name": codec.name, "repo": codec.repo, "file": str(weights), "sha256": sha256,
                        "config_sha256": config_sha256, "stand_in": self.stand_in, "hop": self.hop,
                        "codebooks": codebooks, "codebook_size": self.codebook_size,

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from avtokens import AvTokensError
+from avtokens.joblog import warn_stand_in
 from avtokens.visual_tokenizers.base import VisualTokenizer
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class _WanVAE:
         self.std = torch.tensor(config.latents_std, dtype=self.dtype, device=device).view(shape)
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
-            log.warning("%s holds stand-in weights: its tokens carry no meaning", folder)
+            warn_stand_in(log, folder, "tokens")
         self.record = {"file": str(weights), "repo": preset.repo, "sha256": sha256,
                        "config_sha256": config_sha256, "dtype": str(self.dtype).removeprefix("torch."),
                        "stand_in": self.stand_in, "engine": "eager"}  # fmt: skip

@@ -1,0 +1,56 @@
+"""What a rule's script says where: every line in the job's log; warnings, errors and progress
+on the terminal too, but not the line a job fails with when the run's terminal (the logger
+plugin) names failures itself from the log, unless the log could not take it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+from avtokens.joblog import FAILURES_ON_TERMINAL
+
+JOB = """
+import logging, sys, types
+from avtokens import AvTokensError
+from avtokens.rule import run_rule
+
+def work():
+    log = logging.getLogger("avtokens.work")
+    log.info("reading clip.mp4")
+    log.warning("clip.mp4 has no audio: silence")
+    raise AvTokensError("clip.mp4: not a readable video (Invalid data)")
+
+run_rule(types.SimpleNamespace(log=[sys.argv[1]], threads=1, output=["out.json"]), work)
+"""
+
+
+def job(log, named_on_terminal: bool) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in FAILURES_ON_TERMINAL}
+    env |= FAILURES_ON_TERMINAL if named_on_terminal else {}
+    return subprocess.run(
+        [sys.executable, "-c", JOB, str(log)], capture_output=True, text=True, env=env, cwd=REPO
+    )
+
+
+@pytest.mark.parametrize("named_on_terminal", [False, True])
+def test_the_log_has_every_line_and_the_terminal_the_warnings_and_the_failure_once(
+    tmp_path, named_on_terminal
+):
+    proc = job(tmp_path / "job.log", named_on_terminal)
+    assert proc.returncode == 1
+    log = [line.split(" ", 2)[2] for line in (tmp_path / "job.log").read_text().splitlines()]
+    assert log == ["INFO reading clip.mp4", "WARNING clip.mp4 has no audio: silence",
+                   "ERROR clip.mp4: not a readable video (Invalid data)"]  # fmt: skip
+    failure = [] if named_on_terminal else ["ERROR clip.mp4: not a readable video (Invalid data)"]
+    assert proc.stderr.splitlines() == ["WARNING clip.mp4 has no audio: silence", *failure]
+
+
+def test_a_failure_the_log_cannot_take_goes_to_the_terminal():
+    proc = job("/dev/full", named_on_terminal=True)  # every write: No space left on device
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "WARNING clip.mp4 has no audio: silence",
+        "ERROR clip.mp4: not a readable video (Invalid data)",
+    ]
