@@ -44,7 +44,8 @@ def _unavailable(files: list[Path], source: str, reason: str) -> AvTokensError:
     return AvTokensError(
         f"cannot fetch {names} from {source} into {folder}/ ({reason}). Either make the "
         f"download possible (network access; for a gated or private repo set HF_TOKEN to a "
-        f"token that may read it; unset HF_HUB_OFFLINE), or copy {names} there by hand"
+        f"token that may read it; unset HF_HUB_OFFLINE), or copy {names} there by hand; to try "
+        f"the workflow offline meanwhile, set `weights: demo` (stand-in models, no download)"
     )
 
 

@@ -9,15 +9,17 @@ import os
 
 TERMINAL = {"terminal": True}
 JOB_LOG_ONLY = {"terminal": False}
-# Set in a job's environment by the run's terminal (avtokens.terminal), which names a failed job's
-# reason itself, from the job's log: the job's last line then goes to its log only.
-FAILURES_ON_TERMINAL = {"AVTOKENS_TERMINAL": "names-failed-jobs"}
+# Who says why a job failed, on the terminal of a run: the run's terminal (avtokens.terminal, which
+# sets this in the jobs' environment, reads the reason from the job's log and names the video and
+# the fix), or the job itself, the default, for any other terminal, and for a program that reads
+# the jobs' lines and sets it so (tokenize_video).
+FAILURES_NAMED_BY = "AVTOKENS_FAILURES_NAMED_BY"
+BY_TERMINAL, BY_JOBS = "terminal", "jobs"
 
 
 def job_failure() -> dict:
     """`extra=` for the line a job fails with."""
-    named = all(os.environ.get(key) == value for key, value in FAILURES_ON_TERMINAL.items())
-    return JOB_LOG_ONLY if named else {}
+    return JOB_LOG_ONLY if os.environ.get(FAILURES_NAMED_BY) == BY_TERMINAL else {}
 
 
 class OnTerminal(logging.Filter):

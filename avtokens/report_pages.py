@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from avtokens.atomic import atomic_output, link_or_copy
+from avtokens.audio_codecs import audio_codec
+from avtokens.visual_tokenizers import visual_tokenizer
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }
@@ -69,10 +71,16 @@ def html_table(rows: list[dict], columns: dict[str, str]) -> str:
 
 
 def _stand_in_note(rows: list[dict]) -> str:
-    if any(row.get("stand_in_weights") == "True" for row in rows):
-        return ('<p class="note">Made with stand-in demo weights: the tokens and reconstructions '
-                "carry no meaning.</p>")  # fmt: skip
-    return ""
+    """What a run on stand-in weights shows, per tokenizer family and codec of `rows`."""
+    stand_ins = [row for row in rows if row.get("stand_in_weights") == "True"]
+    if not stand_ins:
+        return ""
+    looks = {visual_tokenizer(row["family"]).label: visual_tokenizer(row["family"]).stand_in_output
+             for row in stand_ins if row.get("family")}  # fmt: skip
+    looks |= {audio_codec(row["codec"]).label: audio_codec(row["codec"]).stand_in_output for row in stand_ins}
+    said = "; ".join(f"{label}: {output}" for label, output in looks.items())
+    return (f'<p class="note">Made with stand-in demo weights: the tokens carry no meaning, and the '
+            f"reconstructions show only that the pipeline works. {html.escape(said)}.</p>")  # fmt: skip
 
 
 def _page(folder: Path, title: str, body: str, files: dict[str, Path]) -> None:
@@ -104,9 +112,10 @@ reconstruction's mp4 encode); higher is better. Each preset's page plays its com
 <a href="token_table.tsv" download>token_table.tsv</a></p>
 {html_table(tokens, TOKEN_COLUMNS)}
 <h2>Audio table</h2>
-<p>One row per video and codec setting (the audio is coded once, whatever the preset): DAC's
-distances between the coded mono audio, at the codec's sample rate, and its reconstruction (mel
-and STFT: lower is better; SI-SDR: higher is better).
+<p>One row per video and codec setting ({html.escape(_codec_settings(audio))}; the audio is coded once,
+whatever the preset): the distances DAC trains with (mel and multi-scale STFT: lower is better)
+and SI-SDR (higher is better), between the coded mono audio, at the codec's sample rate, and its
+reconstruction.
 <a href="audio_table.tsv" download>audio_table.tsv</a></p>
 {html_table(audio, AUDIO_COLUMNS)}"""
     files = {
@@ -115,6 +124,14 @@ and STFT: lower is better; SI-SDR: higher is better).
         "audio_table.tsv": audio_table,
     }
     _page(Path(folder), "Fidelity of the tokens: overview", body, {k: Path(v) for k, v in files.items()})
+
+
+def _codec_settings(rows: list[dict]) -> str:
+    """The codec settings of the audio table's rows: "dac, 9 codebooks at 44,100 Hz", ..."""
+    settings = dict.fromkeys(
+        f"{row['codec']}, {row['codebooks']} codebooks at {int(row['sample_rate']):,} Hz" for row in rows
+    )
+    return "; ".join(settings)
 
 
 def write_preset_page(folder, preset: str, comparisons: list, psnr_plots: list, token_table) -> None:

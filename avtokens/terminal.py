@@ -26,7 +26,7 @@ from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
-from avtokens.joblog import FAILURES_ON_TERMINAL
+from avtokens.joblog import BY_TERMINAL, FAILURES_NAMED_BY
 
 # Snakemake's own lines, kept on the terminal (the rest of its INFO lines go to its log only).
 _SHOWN_INFO = ("Nothing to be done", "Will exit after finishing", "Terminating processes", "Report created",
@@ -102,7 +102,7 @@ class LogHandler(LogHandlerBase):
                                               settings.dryrun, settings.printshellcmds))  # fmt: skip
             self.full.setFormatter(DefaultFormatter(settings.quiet, settings.show_failed_logs))
         else:
-            os.environ.update(FAILURES_ON_TERMINAL)  # for the jobs: this terminal names their failures
+            os.environ.setdefault(FAILURES_NAMED_BY, BY_TERMINAL)  # for the jobs: this terminal names them
         self.running = False  # jobs have started: a rule's exception is a failed job's
         self.jobs: dict[int, tuple[str, dict]] = {}  # job id: rule and wildcards
         self.failures: list[str] = []  # the lines of the failures so far

@@ -30,6 +30,7 @@ import yaml
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output, link_or_copy, storage_problem
 from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC
+from avtokens.joblog import BY_JOBS, FAILURES_NAMED_BY
 from avtokens.picture import PIXELS
 from avtokens.presets import make_preset
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS
@@ -155,8 +156,9 @@ def run_workflow(command: list[str], workdir: Path, log_file: Path) -> tuple[int
     """Run the workflow in `workdir`, its output and then Snakemake's whole account of the run
     written to `log_file`, and the lines that say how it goes to stderr; its exit status, the
     first error line a job or the workflow wrote, and whether it found nothing to do."""
+    jobs_say_why = {**os.environ, FAILURES_NAMED_BY: BY_JOBS}  # their lines, not the run's advice for a sheet
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1)  # fmt: skip
+                            errors="replace", bufsize=1, env=jobs_say_why)  # fmt: skip
     first_error, nothing_to_do, account, shown = None, False, None, set()
     try:  # line-buffered, so a full disk shows at a write (and the log stops) rather than at close
         log = open(log_file, "w", encoding="utf-8", buffering=1)

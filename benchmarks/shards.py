@@ -65,13 +65,17 @@ def children_cpu_seconds() -> float:
 
 def run(cmd: list[str]) -> tuple[float, float, str]:
     """Wall seconds, CPU seconds (user + system of Snakemake and every process it waited
-    for: steadier than wall time on a shared machine) and the output of one command."""
+    for: steadier than wall time on a shared machine) and Snakemake's account of one command:
+    what it printed, and the complete log it names at the end (the terminal of a run shows
+    progress, the log the job blocks and statistics, which a dry run prints)."""
     start, cpu_start = time.perf_counter(), children_cpu_seconds()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds, cpu_seconds = time.perf_counter() - start, children_cpu_seconds() - cpu_start
     if proc.returncode != 0:
         sys.exit(f"snakemake failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return seconds, cpu_seconds, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    logs = re.findall(r"^Complete log\(s\): (.+)$", output, re.MULTILINE)
+    return seconds, cpu_seconds, output + "".join(Path(log).read_text() for log in logs)
 
 
 def job_count(output: str) -> int:

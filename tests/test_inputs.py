@@ -63,12 +63,22 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
                "folder": "is a folder, not a video file", "missing": "no such file",
                "locked": "cannot be read (Permission denied)"}  # fmt: skip
     for name, path in bad.items():
-        lines = [line for line in text_out.splitlines() if f"ERROR {path}: " in line]
+        lines = [line for line in text_out.splitlines() if line.startswith("ERROR") and f"{path}: " in line]
         assert lines and all(reasons[name] in line for line in lines), (name, lines)
         if reasons[name] == "not a readable video":  # with ffmpeg's own reason in brackets
-            assert all(re.search(r"not a readable video \(\S.*\)$", line.strip()) for line in lines), lines
+            readable = r"not a readable video \(\S.*\)(\. Fix or|$)"
+            assert all(re.search(readable, line) for line in lines), lines
         left = [p for p in results.rglob(f"{name}*") if p.suffix != ".log"]
         assert left == [], left  # no output that a later run could take for finished
+    # Each failed video is named once as it fails and once more at the end, with the fix.
+    for name, path in bad.items():
+        if name not in ("missing", "locked"):
+            failed = f"ERROR video {name}: {path}: {reasons[name]}"
+            said = [line for line in text_out.splitlines() if line.startswith(failed)]
+            assert len(said) == 2, said
+            assert said[0].endswith(
+                "Fix or replace the file, or remove its row from the sheet, and run again"
+            )
     assert not [p for p in results.rglob("*partial*")]
     # The two that Snakemake could not even read as inputs are left out when the run starts.
     for path, reason in ((missing, "no such file"), (locked, "cannot be read (Permission denied)")):

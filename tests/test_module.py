@@ -103,7 +103,7 @@ def test_a_wrong_setting_in_a_partial_config_is_one_line(tmp_path):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     errors = [line for line in text.splitlines() if "offical" in line]
-    assert errors == ["config: weights: 'offical' is not one of ['official', 'demo']"], text
+    assert errors == ["ERROR config: weights: 'offical' is not one of ['official', 'demo']"], text
     assert "$schema" not in text and "properties" not in text  # no schema dump
 
     outer = outer_workflow(tmp_path / "sheet", {"a/b": "resources/example/example.mp4"})

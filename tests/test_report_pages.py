@@ -10,13 +10,18 @@ from urllib.parse import unquote
 from avtokens.report_pages import share_report_zip, write_overview, write_preset_page
 
 TOKEN_TABLE = (
-    "video\tpreset\tduration_s\tpsnr_mean\tpsnr_p5\tssim_mean\ttokens_per_second\tstand_in_weights\n"
-    "tom & jerry <1>\tDV8x16x16\t4.004\t31.25\t28.5\t0.912345\t1733.5\tTrue\n"
-    "plain\tDV8x16x16\t2\t40\t39\t0.99\t1200\tTrue\n"
-    "plain\tCV8x8x8\t2\t45\t44\t0.995\t9000\tTrue\n"
-    "TOTAL\t2 presets\t8.004\t\t\t\t\t\n"
+    "video\tpreset\tfamily\tcodec\tduration_s\tpsnr_mean\tpsnr_p5\tssim_mean\ttokens_per_second\t"
+    "stand_in_weights\n"
+    "tom & jerry <1>\tDV8x16x16\tcosmos\tdac\t4.004\t31.25\t28.5\t0.912345\t1733.5\tTrue\n"
+    "plain\tDV8x16x16\tcosmos\tdac\t2\t40\t39\t0.99\t1200\tTrue\n"
+    "plain\twan\twan2.1\tmimi\t2\t45\t44\t0.995\t9000\tTrue\n"
+    "TOTAL\t2 presets\t\t\t8.004\t\t\t\t\t\n"
 )
-AUDIO_TABLE = "video\tweights\tduration_s\tmel_distance\tsi_sdr\nplain\tdemo\t2\t1.5\t-3.25\n"
+AUDIO_TABLE = (
+    "video\tcodec\tcodebooks\tsample_rate\tweights\tduration_s\tmel_distance\tsi_sdr\tstand_in_weights\n"
+    "plain\tdac\t9\t44100\tdemo\t2\t1.5\t-3.25\tTrue\n"
+    "plain\tmimi\t8\t24000\tdemo\t2\t2.5\t-9.5\tTrue\n"
+)
 
 
 class Sources(HTMLParser):
@@ -65,7 +70,9 @@ def test_a_preset_page_plays_each_video_and_names_it_by_preset(tmp_path):
     assert (
         "tom & jerry <1>" in text and "PSNR dB 31.25, PSNR p5 dB 28.5, SSIM 0.912, tokens / s 1,733.5" in text
     )
-    assert "stand-in demo weights" in text
+    assert "stand-in demo weights" in text  # and what this preset's stand-ins make, as their plug-ins say
+    assert "Cosmos: a blocky copy of the video" in text and "DAC 44.1 kHz: noise" in text
+    assert "Mimi" not in text  # another preset's codec
     assert "<1>" not in (folder / "index.html").read_text()  # escaped, not markup
 
 
@@ -81,7 +88,10 @@ def test_the_overview_shows_both_tables_and_the_plot(tmp_path):
     assert sorted(page.files) == ["audio_table.tsv", "quality_vs_tokens.png", "token_table.tsv"]
     assert all((folder / name).is_file() for name in page.files)
     html_text = (folder / "index.html").read_text()
-    assert html_text.count("<tr>") == 5 + 2  # header and rows of each table
+    assert html_text.count("<tr>") == 5 + 3  # header and rows of each table
+    assert (
+        "(dac, 9 codebooks at 44,100 Hz; mimi, 8 codebooks at 24,000 Hz; the audio is coded once" in html_text
+    )
     assert "<td>-3.25</td>" in html_text and "<td>4.004</td>" in html_text and "<td>TOTAL</td>" in html_text
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from helpers import REPO
 
-from avtokens.joblog import FAILURES_ON_TERMINAL
+from avtokens.joblog import BY_TERMINAL, FAILURES_NAMED_BY
 
 JOB = """
 import logging, sys, types
@@ -27,8 +27,8 @@ run_rule(types.SimpleNamespace(log=[sys.argv[1]], threads=1, output=["out.json"]
 
 
 def job(log, named_on_terminal: bool) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key not in FAILURES_ON_TERMINAL}
-    env |= FAILURES_ON_TERMINAL if named_on_terminal else {}
+    env = {key: value for key, value in os.environ.items() if key != FAILURES_NAMED_BY}
+    env |= {FAILURES_NAMED_BY: BY_TERMINAL} if named_on_terminal else {}
     return subprocess.run(
         [sys.executable, "-c", JOB, str(log)], capture_output=True, text=True, env=env, cwd=REPO
     )

@@ -142,8 +142,8 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     proc = run_workflow(work, overlay, check=False)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    lines = [line for line in text.splitlines() if line.startswith("ERROR video broken ")]
-    assert len(lines) == 1 and str(broken) in lines[0]  # one line for the video, naming each stage
+    lines = [line for line in text.splitlines() if line.startswith(f"ERROR video broken ({broken}): ")]
+    assert len(lines) == 1  # at the end, one line for the video, naming each stage
     assert all(
         stage in lines[0] for stage in ["extract_wav", *(f"visual_encode ({name})" for name in PRESETS)]
     )

@@ -50,25 +50,38 @@ def normalized(vae, z: torch.Tensor) -> torch.Tensor:
     return ((z - mean) / std).permute(0, 2, 3, 4, 1)
 
 
+def colours(vae, latent: torch.Tensor) -> torch.Tensor:
+    """A latent frame [h, w, 16] of stored tokens -> its first three channels as the encoder gave
+    them, [3, h, w] (the stand-in's block colours)."""
+    mean, std = torch.tensor(vae.config.latents_mean[:3]), torch.tensor(vae.config.latents_std[:3])
+    return (latent[..., :3].float() * std + mean).permute(2, 0, 1)
+
+
 def test_our_windowed_encode_is_diffusers_whole_clip_encode(wan_clip):
     folder, clip, checkpoint, vae = wan_clip
     frames = source_frames(clip, 17)
     with torch.inference_mode():
         whole = normalized(vae, vae.encode(frames).latent_dist.mode())  # [1, 5, 6, 8, 16]
     tokens = {}
-    for window in (17, 9):  # one window of the whole clip; two, the second restarting the cache
+    for window in (17, 5):  # one window of the whole clip; four, each restarting the cache
         preset = make_preset("w", {"family": "wan2.1", "window": window, "weights": "demo"})
         encode_video_file(clip, folder / f"w{window}.safetensors", preset, checkpoint, "cpu", 2, "clip")
         tokens[window] = load_tokens(folder / f"w{window}.safetensors")
     latents = tokens[17]["latents"]
     assert latents.dtype == torch.bfloat16 and latents.shape == whole.shape == (1, 5, 6, 8, 16)
     assert max_bf16_steps(whole, latents.double()) <= 1  # bf16's own rounding, no more
-    windowed = tokens[9]["latents"]
-    assert windowed.shape == (1, 3 + 3, 6, 8, 16)
-    # Causal: the first window's three latent frames are the whole clip's first three; the
-    # second window starts afresh (its first latent frame codes frame 9 alone).
-    assert max_bf16_steps(whole[:, :3], windowed[:, :3].double()) <= 1
-    assert max_bf16_steps(whole[:, 3:4], windowed[:, 3:4].double()) > 16
+    windowed = tokens[5]["latents"]
+    assert windowed.shape == (1, 2 * 4, 6, 8, 16)  # 17 frames: windows of 5, 5, 5 and 2 (padded)
+    # Causal: the first window's two latent frames are the whole clip's first two; the second
+    # window starts afresh: its first latent frame codes frame 5 alone, where the whole clip's
+    # codes frames 5-8 (the stand-in's colour channels: 8x8 block means of them).
+    assert max_bf16_steps(whole[:, :2], windowed[:, :2].double()) <= 1
+    alone, four = (
+        torch.nn.functional.avg_pool2d(frames[0, :, span].mean(1), 8) for span in (slice(5, 6), slice(5, 9))
+    )
+    assert (alone - four).abs().max() > 0.05  # the clip moves: more than both tolerances below
+    for latents, expected in ((windowed, alone), (whole, four)):
+        assert (colours(vae, latents[0, 2]) - expected).abs().max() < 0.01  # bf16 steps of z / std
     tokenizer = tokens[17].metadata["tokenizer"]
     assert (tokenizer["family"], tokenizer["kind"], tokenizer["temporal"], tokenizer["spatial"]) == (
         "wan2.1", "CV", 4, 8)  # fmt: skip
@@ -90,6 +103,25 @@ def test_our_decode_is_diffusers_decode_of_the_same_latents(wan_clip):
         expected = vae.decode(z).sample
     assert frames.shape == expected.shape == (2, 3, 9, 48, 64)
     assert max_bf16_steps(expected, frames) <= 1
+
+
+def test_the_stand_in_reconstructs_a_blocky_copy_of_its_input(wan_clip):
+    """Loaded by diffusers as real weights are, the stand-in's mean latent is each 8x8 block's
+    colour (the first frame alone, then each 4 frames' average) and its decoder repeats it back,
+    checked against torch's own pooling, so that a person can judge its reconstructions by eye."""
+    _, clip, _, vae = wan_clip
+    frames = source_frames(clip, 9)
+    with torch.inference_mode():
+        z = vae.encode(frames).latent_dist.mode()
+        reconstruction = vae.decode(z).sample
+    spans = [frames[0, :, :1], frames[0, :, 1:5], frames[0, :, 5:9]]  # what each latent frame codes
+    blocks = torch.stack([torch.nn.functional.avg_pool2d(span.mean(1), 8) for span in spans], 1)
+    assert z.shape == (1, 16, 3, 6, 8) and (z[0, :3] - blocks).abs().max() < 1e-3
+    copy = blocks.repeat_interleave(8, -1).repeat_interleave(8, -2)
+    expected = torch.cat([copy[:, :1], copy[:, 1:].repeat_interleave(4, 1)], 1)
+    assert (reconstruction[0] - expected).abs().max() < 1e-3
+    psnr = 10 * torch.log10(4 / (reconstruction - frames).square().mean())
+    assert psnr > 12, psnr  # a blocky copy of a detailed test pattern; random weights give about 6
 
 
 def test_a_checkpoint_that_is_not_the_presets_model_is_refused(wan_clip, tmp_path):

@@ -52,6 +52,8 @@ class AudioCodec:
     folder: str  # the checkpoint's folder name (under `checkpoints`, and as a stand-in)
     files: tuple[str, ...]  # the folder's files the codec reads; the last holds the weights
     repo: str | None = None  # the Hugging Face repo the files come from
+    # What reconstructions from its stand-in weights sound like (README, report).
+    stand_in_output: str
 
     @property
     def code_rate(self) -> Fraction:

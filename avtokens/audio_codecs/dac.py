@@ -27,6 +27,7 @@ URL = "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0
 class Dac44kHz(AudioCodec):
     name = "dac"
     label = "DAC 44.1 kHz"
+    stand_in_output = "noise: a small DAC with random weights, which codes no sound"
     sample_rate, hop = 44100, 512
     codebook_size = 1024
     codebook_choices = range(9, 10)  # the released model codes with all nine

@@ -38,6 +38,7 @@ STAND_IN_CONFIG = dict(hidden_size=32, num_filters=4, num_hidden_layers=2, num_a
 class Mimi(AudioCodec):
     name = "mimi"
     label = "Mimi"
+    stand_in_output = "noise: a small Mimi with random weights, which codes no sound"
     sample_rate, hop = 24000, 1920
     codebook_size = 2048
     codebook_choices = range(1, 33)

@@ -71,6 +71,9 @@ class VisualTokenizer:
     # part -> files of a checkpoint folder it reads; the last one holds the weights
     files: dict[str, tuple[str, ...]]
     vocabulary: int | None = None  # distinct indices of discrete (DV) tokens
+    # What reconstructions from its stand-in weights look like (README, report): what to expect
+    # when judging a `weights: demo` run by eye.
+    stand_in_output: str
 
     def models(self, release: str) -> dict[tuple[str, int, int], str]:
         return self.releases[release]

@@ -26,6 +26,8 @@ def _name(kind: str, temporal: int, spatial: int) -> str:
 class Cosmos(VisualTokenizer):
     name = "cosmos"
     label = "Cosmos"
+    stand_in_output = ("a blocky copy of the video: each latent position's block of pixels in its colour, "
+                       "averaged over the block (DV: in a few levels)")  # fmt: skip
     releases = {
         # The 2024 release: every kind and factor pair.
         "0.1": {(k, t, s): f"nvidia/{_NEW_PREFIX}{_name(k, t, s)}" for k in ("CV", "DV")

@@ -30,11 +30,17 @@ STAND_IN_FILE = "vae/avtokens_stand_in.json"
 # tiny width, so that it runs in seconds on a CPU.
 STAND_IN_CONFIG = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
                        temperal_downsample=[False, True, True])  # fmt: skip
+# Its weights make it what the Cosmos stand-ins are, a blocky copy (see `blocky_copy`): the
+# picture rides on channels 0-2 as RGB + _OFFSET, where SiLU is the identity to 2e-4, beside a
+# channel at _LEVEL, which makes every RMS norm a fixed scale (to 4e-5).
+_OFFSET, _LEVEL = 12.0, 1000.0
 
 
 class Wan21VAE(VisualTokenizer):
     name = "wan2.1"
     label = "Wan2.1 VAE"
+    stand_in_output = ("a blocky copy of the video: each 8x8 block in its colour, averaged over the four "
+                       "frames of its latent frame")  # fmt: skip
     releases = {
         "2.1": {("CV", 4, 8): "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"},
         # The same VAE, as NVIDIA's Cosmos-Predict2 world models ship it (a gated repo: HF_TOKEN).
@@ -65,6 +71,7 @@ class Wan21VAE(VisualTokenizer):
 
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(**STAND_IN_CONFIG)
+        blocky_copy(vae, torch.Generator().manual_seed(seed))
         folder = Path(folder)
         vae.save_pretrained(folder / "vae")
         with atomic_output(folder / STAND_IN_FILE) as tmp:
@@ -72,6 +79,66 @@ class Wan21VAE(VisualTokenizer):
 
 
 WAN21 = Wan21VAE()
+
+
+def blocky_copy(vae, generator) -> None:
+    """Set the weights of a stand-in `AutoencoderKLWan` (STAND_IN_CONFIG) so that its encoder's
+    mean is each 8x8 block's colour, averaged over the 4 frames of its latent frame (the first
+    latent frame: the first frame), and its decoder repeats each latent position over its block
+    and frames, as the Cosmos stand-ins do: its reconstructions are a blocky copy of the input,
+    which a person can judge by eye, where random weights give grey noise. Residual branches
+    and attention add nothing (their last layers are zero); the latent's other 13 channels are
+    random mixtures of the colours, which the decoder ignores. The same class, config and file
+    as the real weights, loaded the same way."""
+    import torch
+
+    def carry(weight, channels, tap, value=1.0, into=0):
+        """Output channel into + c takes input channel c at kernel position `tap`."""
+        for c in channels:
+            weight[(into + c, c, *tap)] = value
+
+    picture, level = range(3), 3  # the colour channels, the constant one
+    norm = torch.tensor(_LEVEL**2 + 3 * _OFFSET**2).sqrt()  # a position's RMS norm, to 4e-5
+    current = (2, 1, 1)  # a causal 3x3x3 kernel's tap on the current frame and position
+    with torch.no_grad():
+        for name, parameter in vae.named_parameters():
+            if not name.endswith("gamma"):  # the RMS norms' scales stay 1
+                parameter.zero_()
+        for coder in (vae.encoder, vae.decoder):
+            coder.conv_in.bias[level] = _LEVEL
+            coder.conv_in.bias[:3] = _OFFSET
+            carry(coder.conv_in.weight, picture, current)
+            gamma = coder.norm_out.gamma
+            gamma[:3] = norm / gamma.shape[0] ** 0.5  # undoes the norm's scale on the colours
+            gamma[3:] = 1 / gamma.shape[0] ** 0.5
+        for layer in vae.encoder.down_blocks:  # each resampler: 2x2 means, and in time pairs of frames
+            if hasattr(layer, "resample") and isinstance(layer.resample, torch.nn.Sequential):
+                for c in range(layer.dim):
+                    layer.resample[1].weight[c, c, :2, :2] = 0.25
+                if hasattr(layer, "time_conv"):
+                    carry(layer.time_conv.weight, range(layer.dim), (1, 0, 0), 0.5)
+                    carry(layer.time_conv.weight, range(layer.dim), (2, 0, 0), 0.5)
+        z_dim = vae.config.z_dim
+        out = vae.encoder.conv_out  # the Gaussian's mean: the colours, then mixtures; log-variance 0
+        carry(out.weight, picture, current)
+        out.bias[:3] = -_OFFSET
+        mixtures = torch.randn(z_dim - 3, 3, generator=generator) / 3
+        out.weight[3:z_dim, :3, 2, 1, 1] = mixtures
+        out.bias[3:z_dim] = -_OFFSET * mixtures.sum(dim=1)
+        carry(vae.quant_conv.weight, range(2 * z_dim), (0, 0, 0))
+        carry(vae.post_quant_conv.weight, range(z_dim), (0, 0, 0))
+        for block in vae.decoder.up_blocks:  # each: its first residual block, then its up-sampler
+            shortcut = block.resnets[0].conv_shortcut
+            if isinstance(shortcut, torch.nn.Conv3d):
+                carry(shortcut.weight, range(shortcut.in_channels), (0, 0, 0))
+            for upsampler in block.upsamplers or []:
+                conv = upsampler.resample[1]  # after a nearest-neighbour doubling
+                carry(conv.weight, range(conv.out_channels), (1, 1))
+                if hasattr(upsampler, "time_conv"):  # each latent frame twice
+                    for half in (0, upsampler.dim):
+                        carry(upsampler.time_conv.weight, range(upsampler.dim), (2, 0, 0), into=half)
+        carry(vae.decoder.conv_out.weight, picture, current)
+        vae.decoder.conv_out.bias[:] = -_OFFSET
 
 
 class _WanVAE:
