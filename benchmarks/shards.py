@@ -85,22 +85,24 @@ def job_count(output: str) -> int:
 
 def rule_seconds(output: str) -> dict[str, float]:
     """Seconds of each rule's jobs, summed, from Snakemake's own lines: a job starts at the
-    time stamp before "rule <name>:" and its "jobid: N", and ends at the one before
-    "Finished jobid: N" (whole seconds: the jobs here last many)."""
-    starts: dict[str, tuple[str, float]] = {}
+    time stamp before its block ("rule <name>:" and "jobid: N", or "Job N: <message>" for a rule
+    with a message), and ends at the one before "Finished jobid: N (Rule: <name>)" (whole
+    seconds: the jobs here last many)."""
+    starts: dict[str, float] = {}
     seconds: dict[str, float] = {}
-    stamp, rule = 0.0, None
-    for line in output.splitlines():
-        if match := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
+    stamp, in_block = 0.0, False
+    for line in map(str.strip, output.splitlines()):
+        if match := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
             stamp = time.mktime(time.strptime(match.group(1), "%a %b %d %H:%M:%S %Y"))
-        elif match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
-            rule = match.group(1)
-        elif (match := re.fullmatch(r"jobid: (\d+)", line.strip())) and rule:
-            starts[match.group(1)] = (rule, stamp)
-            rule = None
-        elif match := re.match(r"Finished jobid: (\d+)", line.strip()):
-            name, start = starts.pop(match.group(1))
-            seconds[name] = seconds.get(name, 0.0) + stamp - start
+        elif re.fullmatch(r"(?:local)?rule \w+:", line):
+            in_block = True
+        elif (match := re.fullmatch(r"jobid: (\d+)", line)) and in_block:
+            starts[match.group(1)], in_block = stamp, False
+        elif match := re.match(r"Job (\d+): ", line):
+            starts[match.group(1)] = stamp
+        elif match := re.match(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line):
+            name = match.group(2)
+            seconds[name] = seconds.get(name, 0.0) + stamp - starts.pop(match.group(1))
     return seconds
 
 

@@ -109,6 +109,23 @@ def whole_account(proc: subprocess.CompletedProcess) -> str:
     return text + "".join(Path(log).read_text() for log in logs)
 
 
+# What the terminal must not show: Python's frames, Snakemake's job blocks and its exceptions.
+TERMINAL_NOISE = re.compile(
+    r'Traceback|File ".*", line \d+|^\s*(input|output|log|jobid|wildcards): |^(local)?rule \w+:'
+    r"|Error in rule|RuleException|CalledProcessError|WorkflowError|Shell command",
+    re.M,
+)
+_PROGRESS = re.compile(r"^\d+ of \d+ steps \(\d+%\) done$")
+
+
+def after_the_progress(stderr: str) -> list[str]:
+    """The terminal's lines after its last progress line (all of them if there is none, but
+    Snakemake's first, which says that it read the workflow's profile)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("Using workflow")]
+    last = max((n for n, line in enumerate(lines) if _PROGRESS.match(line)), default=-1)
+    return lines[last + 1 :]
+
+
 def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
     """Job counts per rule from the "Job stats" table of a run (or a dry run)."""
     text = whole_account(proc)

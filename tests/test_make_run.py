@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_clip
+from helpers import TERMINAL_NOISE, after_the_progress, make_clip
 
 from avtokens.workflow import REPO
 
@@ -64,9 +64,9 @@ def test_make_run_works_in_a_clean_copy_and_says_little(clean_copy):
     terminal = proc.stdout + proc.stderr
     assert not NOISE.search(terminal), terminal
     steps = [line for line in terminal.splitlines() if re.fullmatch(r"\d+ of \d+ steps \(\d+%\) done", line)]
-    other = [line for line in terminal.splitlines() if line not in steps]
-    assert len(steps) == 62 and len(other) < 45, terminal  # 62 jobs; 6 x 2 mp4s and 12 more outputs listed
-    assert "--report" not in "".join(line for line in other if not line.startswith(".venv/bin/"))
+    said = [line for line in terminal.splitlines() if line not in steps and not line.startswith(sys.prefix)]
+    assert len(steps) == 62 and len(said) < 40, terminal  # 62 jobs; 6 x 2 mp4s and 12 more outputs listed
+    assert "--report" not in "\n".join(said)  # which make runs itself, after: not to be suggested
     account = re.search(r"^Complete log\(s\): (.+)$", terminal, re.M)[1]
     assert "localrule stand_in_weights:" in Path(account).read_text()
 
@@ -102,13 +102,10 @@ def test_the_readmes_steps_for_your_own_videos_finish_offline(clean_copy, tmp_pa
     nowhere = "http://127.0.0.1:9"  # a proxy that refuses: any download would fail at once
     offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HTTPS_PROXY": nowhere, "HTTP_PROXY": nowhere}
     subprocess.run(["bash", "-c", copy], cwd=clone, check=True, env=offline)
-    # Step 2: the sheet, as the README shows it, with two videos of ours (names with spaces).
+    # Step 2: the sheet, as the README shows it, with a video of ours (a name with a space).
     header = sheet.splitlines()[0]
     assert header == "name\tpath" and (clone / "my_videos.tsv").read_text().startswith(header)
-    videos = {
-        "my clip": make_clip(tmp_path / "my clip.mp4", 48, 32, 9, rate="25"),
-        "silent": make_clip(tmp_path / "silent.mp4", 64, 48, 12, rate="25", audio_channels=None),
-    }
+    videos = {"my clip": make_clip(tmp_path / "my clip.mp4", 48, 32, 9, rate="25")}
     (clone / "my_videos.tsv").write_text(header + "\n" + "".join(f"{n}\t{p}\n" for n, p in videos.items()))
     proc = subprocess.run(["bash", "-c", run], cwd=clone, env=offline, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -120,3 +117,26 @@ def test_the_readmes_steps_for_your_own_videos_finish_offline(clean_copy, tmp_pa
     assert {(row["family"], row["audio_codec"]) for row in rows} == {("cosmos", "dac"), ("wan2.1", "dac"),
                                                                       ("cosmos", "mimi")}  # fmt: skip
     assert (results / "report" / "overview" / "index.html").is_file() and not NOISE.search(proc.stderr)
+
+
+@pytest.mark.workflow
+def test_a_missing_video_ends_the_run_in_two_lines_naming_the_fix(clean_copy, tmp_path):
+    """The example's sheet and a video that is not there: the example's files are made (by
+    `make run`), so the run is its verdict alone, which fails, saying what to do."""
+    clone, made = clean_copy
+    assert made.returncode == 0
+    missing = tmp_path / "lost clip.mp4"
+    sheet = tmp_path / "my videos.tsv"
+    sheet.write_text(f"name\tpath\nexample\tresources/example/example.mp4\nlost clip\t{missing}\n")
+    command = [".venv/bin/snakemake", "--configfile", "config/example.yaml", "--config", f"videos={sheet}"]
+    proc = subprocess.run(command, cwd=clone, capture_output=True, text=True)
+    assert proc.returncode != 0
+    end = after_the_progress(proc.stderr)  # the verdict is the run's one job, so no step is done
+    assert end[:-1] == [
+        f"ERROR {missing}: no such file (video lost clip of {sheet}); left out",  # as the run starts
+        f"ERROR 1 video(s) of {sheet} do not exist or cannot be read and were left out: {missing}. Fix "
+        "their paths or remove their rows, and run again.",
+    ], proc.stderr
+    assert end[-1].startswith("Complete log(s): ") and not TERMINAL_NOISE.search(proc.stderr), proc.stderr
+    account = Path(end[-1].removeprefix("Complete log(s): ")).read_text()
+    assert "Error in rule check_run" in account and "Job stats" in account  # the account is there

@@ -1,6 +1,7 @@
 """The terminal of a run (avtokens/terminal.py, the logger plugin the workflow profile sets):
 progress, warnings and errors; a run that fails ends in a few lines that say what to do, with
-no Python frames and no Snakemake job blocks, which stay in the log it names."""
+no Python frames and no Snakemake job blocks, which stay in the log it names. (A missing video:
+tests/test_make_run.py, on the example's run.)"""
 
 import logging
 import re
@@ -8,19 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import make_clip, run_workflow
+from helpers import TERMINAL_NOISE, after_the_progress, make_clip, run_workflow
 from snakemake_interface_logger_plugins.common import LogEvent
 
 from avtokens.terminal import LogHandler
 
 PRESET = {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}}
-# What the terminal must not show: Python's frames, Snakemake's job blocks and its exceptions.
-NOISE = re.compile(
-    r'Traceback|File ".*", line \d+|^\s*(input|output|log|jobid|wildcards): |^(local)?rule \w+:'
-    r"|Error in rule|RuleException|CalledProcessError|WorkflowError|Shell command",
-    re.M,
-)
-PROGRESS = re.compile(r"^\d+ of \d+ steps \(\d+%\) done$")
 
 
 def handler(**settings) -> LogHandler:
@@ -135,14 +129,6 @@ def test_a_dry_run_shows_the_jobs_in_full(capsys):
     assert "rule visual_encode:" in capsys.readouterr().err
 
 
-def after_the_progress(stderr: str) -> list[str]:
-    """The terminal's lines after its last progress line (all of them if there is none, but
-    Snakemake's first, which says that it read the workflow's profile)."""
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("Using workflow")]
-    last = max((n for n, line in enumerate(lines) if PROGRESS.match(line)), default=-1)
-    return lines[last + 1 :]
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("clips")
@@ -162,25 +148,6 @@ def sheet(folder: Path, rows: dict) -> str:
 
 
 @pytest.mark.workflow
-def test_a_missing_video_ends_the_run_in_two_lines_naming_the_fix(tmp_path, clips):
-    missing = tmp_path / "lost clip.mp4"
-    videos = sheet(tmp_path, {"good": clips / "good.mp4", "lost clip": missing})
-    proc = run_workflow(tmp_path / "w", overlay(videos), check=False)
-    assert proc.returncode != 0
-    assert (
-        f"ERROR {missing}: no such file (video lost clip of {videos}); left out" in proc.stderr.splitlines()
-    )
-    end = after_the_progress(proc.stderr)
-    assert end[:-1] == [
-        f"ERROR 1 video(s) of {videos} do not exist or cannot be read and were left out: {missing}. Fix "
-        "their paths or remove their rows, and run again."
-    ]
-    assert end[-1].startswith("Complete log(s): ") and not NOISE.search(proc.stderr), proc.stderr
-    account = Path(end[-1].removeprefix("Complete log(s): ")).read_text()
-    assert "Error in rule check_run" in account and "localrule mux:" in account  # the job blocks are there
-
-
-@pytest.mark.workflow
 def test_a_failed_video_ends_the_run_in_two_lines_naming_the_fix(tmp_path, clips):
     broken = clips / "broken.mp4"
     videos = sheet(tmp_path, {"broken": broken})
@@ -193,7 +160,7 @@ def test_a_failed_video_ends_the_run_in_two_lines_naming_the_fix(tmp_path, clips
         "again",
         end[0],
     ), proc.stderr
-    assert end[-1].startswith("Complete log(s): ") and not NOISE.search(proc.stderr), proc.stderr
+    assert end[-1].startswith("Complete log(s): ") and not TERMINAL_NOISE.search(proc.stderr), proc.stderr
 
 
 def test_a_bad_preset_stops_the_run_in_one_line_naming_what_there_is(tmp_path, clips):
