@@ -1,4 +1,5 @@
-"""mp4 -> visual tokens (avtokens.visual_tokenizers) + DAC audio codes, aligned per latent frame.
+"""mp4 -> visual tokens (avtokens.visual_tokenizers) + audio codes (avtokens.audio_codecs), aligned
+per latent frame.
 
 Light on purpose: the Snakefile imports this package to validate its config, so
 nothing here imports torch. Training code reads token files with `load_tokens`.

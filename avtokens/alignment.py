@@ -1,4 +1,4 @@
-"""Which DAC code frames belong to which latent frame.
+"""Which code frames of an audio codec belong to which latent frame.
 
 Code frame k covers audio samples [k*hop, (k+1)*hop); it belongs to the latent frame
 whose time span contains its start, k*hop/rate. All boundaries are computed with

@@ -1,4 +1,4 @@
-"""Numbers per video x preset (quality, token counts, bytes), per video for the audio (DAC
+"""Numbers per video x preset (quality, token counts, bytes), per video for the audio (a codec
 codes a video once, whatever the preset), and the tables across a grid."""
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ def test_a_failed_fetch_says_what_where_and_how_out_and_leaves_nothing(demo_weig
             fetch_files(repo, ["encoder.jit", "decoder.jit"], tmp_path / "ckpt" / "X", endpoint=hub.url)
     message = str(err.value)
     for part in ("encoder.jit, decoder.jit", f"Hugging Face repo {repo}", f"{tmp_path}/ckpt/X/", reason,
-                 "HF_TOKEN", "copy encoder.jit, decoder.jit there by hand"):  # fmt: skip
+                 "HF_TOKEN", "copy encoder.jit, decoder.jit there by hand",
+                 "to try the workflow offline meanwhile, set `weights: demo`"):  # fmt: skip
         assert part in message
     assert "\n" not in message
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
