@@ -28,9 +28,12 @@ from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 from avtokens.joblog import BY_TERMINAL, FAILURES_NAMED_BY
 
-# Snakemake's own lines, kept on the terminal (the rest of its INFO lines go to its log only).
+# Snakemake's own lines kept on the terminal of a run; the rest of its INFO lines go to its log
+# only. Outside a run (`--lint`, `--unlock`, ...) its INFO lines are shown but for its planning's.
 _SHOWN_INFO = ("Nothing to be done", "Will exit after finishing", "Terminating processes", "Report created",
                "Complete log")  # fmt: skip
+_PLANNING = ("Config file", "Assuming unrestricted shared filesystem", "Building DAG of jobs",
+             "Creating report", "Adding ", "Loading script code")  # fmt: skip
 # Snakemake's account of a failed run, replaced on the terminal by the failures' own lines.
 _RUN_FAILED = "Exiting because a job execution failed"
 _SOME_JOBS_FAILED = "At least one job did not complete successfully"
@@ -103,6 +106,7 @@ class LogHandler(LogHandlerBase):
             self.full.setFormatter(DefaultFormatter(settings.quiet, settings.show_failed_logs))
         else:
             os.environ.setdefault(FAILURES_NAMED_BY, BY_TERMINAL)  # for the jobs: this terminal names them
+        self.executing = False  # the workflow runs jobs: its other INFO lines are its log's
         self.running = False  # jobs have started: a rule's exception is a failed job's
         self.jobs: dict[int, tuple[str, dict]] = {}  # job id: rule and wildcards
         self.failures: list[str] = []  # the lines of the failures so far
@@ -141,6 +145,9 @@ class LogHandler(LogHandlerBase):
         """What the terminal shows of `record`."""
         event = getattr(record, "event", None)
         message = str(record.msg or "")
+        if event == LogEvent.WORKFLOW_STARTED:
+            self.executing = True
+            return []
         if event == LogEvent.JOB_INFO:
             self.running = True
             self.jobs[record.jobid] = (record.rule_name, dict(record.wildcards or {}))
@@ -162,7 +169,7 @@ class LogHandler(LogHandlerBase):
             return []
         if record.levelname in ("WARNING", "ERROR", "CRITICAL") or message.startswith(_SHOWN_INFO):
             return self.shown([message])
-        return []
+        return [] if self.executing or message.startswith(_PLANNING) else [message]
 
     def shown(self, lines: list[str]) -> list[str]:
         self.since_failure = self.since_failure or bool(lines)

@@ -45,6 +45,10 @@ def job_error(jobid, rule, inputs=(), logs=()):
 def test_the_terminal_shows_progress_warnings_and_errors_and_hides_the_job_blocks():
     shown = handler()
     assert shown.lines(record("Building DAG of jobs...")) == []
+    good = "Congratulations, your workflow is in a good condition!"  # `--lint`, which runs no job
+    assert shown.lines(record(good)) == [good]
+    assert shown.lines(record("Workflow has started!", event=LogEvent.WORKFLOW_STARTED)) == []
+    assert shown.lines(record("Select jobs to execute...")) == []  # a run's other lines: its log's
     assert shown.lines(record("Job stats: ...", event=LogEvent.RUN_INFO)) == []
     assert shown.lines(job_info(3, "visual_encode", preset="p", video="v")) == []
     assert shown.lines(record("", event=LogEvent.PROGRESS, done=3, total=19)) == ["3 of 19 steps (16%) done"]
