@@ -137,6 +137,8 @@ class LogHandler(LogHandlerBase):
         if self.full is not None:
             self.full.handle(record)
             return
+        if self.quiet_about("all") and record.levelname not in ("ERROR", "CRITICAL"):
+            return
         for line in self.lines(record):
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -161,6 +163,8 @@ class LogHandler(LogHandlerBase):
         if message.startswith(_RUN_FAILED):  # the run's end: the failures again, if they scrolled away
             return self.recap()
         if event == LogEvent.PROGRESS:
+            if self.quiet_about("progress"):
+                return []
             done, total = record.done, record.total
             return self.shown([f"{done} of {total} steps ({_percent(done, total)}) done"])
         if event == LogEvent.GROUP_ERROR:
@@ -170,6 +174,12 @@ class LogHandler(LogHandlerBase):
         if record.levelname in ("WARNING", "ERROR", "CRITICAL") or message.startswith(_SHOWN_INFO):
             return self.shown([message])
         return [] if self.executing or message.startswith(_PLANNING) else [message]
+
+    def quiet_about(self, what: str) -> bool:
+        """Whether `--quiet` asked for no `what` (progress, all)."""
+        from snakemake.logging import is_quiet_about
+
+        return is_quiet_about(self.common_settings.quiet or set(), what)
 
     def shown(self, lines: list[str]) -> list[str]:
         self.since_failure = self.since_failure or bool(lines)

@@ -127,6 +127,17 @@ def test_the_end_names_up_to_five_failures_again(tmp_path):
     assert end[0].startswith("ERROR video v0: v0.mp4: file is empty. Fix or replace the file")
 
 
+def test_quiet_asks_for_less(capsys):
+    from snakemake.settings.enums import Quietness
+
+    progress = record("", event=LogEvent.PROGRESS, done=3, total=19)
+    assert handler(quiet={Quietness.PROGRESS}).lines(progress) == []
+    quiet = handler(quiet={Quietness.ALL})
+    for shown in (progress, record("waiting for the disk", logging.WARNING), record("error!", logging.ERROR)):
+        quiet.handle(shown)
+    assert capsys.readouterr().err == "error!\n"
+
+
 def test_a_dry_run_shows_the_jobs_in_full(capsys):
     shown = handler(dryrun=True)
     shown.handle(job_info(3, "visual_encode", preset="p", video="v"))
