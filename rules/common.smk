@@ -392,8 +392,9 @@ def report_outputs():
     demo = sorted(name for name in RUN if PRESETS[name].weights == "demo")
     if demo:
         print(
-            f"Presets {', '.join(demo)} used stand-in demo weights: their tokens and "
-            "reconstructions carry no meaning; use `weights: official` for real ones."
+            f"Presets {', '.join(demo)} used stand-in demo weights: their tokens carry no meaning, "
+            "their reconstructions show only that the pipeline works (the report says what they "
+            "look like); use `weights: official` for real ones."
         )
 
 

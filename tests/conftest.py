@@ -22,14 +22,14 @@ SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_ru
                "release_files", "mirrored_dv4x8x8"}  # fmt: skip
 
 
-# The modules that take longest (`--durations`, 2026-12-03), longest first: with a process per
-# core and a module to a process, the slowest ones start first and the short ones fill in
-# behind them, instead of one long module running on alone at the end. SLURM's first: its
-# runs mostly wait on the cluster, leaving the cores to the modules beside them.
+# The modules that take longest (CPU seconds per module, 2026-12-06: docs/testing.md), longest
+# first: with a process per core and a module to a process, the slowest ones start first and
+# the short ones fill in behind them, instead of one long module running on alone at the end.
+# SLURM's first: its runs mostly wait on the cluster, leaving the cores to the modules beside them.
 SLOWEST_MODULES = ["test_slurm.py", "test_shards.py", "test_benchmarks.py", "test_engines.py",
-                   "test_inputs.py", "test_workflow.py", "test_make_run.py", "test_tokenize_video.py",
-                   "test_checkpoints.py", "test_module.py", "test_interrupted.py", "test_data.py",
-                   "test_picture.py"]  # fmt: skip
+                   "test_make_run.py", "test_inputs.py", "test_workflow.py", "test_tokenize_video.py",
+                   "test_checkpoints.py", "test_module.py", "test_wan.py", "test_interrupted.py",
+                   "test_data.py", "test_ddp.py", "test_cosmos_network.py", "test_picture.py"]  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
