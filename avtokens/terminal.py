@@ -4,8 +4,8 @@ account (job blocks, reasons, tracebacks) goes to its log file, named on the las
 
 A failed job is named in one line, from the error line of its own log (so also for a cluster
 job, whose output is not this terminal): a video that fails in several jobs (every job that
-reads a broken file) once, as `ERROR video <name>: <reason>` and the fix. When the run went on
-after a failure, its end names the failures again, so the last lines say what went wrong.
+reads a broken file) once, as `ERROR video <name>: <reason>` and the fix. The end of the run
+names again the failures that other lines followed, so that its last lines say what went wrong.
 
 This is a Snakemake logger plugin (`--logger avtokens`, which the workflow profile
 `profiles/default` sets), found by Snakemake as the package `snakemake_logger_plugin_avtokens`
@@ -104,14 +104,17 @@ class LogHandler(LogHandlerBase):
             self.full.addFilter(DefaultFilter(settings.quiet, settings.debug_dag, settings.verbose,
                                               settings.dryrun, settings.printshellcmds))  # fmt: skip
             self.full.setFormatter(DefaultFormatter(settings.quiet, settings.show_failed_logs))
-        else:
-            os.environ.setdefault(FAILURES_NAMED_BY, BY_TERMINAL)  # for the jobs: this terminal names them
+        # For the jobs: this terminal names their failures, unless whoever started the run reads the
+        # jobs' own lines and said so.
+        self.names_failures = (
+            self.full is None and os.environ.setdefault(FAILURES_NAMED_BY, BY_TERMINAL) == BY_TERMINAL
+        )
         self.executing = False  # the workflow runs jobs: its other INFO lines are its log's
         self.running = False  # jobs have started: a rule's exception is a failed job's
         self.jobs: dict[int, tuple[str, dict]] = {}  # job id: rule and wildcards
         self.failures: list[str] = []  # the lines of the failures so far
         self.blamed: set[str] = set()  # input files a failure was blamed on
-        self.since_failure = False  # lines shown since the last failure's
+        self.trailing = 0  # failures' lines shown last, with no other line after them
 
     @property
     def writes_to_stream(self) -> bool:
@@ -155,6 +158,8 @@ class LogHandler(LogHandlerBase):
             self.jobs[record.jobid] = (record.rule_name, dict(record.wildcards or {}))
             return []
         if event == LogEvent.JOB_ERROR:
+            if not self.names_failures:  # the job said why itself
+                return []
             rule, wildcards = self.jobs.get(record.jobid, (record.rule_name, {}))
             return self.failure(FailedJob(rule, wildcards, list(record.input), list(record.log)))
         if event == LogEvent.ERROR:  # an exception, with Snakemake's account of where
@@ -182,7 +187,8 @@ class LogHandler(LogHandlerBase):
         return is_quiet_about(self.common_settings.quiet or set(), what)
 
     def shown(self, lines: list[str]) -> list[str]:
-        self.since_failure = self.since_failure or bool(lines)
+        if lines:
+            self.trailing = 0
         return lines
 
     def failure(self, job: FailedJob) -> list[str]:
@@ -193,16 +199,16 @@ class LogHandler(LogHandlerBase):
                 return []
             self.blamed.add(blamed)
         self.failures.append(line)
-        self.since_failure = False
+        self.trailing += 1
         return [line]
 
     def recap(self) -> list[str]:
-        if not self.since_failure:
-            return []
-        lines = self.failures[:SHOWN_FAILURES]
-        if len(self.failures) > SHOWN_FAILURES:
-            more = len(self.failures) - SHOWN_FAILURES
-            lines.append(f"... and {more} more (above, and in the complete log)")
+        """The failures that other lines followed, named again after those that are the last
+        lines already: every failure once at the end of the run."""
+        earlier = self.failures[: len(self.failures) - self.trailing]
+        lines = earlier[:SHOWN_FAILURES]
+        if len(earlier) > SHOWN_FAILURES:
+            lines.append(f"... and {len(earlier) - SHOWN_FAILURES} more (above, and in the complete log)")
         return lines
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, VFR_TIMESTAMPS, count_frames, make_clip, run_workflow
+from helpers import REPO, VFR_TIMESTAMPS, after_the_progress, count_frames, make_clip, run_workflow
 
 from avtokens import load_tokens
 from avtokens.audio import encode_wav_files
@@ -70,15 +70,15 @@ def test_broken_inputs_fail_clearly_while_the_good_video_finishes(tmp_path):
             assert all(re.search(readable, line) for line in lines), lines
         left = [p for p in results.rglob(f"{name}*") if p.suffix != ".log"]
         assert left == [], left  # no output that a later run could take for finished
-    # Each failed video is named once as it fails and once more at the end, with the fix.
+    # Each failed video is named, with the fix, in the run's last lines (once: as it failed, if no
+    # step was done after it, or again at the end).
+    end = after_the_progress(proc.stderr)
     for name, path in bad.items():
         if name not in ("missing", "locked"):
             failed = f"ERROR video {name}: {path}: {reasons[name]}"
-            said = [line for line in text_out.splitlines() if line.startswith(failed)]
-            assert len(said) == 2, said
-            assert said[0].endswith(
-                "Fix or replace the file, or remove its row from the sheet, and run again"
-            )
+            said = [line for line in end if line.startswith(failed)]
+            fix = "Fix or replace the file, or remove its row from the sheet, and run again"
+            assert len(said) == 1 and said[0].endswith(fix), end
     assert not [p for p in results.rglob("*partial*")]
     # The two that Snakemake could not even read as inputs are left out when the run starts.
     for path, reason in ((missing, "no such file"), (locked, "cannot be read (Permission denied)")):

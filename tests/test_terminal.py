@@ -4,6 +4,7 @@ no Python frames and no Snakemake job blocks, which stay in the log it names. (A
 tests/test_make_run.py, on the example's run.)"""
 
 import logging
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 from helpers import TERMINAL_NOISE, after_the_progress, make_clip, run_workflow
 from snakemake_interface_logger_plugins.common import LogEvent
 
+from avtokens.joblog import BY_JOBS, FAILURES_NAMED_BY
 from avtokens.terminal import LogHandler
 
 PRESET = {"p": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}}
@@ -113,6 +115,28 @@ def test_each_failure_is_one_line_as_it_happens_and_the_end_names_them_again(tmp
     assert shown.lines(record("Complete log(s): /w/.snakemake/log/x.snakemake.log")) == [
         "Complete log(s): /w/.snakemake/log/x.snakemake.log"
     ]
+
+
+def test_the_end_names_each_failure_once_after_the_last_progress(tmp_path):
+    shown = handler()
+    lines = []
+    for jobid, video in enumerate(("a", "b")):
+        shown.lines(job_info(jobid, "extract_wav", video=video))
+        log = write_log(tmp_path / f"{video}.log", f"ERROR {video}.mp4: file is empty")
+        lines += shown.lines(job_error(jobid, "extract_wav", [f"{video}.mp4"], [log]))
+        if video == "a":
+            shown.lines(record("", event=LogEvent.PROGRESS, done=1, total=3))
+    end = shown.lines(record("Exiting because a job execution failed. Look above", logging.ERROR))
+    assert end == lines[:1]  # b's line is the last one shown already; a's scrolled away
+
+
+def test_where_the_jobs_say_why_they_failed_the_terminal_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAILURES_NAMED_BY, BY_JOBS)  # as tokenize_video runs the workflow
+    shown = handler()
+    shown.lines(job_info(1, "extract_wav", video="a"))
+    log = write_log(tmp_path / "a.log", "ERROR a.mp4: file is empty")
+    assert shown.lines(job_error(1, "extract_wav", ["a.mp4"], [log])) == []
+    assert os.environ[FAILURES_NAMED_BY] == BY_JOBS
 
 
 def test_the_end_names_up_to_five_failures_again(tmp_path):
