@@ -110,6 +110,9 @@ def _encode(codec: AudioCodec, model: LoadedCodec, wav_path: Path, timeline: dic
                 "codebooks": model.codebooks,
                 "codebook_size": model.codebook_size,
                 "code_frames": total,
+                # How the source's audio was placed on the video's clock (timelines of older
+                # versions have no record of it).
+                "placement": timeline.get("audio_placement"),
             },
             "codec": model.record,
             "stand_in_weights": model.stand_in,

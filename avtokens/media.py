@@ -28,6 +28,7 @@ from av.video.reformatter import ColorPrimaries, ColorTrc
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
+from avtokens.audio_clock import AudioPlacement, write_clocked_wav
 from avtokens.background import prefetched
 from avtokens.timing import video_timing
 
@@ -94,11 +95,34 @@ class VideoInfo:
     video_stream: int = 0
     audio_stream: int | None = None
     video_streams: int = 1  # how many the container has (cover pictures not counted)
+    # The picture's sizes in the order they are shown, each (seconds after the first frame,
+    # width, height): more than one where the stream changes size (a broadcast capture's SD
+    # advert in an HD channel). `width` and `height` are the size shown longest, which every
+    # frame is fitted into (`filters`).
+    sizes: tuple[tuple[float, int, int], ...] = ()
+
+    @property
+    def size_changes(self) -> int:
+        return max(0, len(self.sizes) - 1)
+
+    @property
+    def filters(self) -> str:
+        """The ffmpeg filters that give every frame one size ("" where the size never changes)."""
+        return fit_filter(self.width, self.height, self.sample_aspect_ratio) if self.size_changes else ""
+
+    def warn_size_changes(self, source) -> None:
+        if self.size_changes:
+            changes = ", ".join(f"{w}x{h} at {at:.2f} s" for at, w, h in self.sizes[1:])
+            log.warning("%s: the picture changes size %s (%s); every frame is fitted into %dx%d, the "
+                        "size shown longest, its aspect kept (black bars where it differs)",
+                        source, _times(self.size_changes), changes, self.width, self.height)  # fmt: skip
 
     def as_metadata(self) -> dict:
         d = asdict(self)
         d["fps"] = ratio_text(self.fps, "/")
         d["sample_aspect_ratio"] = ratio_text(self.sample_aspect_ratio)
+        d["sizes"] = [{"at": at, "width": w, "height": h} for at, w, h in self.sizes]
+        d["size_changes"] = self.size_changes
         return d
 
     @property
@@ -106,6 +130,10 @@ class VideoInfo:
         """The rate of the timeline frames are decoded onto (`decoding_args`); None where
         the rate varies (the frames as they come)."""
         return None if self.variable_rate else self.fps
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def ratio_text(value: Fraction, separator: str = ":") -> str:
@@ -138,6 +166,46 @@ def choose_audio_stream(streams: list[StreamFacts]) -> StreamFacts | None:
 _FIELD_ORDERS = {2: "top first", 3: "bottom first", 4: "top first", 5: "bottom first"}
 
 
+def fit_filter(width: int, height: int, sample_aspect_ratio: Fraction) -> str:
+    """ffmpeg filters that fit a frame of any size and pixel shape into `width`x`height` with
+    pixels of `sample_aspect_ratio`, its display aspect kept: scaled to fill one side, centred
+    on black (letter- or pillarboxed). A frame of that size and shape passes unchanged."""
+    sar = sample_aspect_ratio
+    target = Fraction(width) * sar / height  # the display aspect of the whole frame
+    # In the scale filter's expressions `dar` is the incoming frame's display aspect.
+    fitted_w = f"if(gte(dar,{float(target)!r}),{width},round({height}*dar*{sar.denominator}/{sar.numerator}))"
+    fitted_h = f"if(gte(dar,{float(target)!r}),round({width}*{sar.numerator}/{sar.denominator}/dar),{height})"
+    return (f"scale=w='{fitted_w}':h='{fitted_h}':flags=lanczos,setsar={sar.numerator}/{sar.denominator},"
+            f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:black,scale={width}:{height}")  # fmt: skip
+
+
+# A keyframe is decoded for its size when it is this long after the last one decoded: every
+# keyframe of a long-GOP stream, a few a second of an intra-only one.
+_SIZE_CHECK_INTERVAL = 0.25
+
+
+def _size(frame) -> tuple[int, int]:
+    """A decoded frame's size as shown: ffmpeg turns frames upright as it decodes them."""
+    if round(frame.rotation) % 180 == 90:
+        return frame.height, frame.width
+    return frame.width, frame.height
+
+
+def _shown_sizes(keyframes: list[tuple[float, tuple[int, int]]], start: float, duration: float):
+    """The sizes in the order they are shown, each (seconds after `start`, width, height), from
+    the keyframes' (time, size) of a video `duration` seconds long; and the size shown longest
+    (the first of equals)."""
+    sizes: list[tuple[float, int, int]] = []
+    for time, size in sorted(keyframes):
+        if not sizes or sizes[-1][1:] != size:
+            sizes.append((round(max(0.0, time - start), 6), *size))
+    ends = [at for at, _, _ in sizes[1:]] + [max(duration, sizes[-1][0])]
+    shown: dict[tuple[int, int], float] = {}
+    for (at, *size), until in zip(sizes, ends, strict=True):
+        shown[tuple(size)] = shown.get(tuple(size), 0.0) + until - at
+    return tuple(sizes), max(shown, key=shown.get)  # dicts keep order: the first of equals
+
+
 def probe(path: Path | str) -> VideoInfo:
     """Read a video's streams, size, exact frame rate and audio format without decoding it
     all (PyAV: the container's own fields, and every video packet's timestamp)."""
@@ -168,16 +236,23 @@ def _probe_container(path: Path, container) -> VideoInfo:
     if not streams:
         raise AvTokensError(f"{path}: not a readable video (no video stream)")
     # One pass over the file: every packet's timestamp, and the first frame of each stream.
+    # The sizes come from keyframes (a stream changes size at one): (time, size) of each decoded.
     packets = {s.index: [] for s in streams}
-    first = {}
+    first, keyframes = {}, {s.index: [] for s in streams}
     try:
         for packet in container.demux(streams):
             if not packet.size:
                 continue
-            index = packet.stream.index
+            index, stream = packet.stream.index, packet.stream
             packets[index].append((packet.pts, packet.duration))
-            if index not in first and (frames := _decoded(packet.stream, packet)):
-                first[index] = frames[0]
+            if index not in first:
+                if frames := _decoded(stream, packet):
+                    first[index] = frames[0]
+                    stream.codec_context.skip_frame = "NONKEY"
+            elif packet.is_keyframe and packet.pts is not None:
+                time = float(packet.pts * stream.time_base)
+                if not keyframes[index] or abs(time - keyframes[index][-1][0]) >= _SIZE_CHECK_INTERVAL:
+                    keyframes[index] += [(time, _size(f)) for f in _decoded(stream, packet)]
     except av.FFmpegError as err:  # a damaged tail: ffmpeg's decoding reads on, or stops, as it can
         log.warning("%s: reading packets stopped early (%s)", path, _av_reason(err))
     for s in streams:
@@ -201,9 +276,10 @@ def _probe_container(path: Path, container) -> VideoInfo:
         timestamps, packets[chosen.index][0][1] or 0, stream.time_base,
         stream.average_rate or stream.guessed_rate, packet_count=len(packets[chosen.index]),
     )  # fmt: skip
-    width, height = frame.width, frame.height
-    if round(frame.rotation) % 180 == 90:  # ffmpeg turns the frames upright as it decodes them
-        width, height = height, width
+    video_start = float(frame.pts * stream.time_base) if frame.pts is not None else timing.start
+    sizes, (width, height) = _shown_sizes(
+        [(video_start, _size(frame)), *keyframes[chosen.index]], video_start, timing.duration
+    )
     audio = choose_audio_stream([_facts(s, 0) for s in container.streams.audio])
     audio_context = container.streams[audio.index].codec_context if audio else None
     codec = stream.codec_context
@@ -214,7 +290,7 @@ def _probe_container(path: Path, container) -> VideoInfo:
         fps=timing.fps,
         packet_count=timing.packet_count,
         duration=timing.duration,
-        video_start=float(frame.pts * stream.time_base) if frame.pts is not None else timing.start,
+        video_start=video_start,
         timing_deviation=timing.deviation,
         variable_rate=timing.variable_rate,
         has_audio=audio is not None,
@@ -227,6 +303,7 @@ def _probe_container(path: Path, container) -> VideoInfo:
         video_stream=chosen.index,
         audio_stream=audio.index if audio else None,
         video_streams=sum(not s.cover for s in facts),
+        sizes=sizes,
     )
 
 
@@ -329,7 +406,10 @@ def decoding_args(frames) -> list[str]:
     filters = [getattr(frames, "filters", "")]
     rate = getattr(frames, "frame_rate", None)
     if rate:  # the timeline starts at the first frame, not at the start of the file
-        filters.insert(0, "setpts=PTS-STARTPTS")
+        start = getattr(frames, "video_start", None)
+        # Not STARTPTS: ffmpeg builds the filters again where the frames change size, and
+        # STARTPTS would then start the rest of the timeline at 0 again.
+        filters.insert(0, "setpts=PTS-STARTPTS" if start is None else f"setpts=round(PTS-{start!r}/TB)")
         timeline = ["-fps_mode", "cfr", "-r", ratio_text(rate, "/")]
     else:
         timeline = ["-fps_mode", "passthrough"]
@@ -466,39 +546,28 @@ class DecodedVideo(NamedTuple):
             )  # fmt: skip
 
 
-def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int) -> DecodedVideo:
-    """The source's chosen audio stream as mono 16-bit PCM at `sample_rate` (ffmpeg's
-    downmix and resampler), placed on the video's clock: sample 0 is the moment of the first
-    video frame. Audio that starts later than the video is preceded by silence, audio that
-    starts earlier is cut, and gaps inside it are filled with silence. A source without
-    audio gives silence as long as the video.
+def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo,
+                sample_rate: int) -> tuple[DecodedVideo, AudioPlacement]:  # fmt: skip
+    """The source's chosen audio stream as mono 16-bit PCM at `sample_rate`, placed on the
+    video's clock (`avtokens.audio_clock`): sample 0 is the moment of the first video frame,
+    every stretch of audio sits where its timestamps put it, across format changes; silence
+    where there is none (a source without audio: as long as the video).
 
-    Timestamps are the container's own (`-copyts`): without it ffmpeg moves its zero to where
-    the streams a command reads begin, so the zero would differ between this command and the
-    probe, by as much as the audio leads the video (MPEG-TS captures: tens of milliseconds
-    to seconds).
-
-    Also returns how decoding the video goes, counted in the same ffmpeg run: the frame count
-    every visual token file of it records (read_frame_windows decodes the same way), which
-    can differ from the packet count (frames the decoder drops, or an edit list discards)."""
-    if info.has_audio:
-        first_sample = round(info.video_start * info.audio_rate)  # aresample counts in input samples
-        inputs = ["-i", str(source)]
-        audio = [
-            "-map",
-            f"0:{info.audio_stream}",
-            "-af",
-            f"aresample={sample_rate}:async=1:first_pts={first_sample}",
-        ]
-    else:
-        inputs = ["-i", str(source), "-f", "lavfi", "-i", f"anullsrc=r={sample_rate}:cl=mono"]
-        audio = ["-map", "1:a:0", "-t", f"{info.duration}"]
-    progress = run_ffmpeg(
-        ["-y", "-progress", "pipe:1", "-nostats", "-copyts", *inputs,
-         *audio, "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(dest),
-         *decoding_args(info), "-f", "null", "-"],
-        "audio extraction", source,
-    ).decode()  # fmt: skip
+    Also returns how decoding the video goes, counted by ffmpeg as the audio is placed: the
+    frame count every visual token file of it records (read_frame_windows decodes the same
+    way), which can differ from the packet count (frames the decoder drops, or an edit list
+    discards). Timestamps are the container's own (`-copyts`), as the probe and the audio
+    placement read them."""
+    with ThreadPoolExecutor(1) as pool:
+        counting = pool.submit(
+            run_ffmpeg,
+            ["-progress", "pipe:1", "-nostats", "-copyts", "-i", str(source), *decoding_args(info),
+             "-f", "null", "-"],
+            "decoding the video", source,
+        )  # fmt: skip
+        placement = write_clocked_wav(source, dest, info.audio_stream if info.has_audio else None,
+                                      info.video_start, info.duration, sample_rate)  # fmt: skip
+        progress = counting.result().decode()
     counts = {
         key: int(value)
         for key, value in re.findall(r"^(frame|dup_frames|drop_frames)=(\d+)$", progress, re.M)
@@ -507,7 +576,12 @@ def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_ra
         raise AvTokensError(f"{source}: no decodable video frames")
     decoded = DecodedVideo(counts["frame"], counts.get("dup_frames", 0), counts.get("drop_frames", 0))
     decoded.warn(source)
-    return decoded
+    if placement.format_changes:
+        changes = ", ".join(f"{f['codec']} {f['sample_rate']} Hz {f['layout']} at {f['at']:.2f} s"
+                            for f in placement.formats[1:])  # fmt: skip
+        log.warning("%s: the audio changes format %s (%s); each part is placed by its own timestamps",
+                    source, _times(placement.format_changes), changes)  # fmt: skip
+    return decoded, placement
 
 
 def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:
@@ -530,8 +604,9 @@ def extract_audio(source, name: str, sample_rate: int, wav_dest, timeline_dest) 
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(sha256_of, source)
         with atomic_output(wav_dest) as tmp:
-            decoded = extract_wav(source, tmp, info, int(sample_rate))
+            decoded, placement = extract_wav(source, tmp, info, int(sample_rate))
         timeline = {"source": source_record(source, name, digest.result()),
-                    "video": video_record(info, decoded)}  # fmt: skip
+                    "video": video_record(info, decoded),
+                    "audio_placement": placement.as_metadata()}  # fmt: skip
     with atomic_output(timeline_dest) as tmp:
         tmp.write_text(json.dumps(timeline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -41,11 +41,18 @@ class Picture:
     # the constant-rate timeline they are decoded onto (None: as they come; media.decoding_args).
     video_stream: int | None = None
     frame_rate: Fraction | None = None
+    # The first frame's time on the container's clock, where the timeline starts (None: files
+    # of older versions, which start it at the first frame the filters see).
+    video_start: float | None = None
+    # The filters that give a stream that changes size one size (`VideoInfo.filters`), first.
+    fit: str = ""
 
     @property
     def filters(self) -> str:
         """The ffmpeg filter chain from decoded frames to the tokenizer's ("" for none)."""
-        chain = [DEINTERLACE] if self.deinterlaced else []
+        chain = [self.fit] if self.fit else []
+        if self.deinterlaced:
+            chain.append(DEINTERLACE)
         if self.tone_mapped:
             chain.append(TONE_MAP)
         if (self.width, self.height) != (self.stored_width, self.stored_height):
@@ -58,7 +65,7 @@ class Picture:
         size and pixels, nothing left to convert."""
         return replace(
             self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None,
-            video_stream=None, frame_rate=None,
+            video_stream=None, frame_rate=None, video_start=None, fit="",
         )  # fmt: skip
 
     def as_metadata(self) -> dict:
@@ -70,6 +77,7 @@ class Picture:
             "pixels": self.pixels, "deinterlaced": self.deinterlaced, "tone_mapped": self.tone_mapped,
             "filters": self.filters, "video_stream": self.video_stream,
             "frame_rate": None if self.frame_rate is None else ratio_text(self.frame_rate, "/"),
+            "video_start": self.video_start, "fit": self.fit,
         }  # fmt: skip
 
     @classmethod
@@ -99,5 +107,6 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         display_aspect_ratio=info.width * sar / info.height, pixels=pixels,
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
-        video_stream=info.video_stream, frame_rate=info.frame_rate,
+        video_stream=info.video_stream, frame_rate=info.frame_rate, video_start=info.video_start,
+        fit=info.filters,
     )  # fmt: skip

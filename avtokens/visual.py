@@ -177,6 +177,7 @@ class SourceFrames:
 
     def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float):
         self.info = probe(source)
+        self.info.warn_size_changes(source)
         self.picture = plan_picture(self.info, **picture_settings)
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
