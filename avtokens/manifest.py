@@ -61,6 +61,10 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "audio_hop": audio["audio"]["hop"],
         "audio_codec_sha256": audio["codec"]["sha256"],
         "stand_in_weights": bool(visual["stand_in_weights"] or audio["stand_in_weights"]),
+        # How much the source changed under way (broadcast captures; README, "Inputs"), so a
+        # dataset can leave out the captures it distrusts. Files of older versions count none.
+        "size_changes": visual["video"].get("size_changes", 0),
+        "audio_format_changes": (audio["audio"].get("placement") or {}).get("format_changes", 0),
         "psnr_mean": summary["psnr"]["mean"],
         "mel_distance": audio_summary["mel_distance"],
     }

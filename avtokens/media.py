@@ -113,8 +113,8 @@ class VideoInfo:
     def warn_size_changes(self, source) -> None:
         if self.size_changes:
             changes = ", ".join(f"{w}x{h} at {at:.2f} s" for at, w, h in self.sizes[1:])
-            log.warning("%s: the picture changes size %s (%s); every frame is fitted into %dx%d, the "
-                        "size shown longest, its aspect kept (black bars where it differs)",
+            log.warning("%s: the picture changes size %s (%s); every frame is brought to %dx%d, the "
+                        "size shown longest, its aspect kept (picture.fit: black bars, or cut)",
                         source, _times(self.size_changes), changes, self.width, self.height)  # fmt: skip
 
     def as_metadata(self) -> dict:
@@ -166,17 +166,26 @@ def choose_audio_stream(streams: list[StreamFacts]) -> StreamFacts | None:
 _FIELD_ORDERS = {2: "top first", 3: "bottom first", 4: "top first", 5: "bottom first"}
 
 
-def fit_filter(width: int, height: int, sample_aspect_ratio: Fraction) -> str:
-    """ffmpeg filters that fit a frame of any size and pixel shape into `width`x`height` with
-    pixels of `sample_aspect_ratio`, its display aspect kept: scaled to fill one side, centred
-    on black (letter- or pillarboxed). A frame of that size and shape passes unchanged."""
+FITS = ("pad", "crop")
+
+
+def fit_filter(width: int, height: int, sample_aspect_ratio: Fraction, fit: str = "pad") -> str:
+    """ffmpeg filters that bring a frame of any size and pixel shape to `width`x`height` with
+    pixels of `sample_aspect_ratio`, its display aspect kept: scaled to fit inside and centred
+    on black (`fit="pad"`: letter- or pillarboxed), or scaled to fill it and the overflow cut
+    evenly (`"crop"`). A frame of that size and shape passes unchanged."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, not {fit!r}")
     sar = sample_aspect_ratio
-    target = Fraction(width) * sar / height  # the display aspect of the whole frame
-    # In the scale filter's expressions `dar` is the incoming frame's display aspect.
-    fitted_w = f"if(gte(dar,{float(target)!r}),{width},round({height}*dar*{sar.denominator}/{sar.numerator}))"
-    fitted_h = f"if(gte(dar,{float(target)!r}),round({width}*{sar.numerator}/{sar.denominator}/dar),{height})"
+    target = float(Fraction(width) * sar / height)  # the display aspect of the whole frame
+    # In the scale filter's expressions `dar` is the incoming frame's display aspect; a wider
+    # frame is fitted by its width when padded, by its height when cropped.
+    by_width = f"gte(dar,{target!r})" if fit == "pad" else f"lt(dar,{target!r})"
+    fitted_w = f"if({by_width},{width},round({height}*dar*{sar.denominator}/{sar.numerator}))"
+    fitted_h = f"if({by_width},round({width}*{sar.numerator}/{sar.denominator}/dar),{height})"
+    fill = f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:black" if fit == "pad" else f"crop={width}:{height}"
     return (f"scale=w='{fitted_w}':h='{fitted_h}':flags=lanczos,setsar={sar.numerator}/{sar.denominator},"
-            f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:black,scale={width}:{height}")  # fmt: skip
+            f"{fill},scale={width}:{height}")  # fmt: skip
 
 
 # A keyframe is decoded for its size when it is this long after the last one decoded: every

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from avtokens.media import VideoInfo, ratio_text
+from avtokens.media import VideoInfo, fit_filter, ratio_text
 
 PIXELS = ("square", "stored")
 HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
@@ -90,10 +90,12 @@ class Picture:
         return cls(**fields)
 
 
-def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = True) -> Picture:
+def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = True,
+                 fit: str = "pad") -> Picture:  # fmt: skip
     """How `info`'s frames become the tokenizer's: square pixels at the display aspect ratio
     (`pixels="square"`: width resampled, height kept, sizes even) or the stored pixels;
-    interlaced streams deinterlaced unless `deinterlace` is off; HDR tone-mapped to SDR."""
+    interlaced streams deinterlaced unless `deinterlace` is off; HDR tone-mapped to SDR; a
+    stream that changes size brought to the size shown longest (`fit`: `media.fit_filter`)."""
     if pixels not in PIXELS:
         raise ValueError(f"pixels must be one of {PIXELS}, not {pixels!r}")
     sar = info.sample_aspect_ratio
@@ -108,5 +110,5 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
         video_stream=info.video_stream, frame_rate=info.frame_rate, video_start=info.video_start,
-        fit=info.filters,
+        fit=fit_filter(info.width, info.height, info.sample_aspect_ratio, fit) if info.size_changes else "",
     )  # fmt: skip

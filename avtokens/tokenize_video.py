@@ -31,6 +31,7 @@ from avtokens import AvTokensError
 from avtokens.atomic import atomic_output, link_or_copy, storage_problem
 from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC
 from avtokens.joblog import BY_JOBS, FAILURES_NAMED_BY
+from avtokens.media import FITS
 from avtokens.picture import PIXELS
 from avtokens.presets import make_preset
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default), or tokenized as stored")  # fmt: skip
     p.add_argument("--no-deinterlace", dest="deinterlace", action="store_false",
                    help="tokenize interlaced sources as stored (default: deinterlace, bwdif)")  # fmt: skip
+    p.add_argument("--fit", choices=FITS, default="pad",
+                   help="a picture that changes size mid-file: frames of another size than the one "
+                        "shown longest fitted inside it on black (default), or filling it, cut")  # fmt: skip
     return p
 
 
@@ -254,7 +258,7 @@ def _run(args, preset, name: str, fields: dict, source: Path, workdir: Path, wav
         "compile_cache": str((REPO / defaults["compile_cache"]).resolve()),
         "weights": args.weights,
         "device": args.device,
-        "picture": {"pixels": args.pixels, "deinterlace": args.deinterlace},
+        "picture": {"pixels": args.pixels, "deinterlace": args.deinterlace, "fit": args.fit},
         "presets": {name: fields},
         "run": [name],
     }

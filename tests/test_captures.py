@@ -165,6 +165,10 @@ def test_a_picture_that_changes_size_is_fitted_into_the_size_shown_longest(tmp_p
     advert, programme = frames[60].astype(int), frames[10].astype(int)
     assert advert[:, :38].max() <= 16 and advert[:, -38:].max() <= 16 and advert[:, 42:-42].mean() > 60
     assert programme[:, :38].max() > 100  # the programme fills the frame
+    # picture.fit: crop fills the frame with the advert's middle, scaled as much.
+    cropped = np.concatenate(list(read_frame_windows(source, plan_picture(info, fit="crop"), 25)))
+    assert cropped.shape == frames.shape and np.array_equal(cropped[:50], frames[:50])
+    assert cropped[60][:, :38].max() > 100
     # Said, and recorded in the token file.
     preset = make_preset("p", {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "weights": "demo"})
     tokens = tmp_path / "t.safetensors"

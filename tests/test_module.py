@@ -92,7 +92,7 @@ def test_the_schema_defaults_are_the_documented_config():
     assert filled == yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     partial = {"picture": {"pixels": "stored"}, "run": ["DV4x8x8"]}
     validate(partial, str(REPO / "config" / "schemas" / "config.schema.yaml"))
-    assert partial["picture"] == {"pixels": "stored", "deinterlace": True}
+    assert partial["picture"] == {"pixels": "stored", "deinterlace": True, "fit": "pad"}
     assert partial["run"] == ["DV4x8x8"] and partial["reconstruction"] == {"crf": 12, "x264_preset": "medium"}
 
 
