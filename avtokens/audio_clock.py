@@ -108,7 +108,10 @@ def _frames(path: Path, container, stream, placement: AudioPlacement):
                     decoder = stream.codec_context
                     continue
             for frame in frames:
-                yield decoder.name, frame, None if frame.pts is None else float(frame.pts * stream.time_base)
+                # Audio is never reordered: where a container stamps only decoding times (AVI),
+                # they are the presentation times.
+                stamp = frame.pts if frame.pts is not None else frame.dts
+                yield decoder.name, frame, None if stamp is None else float(stamp * stream.time_base)
     except av.FFmpegError as err:
         log.warning("%s: reading audio stopped early (%s)", path, err)
 
