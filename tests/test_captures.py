@@ -82,6 +82,7 @@ CHANGES = {
     "two changes": [{}, {"rate": 32000, "layout": "mono"}, {"layout": "5.1"}],
     "codec": [{}, {"codec": "mp2"}],
     "a part without audio": [{}, {"audio": False}, {}],
+    "audio seconds after the video": [{"audio": False}, {"rate": 44100}],
 }
 
 
@@ -116,7 +117,7 @@ def test_audio_that_changes_format_stays_on_the_videos_clock(tmp_path, change, c
     assert placement["format_changes"] == len(formats) - 1
     if placement["format_changes"]:
         assert f"the audio changes format {'once' if len(formats) == 2 else '2 times'}" in caplog.text
-    if change == "a part without audio":
+    if not all(part.get("audio", True) for part in CHANGES[change]):
         assert placement["gaps_filled"] > PART
 
 
