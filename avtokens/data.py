@@ -44,10 +44,10 @@ from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from avtokens import AvTokensError
 from avtokens.alignment import fixed_size_blocks, nominal_block_size
-from avtokens.audio_codecs import DEFAULT_CODEC, audio_codec
+from avtokens.audio_codecs import DEFAULT_CODEC, LEGACY_CODEC_ROW, audio_codec
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileReader
-from avtokens.visual_tokenizers import DEFAULT_FAMILY, visual_tokenizer
+from avtokens.visual_tokenizers import DEFAULT_FAMILY, LEGACY_FAMILY, visual_tokenizer
 
 log = logging.getLogger(__name__)
 _DEFAULT_CODEC = audio_codec(DEFAULT_CODEC)
@@ -177,19 +177,18 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
 
 
 def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
-    # A manifest written before codecs were plug-ins has neither family nor codec: Cosmos and DAC.
-    codec = _DEFAULT_CODEC
+    # A manifest written before codecs were plug-ins has neither family nor codec: Cosmos and
+    # DAC as they were then, not today's defaults.
+    row = {"family": LEGACY_FAMILY, **LEGACY_CODEC_ROW, **row}
     try:
         return VideoTokens(
-            where=where, video=row["video"], preset=row["preset"], family=row.get("family", DEFAULT_FAMILY),
+            where=where, video=row["video"], preset=row["preset"], family=row["family"],
             kind=row["kind"],
             factors=(row["temporal"], row["spatial"]), window=row["window"],
             visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
             latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
-            codec=row.get("audio_codec", codec.name),
-            codebooks=row.get("audio_codebooks", codec.default_codebooks),
-            codebook_size=row.get("audio_codebook_size", codec.codebook_size),
-            code_clock=(row.get("audio_sample_rate", codec.sample_rate), row.get("audio_hop", codec.hop)),
+            codec=row["audio_codec"], codebooks=row["audio_codebooks"],
+            codebook_size=row["audio_codebook_size"], code_clock=(row["audio_sample_rate"], row["audio_hop"]),
             latent_size=(row["latent_height"], row["latent_width"]),
         )  # fmt: skip
     except KeyError as err:

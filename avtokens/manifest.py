@@ -9,7 +9,7 @@ from pathlib import Path
 
 from avtokens.atomic import atomic_output
 from avtokens.tokenfile import TokenFileReader
-from avtokens.visual_tokenizers import DEFAULT_FAMILY
+from avtokens.visual_tokenizers import LEGACY_FAMILY
 
 
 def _header(path) -> tuple[dict, dict]:
@@ -31,7 +31,7 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "audio_tokens": os.path.relpath(audio_tokens, base),
         "visual_shapes": visual_shapes,
         "audio_shapes": audio_shapes,
-        "family": tokenizer.get("family", DEFAULT_FAMILY),
+        "family": tokenizer.get("family", LEGACY_FAMILY),
         "release": tokenizer.get("release", ""),
         "kind": tokenizer["kind"],
         "temporal": tokenizer["temporal"],

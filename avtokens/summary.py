@@ -15,7 +15,7 @@ from avtokens.atomic import atomic_output
 from avtokens.audio_distances import AudioDistances
 from avtokens.media import sha256_of
 from avtokens.tokenfile import TokenFileReader, read_metadata
-from avtokens.visual_tokenizers import DEFAULT_FAMILY
+from avtokens.visual_tokenizers import LEGACY_FAMILY
 from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
@@ -110,7 +110,7 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "files": files,
         "psnr": summarize(psnr_values),
         "ssim": summarize(ssim_values),
-        "family": meta["tokenizer"].get("family", DEFAULT_FAMILY),
+        "family": meta["tokenizer"].get("family", LEGACY_FAMILY),
         "codec": audio_meta["audio"]["codec"],
         "tokenizer": "{kind}{temporal}x{spatial}x{spatial}".format(**meta["tokenizer"]),
         "window": meta["windows"]["frames"],

@@ -41,7 +41,7 @@ from avtokens.presets import Preset
 from avtokens.progress import Progress
 from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, read_metadata
-from avtokens.visual_tokenizers import DEFAULT_FAMILY, VisualTokenizer
+from avtokens.visual_tokenizers import LEGACY_FAMILY, VisualTokenizer
 from avtokens.windows import Window, latent_frame_spans, padded_length, plan_windows, round_up
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ class VisualDecode(Stage):
         tokens_path, preset = item.inputs["tokens"], self.preset
         meta = read_metadata(tokens_path)
         tok = meta["tokenizer"]
-        made = (tok.get("family", DEFAULT_FAMILY), tok["kind"], tok["temporal"], tok["spatial"])
+        made = (tok.get("family", LEGACY_FAMILY), tok["kind"], tok["temporal"], tok["spatial"])
         if made != (preset.family, preset.kind, preset.temporal, preset.spatial):
             raise AvTokensError(
                 f"{tokens_path}: made by a {made[0]} {made[1]}{made[2]}x{made[3]}x{made[3]} "

@@ -15,6 +15,8 @@ import torch
 from helpers import REPO, make_clip, run_workflow
 from torch.utils.data import DataLoader
 
+import avtokens.audio_codecs
+import avtokens.visual_tokenizers
 from avtokens import AvTokensError, load_tokens
 from avtokens.alignment import fixed_size_blocks
 from avtokens.data import (
@@ -204,7 +206,7 @@ def test_a_joint_vocabulary_takes_the_codecs_codebooks():
     assert torch.equal(ids[12:], 64000 + 2048 * torch.arange(8) + 2047)
 
 
-def test_a_dataset_of_two_codecs_is_refused(tmp_path):
+def test_a_dataset_of_two_codecs_is_refused(tmp_path, monkeypatch):
     row = {
         "video": "v",
         "preset": "p",
@@ -232,6 +234,21 @@ def test_a_dataset_of_two_codecs_is_refused(tmp_path):
         8,
         2048,
         (24000, 1920),
+    )
+    # A row written before rows named their family and codec is what it was then, whatever the
+    # defaults are now.
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    with monkeypatch.context() as patched:
+        patched.setattr(avtokens.visual_tokenizers, "DEFAULT_FAMILY", "wan2.1")
+        patched.setattr(avtokens.audio_codecs, "DEFAULT_CODEC", "mimi")
+        patched.setattr(avtokens.audio_codecs.DAC, "default_codebooks", 12)
+        (video,) = read_manifests(tmp_path / "manifest.jsonl", verify="none")
+    assert (video.family, video.codec, video.codebooks, video.codebook_size, video.code_clock) == (
+        "cosmos",
+        "dac",
+        9,
+        1024,
+        (44100, 512),
     )
     del mimi["latent_width"]  # a row of an older manifest
     (tmp_path / "manifest.jsonl").write_text(json.dumps(mimi) + "\n")

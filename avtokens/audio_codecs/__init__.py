@@ -9,8 +9,13 @@ from avtokens.audio_codecs.mimi import MIMI
 
 AUDIO_CODECS: dict[str, AudioCodec] = {codec.name: codec for codec in (DAC, MIMI)}
 DEFAULT_CODEC = DAC.name
+# What manifest rows written before they named their codec were made with (DAC's 44.1 kHz
+# model as this project ran it then): frozen, so that changing the default or DAC's settings
+# never relabels old rows.
+LEGACY_CODEC_ROW = {"audio_codec": "dac", "audio_codebooks": 9, "audio_codebook_size": 1024,
+                    "audio_sample_rate": 44100, "audio_hop": 512}  # fmt: skip
 
-__all__ = ["AUDIO_CODECS", "DEFAULT_CODEC", "AudioCodec", "LoadedCodec", "audio_codec"]
+__all__ = ["AUDIO_CODECS", "DEFAULT_CODEC", "LEGACY_CODEC_ROW", "AudioCodec", "LoadedCodec", "audio_codec"]
 
 
 def audio_codec(name: str) -> AudioCodec:

@@ -10,10 +10,14 @@ from avtokens.visual_tokenizers.wan import WAN21
 
 VISUAL_TOKENIZERS: dict[str, VisualTokenizer] = {family.name: family for family in (COSMOS, WAN21)}
 DEFAULT_FAMILY = COSMOS.name
+# What token files and manifest rows written before they named their family were made with:
+# frozen, so that changing the default never relabels old files.
+LEGACY_FAMILY = "cosmos"
 
 __all__ = [
     "DEFAULT_FAMILY",
     "KINDS",
+    "LEGACY_FAMILY",
     "VISUAL_TOKENIZERS",
     "LatentLayout",
     "VisualTokenizer",
