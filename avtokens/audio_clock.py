@@ -102,11 +102,11 @@ def _frames(path: Path, container, stream, placement: AudioPlacement):
             try:
                 frames = decoder.decode(packet)
             except av.FFmpegError:
-                decoder, frames = _decoder_for(packet, decoder.name)
-                if decoder is None:
+                other, frames = _decoder_for(packet, decoder.name)
+                if other is None:  # damaged: the next packet goes to the same decoder
                     placement.undecodable_packets += 1
-                    decoder = stream.codec_context
                     continue
+                decoder = other
             for frame in frames:
                 # Audio is never reordered: where a container stamps only decoding times (AVI),
                 # they are the presentation times.

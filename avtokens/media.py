@@ -105,10 +105,14 @@ class VideoInfo:
     def size_changes(self) -> int:
         return max(0, len(self.sizes) - 1)
 
+    def fitting(self, fit: str = "pad") -> str:
+        """The ffmpeg filters that give every frame one size (`fit_filter`; "" where the size
+        never changes)."""
+        return fit_filter(self.width, self.height, self.sample_aspect_ratio, fit) if self.size_changes else ""
+
     @property
     def filters(self) -> str:
-        """The ffmpeg filters that give every frame one size ("" where the size never changes)."""
-        return fit_filter(self.width, self.height, self.sample_aspect_ratio) if self.size_changes else ""
+        return self.fitting()
 
     def warn_size_changes(self, source) -> None:
         if self.size_changes:

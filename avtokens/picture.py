@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from avtokens.media import VideoInfo, fit_filter, ratio_text
+from avtokens.media import VideoInfo, ratio_text
 
 PIXELS = ("square", "stored")
 HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
@@ -44,7 +44,7 @@ class Picture:
     # The first frame's time on the container's clock, where the timeline starts (None: files
     # of older versions, which start it at the first frame the filters see).
     video_start: float | None = None
-    # The filters that give a stream that changes size one size (`VideoInfo.filters`), first.
+    # The filters that give a stream that changes size one size (`VideoInfo.fitting`), first.
     fit: str = ""
 
     @property
@@ -95,7 +95,7 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
     """How `info`'s frames become the tokenizer's: square pixels at the display aspect ratio
     (`pixels="square"`: width resampled, height kept, sizes even) or the stored pixels;
     interlaced streams deinterlaced unless `deinterlace` is off; HDR tone-mapped to SDR; a
-    stream that changes size brought to the size shown longest (`fit`: `media.fit_filter`)."""
+    stream that changes size brought to the size shown longest (`fit`: `VideoInfo.fitting`)."""
     if pixels not in PIXELS:
         raise ValueError(f"pixels must be one of {PIXELS}, not {pixels!r}")
     sar = info.sample_aspect_ratio
@@ -110,5 +110,5 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
         video_stream=info.video_stream, frame_rate=info.frame_rate, video_start=info.video_start,
-        fit=fit_filter(info.width, info.height, info.sample_aspect_ratio, fit) if info.size_changes else "",
+        fit=info.fitting(fit),
     )  # fmt: skip
