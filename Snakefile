@@ -41,7 +41,7 @@ rule check_run:
     message:
         "Checking that every video of the sheet finished"
     input:
-        records=shard_records_of_run(),
+        records=PLAN.shard_records(),
         outputs=[path for path in get_final_output() if not path.endswith(".shard.json")],
     output:
         RUN_COMPLETE,
@@ -49,8 +49,8 @@ rule check_run:
         f"{RESULTS}/logs/check_run.log",
     params:
         sheet=config["videos"],
-        videos=dict(videos["path"]),
-        left_out=LEFT_OUT_VIDEOS,
+        videos=PLAN.videos,
+        left_out=PLAN.left_out,
         presets=RUN,
         failures_table=f"{RESULTS}/shards/failed_videos.tsv" if SHARDS else None,
     conda:
@@ -60,11 +60,11 @@ rule check_run:
 
 
 onsuccess:
-    report_outputs()
+    print(PLAN.outputs_note(get_final_output(), REPORT_OVERVIEW))
 
 
 # A run that failed before its verdict (which names them itself): the videos left out at the
 # start, named once more.
 onerror:
-    if LEFT_OUT_VIDEOS and not written_since(rules.check_run.log[0], STARTED):
-        print(f"ERROR {left_out_message(config['videos'], LEFT_OUT_VIDEOS)}", file=sys.stderr)
+    if PLAN.left_out and not written_since(rules.check_run.log[0], PLAN.started):
+        print(f"ERROR {left_out_message(config['videos'], PLAN.left_out)}", file=sys.stderr)

@@ -8,6 +8,7 @@ after a run in which every listed video finished, so an outer workflow can depen
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def check_run(output, *, sheet: str, videos: Mapping[str, str], left_out: Mappin
     with atomic_output(output) as tmp:
         done = {"videos": len(videos), "presets": presets}
         tmp.write_text(json.dumps(done, indent=1) + "\n", encoding="utf-8")
+
+
+def written_since(path, moment: float) -> bool:
+    """Whether `path` exists and was written at or after `moment` (a time.time())."""
+    return os.path.exists(path) and os.path.getmtime(path) >= moment
 
 
 def left_out_message(sheet: str, left_out: Mapping[str, str]) -> str:

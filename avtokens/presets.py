@@ -19,6 +19,9 @@ MODEL_KEYS = ("kind", "temporal", "spatial")  # a preset's fields that pick a fa
 
 @dataclass(frozen=True)
 class Preset:
+    """A preset's visual part: everything its visual jobs read (the rules pass these fields as
+    the jobs' params). Its audio is an `AudioSetting` of its own, so a visual job holds no codec."""
+
     name: str
     kind: str  # "CV" (continuous latents) or "DV" (discrete indices)
     temporal: int
@@ -29,25 +32,10 @@ class Preset:
     engine: str = "auto"  # how the network runs: the family's `engines`
     family: str = DEFAULT_FAMILY  # the registry entry: avtokens.visual_tokenizers
     release: str = ""  # the family's release the default repo comes from
-    codec: str = DEFAULT_CODEC  # the audio codec: avtokens.audio_codecs
-    codebooks: int = 0  # of the codec's codebooks, the first this many (0: the codec's default)
 
     @property
     def tokenizer(self) -> VisualTokenizer:
         return visual_tokenizer(self.family)
-
-    @property
-    def audio_codec(self) -> AudioCodec:
-        return audio_codec(self.codec)
-
-    @property
-    def audio_codebooks(self) -> int:
-        return self.codebooks or self.audio_codec.default_codebooks
-
-    @property
-    def audio(self) -> str:
-        """The name the preset's audio files are kept under: its codec and codebooks."""
-        return self.audio_codec.setting(self.audio_codebooks)
 
     @property
     def model(self) -> str:
@@ -66,6 +54,29 @@ class Preset:
     @property
     def is_discrete(self) -> bool:
         return self.kind == "DV"
+
+
+@dataclass(frozen=True)
+class AudioSetting:
+    """A preset's audio part: its codec, how many of the codec's codebooks, and whose weights.
+    Presets with the same setting and weights share a video's codes."""
+
+    codec: str  # the audio codec: avtokens.audio_codecs
+    codebooks: int  # the first this many of the codec's codebooks
+    weights: str  # "official" or "demo"
+
+    @property
+    def audio_codec(self) -> AudioCodec:
+        return audio_codec(self.codec)
+
+    @property
+    def name(self) -> str:
+        """The name a video's codes of this setting are kept under: the codec and its codebooks."""
+        return self.audio_codec.setting(self.codebooks)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_codec.sample_rate
 
 
 def _model_name(kind, temporal, spatial) -> str:
@@ -101,7 +112,8 @@ def _model_fields(name: str, family: VisualTokenizer, release: str, fields: dict
 
 
 def make_preset(name: str, fields: dict, default_weights: str = "official") -> Preset:
-    """Build a preset from its config entry, raising ValueError with an actionable message."""
+    """The visual part of the preset `name` from its config entry, raising ValueError with an
+    actionable message."""
     family = fields.get("family", DEFAULT_FAMILY)
     try:
         tokenizer = visual_tokenizer(family)
@@ -128,14 +140,12 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     if engine not in tokenizer.engines:
         raise ValueError(f"preset '{name}': engine must be one of {', '.join(tokenizer.engines)} "
                          f"(family {family}), not {engine!r}")  # fmt: skip
-    codec, codebooks = _audio_fields(name, fields)
-    return Preset(
-        name, kind, temporal, spatial, window, weights, repo, engine, family, release, codec, codebooks
-    )
+    return Preset(name, kind, temporal, spatial, window, weights, repo, engine, family, release)
 
 
-def _audio_fields(name: str, fields: dict) -> tuple[str, int]:
-    """(codec, codebooks) of the preset; codebooks default to the codec's."""
+def make_audio_setting(name: str, fields: dict, default_weights: str = "official") -> AudioSetting:
+    """The audio part of the preset `name` from its config entry (codebooks default to the
+    codec's), raising ValueError with an actionable message."""
     try:
         codec = audio_codec(fields.get("codec", DEFAULT_CODEC))
     except ValueError as err:
@@ -145,7 +155,7 @@ def _audio_fields(name: str, fields: dict) -> tuple[str, int]:
     if codebooks not in choices:
         allowed = str(choices[0]) if len(choices) == 1 else f"{choices[0]} to {choices[-1]}"
         raise ValueError(f"preset '{name}': {codec.label} codes with {allowed} codebooks, not {codebooks}")
-    return codec.name, codebooks
+    return AudioSetting(codec.name, codebooks, fields.get("weights", default_weights))
 
 
 GRID_KEYS = (*MODEL_KEYS, "window")
@@ -174,6 +184,7 @@ def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
             name, fields = f"{name}-{codec}", {**fields, "codec": codec}
         try:
             make_preset(name, fields)
+            make_audio_setting(name, fields)
         except ValueError as err:
             skipped.append(str(err))
             continue

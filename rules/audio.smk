@@ -6,7 +6,7 @@
 
 rule extract_wav:
     input:
-        source=source_video,
+        source=of_plan("source", "video"),
     output:
         wav=WAV,
         timeline=TIMELINE,
@@ -23,15 +23,15 @@ rule audio_encode:
     input:
         wav=audio_file(WAV),
         timeline=audio_file(TIMELINE),
-        weights=codec_files,
+        weights=of_plan("codec_files", "codec", "weights"),
     output:
         codes=CODES,
     log:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_encode.log",
     params:
-        codec=codec_of_setting,
-        checkpoint=codec_folder,
-        weights_lock=codec_weights_lock,
+        codec=of_plan("codec_params", "codec"),
+        checkpoint=of_plan("codec_folder", "codec", "weights"),
+        weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,
         mem_mb=8000,
@@ -46,15 +46,15 @@ rule audio_encode:
 rule audio_decode:
     input:
         codes=CODES,
-        weights=codec_files,
+        weights=of_plan("codec_files", "codec", "weights"),
     output:
         wav=RECONSTRUCTED_WAV,
     log:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_decode.log",
     params:
-        codec=codec_of_setting,
-        checkpoint=codec_folder,
-        weights_lock=codec_weights_lock,
+        codec=of_plan("codec_params", "codec"),
+        checkpoint=of_plan("codec_folder", "codec", "weights"),
+        weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,
         mem_mb=8000,

@@ -35,7 +35,7 @@ rule summarize_audio:
 
 rule audio_table:
     input:
-        all_audio_summaries(),
+        per_video(AUDIO_SUMMARY, "summarize_audio"),
     output:
         f"{RESULTS}/report/audio_table.tsv",
     log:
@@ -48,7 +48,7 @@ rule audio_table:
 
 rule token_table:
     input:
-        all_summaries(),
+        per_video(SUMMARY, "summarize"),
     output:
         f"{RESULTS}/report/token_table.tsv",
     log:
@@ -61,7 +61,7 @@ rule token_table:
 
 rule compare_video:
     input:
-        source=source_video,
+        source=of_plan("source", "video"),
         reconstruction=VISUAL_MP4,
         frame_metrics=FRAME_METRICS,
         visual_tokens=VISUAL_TOKENS,
@@ -80,7 +80,7 @@ rule compare_video:
 
 rule plot_quality:
     input:
-        all_summaries(),
+        per_video(SUMMARY, "summarize"),
     output:
         f"{RESULTS}/report/quality_vs_tokens.png",
     log:
@@ -93,7 +93,8 @@ rule plot_quality:
 
 rule plot_frame_psnr:
     input:
-        unpack(frame_metrics_of_video),
+        unpack(lambda wildcards: {name: fill_pattern(FRAME_METRICS, {"preset": name, "video": wildcards.video})
+                                  for name in RUN}),
     output:
         plot=PSNR_PLOT,
     log:
@@ -130,8 +131,8 @@ rule report_overview:
 rule report_preset_page:
     localrule: True
     input:
-        comparisons=comparisons_of_preset,
-        psnr_plots=all_psnr_plots(),
+        comparisons=lambda wildcards: per_video(COMPARISON_MP4, "compare_video", [wildcards.preset]),
+        psnr_plots=per_video(PSNR_PLOT, "plot_frame_psnr"),
         token_table=f"{RESULTS}/report/token_table.tsv",
     output:
         report(
@@ -157,7 +158,7 @@ rule manifest:
     log:
         f"{RESULTS}/logs/manifest.log",
     params:
-        audio_of={name: f"{PRESETS[name].audio}/{PRESETS[name].weights}" for name in RUN},
+        audio_of=PLAN.audio_of(),
     conda:
         "../envs/avtokens.yaml"
     script:

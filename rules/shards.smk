@@ -14,7 +14,7 @@ def shard_sources(wildcards):
     that it runs first. The others are not declared: Snakemake's bookkeeping of 100,000 input
     files would take most of the planning time; `sources_state` below reruns a shard job
     when one of them changes instead."""
-    return [path for _, path in SHARDS[wildcards.shard] if os.path.normpath(path) in MADE_HERE]
+    return [path for _, path in SHARDS[wildcards.shard] if os.path.normpath(path) == os.path.normpath(EXAMPLE_VIDEO)]
 
 
 @functools.cache
@@ -24,7 +24,7 @@ def sources_state(shard):
 
 def shard_spec(inputs, outputs, report=False):
     """Params function: a shard job's rows (name, source) and the per-video file patterns of
-    its stage with the job's wildcards and the audio ones they imply filled in (`audio_values`;
+    its stage with the job's wildcards and the audio ones they imply filled in (`PLAN.implied`;
     "source": the row's file).
     For stages that read the sources, a digest of their sizes and modification times: a
     changed source changes the params, which reruns the job (and it redoes that video).
@@ -32,11 +32,11 @@ def shard_spec(inputs, outputs, report=False):
     `report_videos_per_shard` rows."""
 
     def get(wildcards):
-        values = {key: value for key, value in audio_values(wildcards).items() if key != "shard"}
+        values = {key: value for key, value in PLAN.implied(wildcards).items() if key != "shard"}
         fill = lambda files: {key: fill_pattern(pattern, values) for key, pattern in files.items()}
         rows = SHARDS[wildcards.shard]
-        if report and REPORT_VIDEOS_PER_SHARD is not None:
-            rows = rows[:REPORT_VIDEOS_PER_SHARD]
+        if report and PLAN.report_videos_per_shard is not None:
+            rows = rows[: PLAN.report_videos_per_shard]
         spec = {"videos": rows, "inputs": fill(inputs), "outputs": fill(outputs)}
         if "source" in inputs.values():
             spec["sources_state"] = sources_state(wildcards.shard)
@@ -46,21 +46,16 @@ def shard_spec(inputs, outputs, report=False):
 
 
 def upstream(*stages):
-    """Input function: the records of the stages ("<scope>/<stage>") a shard job takes its
-    videos from; the scope may name the job's wildcards and those they imply (`audio_values`)."""
-
-    def get(wildcards):
-        values = audio_values(wildcards)
-        return [fill_pattern(shard_record(*stage.rsplit("/", 1)), values) for stage in stages]
-
-    return get
+    """Input function: the records of the stages a shard job takes its videos from, of the
+    scopes the job's wildcards imply (`PLAN.implied`)."""
+    return lambda wildcards: [fill_pattern(PLAN.shard_record(stage), PLAN.implied(wildcards)) for stage in stages]
 
 
 use rule extract_wav as shard_extract_wav with:
     input:
         sources=shard_sources,
     output:
-        record=shard_record("audio/{rate}hz", "extract_wav"),
+        record=PLAN.shard_record("extract_wav"),
     log:
         f"{RESULTS}/logs/shards/audio/{{rate}}hz/{{shard}}.extract_wav.log",
     params:
@@ -69,10 +64,10 @@ use rule extract_wav as shard_extract_wav with:
 
 use rule audio_encode as shard_audio_encode with:
     input:
-        records=upstream("audio/{rate}hz/extract_wav"),
-        weights=codec_files,
+        records=upstream("extract_wav"),
+        weights=of_plan("codec_files", "codec", "weights"),
     output:
-        record=shard_record("audio/{codec}/{weights}", "audio_encode"),
+        record=PLAN.shard_record("audio_encode"),
     log:
         f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.audio_encode.log",
     params:
@@ -81,10 +76,10 @@ use rule audio_encode as shard_audio_encode with:
 
 use rule audio_decode as shard_audio_decode with:
     input:
-        records=upstream("audio/{codec}/{weights}/audio_encode"),
-        weights=codec_files,
+        records=upstream("audio_encode"),
+        weights=of_plan("codec_files", "codec", "weights"),
     output:
-        record=shard_record("audio/{codec}/{weights}", "audio_decode"),
+        record=PLAN.shard_record("audio_decode"),
     log:
         f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.audio_decode.log",
     params:
@@ -93,9 +88,9 @@ use rule audio_decode as shard_audio_decode with:
 
 use rule summarize_audio as shard_summarize_audio with:
     input:
-        records=upstream("audio/{codec}/{weights}/audio_decode"),
+        records=upstream("audio_decode"),
     output:
-        record=shard_record("audio/{codec}/{weights}", "summarize_audio"),
+        record=PLAN.shard_record("summarize_audio"),
     log:
         f"{RESULTS}/logs/shards/audio/{{codec}}/{{weights}}/{{shard}}.summarize_audio.log",
     params:
@@ -109,7 +104,7 @@ use rule visual_encode as shard_visual_encode with:
         sources=shard_sources,
         weights=model_files("encoder", "decoder"),
     output:
-        record=shard_record("{preset}", "visual_encode"),
+        record=PLAN.shard_record("visual_encode"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.visual_encode.log",
     params:
@@ -118,11 +113,11 @@ use rule visual_encode as shard_visual_encode with:
 
 use rule visual_decode as shard_visual_decode with:
     input:
-        records=upstream("{preset}/visual_encode"),
+        records=upstream("visual_encode"),
         sources=shard_sources,
         weights=model_files("decoder"),
     output:
-        record=shard_record("{preset}", "visual_decode"),
+        record=PLAN.shard_record("visual_decode"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.visual_decode.log",
     params:
@@ -133,9 +128,9 @@ use rule visual_decode as shard_visual_decode with:
 
 use rule align_audio as shard_align_audio with:
     input:
-        records=upstream("{preset}/visual_encode", "audio/{codec}/{weights}/audio_encode"),
+        records=upstream("visual_encode", "audio_encode"),
     output:
-        record=shard_record("{preset}", "align_audio"),
+        record=PLAN.shard_record("align_audio"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.align_audio.log",
     params:
@@ -144,9 +139,9 @@ use rule align_audio as shard_align_audio with:
 
 use rule summarize as shard_summarize with:
     input:
-        records=upstream("{preset}/visual_decode", "{preset}/align_audio"),
+        records=upstream("visual_decode", "align_audio"),
     output:
-        record=shard_record("{preset}", "summarize"),
+        record=PLAN.shard_record("summarize"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.summarize.log",
     params:
@@ -158,9 +153,9 @@ use rule summarize as shard_summarize with:
 
 use rule mux as shard_mux with:
     input:
-        records=upstream("{preset}/visual_decode", "audio/{codec}/{weights}/audio_decode"),
+        records=upstream("visual_decode", "audio_decode"),
     output:
-        record=shard_record("{preset}", "mux"),
+        record=PLAN.shard_record("mux"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.mux.log",
     params:
@@ -169,10 +164,10 @@ use rule mux as shard_mux with:
 
 use rule compare_video as shard_compare_video with:
     input:
-        records=upstream("{preset}/visual_decode"),
+        records=upstream("visual_decode"),
         sources=shard_sources,
     output:
-        record=shard_record("{preset}", "compare_video"),
+        record=PLAN.shard_record("compare_video"),
     log:
         f"{RESULTS}/logs/shards/{{preset}}/{{shard}}.compare_video.log",
     params:
@@ -186,9 +181,9 @@ use rule compare_video as shard_compare_video with:
 
 use rule plot_frame_psnr as shard_plot_frame_psnr with:
     input:
-        records=upstream(*(f"{name}/visual_decode" for name in RUN)),
+        records=[fill_pattern(PLAN.shard_record("visual_decode"), {"preset": name}) for name in RUN],
     output:
-        record=shard_record("videos", "plot_frame_psnr"),
+        record=PLAN.shard_record("plot_frame_psnr"),
     log:
         f"{RESULTS}/logs/shards/{{shard}}.plot_frame_psnr.log",
     params:

@@ -4,16 +4,16 @@
 
 rule visual_encode:
     input:
-        source=source_video,
+        source=of_plan("source", "video"),
         weights=model_files("encoder", "decoder"),
     output:
         tokens=VISUAL_TOKENS,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
     params:
-        preset=preset_params,
-        checkpoint=checkpoint_of_preset,
-        weights_lock=weights_lock,
+        preset=of_plan("visual_params", "preset"),
+        checkpoint=of_plan("model_folder", "preset"),
+        weights_lock=of_plan("preset_lock", "preset"),
         picture=config["picture"],
     resources:
         gpu=1,
@@ -30,16 +30,16 @@ rule visual_decode:
     input:
         tokens=VISUAL_TOKENS,
         weights=model_files("decoder"),
-        source=source_video,
+        source=of_plan("source", "video"),
     output:
         video=VISUAL_MP4,
         frame_metrics=FRAME_METRICS,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:
-        preset=preset_params,
-        checkpoint=checkpoint_of_preset,
-        weights_lock=weights_lock,
+        preset=of_plan("visual_params", "preset"),
+        checkpoint=of_plan("model_folder", "preset"),
+        weights_lock=of_plan("preset_lock", "preset"),
         crf=config["reconstruction"]["crf"],
         x264_preset=config["reconstruction"]["x264_preset"],
     resources:

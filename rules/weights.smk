@@ -7,12 +7,12 @@
 
 rule download_weights:
     output:
-        f"{CHECKPOINTS}/{{folder}}/{{file}}",
+        f"{PLAN.checkpoints}/{{folder}}/{{file}}",
     log:
         "logs/download/{folder}/{file}.log",
     params:
-        source=source_of_folder,
-        folder=f"{CHECKPOINTS}/{{folder}}",
+        source=of_plan("official_source", "folder"),
+        folder=f"{PLAN.checkpoints}/{{folder}}",
     localrule: True
     priority: 100
     conda:
@@ -27,7 +27,7 @@ rule stand_in_weights:
     log:
         "logs/demo_weights/{model}.log",
     params:
-        model=stand_in_model,
+        model=of_plan("demo_model", "model"),
     conda:
         "../envs/avtokens.yaml"
     script:
