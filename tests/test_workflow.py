@@ -479,28 +479,15 @@ def test_audio_is_coded_once_per_video_and_codec_whatever_the_number_of_presets(
     for rule in ("extract_wav", "audio_encode", "audio_decode", "summarize_audio"):
         assert jobs[rule] == 2 * 2, rule
     assert jobs["visual_encode"] == jobs["align_audio"] == jobs["mux"] == 2 * 4
-    # Mimi with 4 codebooks is another setting of the same rate: its own codes, the same wav.
-    fewer = {**overlay, "presets": {**presets, "q4": {**visual["CV8x8x8"], "codec": "mimi", "codebooks": 4}},
-             "run": [*presets, "q4"]}  # fmt: skip
-    jobs = planned_jobs(run_workflow(tmp_path / "w", fewer, "--dry-run"))
-    assert jobs["extract_wav"] == 4 and jobs["audio_encode"] == jobs["audio_decode"] == 6
-    # A preset with its own (official) weights has its own audio: coded once per video too.
-    mixed = {**overlay, "presets": {**presets, "DV8x16x16": {**presets["DV8x16x16"], "weights": "official"}}}
-    proc = run_workflow(tmp_path / "w", mixed, "--dry-run", check=False)
-    jobs = planned_jobs(proc)
-    assert jobs["audio_encode"] == 6 and jobs["align_audio"] == 8, proc.stdout[-3000:]
+    # Codec settings of one rate sharing a wav, and presets with their own weights: test_run_plan.
 
 
+# What the run plan refuses is tested without Snakemake (test_run_plan); here, that its refusal
+# and the schema's reach the user before any job.
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"presets": {"bad": {"kind": "CV", "temporal": 4, "spatial": 16, "window": 17}}, "run": ["bad"]},
-         "preset 'bad': no Cosmos tokenizer of release 0.1 is CV4x16x16; it has CV4x8x8, "),
-        ({"presets": {"w": {"family": "wan2.1", "kind": "DV"}}, "run": ["w"]},
-         "preset 'w': give temporal, spatial (family wan2.1, release 2.1 has CV4x8x8)"),
-        ({"run": ["nope"]}, "`run` names presets that `presets` does not define: ['nope']"),
-        ({"presets": {"m": {"kind": "CV", "temporal": 8, "spatial": 8, "codec": "mimi", "codebooks": 40}},
-          "run": ["m"]}, "preset 'm': Mimi codes with 1 to 32 codebooks, not 40"),
+        ({"run": ["nope"]}, "ERROR config: `run` names presets that `presets` does not define: ['nope']"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
     ],
