@@ -45,7 +45,7 @@ class Dac44kHz(AudioCodec):
         return DacModel(self, Path(folder) / WEIGHTS_FILE, device, lock)
 
     def write_stand_in(self, folder, seed=0):
-        from avtokens.demo_weights import write_dac_stand_in
+        from avtokens.visual_tokenizers.cosmos.stand_in import write_dac_stand_in
 
         write_dac_stand_in(Path(folder) / WEIGHTS_FILE, seed)
 

@@ -20,12 +20,12 @@ import torch
 
 from avtokens import AvTokensError
 from avtokens.checkpoints import WeightsLock
-from avtokens.cosmos_network import DECODER_VARIANTS, network_from_release
-from avtokens.demo_weights import STAND_IN_MARKER
-from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.joblog import warn_stand_in
 from avtokens.media import sha256_of
 from avtokens.presets import Preset
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
+from avtokens.visual_tokenizers.cosmos.network import DECODER_VARIANTS, network_from_release
+from avtokens.visual_tokenizers.cosmos.stand_in import STAND_IN_MARKER
 from avtokens.windows import latent_frame_count
 
 log = logging.getLogger(__name__)

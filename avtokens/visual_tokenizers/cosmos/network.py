@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avtokens.fsq import FiniteScalarQuantizer
+from avtokens.visual_tokenizers.cosmos.fsq import FiniteScalarQuantizer
 
 LATENT_CHANNELS = 16
 FSQ_CHANNELS = 6

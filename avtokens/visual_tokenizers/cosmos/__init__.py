@@ -55,17 +55,17 @@ class Cosmos(VisualTokenizer):
         return [model]
 
     def encoder(self, folder, preset, device, lock):
-        from avtokens.cosmos import CosmosEncoder
+        from avtokens.visual_tokenizers.cosmos.loader import CosmosEncoder
 
         return CosmosEncoder(Path(folder) / "encoder.jit", preset, device, lock)
 
     def decoder(self, folder, preset, device, lock):
-        from avtokens.cosmos import CosmosDecoder
+        from avtokens.visual_tokenizers.cosmos.loader import CosmosDecoder
 
         return CosmosDecoder(Path(folder) / "decoder.jit", preset, device, lock)
 
     def write_stand_in(self, folder, kind, temporal, spatial):
-        from avtokens.demo_weights import write_cosmos_stand_in
+        from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in
 
         write_cosmos_stand_in(folder, kind == "DV", temporal, spatial)
 

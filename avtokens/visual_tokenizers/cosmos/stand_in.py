@@ -31,8 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtokens.atomic import atomic_output
-from avtokens.cosmos_network import CausalConv3d, CosmosDecoderNetwork, CosmosEncoderNetwork, HybridUpsample
-from avtokens.fsq import FiniteScalarQuantizer
+from avtokens.visual_tokenizers.cosmos.fsq import FiniteScalarQuantizer
+from avtokens.visual_tokenizers.cosmos.network import (
+    CausalConv3d,
+    CosmosDecoderNetwork,
+    CosmosEncoderNetwork,
+    HybridUpsample,
+)
 
 STAND_IN_MARKER = "avtokens_stand_in.json"
 DAC_STAND_IN_KWARGS = dict(
