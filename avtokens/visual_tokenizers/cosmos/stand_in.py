@@ -1,27 +1,23 @@
-"""Tiny stand-in weights in the official file formats, for offline runs and tests.
+"""Cosmos stand-in weights, for offline runs and tests.
 
-Cosmos: a TorchScript `encoder.jit` / `decoder.jit` pair per kind and factor pair that
-obeys the released models' I/O contract: input [B, 3, T, H, W] in [-1, 1]; causal in
-time (the first latent frame codes one frame, each later one tc frames, and a T that is
-not 1 + k*tc silently gives the wrong length, as the real graphs do); CV latents
-[B, 16, t, H/s, W/s] as the first element of a tuple; DV (indices int32 [B, t, h, w],
-codes [B, 6, t, h, w]) with indices in [0, 64000); an unclamped decoder output of
-1 + tc*(t - 1) frames; weights stored as bf16; an average pool in the encoder (no bf16
-kernel on CPU) and a bf16 cast inside the DV decoder, so the dtype rules bite here too.
-The network is a block-average encoder and a nearest-neighbour decoder carrying the
-colour in three channels, plus randomly initialised channels: reconstructions look
-like a blocky copy of the input, so a misplaced frame or crop shows up in tests.
+A TorchScript `encoder.jit` / `decoder.jit` pair per kind and factor pair that obeys the
+released models' I/O contract: input [B, 3, T, H, W] in [-1, 1]; causal in time (the first
+latent frame codes one frame, each later one tc frames, and a T that is not 1 + k*tc
+silently gives the wrong length, as the real graphs do); CV latents [B, 16, t, H/s, W/s] as
+the first element of a tuple; DV (indices int32 [B, t, h, w], codes [B, 6, t, h, w]) with
+indices in [0, 64000); an unclamped decoder output of 1 + tc*(t - 1) frames; weights stored
+as bf16; an average pool in the encoder (no bf16 kernel on CPU) and a bf16 cast inside the
+DV decoder, so the dtype rules bite here too. The network is a block-average encoder and a
+nearest-neighbour decoder carrying the colour in three channels, plus randomly initialised
+channels: reconstructions look like a blocky copy of the input, so a misplaced frame or crop
+shows up in tests.
 
-DAC: a small `dac.DAC` (9 codebooks of 1024 entries, hop 512, 44.1 kHz) with random
-weights, saved the way the release file is (`{"state_dict", "metadata": {"kwargs"}}`).
-
-Every file carries a marker that the loader reads, so stand-in output says so.
+Both files carry a marker (`STAND_IN_MARKER`) that the loader reads, so stand-in output says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import warnings
 from pathlib import Path
@@ -30,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avtokens.atomic import atomic_output
+from avtokens.atomic import write_saved
 from avtokens.visual_tokenizers.cosmos.fsq import FiniteScalarQuantizer
 from avtokens.visual_tokenizers.cosmos.network import (
     CausalConv3d,
@@ -40,16 +36,6 @@ from avtokens.visual_tokenizers.cosmos.network import (
 )
 
 STAND_IN_MARKER = "avtokens_stand_in.json"
-DAC_STAND_IN_KWARGS = dict(
-    encoder_dim=8,
-    encoder_rates=[2, 4, 8, 8],
-    decoder_dim=32,
-    decoder_rates=[8, 8, 4, 2],
-    n_codebooks=9,
-    codebook_size=1024,
-    codebook_dim=8,
-    sample_rate=44100,
-)
 
 
 class StandInEncoder(nn.Module):
@@ -106,11 +92,10 @@ class StandInDecoder(nn.Module):
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence the deprecation notices of TorchScript and DAC's weight_norm: the official
-    formats use both, so the stand-ins must too."""
+    """Silence TorchScript's deprecation notices: the official format is TorchScript, so the
+    stand-ins must be too."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
         # Tracing fixes shape-dependent branches (one latent frame or more), as in the
         # released graphs.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -175,37 +160,3 @@ def trace_release_files(folder: Path | str, encoder: nn.Module, decoder: nn.Modu
             write_saved(
                 folder / name, lambda f, m=module: torch.jit.save(m.to(torch.bfloat16), f, _extra_files=extra)
             )
-
-
-def write_stand_in(folder: Path | str, model: dict) -> None:
-    """The stand-in checkpoint folder of `model`: {"codec": an audio codec's name} or {"family": a
-    visual tokenizer family's name, "kind", "temporal", "spatial"}."""
-    from avtokens.audio_codecs import audio_codec
-    from avtokens.visual_tokenizers import visual_tokenizer
-
-    model = dict(model)
-    if "codec" in model:
-        audio_codec(model["codec"]).write_stand_in(Path(folder))
-    else:
-        visual_tokenizer(model.pop("family")).write_stand_in(Path(folder), **model)
-
-
-def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:
-    """Write a small random `dac.DAC` as the release file is saved (with `full_size`, the
-    released 44 kHz model's architecture, whose defaults `dac.DAC` carries)."""
-    torch.manual_seed(seed)
-    with _quiet():
-        import dac
-
-        model = dac.DAC() if full_size else dac.DAC(**DAC_STAND_IN_KWARGS)
-    write_saved(path, lambda f: model.save(f, metadata={"avtokens_stand_in": True}, package=False))
-
-
-def write_saved(dest: Path | str, save) -> None:
-    """`save(file)` (torch.save, torch.jit.save) into memory, then written to `dest` whole
-    (`atomic_output`): given a path, torch writes from C++, and a full disk then aborts the
-    process with a C++ stack trace instead of raising an error."""
-    buffer = io.BytesIO()
-    save(buffer)
-    with atomic_output(dest) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
