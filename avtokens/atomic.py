@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,16 @@ def atomic_output(dest: Path | str):
         tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: a concurrent writer's file, theirs to remove
             staging.rmdir()
+
+
+def write_saved(dest: Path | str, save) -> None:
+    """`save(file)` (torch.save, torch.jit.save) into memory, then written to `dest` whole
+    (`atomic_output`): given a path, torch writes from C++, and a full disk then aborts the
+    process with a C++ stack trace instead of raising an error."""
+    buffer = io.BytesIO()
+    save(buffer)
+    with atomic_output(dest) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _writer_alive(name: str, dest: Path) -> bool:

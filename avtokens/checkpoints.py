@@ -19,10 +19,13 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
-from avtokens.presets import Preset
+
+if TYPE_CHECKING:
+    from avtokens.presets import Preset
 
 log = logging.getLogger(__name__)
 

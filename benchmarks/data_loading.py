@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO))
 from avtokens import load_tokens  # noqa: E402
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
 from avtokens.data import AlignedClips  # noqa: E402
-from avtokens.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.windows import round_up, video_latent_spans  # noqa: E402
 
 

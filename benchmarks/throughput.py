@@ -44,13 +44,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens import audio, media, visual  # noqa: E402
 from avtokens.audio_codecs.dac import WEIGHTS_FILE as DAC_WEIGHTS  # noqa: E402
-from avtokens.cosmos import CosmosDecoder, CosmosEncoder  # noqa: E402
-from avtokens.demo_weights import write_cosmos_stand_in, write_dac_stand_in  # noqa: E402
+from avtokens.audio_codecs.dac import write_dac_stand_in  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
 from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
 from avtokens.rule import bound_heap_growth  # noqa: E402
 from avtokens.visual_tokenizers.cosmos import ENGINES  # noqa: E402
+from avtokens.visual_tokenizers.cosmos.loader import CosmosDecoder, CosmosEncoder  # noqa: E402
+from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in  # noqa: E402
 from avtokens.windows import Window, padded_length, round_up  # noqa: E402
 
 

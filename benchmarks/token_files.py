@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
 from avtokens.audio_codecs.dac import DAC  # noqa: E402
-from avtokens.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.presets import make_preset  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.windows import plan_windows, round_up, video_latent_spans  # noqa: E402
 
 

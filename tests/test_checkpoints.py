@@ -13,9 +13,9 @@ from avtokens import AvTokensError, load_tokens
 from avtokens.audio_codecs.dac import DAC
 from avtokens.audio_codecs.dac import WEIGHTS_FILE as DAC_WEIGHTS_FILE
 from avtokens.checkpoints import WeightsLock, checkpoint_folder, fetch_files, fetch_url
-from avtokens.demo_weights import write_cosmos_stand_in
 from avtokens.media import sha256_of
 from avtokens.presets import make_preset
+from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in
 
 REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
 FOLDER = "Cosmos-0.1-Tokenizer-CV8x16x16"

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from avtokens import AvTokensError
-from avtokens.cosmos import CosmosDecoder, CosmosEncoder
-from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.presets import make_preset
 from avtokens.visual import model_input, model_output_to_frames
 from avtokens.visual_tokenizers.cosmos import COSMOS
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
+from avtokens.visual_tokenizers.cosmos.loader import CosmosDecoder, CosmosEncoder
 from avtokens.windows import Window
 
 CPU = torch.device("cpu")

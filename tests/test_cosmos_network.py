@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avtokens.cosmos_network import (
+from avtokens.visual_tokenizers.cosmos.network import (
     CosmosDecoderNetwork,
     CosmosEncoderNetwork,
     haar_patch,

@@ -19,14 +19,24 @@ import pytest
 import torch
 from helpers import make_clip, max_bf16_steps
 
-from avtokens import AvTokensError, cosmos, load_tokens
-from avtokens.cosmos import SELF_CHECK_TOLERANCE, CosmosDecoder, CosmosEncoder, bf16_steps_apart
-from avtokens.cosmos_network import CosmosDecoderNetwork, CosmosEncoderNetwork
-from avtokens.demo_weights import trace_release_files, with_every_upsampling_conv, write_cosmos_stand_in
+from avtokens import AvTokensError, load_tokens
 from avtokens.media import ffmpeg_exe
 from avtokens.presets import make_preset
 from avtokens.tokenfile import read_metadata
 from avtokens.visual import decode_token_file, encode_video_file
+from avtokens.visual_tokenizers.cosmos import loader
+from avtokens.visual_tokenizers.cosmos.loader import (
+    SELF_CHECK_TOLERANCE,
+    CosmosDecoder,
+    CosmosEncoder,
+    bf16_steps_apart,
+)
+from avtokens.visual_tokenizers.cosmos.network import CosmosDecoderNetwork, CosmosEncoderNetwork
+from avtokens.visual_tokenizers.cosmos.stand_in import (
+    trace_release_files,
+    with_every_upsampling_conv,
+    write_cosmos_stand_in,
+)
 
 MODELS = [("CV", 4, 8), ("CV", 8, 8), ("CV", 8, 16), ("DV", 4, 8), ("DV", 8, 8), ("DV", 8, 16)]
 # The compiled engine wraps the same network code as eager, which the parity test checks for
@@ -198,9 +208,9 @@ def test_another_network_in_the_release_layout_is_refused_by_an_explicit_engine(
 
 def test_with_auto_another_network_leaves_the_file_graph_running(mirrored_dv4x8x8, monkeypatch, caplog):
     # On a GPU, auto picks our compiled network; make it do so here.
-    monkeypatch.setattr(cosmos, "resolve_engine", lambda requested, device, tiny: "compiled")
+    monkeypatch.setattr(loader, "resolve_engine", lambda requested, device, tiny: "compiled")
     path = mirrored_dv4x8x8 / "decoder.jit"
-    with caplog.at_level(logging.WARNING, logger="avtokens.cosmos"):
+    with caplog.at_level(logging.WARNING, logger="avtokens.visual_tokenizers.cosmos.loader"):
         decoder = CosmosDecoder(path, preset("DV", 4, 8, "auto"), CPU)
     assert decoder.engine == decoder.record["engine"] == "torchscript"
     assert isinstance(decoder.module, torch.jit.ScriptModule)
@@ -272,7 +282,7 @@ def test_our_network_refuses_weights_that_do_not_fill_it(tmp_path, demo_weights)
     write_cosmos_stand_in(tmp_path, False, 8, 8, full_size=True)
     module = torch.jit.load(str(tmp_path / "encoder.jit"))
     state = module.state_dict()
-    from avtokens.cosmos_network import network_from_release
+    from avtokens.visual_tokenizers.cosmos.network import network_from_release
 
     del state["encoder.mid.attn_1.1.q.conv3d.weight"]
     with pytest.raises(ValueError, match=r"1 parameters missing: encoder\.mid\.attn_1\.1\.q\.conv3d\.weight"):

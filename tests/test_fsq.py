@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from avtokens.fsq import CODEBOOK_SIZE, LEVELS, FiniteScalarQuantizer
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE, LEVELS, FiniteScalarQuantizer
 
 
 def quantize(values, dtype=torch.float32):

@@ -20,9 +20,9 @@ from helpers import count_frames, make_clip, planned_jobs, run_workflow
 
 import avtokens
 from avtokens import load_tokens
-from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.media import probe, read_frame_windows, sha256_of
 from avtokens.presets import make_preset
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
 
 PRESETS = {
     f"{kind}{t}x{s}x{s}": {"kind": kind, "temporal": t, "spatial": s, "window": 17}

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from avtokens import AvTokensError
+from avtokens.atomic import write_saved
 from avtokens.audio_codecs.base import AudioCodec, overlapping_windows
 from avtokens.joblog import warn_stand_in
 
@@ -22,6 +23,16 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights_44khz_8kbps_0.0.1.pth"
 URL = "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/" + WEIGHTS_FILE
+DAC_STAND_IN_KWARGS = dict(
+    encoder_dim=8,
+    encoder_rates=[2, 4, 8, 8],
+    decoder_dim=32,
+    decoder_rates=[8, 8, 4, 2],
+    n_codebooks=9,
+    codebook_size=1024,
+    codebook_dim=8,
+    sample_rate=44100,
+)
 
 
 class Dac44kHz(AudioCodec):
@@ -45,12 +56,27 @@ class Dac44kHz(AudioCodec):
         return DacModel(self, Path(folder) / WEIGHTS_FILE, device, lock)
 
     def write_stand_in(self, folder, seed=0):
-        from avtokens.demo_weights import write_dac_stand_in
-
         write_dac_stand_in(Path(folder) / WEIGHTS_FILE, seed)
 
 
 DAC = Dac44kHz()
+
+
+def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False) -> None:
+    """Write a small random `dac.DAC` (9 codebooks of 1024 entries, hop 512, 44.1 kHz) as the release
+    file is saved (`{"state_dict", "metadata": {"kwargs"}}`), marked as a stand-in; with `full_size`,
+    the released model's architecture, whose defaults `dac.DAC` carries."""
+    import torch
+
+    torch.manual_seed(seed)
+    # dac scripts a layer with the deprecated torch.jit and builds its layers with the older weight_norm.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        import dac
+
+        model = dac.DAC() if full_size else dac.DAC(**DAC_STAND_IN_KWARGS)
+    write_saved(path, lambda f: model.save(f, metadata={"avtokens_stand_in": True}, package=False))
 
 
 class DacModel:

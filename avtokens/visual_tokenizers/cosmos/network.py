@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avtokens.fsq import FiniteScalarQuantizer
+from avtokens.visual_tokenizers.cosmos.fsq import FiniteScalarQuantizer
 
 LATENT_CHANNELS = 16
 FSQ_CHANNELS = 6
@@ -242,7 +242,7 @@ def _level_widths(levels: int) -> list[int]:
 
 # How the decoder picks its up-sampling levels. NVIDIA's decoder has two rules: "standard"
 # (their default) and "legacy" (their `legacy_mode`). A released file's key names do not say
-# which one it was exported with; what the file computes does (see avtokens.cosmos).
+# which one it was exported with; what the file computes does (see loader.py).
 DECODER_VARIANTS = ("standard", "legacy")
 
 

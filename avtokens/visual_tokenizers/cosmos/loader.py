@@ -1,10 +1,10 @@
 """Load the Cosmos causal video tokenizer from its TorchScript files and run it on tensors.
 
-The same code loads the official `encoder.jit` / `decoder.jit` and the stand-ins of
-`avtokens.demo_weights`; only the checkpoint folder differs. The preset's engine says what
-runs: the TorchScript graph itself, our own modules (`avtokens.cosmos_network`) filled with
-its weights, or those modules through `torch.compile`. Our modules run only after a
-self-check on every load has shown that they compute what the file computes.
+The same code loads the official `encoder.jit` / `decoder.jit` and the stand-ins (`stand_in`);
+only the checkpoint folder differs. The preset's engine says what runs: the TorchScript graph
+itself, our own modules (`network`) filled with its weights, or those modules through
+`torch.compile`. Our modules run only after a self-check on every load has shown that they
+compute what the file computes.
 """
 
 from __future__ import annotations
@@ -15,18 +15,21 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from avtokens import AvTokensError
-from avtokens.checkpoints import WeightsLock
-from avtokens.cosmos_network import DECODER_VARIANTS, network_from_release
-from avtokens.demo_weights import STAND_IN_MARKER
-from avtokens.fsq import CODEBOOK_SIZE
 from avtokens.joblog import warn_stand_in
 from avtokens.media import sha256_of
-from avtokens.presets import Preset
+from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
+from avtokens.visual_tokenizers.cosmos.network import DECODER_VARIANTS, network_from_release
+from avtokens.visual_tokenizers.cosmos.stand_in import STAND_IN_MARKER
 from avtokens.windows import latent_frame_count
+
+if TYPE_CHECKING:
+    from avtokens.checkpoints import WeightsLock
+    from avtokens.presets import Preset
 
 log = logging.getLogger(__name__)
 

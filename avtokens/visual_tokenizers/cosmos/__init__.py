@@ -1,7 +1,9 @@
 """NVIDIA's Cosmos causal video tokenizers: TorchScript `encoder.jit` / `decoder.jit` per model,
 continuous (CV, 16 channels) or discrete (DV, FSQ indices), in three releases with the same
-files and I/O contract. The loaders are `avtokens.cosmos` (TorchScript graph, or our own
-network of `avtokens.cosmos_network` after a self-check), the stand-ins `avtokens.demo_weights`.
+files and I/O contract. This is the registry entry, which must not import torch (the Snakefile
+reads the registry while it plans); the family's code is in its modules: `loader` (the
+TorchScript graph, or our own `network` after a self-check), `fsq` (the DV quantiser) and
+`stand_in` (the stand-in weights).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Cosmos(VisualTokenizer):
     default_window = DEFAULT_WINDOW
     engines = ENGINES
     files = {"encoder": ("encoder.jit",), "decoder": ("decoder.jit",)}
-    vocabulary = 64000  # FSQ levels 8, 8, 8, 5, 5, 5 (avtokens.fsq)
+    vocabulary = 64000  # FSQ levels 8, 8, 8, 5, 5, 5 (fsq.py)
 
     def folder_names(self, repo: str) -> list[str]:
         model = repo.rsplit("/", 1)[-1]
@@ -55,17 +57,17 @@ class Cosmos(VisualTokenizer):
         return [model]
 
     def encoder(self, folder, preset, device, lock):
-        from avtokens.cosmos import CosmosEncoder
+        from avtokens.visual_tokenizers.cosmos.loader import CosmosEncoder
 
         return CosmosEncoder(Path(folder) / "encoder.jit", preset, device, lock)
 
     def decoder(self, folder, preset, device, lock):
-        from avtokens.cosmos import CosmosDecoder
+        from avtokens.visual_tokenizers.cosmos.loader import CosmosDecoder
 
         return CosmosDecoder(Path(folder) / "decoder.jit", preset, device, lock)
 
     def write_stand_in(self, folder, kind, temporal, spatial):
-        from avtokens.demo_weights import write_cosmos_stand_in
+        from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in
 
         write_cosmos_stand_in(folder, kind == "DV", temporal, spatial)
 
