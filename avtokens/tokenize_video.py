@@ -33,7 +33,7 @@ from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC
 from avtokens.joblog import BY_JOBS, FAILURES_NAMED_BY
 from avtokens.media import FITS
 from avtokens.picture import PIXELS
-from avtokens.presets import make_preset
+from avtokens.presets import AudioSetting, make_audio_setting, make_preset
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS
 from avtokens.workflow import DEFAULT_CONFIG, REPO, workflow_command
 
@@ -207,11 +207,12 @@ def main(argv=None) -> int:
         if getattr(args, key) is not None
     }
     try:
-        preset = make_preset(name, fields)
+        make_preset(name, fields)
+        audio = make_audio_setting(name, fields)
     except ValueError as err:
         parser.error(str(err))
     if args.codec != DEFAULT_CODEC:
-        name = f"{name}-{preset.audio}"
+        name = f"{name}-{audio.name}"
     if "/" in args.video_nickname or not args.video_nickname.strip():
         parser.error(f"video_nickname {args.video_nickname!r} must be a plain name without '/'")
     source = (args.orig_video_dir / args.orig_video_file).resolve()
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
         for folder in (wav_dir, args.reconstructed_dir, workdir):
             folder.mkdir(parents=True, exist_ok=True)
         with holding(workdir, f"{args.video_nickname} into {args.output_tokens_dir}"):
-            return _run(args, preset, name, fields, source, workdir, wav_dir)
+            return _run(args, audio, name, fields, source, workdir, wav_dir)
     except AvTokensError as err:
         print(f"tokenize_video: {err}", file=sys.stderr)
     except OSError as err:
@@ -246,7 +247,8 @@ def main(argv=None) -> int:
     return 1
 
 
-def _run(args, preset, name: str, fields: dict, source: Path, workdir: Path, wav_dir: Path) -> int:
+def _run(args, audio_setting: AudioSetting, name: str, fields: dict, source: Path, workdir: Path,
+         wav_dir: Path) -> int:  # fmt: skip
     sheet = workdir / "videos.tsv"
     sheet.write_text(f"name\tpath\n{args.video_nickname}\t{source}\n", encoding="utf-8")
     defaults = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -279,12 +281,12 @@ def _run(args, preset, name: str, fields: dict, source: Path, workdir: Path, wav
     results, nick = workdir / "results", args.video_nickname
     audio = results / "audio"
     outputs = {
-        audio / f"{preset.audio_codec.sample_rate}hz" / f"{nick}.wav": wav_dir / f"{nick}.wav",
+        audio / f"{audio_setting.sample_rate}hz" / f"{nick}.wav": wav_dir / f"{nick}.wav",
         **{results / name / "tokens" / f"{nick}_{part}_tokens.safetensors":
            args.output_tokens_dir / f"{nick}_{part}_tokens.safetensors" for part in ("visual", "audio")},
         **{results / name / "reconstructed" / f"{nick}_{part}":
            args.reconstructed_dir / f"{nick}_{part}" for part in ("visual.mp4", "combined.mp4")},
-        audio / preset.audio / args.weights / f"{nick}_reconstructed.wav":
+        audio / audio_setting.name / args.weights / f"{nick}_reconstructed.wav":
             args.reconstructed_dir / f"{nick}_audio.wav",
     }  # fmt: skip
     place_all(outputs)

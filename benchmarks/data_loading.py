@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO))
 from avtokens import load_tokens  # noqa: E402
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
 from avtokens.data import AlignedClips  # noqa: E402
-from avtokens.presets import make_preset  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
 from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.windows import round_up, video_latent_spans  # noqa: E402
 
 
-def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, height: int,
+def write_episode(folder: Path, preset, audio_setting, frames: int, fps: Fraction, width: int, height: int,
                   video: str = "episode") -> dict:  # fmt: skip
     """Token files of one episode with random tokens (the preset's codec's codes), and its
     manifest row."""
@@ -64,7 +64,7 @@ def write_episode(folder: Path, preset, frames: int, fps: Fraction, width: int, 
         else:
             writer.append(torch.randn((count, *shape), generator=rng).to(torch.bfloat16))
     writer.finish({}, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
-    codec, codebooks = preset.audio_codec, preset.audio_codebooks
+    codec, codebooks = audio_setting.audio_codec, audio_setting.codebooks
     codes = code_frame_count(frames, fps, codec.sample_rate, codec.hop)
     writer = TokenFileWriter(audio, "codes", torch.uint16, (codebooks,))
     writer.append(torch.randint(0, codec.codebook_size, (codes, codebooks), generator=rng).to(torch.uint16))
@@ -140,7 +140,8 @@ def main() -> None:
         for name in args.presets:
             kind, rest = name[:2], name[2:].split("x")
             fields = {"kind": kind, "temporal": int(rest[0]), "spatial": int(rest[1]), "window": args.window}
-            row = write_episode(work, make_preset(name, fields), frames, fps, width, height)
+            visual, audio = make_preset(name, fields), make_audio_setting(name, fields)
+            row = write_episode(work, visual, audio, frames, fps, width, height)
             manifest = work / f"{name}.jsonl"
             manifest.write_text(json.dumps(row) + "\n")
             clips = AlignedClips(manifest, clip_length=args.clip_length, stride=1)

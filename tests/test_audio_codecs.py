@@ -1,6 +1,7 @@
 """Audio codecs behind one interface: the registry, presets that name a codec, grids and
 refusals (pure Python, as the Snakefile reads them)."""
 
+import dataclasses
 import subprocess
 import sys
 from fractions import Fraction
@@ -10,7 +11,7 @@ import pytest
 from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC, audio_codec
 from avtokens.audio_codecs.base import overlapping_windows
 from avtokens.planning import plan_tokens
-from avtokens.presets import grid_presets, make_preset
+from avtokens.presets import grid_presets, make_audio_setting, make_preset
 
 CV = {"kind": "CV", "temporal": 8, "spatial": 8}
 
@@ -46,17 +47,14 @@ def test_each_codec_says_where_its_official_files_come_from_and_how_they_are_pin
     assert mimi.lock_key("model.safetensors") == "kyutai/mimi/model.safetensors"
 
 
-def test_a_preset_names_its_codec_and_codebooks():
-    default = make_preset("a", CV)
-    assert (default.codec, default.codebooks, default.audio) == ("dac", 9, "dac")
-    mimi = make_preset("b", {**CV, "codec": "mimi"})
-    assert (mimi.codec, mimi.codebooks, mimi.audio, mimi.audio_codec.sample_rate) == (
-        "mimi",
-        8,
-        "mimi-q8",
-        24000,
-    )
-    assert make_preset("c", {**CV, "codec": "mimi", "codebooks": 32}).audio == "mimi-q32"
+def test_a_presets_audio_part_names_its_codec_and_codebooks_and_its_visual_part_none():
+    default = make_audio_setting("a", CV, "demo")
+    assert (default.codec, default.codebooks, default.name, default.weights) == ("dac", 9, "dac", "demo")
+    mimi = make_audio_setting("b", {**CV, "codec": "mimi"})
+    assert (mimi.codec, mimi.codebooks, mimi.name, mimi.sample_rate) == ("mimi", 8, "mimi-q8", 24000)
+    assert make_audio_setting("c", {**CV, "codec": "mimi", "codebooks": 32}).name == "mimi-q32"
+    visual = make_preset("b", {**CV, "codec": "mimi"})
+    assert not {"codec", "codebooks"} & set(dataclasses.asdict(visual))
 
 
 @pytest.mark.parametrize(
@@ -69,7 +67,7 @@ def test_a_preset_names_its_codec_and_codebooks():
 )
 def test_what_a_codec_does_not_have_is_refused(fields, message):
     with pytest.raises(ValueError) as err:
-        make_preset("p", {**CV, **fields})
+        make_audio_setting("p", {**CV, **fields})
     assert str(err.value) == message
 
 

@@ -10,7 +10,7 @@ from avtokens.visual_tokenizers.cosmos import COSMOS
 
 def test_a_family_fills_in_its_release_model_window_and_engine():
     assert make_preset("w", {"family": "wan2.1"}) == Preset(
-        "w", "CV", 4, 8, 81, "official", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "auto", "wan2.1", "2.1", "dac", 9
+        "w", "CV", 4, 8, 81, "official", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "auto", "wan2.1", "2.1"
     )
     predict2 = make_preset("p", {"family": "wan2.1", "release": "cosmos-predict2", "window": 33})
     assert (predict2.repo, predict2.window, predict2.model) == (

@@ -21,7 +21,7 @@ from helpers import count_frames, make_clip, planned_jobs, run_workflow
 import avtokens
 from avtokens import load_tokens
 from avtokens.media import probe, read_frame_windows, sha256_of
-from avtokens.presets import make_preset
+from avtokens.presets import make_audio_setting, make_preset
 from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
 
 PRESETS = {
@@ -55,12 +55,12 @@ def run(tmp_path_factory):
 
 
 def codec_of(preset):
-    return make_preset(preset, PRESETS[preset]).audio_codec
+    return make_audio_setting(preset, PRESETS[preset]).audio_codec
 
 
 def outputs(workdir, preset):
     base = workdir / "results" / preset
-    audio = workdir / "results" / "audio" / make_preset(preset, PRESETS[preset]).audio / "demo"
+    audio = workdir / "results" / "audio" / make_audio_setting(preset, PRESETS[preset]).name / "demo"
     return {
         "visual": base / "tokens" / f"{NAME}_visual_tokens.safetensors",
         "audio": base / "tokens" / f"{NAME}_audio_tokens.safetensors",
