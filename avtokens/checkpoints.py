@@ -145,3 +145,33 @@ class WeightsLock:
             with atomic_output(self.path) as tmp:
                 tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
         log.info("pinned %s (%s) to sha256 %s in %s", key, file, sha256, self.path)
+
+
+def pinned_files(folder: Path | str, files, key_of, lock: WeightsLock | None, what: str,
+                 origin: str) -> dict[str, str]:  # fmt: skip
+    """The sha256 of each of `files` (names in `folder`), each checked against `lock` under the
+    key `key_of(name)` before any is loaded (None: stand-ins, not pinned). The host runs this
+    for every family and codec, so no plug-in can load unpinned weights. `what` names the
+    checkpoint and `origin` where its files come from, for a missing file."""
+    from avtokens.media import sha256_of
+
+    folder = Path(folder)
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise AvTokensError(f"{folder}: {what} is missing {', '.join(missing)} ({origin})")
+    digests = {name: sha256_of(folder / name) for name in files}
+    if lock is not None:
+        for name, sha256 in digests.items():
+            lock.check(key_of(name), folder / name, sha256)
+    return digests
+
+
+def from_pretrained(network_class, folder: Path | str, **kwargs):
+    """`network_class.from_pretrained(folder, **kwargs)`, as Hugging Face model cards load a
+    model; a folder it cannot load is refused in one line naming it."""
+    try:
+        return network_class.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        where = Path(folder, kwargs.get("subfolder", ""))
+        raise AvTokensError(f"{where}: not a loadable {network_class.__name__} ({reason})") from None

@@ -91,7 +91,9 @@ def test_a_dac_of_another_rate_is_refused(tmp_path, demo_weights):
 
 
 def test_missing_dac_weights_name_the_file(tmp_path):
-    with pytest.raises(AvTokensError, match=f"{tmp_path}/{WEIGHTS_FILE} are missing"):
+    with pytest.raises(
+        AvTokensError, match=f"{tmp_path}: the DAC 44.1 kHz checkpoint is missing {WEIGHTS_FILE} "
+    ):
         DAC.load(tmp_path, 9, CPU, None)
 
 

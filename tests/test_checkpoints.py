@@ -1,20 +1,26 @@
 """Official weights: fetched once, reused offline, pinned, and clear failures."""
 
+import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fake_hub import FakeHub
 from helpers import make_clip, planned_jobs, run_workflow
 
 from avtokens import AvTokensError, load_tokens
+from avtokens.audio_codecs import AUDIO_CODECS
+from avtokens.audio_codecs.base import AudioCodec
 from avtokens.audio_codecs.dac import DAC
 from avtokens.audio_codecs.dac import WEIGHTS_FILE as DAC_WEIGHTS_FILE
 from avtokens.checkpoints import WeightsLock, checkpoint_folder, fetch_files, fetch_url
 from avtokens.media import sha256_of
 from avtokens.presets import make_preset
+from avtokens.visual_tokenizers import VISUAL_TOKENIZERS
+from avtokens.visual_tokenizers.base import VisualTokenizer
 from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in
 
 REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
@@ -209,3 +215,57 @@ def test_unobtainable_weights_stop_the_run_before_any_model_job(demo_weights, tm
     assert f"{tmp_path}/ckpt/gated/" in text and "HF_TOKEN" in text
     assert not (tmp_path / "ckpt" / "gated").exists()
     assert not (tmp_path / "w" / "results" / "p").exists()  # no model job ran
+
+
+class _Opened(Exception):
+    """Raised by the plug-ins below in place of loading a model."""
+
+
+class _Family(VisualTokenizer):
+    name, label, files = "toy", "Toy", {"encoder": ("w.bin",), "decoder": ("cfg.json", "w.bin")}
+
+    def open_encoder(self, folder, preset, device, digests):
+        raise _Opened(digests)
+
+    open_decoder = open_encoder
+
+
+class _Codec(AudioCodec):
+    name, label, folder, files, repo = "toy", "Toy codec", "toy", ("w.bin",), "me/toy"
+
+    def open(self, folder, codebooks, device, digests):
+        raise _Opened(digests)
+
+
+def test_the_host_pins_every_plugins_files_before_the_plugin_opens_them(tmp_path):
+    """A family or codec implements only how to open its files: loading goes through the base
+    class, which pins them first, so a plug-in cannot load weights the lock does not hold."""
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    (tmp_path / "cfg.json").write_text("{}")
+    lock = WeightsLock(tmp_path / "lock.json")
+    preset = SimpleNamespace(name="p", repo="me/toy-model")
+    for load in (lambda: _Family().decoder(tmp_path, preset, "cpu", lock),
+                 lambda: _Codec().load(tmp_path, 1, "cpu", lock)):  # fmt: skip
+        with pytest.raises(_Opened) as opened:
+            load()
+        assert opened.value.args[0]["w.bin"] == hashlib.sha256(b"weights").hexdigest()
+    pins = json.loads((tmp_path / "lock.json").read_text())
+    assert sorted(pins) == ["me/toy-model/cfg.json", "me/toy-model/w.bin", "me/toy/w.bin"]
+    (tmp_path / "w.bin").write_bytes(b"other weights")
+    for load in (lambda: _Family().encoder(tmp_path, preset, "cpu", lock),
+                 lambda: _Codec().load(tmp_path, 1, "cpu", lock)):  # fmt: skip
+        with pytest.raises(AvTokensError, match="changed since it was first used"):
+            load()
+    (tmp_path / "w.bin").unlink()
+    with pytest.raises(
+        AvTokensError, match=r": the Toy codec checkpoint is missing w.bin \(files of the Hugging"
+    ):
+        _Codec().load(tmp_path, 1, "cpu", None)
+
+
+def test_no_registered_plugin_replaces_the_pinning_host():
+    for family in VISUAL_TOKENIZERS.values():
+        host = (VisualTokenizer.encoder, VisualTokenizer.decoder)
+        assert (type(family).encoder, type(family).decoder) == host, family.name
+    for codec in AUDIO_CODECS.values():
+        assert type(codec).load is AudioCodec.load, codec.name

@@ -82,10 +82,11 @@ def test_dv_decoder_casts_to_bf16_inside_its_graph(demo_weights):
 def test_missing_checkpoint_names_the_file_and_the_repo(tmp_path):
     p = make_preset("mine", {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17})
     with pytest.raises(AvTokensError) as err:
-        CosmosEncoder(*files(tmp_path, p, "encoder"))
-    message = str(err.value)
-    assert str(tmp_path / "Cosmos-0.1-Tokenizer-CV8x16x16" / "encoder.jit") in message
-    assert "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16" in message and "\n" not in message
+        p.tokenizer.encoder(tmp_path / p.model, p, torch.device("cpu"), None)
+    assert str(err.value) == (
+        f"{tmp_path / p.model}: the Cosmos encoder of preset 'mine' is missing encoder.jit (files of the "
+        "Hugging Face repo nvidia/Cosmos-0.1-Tokenizer-CV8x16x16)"
+    )
 
 
 def test_a_corrupt_checkpoint_fails_with_one_line(tmp_path):

@@ -141,7 +141,7 @@ def test_a_checkpoint_that_is_not_the_presets_model_is_refused(wan_clip, tmp_pat
     with pytest.raises(AvTokensError) as err:
         WAN21.decoder(tmp_path / "nothing", preset, CPU, None)
     assert str(err.value) == (
-        f"{tmp_path / 'nothing'}: the Wan2.1 VAE of preset 'w' is missing vae/config.json, "
+        f"{tmp_path / 'nothing'}: the Wan2.1 VAE decoder of preset 'w' is missing vae/config.json, "
         "vae/diffusion_pytorch_model.safetensors (files of the Hugging Face repo "
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
     )

@@ -39,7 +39,8 @@ class LoadedCodec(Protocol):
 
 class AudioCodec:
     """A codec: its rates, codebooks, checkpoint files and where they come from, its loader and
-    stand-in weights. Subclasses set the attributes and implement `load` and `write_stand_in`."""
+    stand-in weights. Subclasses set the attributes and implement `open` and `write_stand_in`;
+    `load` pins the files in the weights lock before it calls `open`, whatever the codec."""
 
     name: str  # a preset's `codec:`
     label: str  # how messages and the report name it
@@ -72,7 +73,22 @@ class AudioCodec:
         """The weights lock's key of one of the official files."""
         return f"{self.repo}/{file}"
 
+    @property
+    def origin(self) -> str:
+        """Where the official files come from, for a message about a missing one."""
+        return f"files of the Hugging Face repo {self.repo}"
+
     def load(self, folder: Path, codebooks: int, device, lock) -> LoadedCodec:
+        """The codec from the checkpoint `folder`, its files first pinned in `lock`."""
+        from avtokens.checkpoints import pinned_files
+
+        digests = pinned_files(
+            folder, self.files, self.lock_key, lock, f"the {self.label} checkpoint", self.origin
+        )
+        return self.open(Path(folder), codebooks, device, digests)
+
+    def open(self, folder: Path, codebooks: int, device, digests: dict[str, str]) -> LoadedCodec:
+        """Load the codec; `digests`: the sha256 of each of its `files`, already pinned."""
         raise NotImplementedError
 
     def write_stand_in(self, folder: Path, seed: int = 0) -> None:

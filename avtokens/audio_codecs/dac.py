@@ -52,8 +52,10 @@ class Dac44kHz(AudioCodec):
     def lock_key(self, file):
         return f"descript/descript-audio-codec/{file}"
 
-    def load(self, folder, codebooks, device, lock):
-        return DacModel(self, Path(folder) / WEIGHTS_FILE, device, lock)
+    origin = "the release asset of github.com/descriptinc/descript-audio-codec"
+
+    def open(self, folder, codebooks, device, digests):
+        return DacModel(self, folder / WEIGHTS_FILE, device, digests[WEIGHTS_FILE])
 
     def write_stand_in(self, folder, seed=0):
         write_dac_stand_in(Path(folder) / WEIGHTS_FILE, seed)
@@ -82,18 +84,13 @@ def write_dac_stand_in(path: Path | str, seed: int = 0, full_size: bool = False)
 class DacModel:
     """A DAC model loaded from a release-format weights file (`LoadedCodec`)."""
 
-    def __init__(self, codec: Dac44kHz, path: Path, device, lock):
+    def __init__(self, codec: Dac44kHz, path: Path, device, sha256: str):
         import torch
-
-        from avtokens.media import sha256_of
 
         with warnings.catch_warnings():  # dac scripts a layer with the deprecated torch.jit
             warnings.simplefilter("ignore", DeprecationWarning)
             import dac
 
-        if not path.is_file():
-            raise AvTokensError(f"DAC weights {path} are missing ({WEIGHTS_FILE}, the release asset "
-                                f"of github.com/descriptinc/descript-audio-codec)")  # fmt: skip
         try:
             package = torch.load(str(path), map_location="cpu", weights_only=True)
             kwargs, state = package["metadata"]["kwargs"], package["state_dict"]
@@ -121,9 +118,6 @@ class DacModel:
         self.stand_in = bool(package["metadata"].get("avtokens_stand_in", False))
         self.encode_context = math.ceil(_receptive_field(model.encoder, upsampling=False) / self.hop) + 1
         self.decode_context = math.ceil(_receptive_field(model.decoder, upsampling=True)) + 1
-        sha256 = sha256_of(path)
-        if lock is not None:
-            lock.check(codec.lock_key(WEIGHTS_FILE), path, sha256)
         self.record = {"name": codec.name, "file": str(path), "sha256": sha256, "stand_in": self.stand_in,
                        "hop": self.hop, "codebooks": self.codebooks,
                        "codebook_size": self.codebook_size}  # fmt: skip

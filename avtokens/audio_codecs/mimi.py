@@ -47,8 +47,8 @@ class Mimi(AudioCodec):
     files = (CONFIG, WEIGHTS)
     repo = "kyutai/mimi"
 
-    def load(self, folder, codebooks, device, lock):
-        return MimiModel(self, Path(folder), codebooks, device, lock)
+    def open(self, folder, codebooks, device, digests):
+        return MimiModel(self, folder, codebooks, device, digests)
 
     def write_stand_in(self, folder, seed=0):
         import torch
@@ -99,29 +99,16 @@ def _spread_codebooks(network, seed: int) -> None:
 class MimiModel:
     """A Mimi checkpoint folder loaded through transformers (`LoadedCodec`)."""
 
-    def __init__(self, codec: Mimi, folder: Path, codebooks: int, device, lock):
+    def __init__(self, codec: Mimi, folder: Path, codebooks: int, device, digests: dict[str, str]):
         import torch
         from transformers import MimiModel as Network
         from transformers.utils import logging as transformers_logging
 
-        from avtokens.media import sha256_of
+        from avtokens.checkpoints import from_pretrained
 
-        missing = [name for name in codec.files if not (folder / name).is_file()]
-        if missing:
-            raise AvTokensError(f"{folder}: the Mimi checkpoint is missing {', '.join(missing)} (files of "
-                                f"the Hugging Face repo {codec.repo})")  # fmt: skip
-        weights, config_file = folder / WEIGHTS, folder / CONFIG
-        sha256, config_sha256 = sha256_of(weights), sha256_of(config_file)
-        if lock is not None:
-            lock.check(codec.lock_key(CONFIG), config_file, config_sha256)
-            lock.check(codec.lock_key(WEIGHTS), weights, sha256)
         transformers_logging.disable_progress_bar()
-        try:
-            network = Network.from_pretrained(folder, dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError) as err:
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise AvTokensError(f"{folder}: not a loadable MimiModel ({reason})") from None
-        config = network.config
+        network = from_pretrained(Network, folder, dtype=torch.float32)
+        config, config_file = network.config, folder / CONFIG
         found = (config.sampling_rate, config.frame_size, config.codebook_size, config.audio_channels)
         expected = (codec.sample_rate, codec.hop, codec.codebook_size, 1)
         if found != expected:
@@ -138,10 +125,10 @@ class MimiModel:
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
             warn_stand_in(log, folder, "codes")
-        self.record = {"name": codec.name, "repo": codec.repo, "file": str(weights), "sha256": sha256,
-                       "config_sha256": config_sha256, "stand_in": self.stand_in, "hop": self.hop,
-                       "codebooks": codebooks, "codebook_size": self.codebook_size,
-                       "encode": "streaming (exact)",
+        self.record = {"name": codec.name, "repo": codec.repo, "file": str(folder / WEIGHTS),
+                       "sha256": digests[WEIGHTS], "config_sha256": digests[CONFIG],
+                       "stand_in": self.stand_in, "hop": self.hop, "codebooks": codebooks,
+                       "codebook_size": self.codebook_size, "encode": "streaming (exact)",
                        "decode_context_frames": self.decode_context}  # fmt: skip
 
     def encode(self, read, frames, window):

@@ -59,7 +59,8 @@ class LoadedDecoder(Protocol):
 class VisualTokenizer:
     """A family: its releases and their checkpoints, frame rules, latent layout, loaders,
     stand-in weights and advice when memory runs out. Subclasses set the attributes and
-    implement `encoder`, `decoder` and `write_stand_in`."""
+    implement `open_encoder`, `open_decoder` and `write_stand_in`; `encoder` and `decoder`
+    pin the files in the weights lock before they call those, whatever the family."""
 
     name: str  # a preset's `family:`
     label: str  # how messages name it
@@ -98,10 +99,32 @@ class VisualTokenizer:
         """What to change when one window does not fit in memory."""
         return f"lower the preset's `window` (now {window}), for example to 33 or 17"
 
+    def lock_key(self, repo: str, file: str) -> str:
+        """The weights lock's key of a file of a checkpoint of `repo`."""
+        return f"{repo}/{file}"
+
     def encoder(self, folder: Path, preset, device, lock) -> LoadedEncoder:
-        raise NotImplementedError
+        """The preset's encoder from the checkpoint `folder`, its files first pinned in `lock`."""
+        return self.open_encoder(Path(folder), preset, device, self._pinned(folder, preset, "encoder", lock))
 
     def decoder(self, folder: Path, preset, device, lock) -> LoadedDecoder:
+        """The preset's decoder from the checkpoint `folder`, its files first pinned in `lock`."""
+        return self.open_decoder(Path(folder), preset, device, self._pinned(folder, preset, "decoder", lock))
+
+    def _pinned(self, folder, preset, part: str, lock) -> dict[str, str]:
+        from avtokens.checkpoints import pinned_files
+
+        key_of = lambda name: self.lock_key(preset.repo, name)  # noqa: E731
+        what = f"the {self.label} {part} of preset '{preset.name}'"
+        origin = f"files of the Hugging Face repo {preset.repo}"
+        return pinned_files(folder, self.files[part], key_of, lock, what, origin)
+
+    def open_encoder(self, folder: Path, preset, device, digests: dict[str, str]) -> LoadedEncoder:
+        """Load the encoder; `digests`: the sha256 of each of its `files`, already pinned."""
+        raise NotImplementedError
+
+    def open_decoder(self, folder: Path, preset, device, digests: dict[str, str]) -> LoadedDecoder:
+        """Load the decoder; `digests`: the sha256 of each of its `files`, already pinned."""
         raise NotImplementedError
 
     def write_stand_in(self, folder: Path, kind: str, temporal: int, spatial: int) -> None:

@@ -57,11 +57,11 @@ class Wan21VAE(VisualTokenizer):
         return (f"the VAE codes 4 frames at a time, so its memory grows with the picture, not the window "
                 f"(now {window}); run it on a device with more memory")  # fmt: skip
 
-    def encoder(self, folder, preset, device, lock):
-        return WanEncoder(folder, preset, device, lock)
+    def open_encoder(self, folder, preset, device, digests):
+        return WanEncoder(folder, preset, device, digests)
 
-    def decoder(self, folder, preset, device, lock):
-        return WanDecoder(folder, preset, device, lock)
+    def open_decoder(self, folder, preset, device, digests):
+        return WanDecoder(folder, preset, device, digests)
 
     def write_stand_in(self, folder, kind, temporal, spatial, seed: int = 0):
         import torch
@@ -142,34 +142,19 @@ def blocky_copy(vae, generator) -> None:
 
 
 class _WanVAE:
-    """The VAE of a checkpoint folder, checked against the weights lock and the preset, plus
-    what the token metadata records of it."""
+    """The VAE of a checkpoint folder, checked against the preset, plus what the token metadata
+    records of it. `digests`: the sha256 of its files (both pinned: the config holds the latent
+    normalisation the tokens are stored in)."""
 
-    def __init__(self, folder, preset, device, lock):
+    def __init__(self, folder, preset, device, digests):
         import torch
         from diffusers import AutoencoderKLWan
 
-        from avtokens.media import sha256_of
+        from avtokens.checkpoints import from_pretrained
 
         self.preset, self.device, self.dtype = preset, device, torch.float32  # as the model card loads it
-        folder = Path(folder)
-        missing = [name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
-        if missing:
-            raise AvTokensError(f"{folder}: the Wan2.1 VAE of preset '{preset.name}' is missing "
-                                f"{', '.join(missing)} (files of the Hugging Face repo "
-                                f"{preset.repo})")  # fmt: skip
-        # Both files pinned: the config holds the latent normalisation the tokens are stored in.
-        weights, config_file = folder / WEIGHTS, folder / CONFIG
-        sha256, config_sha256 = sha256_of(weights), sha256_of(config_file)
-        if lock is not None:
-            lock.check(f"{preset.repo}/{CONFIG}", config_file, config_sha256)
-            lock.check(f"{preset.repo}/{WEIGHTS}", weights, sha256)
-        try:
-            vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=self.dtype,
-                                                   low_cpu_mem_usage=False)  # fmt: skip
-        except (OSError, ValueError, RuntimeError) as err:
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise AvTokensError(f"{folder / 'vae'}: not a loadable AutoencoderKLWan ({reason})") from None
+        vae = from_pretrained(AutoencoderKLWan, folder, subfolder="vae", torch_dtype=self.dtype,
+                              low_cpu_mem_usage=False)  # fmt: skip
         config = vae.config
         found = (config.scale_factor_temporal, config.scale_factor_spatial, config.patch_size)
         if found != (preset.temporal, preset.spatial, None):
@@ -186,8 +171,8 @@ class _WanVAE:
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
             warn_stand_in(log, folder, "tokens")
-        self.record = {"file": str(weights), "repo": preset.repo, "sha256": sha256,
-                       "config_sha256": config_sha256, "dtype": str(self.dtype).removeprefix("torch."),
+        self.record = {"file": str(folder / WEIGHTS), "repo": preset.repo, "sha256": digests[WEIGHTS],
+                       "config_sha256": digests[CONFIG], "dtype": str(self.dtype).removeprefix("torch."),
                        "stand_in": self.stand_in, "engine": "eager"}  # fmt: skip
         self.metadata = {
             "latent_normalization": {

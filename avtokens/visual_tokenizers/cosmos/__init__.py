@@ -8,8 +8,6 @@ TorchScript graph, or our own `network` after a self-check), `fsq` (the DV quant
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from avtokens.visual_tokenizers.base import VisualTokenizer
 
 ENGINES = ("auto", "torchscript", "eager", "compiled")
@@ -56,15 +54,15 @@ class Cosmos(VisualTokenizer):
                 return [model, new + model[len(old) :]]
         return [model]
 
-    def encoder(self, folder, preset, device, lock):
+    def open_encoder(self, folder, preset, device, digests):
         from avtokens.visual_tokenizers.cosmos.loader import CosmosEncoder
 
-        return CosmosEncoder(Path(folder) / "encoder.jit", preset, device, lock)
+        return CosmosEncoder(folder / "encoder.jit", preset, device, digests["encoder.jit"])
 
-    def decoder(self, folder, preset, device, lock):
+    def open_decoder(self, folder, preset, device, digests):
         from avtokens.visual_tokenizers.cosmos.loader import CosmosDecoder
 
-        return CosmosDecoder(Path(folder) / "decoder.jit", preset, device, lock)
+        return CosmosDecoder(folder / "decoder.jit", preset, device, digests["decoder.jit"])
 
     def write_stand_in(self, folder, kind, temporal, spatial):
         from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in

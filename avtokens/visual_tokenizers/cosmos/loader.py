@@ -28,7 +28,6 @@ from avtokens.visual_tokenizers.cosmos.stand_in import STAND_IN_MARKER
 from avtokens.windows import latent_frame_count
 
 if TYPE_CHECKING:
-    from avtokens.checkpoints import WeightsLock
     from avtokens.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -77,25 +76,21 @@ def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, to
 
 
 class _CosmosNetwork:
-    """One TorchScript file of a preset (`part`: encoder or decoder), checked against the
-    weights lock and probed with a tiny input, plus what the token metadata records of it.
+    """One TorchScript file of a preset (`part`: encoder or decoder), probed with a tiny input,
+    plus what the token metadata records of it (`sha256`: the file's, as the host pinned it;
+    hashed here when the file is opened directly, as tests and benchmarks do).
     Engines other than torchscript replace the file's graph by our network once the
     self-check passes; `compile_backend` (a name or a callable) is torch.compile's backend."""
 
     part: str
 
     def __init__(
-        self, path: Path | str, preset: Preset, device: torch.device, lock: WeightsLock | None = None,
+        self, path: Path | str, preset: Preset, device: torch.device, sha256: str | None = None,
         compile_backend="inductor",
     ):  # fmt: skip
         self.preset, self.device, path = preset, device, Path(path)
         encoder_dtype, decoder_dtype = _model_dtypes(device, preset.is_discrete)
         self.dtype = encoder_dtype if self.part == "encoder" else decoder_dtype
-        if not path.is_file():
-            raise AvTokensError(
-                f"{path}: Cosmos {self.part} of preset '{preset.name}' is missing (file {path.name} of "
-                f"the Hugging Face repo {preset.repo})"
-            )
         extra = {STAND_IN_MARKER: ""}
         try:
             with warnings.catch_warnings():  # the released format is TorchScript, deprecated or not
@@ -109,13 +104,10 @@ class _CosmosNetwork:
         self.metadata = {}  # nothing more for the token file's tokenizer record
         self.stand_in = bool(extra[STAND_IN_MARKER])
         tiny = self.stand_in and json.loads(extra[STAND_IN_MARKER]).get("network", "tiny") == "tiny"
-        sha256 = sha256_of(path)
-        if lock is not None:
-            lock.check(f"{preset.repo}/{path.name}", path, sha256)
         self.record = {
             "file": str(path),
             "repo": preset.repo,
-            "sha256": sha256,
+            "sha256": sha256 or sha256_of(path),
             "dtype": str(self.dtype).removeprefix("torch."),
             "stand_in": self.stand_in,
         }
