@@ -22,6 +22,7 @@ from avtokens.media import unusable_source
 from avtokens.outcome import left_out_message
 from avtokens.shards import fill_pattern
 from avtokens.presets import grid_presets, make_preset
+from avtokens.renamed_keys import renamed_keys
 
 DEMO_WEIGHTS = "resources/demo_weights"
 STARTED = time.time()  # this run's: what a job wrote since, this run made
@@ -55,16 +56,8 @@ def validated(data, schema, what):
 
 
 validated(config, "../config/schemas/config.schema.yaml", "config")
-if "videos_per_job" in config:
-    config_error(
-        "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
-        "job per shard of that many videos (README, \"Many short clips: shard mode\"); replace it"
-    )
-if "batch_windows" in config:
-    config_error(
-        "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
-        "millions (64: four 17-frame windows at 1280x720); replace it"
-    )
+for message in renamed_keys(config):
+    config_error(message)
 
 # Compiled kernels are kept for the jobs after the first (the `compiled` engine); a value
 # already in the environment wins.
