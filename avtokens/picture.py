@@ -38,7 +38,7 @@ class Picture:
     deinterlaced: str | None  # the field order that was deinterlaced
     tone_mapped: str | None  # "PQ" or "HLG", tone-mapped to SDR BT.709
     # Where the frames come from: the source's chosen stream (None: the first) and the rate of
-    # the constant-rate timeline they are decoded onto (None: as they come; media.decoding_args).
+    # the constant-rate timeline they are decoded onto (None: as they come; media.frames.decoding_args).
     video_stream: int | None = None
     frame_rate: Fraction | None = None
     # The first frame's time on the container's clock, where the timeline starts (None: files

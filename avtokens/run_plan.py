@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from avtokens.checkpoints import checkpoint_folder
 from avtokens.media import unusable_source
 from avtokens.presets import AudioSetting, grid_presets, make_audio_setting, make_preset
+from avtokens.renamed_keys import renamed_keys
 
 DEMO_WEIGHTS = "resources/demo_weights"  # where stand-in checkpoints are built
 # The per-video stages by the scope of their jobs, in run order: what a stage makes, it makes
@@ -49,6 +50,8 @@ class RunPlan:
 
     def __init__(self, config: dict, sheet: str, rows: Iterable[tuple[str, str]], made_here: Iterable = ()):
         self.config, self.sheet, self.started = config, sheet, time.time()
+        for message in renamed_keys(config):
+            raise ConfigError(message)
         self.results, self.checkpoints = config["results"], config["checkpoints"]
         rows = list(rows)
         names = [name for name, _ in rows]

@@ -103,7 +103,7 @@ def with_load_tokens(clips: AlignedClips, order) -> dict:
         video_index, first, length = clips.clips[int(index)]
         video = clips.videos[video_index]
         visual, audio = load_tokens(video.visual), load_tokens(video.audio)
-        tensor = visual["indices" if clips.kind == "DV" else "latents"][0, first : first + length].clone()
+        tensor = visual[clips.layout.tensor][0, first : first + length].clone()
         ranges = audio["code_ranges"][first : first + length]
         codes = audio["codes"][0, int(ranges[0, 0]) : int(ranges[-1, 1])].clone()
         delivered += stored_bytes(tensor, codes)

@@ -40,16 +40,6 @@ EXAMPLE_VIDEO = "resources/example/example.mp4"  # made by rules/example.smk
 # and what to do (a WorkflowError would be printed inside Snakemake's account of the frames).
 try:
     validated(config, "../config/schemas/config.schema.yaml", "config")
-    if "videos_per_job" in config:
-        raise ConfigError(
-            "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
-            "job per shard of that many videos (README, \"Many short clips: shard mode\"); replace it"
-        )
-    if "batch_windows" in config:
-        raise ConfigError(
-            "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
-            "millions (64: four 17-frame windows at 1280x720); replace it"
-        )
     sheet = validated(read_sheet(config["videos"]), "../config/schemas/videos.schema.yaml", config["videos"])
     PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO])
 except ConfigError as err:

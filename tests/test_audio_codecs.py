@@ -40,11 +40,13 @@ def test_each_codec_says_where_its_official_files_come_from_and_how_they_are_pin
     assert dac.files == ("weights_44khz_8kbps_0.0.1.pth",) and dac.folder == "dac"
     assert dac.source({}) == {"url": "https://github.com/descriptinc/descript-audio-codec/releases/download/"
                                       "0.0.1/weights_44khz_8kbps_0.0.1.pth"}  # fmt: skip
-    assert dac.source({"dac_url": "file:///w.pth"}) == {"url": "file:///w.pth"}
     # The key lock files made before codecs were plug-ins pinned DAC under.
     assert dac.lock_key(dac.files[0]) == "descript/descript-audio-codec/weights_44khz_8kbps_0.0.1.pth"
     assert mimi.files == ("config.json", "model.safetensors") and mimi.source({}) == {"repo": "kyutai/mimi"}
     assert mimi.lock_key("model.safetensors") == "kyutai/mimi/model.safetensors"
+    # The config's `codecs` points a codec elsewhere (a mirror), each codec by its own name.
+    mirrors = {"codecs": {"dac": {"url": "file:///w.pth"}, "mimi": {"repo": "me/mimi"}}}
+    assert dac.source(mirrors) == {"url": "file:///w.pth"} and mimi.source(mirrors) == {"repo": "me/mimi"}
 
 
 def test_a_presets_audio_part_names_its_codec_and_codebooks_and_its_visual_part_none():

@@ -116,7 +116,7 @@ def official(tmp_path_factory, demo_weights):
         "videos": str(workdir / "videos.tsv"),
         "checkpoints": str(workdir / "ckpt"),
         "weights_lock": str(workdir / "weights.lock.json"),
-        "dac_url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}",
+        "codecs": {"dac": {"url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}"}},
         "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17},
                     "w": {"family": "wan2.1", "window": 9}},
         "run": ["p", "w"],
@@ -202,7 +202,7 @@ def test_unobtainable_weights_stop_the_run_before_any_model_job(demo_weights, tm
             "videos": str(tmp_path / "videos.tsv"),
             "checkpoints": str(tmp_path / "ckpt"),
             "weights_lock": str(tmp_path / "lock.json"),
-            "dac_url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}",
+            "codecs": {"dac": {"url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}"}},
             "presets": {
                 "p": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17, "repo": "nvidia/gated"}
             },

@@ -20,7 +20,6 @@ import avtokens.visual_tokenizers
 from avtokens import AvTokensError, load_tokens
 from avtokens.alignment import fixed_size_blocks
 from avtokens.data import (
-    JOINT_VOCABULARY,
     AlignedClips,
     AlignedClipStream,
     ClipSampler,
@@ -175,7 +174,7 @@ def test_a_clip_costs_its_own_bytes_not_the_file(data_run):
 
 def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(data_run):
     clips = AlignedClips(manifest(data_run), clip_length=3, preset="DV8x16x16", joint_tokens=True)
-    vocab = JOINT_VOCABULARY
+    vocab = clips.vocabulary  # Cosmos DV's and DAC's: the docstring's worked example
     assert (vocab.visual, vocab.audio_offset, vocab.frame, vocab.audio, vocab.size) == (
         64000, 64000, 64000 + 9 * 1024, 73217, 73218)  # fmt: skip
     clip = clips[2]
@@ -191,42 +190,61 @@ def test_joint_tokens_lay_out_each_latent_frame_in_one_vocabulary(data_run):
         assert torch.equal(audio // 1024, torch.arange(9).expand_as(audio))  # codebook b -> its own 1024 ids
         assert torch.equal(audio % 1024, codes)
     assert int(tokens.max()) < vocab.size
+    continuous = AlignedClips(manifest(data_run), clip_length=3, preset="CV8x8x8")
+    assert continuous.vocabulary is None and continuous.layout.tensor == "latents"
     with pytest.raises(ValueError, match="joint_tokens needs discrete"):
         AlignedClips(manifest(data_run), clip_length=3, preset="CV8x8x8", joint_tokens=True)
 
 
-def test_a_joint_vocabulary_takes_the_codecs_codebooks():
-    """Mimi's 8 codebooks of 2048 after Cosmos DV's 64,000 indices."""
-    vocab = JointVocabulary(64000, 8, 2048)
+# A manifest row of a video without family or codec (as rows were written before either was a
+# plug-in): Cosmos DV8x16x16 and DAC's 9 codebooks; and the same tokenizer with Mimi's codes.
+ROW = {
+    "video": "v",
+    "preset": "p",
+    "kind": "DV",
+    "temporal": 8,
+    "spatial": 16,
+    "window": 17,
+    "visual_tokens": "v.safetensors",
+    "audio_tokens": "a.safetensors",
+    "latent_frames": 3,
+    "latent_height": 2,
+    "latent_width": 3,
+    "fps": "25",
+}
+MIMI_ROW = {**ROW, "video": "w", "audio_codec": "mimi", "audio_codebooks": 8, "audio_codebook_size": 2048,
+            "audio_sample_rate": 24000, "audio_hop": 1920}  # fmt: skip
+
+
+def test_a_joint_vocabulary_is_the_one_its_rows_record(tmp_path):
+    """Mimi's 8 codebooks of 2048 after Cosmos DV's 64,000 indices, from a Mimi row."""
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(MIMI_ROW) + "\n")
+    clips = AlignedClips(tmp_path / "manifest.jsonl", clip_length=1, joint_tokens=True, verify="none")
+    vocab = clips.vocabulary
+    assert vocab == JointVocabulary.of(clips.videos[0]) == JointVocabulary(64000, 8, 2048)
+    assert clips.layout.tensor == "indices"
     assert (vocab.frame, vocab.audio, vocab.size) == (64000 + 8 * 2048, 80385, 80386)
     codes = torch.tensor([[0] * 8, [2047] * 8])
     ids = vocab.frame_tokens(torch.tensor([[7, 8]]), codes)
     assert ids.tolist()[:4] == [vocab.frame, 7, 8, vocab.audio] and len(ids) == 4 + 2 * 8
     assert torch.equal(ids[4:12], 64000 + 2048 * torch.arange(8))
     assert torch.equal(ids[12:], 64000 + 2048 * torch.arange(8) + 2047)
+    wan = {**MIMI_ROW, "family": "wan2.1", "kind": "CV", "temporal": 4, "spatial": 8}
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(wan) + "\n")
+    (video,) = read_manifests(tmp_path / "manifest.jsonl", verify="none")
+    with pytest.raises(ValueError, match="manifest.jsonl:1: wan2.1 CV tokens are continuous latents"):
+        JointVocabulary.of(video)
 
 
 def test_a_dataset_of_two_codecs_is_refused(tmp_path, monkeypatch):
-    row = {
-        "video": "v",
-        "preset": "p",
-        "kind": "DV",
-        "temporal": 8,
-        "spatial": 16,
-        "window": 17,
-        "visual_tokens": "v.safetensors",
-        "audio_tokens": "a.safetensors",
-        "latent_frames": 3,
-        "latent_height": 2,
-        "latent_width": 3,
-        "fps": "25",
-    }
-    mimi = {**row, "video": "w", "audio_codec": "mimi", "audio_codebooks": 8, "audio_codebook_size": 2048,
-            "audio_sample_rate": 24000, "audio_hop": 1920}  # fmt: skip
+    row, mimi = ROW, dict(MIMI_ROW)  # mimi loses a field below
     (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(mimi) + "\n")
     mixed = "one kind of tokens, but .* with 9 codebooks of dac and .* with 8 codebooks of mimi"
     with pytest.raises(AvTokensError, match=mixed):
         read_manifests(tmp_path / "manifest.jsonl", verify="none")
+    # So a dataset of them, which would need two vocabularies, is refused too.
+    with pytest.raises(AvTokensError, match=mixed):
+        AlignedClips(tmp_path / "manifest.jsonl", clip_length=1, joint_tokens=True, verify="none")
     (tmp_path / "manifest.jsonl").write_text(json.dumps(mimi) + "\n")
     (video,) = read_manifests(tmp_path / "manifest.jsonl", verify="none")
     assert (video.codec, video.codebooks, video.codebook_size, video.code_clock) == (
@@ -243,6 +261,7 @@ def test_a_dataset_of_two_codecs_is_refused(tmp_path, monkeypatch):
         patched.setattr(avtokens.audio_codecs, "DEFAULT_CODEC", "mimi")
         patched.setattr(avtokens.audio_codecs.DAC, "default_codebooks", 12)
         (video,) = read_manifests(tmp_path / "manifest.jsonl", verify="none")
+        assert JointVocabulary.of(video) == JointVocabulary(64000, 9, 1024)
     assert (video.family, video.codec, video.codebooks, video.codebook_size, video.code_clock) == (
         "cosmos",
         "dac",

@@ -14,6 +14,9 @@ import yaml
 from helpers import REPO, planned_jobs
 from snakemake.utils import validate
 
+from avtokens.audio_codecs import AUDIO_CODECS
+from avtokens.renamed_keys import renamed_keys
+
 
 def readme_blocks(section: str) -> dict[str, str]:
     """The first code block of each language in a README section."""
@@ -90,10 +93,26 @@ def test_the_schema_defaults_are_the_documented_config():
     filled = {}
     validate(filled, str(REPO / "config" / "schemas" / "config.schema.yaml"))
     assert filled == yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    # Where each codec's files come from by default: its own source, byte for byte.
+    assert sorted(filled["codecs"]) == sorted(AUDIO_CODECS)
+    assert all(codec.source(filled) == codec.source({}) for codec in AUDIO_CODECS.values())
     partial = {"picture": {"pixels": "stored"}, "run": ["DV4x8x8"]}
     validate(partial, str(REPO / "config" / "schemas" / "config.schema.yaml"))
     assert partial["picture"] == {"pixels": "stored", "deinterlace": True, "fit": "pad"}
     assert partial["run"] == ["DV4x8x8"] and partial["reconstruction"] == {"crf": 12, "x264_preset": "medium"}
+
+
+def test_a_renamed_key_is_refused_naming_what_replaces_it():
+    old = {"dac_url": "https://example.org/w.pth", "videos_per_job": 8, "batch_windows": 4, "shard_size": 8}
+    assert renamed_keys(old) == [
+        "config: `videos_per_job` is now `shard_size`: every stage (not only the model ones) runs one "
+        'job per shard of that many videos (README, "Many short clips: shard mode"); replace it',
+        "config: `batch_windows` is now `batch_megapixels`, frames x pixels per model call in "
+        "millions (64: four 17-frame windows at 1280x720); replace it",
+        "config: `dac_url` is now `codecs: {dac: {url: ...}}`, where each audio codec's official files "
+        'are fetched from (README, "Real checkpoints"); replace it',
+    ]
+    assert renamed_keys(yaml.safe_load((REPO / "config" / "config.yaml").read_text())) == []
 
 
 def test_a_wrong_setting_in_a_partial_config_is_one_line(tmp_path):

@@ -490,6 +490,7 @@ def test_audio_is_coded_once_per_video_and_codec_whatever_the_number_of_presets(
         ({"run": ["nope"]}, "ERROR config: `run` names presets that `presets` does not define: ['nope']"),
         ({"device": "gpu"}, "'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$'"),
         ({"batch_windows": 4}, "config: `batch_windows` is now `batch_megapixels`"),
+        ({"dac_url": "file:///w.pth"}, "config: `dac_url` is now `codecs: {dac: {url: ...}}`"),
     ],
 )  # fmt: skip
 def test_bad_config_is_refused_before_any_job(tmp_path, change, message):

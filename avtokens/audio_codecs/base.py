@@ -53,6 +53,7 @@ class AudioCodec:
     folder: str  # the checkpoint's folder name (under `checkpoints`, and as a stand-in)
     files: tuple[str, ...]  # the folder's files the codec reads; the last holds the weights
     repo: str | None = None  # the Hugging Face repo the files come from
+    url: str | None = None  # or, for a codec of one file, that file's URL (a release asset)
     # What reconstructions from its stand-in weights sound like (README, report).
     stand_in_output: str
 
@@ -66,8 +67,10 @@ class AudioCodec:
         return self.name if len(self.codebook_choices) == 1 else f"{self.name}-q{codebooks}"
 
     def source(self, config: dict) -> dict:
-        """Where the official files come from: {"repo": Hugging Face repo} or {"url": one file's URL}."""
-        return {"repo": self.repo}
+        """Where the official files come from: {"repo": Hugging Face repo} or {"url": one file's
+        URL}, the codec's own unless the config's `codecs: {<name>: ...}` names another (a mirror)."""
+        own = {"url": self.url} if self.url else {"repo": self.repo}
+        return config.get("codecs", {}).get(self.name) or own
 
     def lock_key(self, file: str) -> str:
         """The weights lock's key of one of the official files."""

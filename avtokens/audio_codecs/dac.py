@@ -45,9 +45,7 @@ class Dac44kHz(AudioCodec):
     default_codebooks = 9
     folder = "dac"
     files = (WEIGHTS_FILE,)
-
-    def source(self, config):
-        return {"url": config.get("dac_url") or URL}
+    url = URL
 
     def lock_key(self, file):
         return f"descript/descript-audio-codec/{file}"
