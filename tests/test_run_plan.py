@@ -66,7 +66,7 @@ def test_checkpoint_folders_sources_and_locks_follow_the_presets_weights(clips):
     plan = plan_of(clips, presets=presets, run=["wan", "cv"], weights="official")
     assert plan.official_sources == {
         "Wan2.1-T2V-1.3B-Diffusers": {"repo": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"},
-        "dac": {"url": DEFAULTS["dac_url"]},
+        "dac": DEFAULTS["codecs"]["dac"],
         "Cosmos-0.1-Tokenizer-CV8x8x8": {"repo": "nvidia/Cosmos-0.1-Tokenizer-CV8x8x8"},
     }
     assert plan.model_files("wan", "decoder") == [
@@ -148,3 +148,8 @@ def test_repeated_video_names_are_refused(clips):
 def test_the_plan_imports_neither_snakemake_nor_torch():
     blocked = "import sys; sys.modules.update(snakemake=None, torch=None); import avtokens.run_plan"
     subprocess.run([sys.executable, "-c", blocked], check=True)
+
+
+def test_a_renamed_config_key_is_refused_naming_its_replacement(clips):
+    with pytest.raises(ConfigError, match=r"config: `dac_url` is now `codecs: \{dac: \{url: ...\}\}`"):
+        plan_of(clips, dac_url="https://example.org/w.pth")
