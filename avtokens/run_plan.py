@@ -81,19 +81,21 @@ class RunPlan:
             if name in config["presets"] and config["presets"][name] != fields:
                 raise ConfigError(f"config: grid preset {name} differs from the preset of that name in "
                                   "`presets`: rename that one")  # fmt: skip
+        # `presets` is a catalogue: only those that run are built (and checked), so an entry for a
+        # family or codec this installation lacks stops no run that does not use it.
         entries, weights = {**config["presets"], **grid}, config["weights"]
-        try:
-            self.presets = {name: make_preset(name, fields, weights) for name, fields in entries.items()}
-            self.audio = {name: make_audio_setting(name, fields, weights) for name, fields in entries.items()}
-        except ValueError as err:
-            raise ConfigError(f"config: {err}") from None
         self.run = list(dict.fromkeys([*config["run"], *grid]))
-        unknown = [name for name in self.run if name not in self.presets]
+        unknown = [name for name in self.run if name not in entries]
         if unknown:
             raise ConfigError(f"config: `run` names presets that `presets` does not define: {unknown}; "
-                              f"defined: {sorted(self.presets)}")  # fmt: skip
+                              f"defined: {sorted(entries)}")  # fmt: skip
         if not self.run:
             raise ConfigError("config: nothing to run: list presets in `run` or give a `grid`")
+        try:
+            self.presets = {name: make_preset(name, entries[name], weights) for name in self.run}
+            self.audio = {name: make_audio_setting(name, entries[name], weights) for name in self.run}
+        except ValueError as err:
+            raise ConfigError(f"config: {err}") from None
         # Codec setting -> its audio part (the first preset's: the weights come from the wildcards).
         self.codec_settings: dict[str, AudioSetting] = {}
         for name in self.run:

@@ -153,3 +153,11 @@ def test_the_plan_imports_neither_snakemake_nor_torch():
 def test_a_renamed_config_key_is_refused_naming_its_replacement(clips):
     with pytest.raises(ConfigError, match=r"config: `dac_url` is now `codecs: \{dac: \{url: ...\}\}`"):
         plan_of(clips, dac_url="https://example.org/w.pth")
+
+
+def test_presets_are_a_catalogue_only_those_that_run_are_built(clips):
+    catalogue = {**PRESETS, "elsewhere": {"family": "not-installed"}, "wan": {"family": "wan2.1"}}
+    plan = plan_of(clips, presets=catalogue, run=["wan"])
+    assert list(plan.presets) == ["wan"] and plan.rates == ["44100"]
+    with pytest.raises(ConfigError, match="config: preset 'elsewhere': no tokenizer family 'not-installed'"):
+        plan_of(clips, presets=catalogue, run=["wan", "elsewhere"])

@@ -7,8 +7,9 @@ from avtokens.audio_codecs.base import AudioCodec, LoadedCodec
 from avtokens.audio_codecs.dac import DAC
 from avtokens.audio_codecs.mimi import MIMI
 
+# The first listed is the default: a preset without `codec:` uses it.
 AUDIO_CODECS: dict[str, AudioCodec] = {codec.name: codec for codec in (DAC, MIMI)}
-DEFAULT_CODEC = DAC.name
+DEFAULT_CODEC = next(iter(AUDIO_CODECS))
 # What manifest rows written before they named their codec were made with (DAC's 44.1 kHz
 # model as this project ran it then): frozen, so that changing the default or DAC's settings
 # never relabels old rows.
