@@ -14,7 +14,8 @@ def shard_sources(wildcards):
     that it runs first. The others are not declared: Snakemake's bookkeeping of 100,000 input
     files would take most of the planning time; `sources_state` below reruns a shard job
     when one of them changes instead."""
-    return [path for _, path in SHARDS[wildcards.shard] if os.path.normpath(path) == os.path.normpath(EXAMPLE_VIDEO)]
+    made_here = os.path.normpath(EXAMPLE_VIDEO)
+    return [path for _, path in SHARDS[wildcards.shard] if os.path.normpath(path) == made_here]
 
 
 @functools.cache
@@ -48,7 +49,7 @@ def shard_spec(inputs, outputs, report=False):
 def upstream(*stages):
     """Input function: the records of the stages a shard job takes its videos from, of the
     scopes the job's wildcards imply (`PLAN.implied`)."""
-    return lambda wildcards: [fill_pattern(PLAN.shard_record(stage), PLAN.implied(wildcards)) for stage in stages]
+    return lambda wildcards: [fill_pattern(PLAN.shard_record(s), PLAN.implied(wildcards)) for s in stages]
 
 
 use rule extract_wav as shard_extract_wav with:
