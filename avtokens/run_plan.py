@@ -142,6 +142,11 @@ class RunPlan:
             self.official_sources.setdefault(codec.folder, codec.source(self.config))
             self.checkpoint_files.update(preset.tokenizer.checkpoint_files(), codec.files)
 
+    def left_out_lines(self) -> list[str]:
+        """One error line per video left out of the run."""
+        return [f"{path}: {self.reasons[name]} (video {name} of {self.sheet}); left out"
+                for name, path in self.left_out.items()]  # fmt: skip
+
     def outputs_note(self, outputs: list[str], report: str) -> str:
         """What a finished run tells its user: where its outputs and report are, and which
         presets ran on stand-in weights."""
@@ -265,9 +270,3 @@ def read_sheet(path: str):
         raise ConfigError(
             f"cannot read the sample sheet {path} ({err}): check the config's `videos`"
         ) from None
-
-
-def left_out_lines(plan: RunPlan) -> list[str]:
-    """One error line per video left out of the run."""
-    return [f"{path}: {plan.reasons[name]} (video {name} of {plan.sheet}); left out"
-            for name, path in plan.left_out.items()]  # fmt: skip

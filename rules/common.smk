@@ -14,7 +14,7 @@ PACKAGE_ROOT = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_f
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 from avtokens.outcome import left_out_message, written_since
-from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, left_out_lines, read_sheet
+from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet
 from avtokens.shards import fill_pattern
 
 
@@ -45,7 +45,7 @@ try:
 except ConfigError as err:
     print(f"ERROR {err}", file=sys.stderr)
     raise SystemExit(1)
-for line in left_out_lines(PLAN):
+for line in PLAN.left_out_lines():
     print(f"ERROR {line}", file=sys.stderr)
 for reason in PLAN.grid_skipped:
     print(f"grid: left out {reason.removeprefix('preset ')}", file=sys.stderr)

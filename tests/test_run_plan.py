@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from avtokens.run_plan import DEMO_WEIGHTS, SCOPES, ConfigError, RunPlan, left_out_lines
+from avtokens.run_plan import DEMO_WEIGHTS, SCOPES, ConfigError, RunPlan
 from avtokens.workflow import DEFAULT_CONFIG
 
 DEFAULTS = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -107,7 +107,7 @@ def test_missing_videos_are_left_out_and_a_sheet_without_one_is_refused(clips, t
     rows = [*clips[:1], ("gone", str(tmp_path / "gone.mp4")), ("example", "resources/example/example.mp4")]
     plan = RunPlan(DEFAULTS, "videos.tsv", rows, made_here=["resources/example/example.mp4"])
     assert list(plan.videos) == ["v0", "example"]
-    assert left_out_lines(plan) == [
+    assert plan.left_out_lines() == [
         f"{tmp_path / 'gone.mp4'}: no such file (video gone of videos.tsv); left out"
     ]
     with pytest.raises(ConfigError, match="none of the listed videos exists and can be read"):
