@@ -8,6 +8,7 @@ family accepts (releases, kinds, factors, engines, windows) comes from its regis
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from avtokens.audio_codecs import DEFAULT_CODEC, AudioCodec, audio_codec
@@ -81,6 +82,15 @@ class AudioSetting:
 
 def _model_name(kind, temporal, spatial) -> str:
     return f"{kind}{temporal}x{spatial}x{spatial}"
+
+
+def model_fields(name: str) -> dict:
+    """The model fields a model's name gives, `DV8x16x16` -> kind DV, temporal 8, spatial 16: for
+    commands that take a model by its name (the benchmarks)."""
+    match = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)x(\d+)x\3", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a model's name, such as CV8x16x16 or DV4x8x8")
+    return {"kind": match[1], "temporal": int(match[2]), "spatial": int(match[3])}
 
 
 def _model_names(models) -> str:

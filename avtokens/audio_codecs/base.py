@@ -61,6 +61,10 @@ class AudioCodec:
         """Code frames per second."""
         return Fraction(self.sample_rate, self.hop)
 
+    def window_frames(self, seconds: float) -> int:
+        """Code frames in a window of `seconds` (the audio jobs' `audio_window_seconds`)."""
+        return max(1, int(seconds * self.code_rate))
+
     def setting(self, codebooks: int) -> str:
         """The name a video's codes of this codec and number of codebooks are kept under."""
         return self.name if len(self.codebook_choices) == 1 else f"{self.name}-q{codebooks}"
