@@ -84,13 +84,15 @@ def _model_name(kind, temporal, spatial) -> str:
     return f"{kind}{temporal}x{spatial}x{spatial}"
 
 
-def model_fields(name: str) -> dict:
-    """The model fields a model's name gives, `DV8x16x16` -> kind DV, temporal 8, spatial 16: for
-    commands that take a model by its name (the benchmarks)."""
-    match = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)x(\d+)x\3", name)
+def preset_entry(model: str, **fields) -> dict:
+    """A preset's config entry from its model's name (`DV8x16x16`: kind DV, temporal 8, spatial
+    16) and the other fields given, those given as None left to their defaults: for commands that
+    name a preset so (the benchmarks)."""
+    match = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)x(\d+)x\3", model)
     if match is None:
-        raise ValueError(f"{name!r} is not a model's name, such as CV8x16x16 or DV4x8x8")
-    return {"kind": match[1], "temporal": int(match[2]), "spatial": int(match[3])}
+        raise ValueError(f"{model!r} is not a model's name, such as CV8x16x16 or DV4x8x8")
+    given = {key: value for key, value in fields.items() if value is not None}
+    return {"kind": match[1], "temporal": int(match[2]), "spatial": int(match[3]), **given}
 
 
 def _model_names(models) -> str:

@@ -52,7 +52,7 @@ from avtokens import audio, media, visual  # noqa: E402
 from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC  # noqa: E402
 from avtokens.devices import resolve_device, runtime_record  # noqa: E402
 from avtokens.media import VideoWriter, probe, read_frame_windows, run_ffmpeg  # noqa: E402
-from avtokens.presets import make_audio_setting, make_preset, model_fields  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset, preset_entry  # noqa: E402
 from avtokens.rule import bound_heap_growth  # noqa: E402
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS  # noqa: E402
 from avtokens.windows import Window, padded_length, round_up  # noqa: E402
@@ -194,10 +194,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("throughput.json"))
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    given = {"family": args.family, "window": args.window, "weights": "demo", "codec": args.codec,
-             "codebooks": args.codebooks}  # fmt: skip
     try:
-        fields = model_fields(args.preset) | {key: value for key, value in given.items() if value is not None}
+        fields = preset_entry(args.preset, family=args.family, window=args.window, weights="demo",
+                              codec=args.codec, codebooks=args.codebooks)  # fmt: skip
         presets = {engine: make_preset(args.preset, fields | {"engine": engine}) for engine in args.engines}
         audio_setting = make_audio_setting(args.preset, fields)
     except ValueError as err:
