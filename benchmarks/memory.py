@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--family", default=DEFAULT_FAMILY, choices=VISUAL_TOKENIZERS,
                         help="the tokenizer family (avtokens.visual_tokenizers)")  # fmt: skip
     parser.add_argument("--preset", default="DV8x16x16",
-                        help="kind and factors of one of the family's models; wan2.1: CV4x8x8")  # fmt: skip
+                        help="kind and factors of one of the family's models")  # fmt: skip
     parser.add_argument(
         "--window",
         type=int,

@@ -169,8 +169,8 @@ def main() -> int:
     parser.add_argument("--family", default=DEFAULT_FAMILY, choices=VISUAL_TOKENIZERS,
                         help="the tokenizer family (avtokens.visual_tokenizers)")  # fmt: skip
     parser.add_argument("--preset", default="CV8x16x16",
-                        help="kind and factors of one of the family's models, e.g. DV8x8x8; wan2.1: "
-                             "CV4x8x8")  # fmt: skip
+                        help="kind and factors of one of the family's models, e.g. DV8x8x8 (another is "
+                             "refused with the family's list)")  # fmt: skip
     parser.add_argument("--window", type=int, default=17, help="frames per tokenizer window")
     parser.add_argument("--codec", default=DEFAULT_CODEC, choices=AUDIO_CODECS,
                         help="the audio codec (avtokens.audio_codecs)")  # fmt: skip
@@ -182,10 +182,10 @@ def main() -> int:
                         help="full: the released architecture with random weights; tiny: the tests' "
                              "stand-in")  # fmt: skip
     parser.add_argument("--device", default="auto")
+    by_family = "; ".join(f"{name}: {', '.join(f.engines)}" for name, f in VISUAL_TOKENIZERS.items())
     parser.add_argument("--engines", nargs="+", default=["auto"],
-                        help="the family's engines (Cosmos: auto, torchscript, eager, compiled; wan2.1: "
-                             "auto, eager): model-only figures for each; the first one runs end to "
-                             "end")  # fmt: skip
+                        help=f"the family's engines ({by_family}): model-only figures for each; the "
+                             "first one runs end to end")  # fmt: skip
     parser.add_argument("--batch-megapixels", type=float, default=64,
                         help="frames x pixels per call, in millions (config batch_megapixels)")  # fmt: skip
     parser.add_argument("--audio-window-seconds", type=float, default=60,
