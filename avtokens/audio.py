@@ -66,11 +66,6 @@ class AudioEncode(Stage):
                 self.window_seconds)  # fmt: skip
 
 
-def _window(codec: AudioCodec, seconds: float) -> int:
-    """Code frames in a window of `seconds`."""
-    return max(1, int(seconds * codec.code_rate))
-
-
 def _encode(codec: AudioCodec, model: LoadedCodec, wav_path: Path, timeline: dict, dest,
             window_seconds: float) -> None:  # fmt: skip
     """The code frames that cover the video's frames (the last one reaching past its end),
@@ -86,7 +81,7 @@ def _encode(codec: AudioCodec, model: LoadedCodec, wav_path: Path, timeline: dic
         progress = Progress(f"{wav_path.name}: audio encode", float(total / codec.code_rate), "s")
         coded = 0
         for codes in model.encode(lambda start, end: _read_samples(wav, start, end), total,
-                                  _window(codec, window_seconds)):  # fmt: skip
+                                  codec.window_frames(window_seconds)):  # fmt: skip
             writer.append(codes.to(torch.uint16).cpu())
             coded += len(codes)
             progress.advance(float(len(codes) / codec.code_rate))
@@ -156,7 +151,7 @@ def _decode(codec: AudioCodec, model: LoadedCodec, codes_path: Path, dest, windo
     ):
         written = 0
         progress = Progress(f"{codes_path.name}: audio decode", duration_samples / rate, "s")
-        for audio_piece in model.decode(codes, _window(codec, window_seconds)):
+        for audio_piece in model.decode(codes, codec.window_frames(window_seconds)):
             piece = audio_piece[: duration_samples - written].clamp(-1, 1).cpu().numpy()
             out.write(piece)
             written += len(piece)

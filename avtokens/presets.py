@@ -8,6 +8,7 @@ family accepts (releases, kinds, factors, engines, windows) comes from its regis
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from avtokens.audio_codecs import DEFAULT_CODEC, AudioCodec, audio_codec
@@ -81,6 +82,17 @@ class AudioSetting:
 
 def _model_name(kind, temporal, spatial) -> str:
     return f"{kind}{temporal}x{spatial}x{spatial}"
+
+
+def preset_entry(model: str, **fields) -> dict:
+    """A preset's config entry from its model's name (`DV8x16x16`: kind DV, temporal 8, spatial
+    16) and the other fields given, those given as None left to their defaults: for commands that
+    name a preset so (the benchmarks)."""
+    match = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)x(\d+)x\3", model)
+    if match is None:
+        raise ValueError(f"{model!r} is not a model's name, such as CV8x16x16 or DV4x8x8")
+    given = {key: value for key, value in fields.items() if value is not None}
+    return {"kind": match[1], "temporal": int(match[2]), "spatial": int(match[3]), **given}
 
 
 def _model_names(models) -> str:

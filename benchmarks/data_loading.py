@@ -36,9 +36,8 @@ sys.path.insert(0, str(REPO))
 from avtokens import load_tokens  # noqa: E402
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
 from avtokens.data import AlignedClips  # noqa: E402
-from avtokens.presets import make_audio_setting, make_preset  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset, preset_entry  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
-from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.windows import round_up, video_latent_spans  # noqa: E402
 
 
@@ -60,7 +59,8 @@ def write_episode(folder: Path, preset, audio_setting, frames: int, fps: Fractio
     for start in range(0, len(spans), 64):
         count = min(64, len(spans) - start)
         if preset.is_discrete:
-            writer.append(torch.randint(0, CODEBOOK_SIZE, (count, *shape), generator=rng).to(torch.uint16))
+            indices = torch.randint(0, preset.tokenizer.vocabulary, (count, *shape), generator=rng)
+            writer.append(indices.to(torch.uint16))
         else:
             writer.append(torch.randn((count, *shape), generator=rng).to(torch.bfloat16))
     writer.finish({}, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
@@ -138,8 +138,7 @@ def main() -> None:
     results = {}
     try:
         for name in args.presets:
-            kind, rest = name[:2], name[2:].split("x")
-            fields = {"kind": kind, "temporal": int(rest[0]), "spatial": int(rest[1]), "window": args.window}
+            fields = preset_entry(name, window=args.window)
             visual, audio = make_preset(name, fields), make_audio_setting(name, fields)
             row = write_episode(work, visual, audio, frames, fps, width, height)
             manifest = work / f"{name}.jsonl"

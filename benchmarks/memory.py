@@ -2,12 +2,14 @@
 clip must not need more memory than the short one.
 
     python benchmarks/memory.py                        # 1 and 20 minutes of 640x480 at 30 fps
+    python benchmarks/memory.py --family wan2.1 --preset CV4x8x8 --codec mimi   # the same, Wan2.1 + Mimi
     python benchmarks/memory.py --minutes 0.4 2 --fps 6 --size 320x240 --window 17 \
         --batch-megapixels 1.4 --audio-window-seconds 10             # CI-sized
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
-demo weights and one preset; every job logs its own peak resident memory, which this script
-collects per rule. It prints a table, writes JSON, and exits 1 when a rule's peak on the
+demo weights and one preset (`--family`, `--preset`, `--window`, `--codec`, `--codebooks`,
+checked as the workflow checks a preset); every job logs its own peak resident memory, which
+this script collects per rule. It prints a table, writes JSON, and exits 1 when a rule's peak on the
 longest clip exceeds `--max-ratio` times its peak on the shortest.
 """
 
@@ -26,7 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC  # noqa: E402
 from avtokens.media import run_ffmpeg  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset, preset_entry  # noqa: E402
+from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS  # noqa: E402
 from avtokens.workflow import workflow_command  # noqa: E402
 
 # Model calls in flight at once: one being read ahead, one on the model, one being written,
@@ -61,26 +66,19 @@ def default_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def chosen_preset(args) -> dict:
-    """The preset's fields from config/config.yaml, with `--window` when given."""
-    preset = default_config()["presets"][args.preset]
-    return {**preset, "window": args.window or preset["window"]}
-
-
-def check_the_short_clip_fills_a_model_call(minutes: float, args) -> None:
-    """Model calls take as many windows as `batch_megapixels` holds (DAC a window of
+def check_the_short_clip_fills_a_model_call(minutes: float, preset, args) -> None:
+    """Model calls take as many windows as `batch_megapixels` holds (the codec a window of
     `audio_window_seconds`), the reader runs a call ahead and the writer one behind: a clip
     shorter than that pipeline would need less memory for that alone, and the comparison would
     measure the pipeline filling up."""
     from avtokens.visual import windows_per_call
     from avtokens.windows import round_up
 
-    preset = chosen_preset(args)
-    width, height = (round_up(int(v), preset["spatial"]) for v in args.size.split("x"))
-    per_call = windows_per_call(args.batch_megapixels, preset["window"], height, width)
-    windows = -(-round(minutes * 60 * args.fps) // preset["window"])
+    width, height = (round_up(int(v), preset.spatial) for v in args.size.split("x"))
+    per_call = windows_per_call(args.batch_megapixels, preset.window, height, width)
+    windows = -(-round(minutes * 60 * args.fps) // preset.window)
     if windows < PIPELINE_CALLS * per_call:
-        window = preset["window"]
+        window = preset.window
         sys.exit(f"the {minutes:g}-minute clip has {windows} windows of {window} frames, fewer than "
                  f"{PIPELINE_CALLS} model calls take at {args.size} ({per_call} each); lengthen the "
                  "short clip")  # fmt: skip
@@ -96,12 +94,18 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 20], help="clip lengths")
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--preset", default="DV8x16x16", help="a preset of config/config.yaml")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=VISUAL_TOKENIZERS,
+                        help="the tokenizer family (avtokens.visual_tokenizers)")  # fmt: skip
+    parser.add_argument("--preset", default="DV8x16x16",
+                        help="kind and factors of one of the family's models")  # fmt: skip
     parser.add_argument(
         "--window",
         type=int,
-        help="frames per window (default: the preset's); shorter windows let a shorter clip stream many",
+        help="frames per window (default: the family's); shorter windows let a shorter clip stream many",
     )
+    parser.add_argument("--codec", default=DEFAULT_CODEC, choices=AUDIO_CODECS,
+                        help="the audio codec (avtokens.audio_codecs)")  # fmt: skip
+    parser.add_argument("--codebooks", type=int, help="how many of the codec's codebooks (default: its own)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument(
         "--batch-megapixels",
@@ -112,7 +116,7 @@ def main() -> int:
     parser.add_argument(
         "--audio-window-seconds",
         type=float,
-        help="audio coded per DAC call "
+        help="audio coded per codec call "
         "(default: config/config.yaml's); smaller lets a shorter clip fill a call",
     )
     parser.add_argument("--max-ratio", type=float, default=1.2)
@@ -122,7 +126,13 @@ def main() -> int:
     for setting in ("batch_megapixels", "audio_window_seconds"):
         if getattr(args, setting) is None:
             setattr(args, setting, default_config()[setting])
-    check_the_short_clip_fills_a_model_call(minutes[0], args)
+    try:
+        fields = preset_entry(args.preset, family=args.family, window=args.window, codec=args.codec,
+                              codebooks=args.codebooks)  # fmt: skip
+        preset, audio_setting = make_preset(args.preset, fields), make_audio_setting(args.preset, fields)
+    except ValueError as err:
+        parser.error(str(err))
+    check_the_short_clip_fills_a_model_call(minutes[0], preset, args)
 
     work = Path(tempfile.mkdtemp(prefix="avtokens-memory-"))
     runs = {}
@@ -133,7 +143,7 @@ def main() -> int:
             sheet.write_text(f"name\tpath\nclip\t{clip}\n")
             workdir = work / f"run_{length:g}min"
             overlay = {"videos": str(sheet), "weights": "demo", "run": [args.preset],
-                       "presets": {args.preset: chosen_preset(args)},
+                       "presets": {args.preset: fields},
                        "batch_megapixels": args.batch_megapixels,
                        "audio_window_seconds": args.audio_window_seconds}  # fmt: skip
             start = time.perf_counter()
@@ -148,8 +158,9 @@ def main() -> int:
 
     short, long = runs[minutes[0]]["peak_mib"], runs[minutes[-1]]["peak_mib"]
     ratios = {rule: long[rule] / short[rule] for rule in short}
-    print(f"Peak memory per job (MiB), {args.size} at {args.fps} fps, {args.preset}, demo weights, "
-          f"{args.cores} cores, {platform.node()}")  # fmt: skip
+    print(f"Peak memory per job (MiB), {args.size} at {args.fps} fps, {preset.tokenizer.label} {args.preset} "
+          f"window {preset.window}, {audio_setting.audio_codec.label} {audio_setting.codebooks} codebooks, "
+          f"demo weights, {args.cores} cores, {platform.node()}")  # fmt: skip
     print(f"{'rule':<18}" + "".join(f"{f'{m:g} min':>10}" for m in minutes) + f"{'ratio':>8}")
     for rule in sorted(short):
         cells = "".join(f"{runs[m]['peak_mib'][rule]:>10}" for m in minutes)
@@ -159,8 +170,9 @@ def main() -> int:
     flat = ratios[worst] <= args.max_ratio
     print(f"largest ratio {ratios[worst]:.2f} ({worst}): {'flat' if flat else 'NOT flat'} "
           f"(limit {args.max_ratio})")  # fmt: skip
-    record = {"size": args.size, "fps": args.fps, "preset": args.preset, "cores": args.cores,
-              "window": chosen_preset(args)["window"], "batch_megapixels": args.batch_megapixels,
+    record = {"size": args.size, "fps": args.fps, "family": preset.family, "preset": args.preset,
+              "codec": audio_setting.codec, "codebooks": audio_setting.codebooks, "cores": args.cores,
+              "window": preset.window, "batch_megapixels": args.batch_megapixels,
               "audio_window_seconds": args.audio_window_seconds,
               "minutes": minutes, "runs": {f"{m:g}": runs[m] for m in minutes}, "ratios": ratios,
               "max_ratio": args.max_ratio, "flat": flat}  # fmt: skip

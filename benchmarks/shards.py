@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens.atomic import atomic_output  # noqa: E402
 from avtokens.media import run_ffmpeg  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset  # noqa: E402
+from avtokens.run_plan import DEMO_WEIGHTS  # noqa: E402
 from avtokens.workflow import workflow_command  # noqa: E402
 
 PRESETS = {
@@ -147,6 +149,10 @@ def throughput(args, work: Path) -> dict:
     long_sheet.write_text(f"name\tpath\nlong\t{make_clip(work / 'long.mp4', args.clips * args.seconds)}\n")
     preset = {"DV8x16x16": PRESETS["DV8x16x16"]}
     base = {"weights": args.weights, "presets": preset, "run": list(preset)}
+    # The preset's stand-in folders, as the run plan names them.
+    visual, codec = (make_preset("DV8x16x16", PRESETS["DV8x16x16"]),
+                     make_audio_setting("DV8x16x16", PRESETS["DV8x16x16"]).audio_codec)  # fmt: skip
+    stand_in_folders = [f"{DEMO_WEIGHTS}/{visual.model}", f"{DEMO_WEIGHTS}/{codec.folder}"]
     clip_runs = {"clips": {**base, "videos": str(sheet), "shard_size": args.shard_size}}
     if args.sampled_reports is not None:
         sampled = {**clip_runs["clips"], "report_videos_per_shard": args.sampled_reports}
@@ -156,9 +162,7 @@ def throughput(args, work: Path) -> dict:
         workdir = work / name
         if args.weights == "demo":  # the stand-in weights are made outside the timing, once
             if stand_ins is None:
-                targets = ["resources/demo_weights/dac",
-                           "resources/demo_weights/Cosmos-0.1-Tokenizer-DV8x16x16"]  # fmt: skip
-                run(workflow_command(workdir, overlay, *targets, cores=args.cores))
+                run(workflow_command(workdir, overlay, *stand_in_folders, cores=args.cores))
                 stand_ins = workdir / "resources" / "demo_weights"
             else:
                 shutil.copytree(stand_ins, workdir / "resources" / "demo_weights")

@@ -32,15 +32,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from avtokens.alignment import code_frame_count, code_frame_ranges  # noqa: E402
-from avtokens.audio_codecs.dac import DAC  # noqa: E402
-from avtokens.presets import make_preset  # noqa: E402
+from avtokens.presets import make_audio_setting, make_preset, preset_entry  # noqa: E402
 from avtokens.tokenfile import TokenFileWriter  # noqa: E402
-from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE  # noqa: E402
 from avtokens.windows import plan_windows, round_up, video_latent_spans  # noqa: E402
 
 
 def record(preset, frames: int, fps: Fraction, width: int, height: int) -> dict:
     """A metadata record of the size and shape of visual_encode's (about 2 KB of JSON)."""
+    encoder_file = f"resources/{preset.name}/{preset.tokenizer.weights_file('encoder')}"
     return {
         "format": "avtokens-visual/1", "project_version": "0.1.0",
         "source": {"file": "episode.mp4", "name": "episode", "sha256": "0" * 64, "size": frames * 20_000},
@@ -54,9 +53,9 @@ def record(preset, frames: int, fps: Fraction, width: int, height: int) -> dict:
                   "width": width},
         "tokenizer": {"decoder_sha256": "0" * 64, "kind": preset.kind, "temporal": preset.temporal,
                       "spatial": preset.spatial, "window": preset.window, "weights": "official",
-                      "repo": f"nvidia/Cosmos-0.1-Tokenizer-{preset.name}",
+                      "repo": preset.repo,
                       "encoder": {"dtype": "bfloat16", "engine": "compiled", "sha256": "0" * 64,
-                                  "file": f"resources/{preset.name}/encoder.jit"}},
+                                  "file": encoder_file}},
         "runtime": {"device": "cuda:0", "torch": torch.__version__},
     }  # fmt: skip
 
@@ -72,7 +71,8 @@ def write_visual(path: Path, preset, frames: int, fps: Fraction, width: int, hei
     rng = torch.Generator().manual_seed(0)
     if preset.is_discrete:
         name, dtype, shape = "indices", torch.uint16, (h, w)
-        window = torch.randint(0, CODEBOOK_SIZE, (max(per_window), *shape), generator=rng).to(dtype)
+        window = torch.randint(0, preset.tokenizer.vocabulary, (max(per_window), *shape), generator=rng)
+        window = window.to(dtype)
     else:
         name, dtype, shape = "latents", torch.bfloat16, (h, w, 16)
         window = torch.randn((max(per_window), *shape), generator=rng).to(dtype)
@@ -89,18 +89,18 @@ def write_visual(path: Path, preset, frames: int, fps: Fraction, width: int, hei
     return _figures(path, tensor_bytes, appended - start, done - appended)
 
 
-def write_audio(path: Path, preset, frames: int, fps: Fraction) -> dict:
+def write_audio(path: Path, preset, audio_setting, frames: int, fps: Fraction) -> dict:
     spans = video_latent_spans(frames, preset.window, preset.temporal)
-    count = code_frame_count(frames, fps, DAC.sample_rate, DAC.hop)
-    codes = torch.randint(0, DAC.codebook_size, (count, DAC.default_codebooks),
-                          generator=torch.Generator().manual_seed(0))  # fmt: skip
-    codes = codes.to(torch.uint16)
-    ranges = torch.tensor(code_frame_ranges(spans, fps, DAC.sample_rate, DAC.hop), dtype=torch.int64)
-    metadata = {"format": "avtokens-audio/1", "audio": {"code_frames": count, "hop": DAC.hop},
+    codec, codebooks = audio_setting.audio_codec, audio_setting.codebooks
+    count = code_frame_count(frames, fps, codec.sample_rate, codec.hop)
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, codec.codebook_size, (count, codebooks), generator=generator).to(torch.uint16)
+    ranges = torch.tensor(code_frame_ranges(spans, fps, codec.sample_rate, codec.hop), dtype=torch.int64)
+    metadata = {"format": "avtokens-audio/1", "audio": {"code_frames": count, "hop": codec.hop},
                 "alignment": {"fps": str(fps), "frame_count": frames, "latent_frames": len(spans)},
                 "source": {"sha256": "0" * 64}, "codec": {"sha256": "0" * 64}}  # fmt: skip
     start = time.perf_counter()
-    writer = TokenFileWriter(path, "codes", torch.uint16, (DAC.default_codebooks,))
+    writer = TokenFileWriter(path, "codes", torch.uint16, (codebooks,))
     writer.append(codes)
     appended = time.perf_counter()
     writer.finish(metadata, extra={"code_ranges": ranges})
@@ -139,9 +139,8 @@ def main() -> None:
                "repeats": args.repeats, "files": {}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="avtokens-token-files-", dir=args.folder) as work:
         for name in args.presets:
-            kind, rest = name[:2], name[2:].split("x")
-            fields = {"kind": kind, "temporal": int(rest[0]), "spatial": int(rest[1]), "window": args.window}
-            preset = make_preset(name, fields)
+            fields = preset_entry(name, window=args.window)
+            preset, audio_setting = make_preset(name, fields), make_audio_setting(name, fields)
             for part in ("visual", "audio"):
                 runs = []
                 for _ in range(args.repeats):
@@ -150,7 +149,7 @@ def main() -> None:
                     if part == "visual":
                         runs.append(write_visual(path, preset, frames, fps, width, height))
                     else:
-                        runs.append(write_audio(path, preset, frames, fps))
+                        runs.append(write_audio(path, preset, audio_setting, frames, fps))
                 results["files"][f"{name} {part}"] = median(runs) | {"runs": runs}
     print(f"{args.minutes:g} min at {args.size}, {args.fps} fps, window {args.window}; "
           f"median of {args.repeats}")  # fmt: skip

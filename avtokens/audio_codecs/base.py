@@ -62,6 +62,10 @@ class AudioCodec:
         """Code frames per second."""
         return Fraction(self.sample_rate, self.hop)
 
+    def window_frames(self, seconds: float) -> int:
+        """Code frames in a window of `seconds` (the audio jobs' `audio_window_seconds`)."""
+        return max(1, int(seconds * self.code_rate))
+
     def setting(self, codebooks: int) -> str:
         """The name a video's codes of this codec and number of codebooks are kept under."""
         return self.name if len(self.codebook_choices) == 1 else f"{self.name}-q{codebooks}"
@@ -94,8 +98,10 @@ class AudioCodec:
         """Load the codec; `digests`: the sha256 of each of its `files`, already pinned."""
         raise NotImplementedError
 
-    def write_stand_in(self, folder: Path, seed: int = 0) -> None:
-        """A tiny randomly initialised model in the official file layout, marked as a stand-in."""
+    def write_stand_in(self, folder: Path, seed: int = 0, full_size: bool = False) -> None:
+        """A tiny randomly initialised model in the official file layout, marked as a stand-in;
+        with `full_size`, the released architecture with random weights, which costs what the
+        released model costs (for benchmarks; the workflow's stand-ins are the tiny ones)."""
         raise NotImplementedError
 
 

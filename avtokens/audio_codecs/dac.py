@@ -55,8 +55,8 @@ class Dac44kHz(AudioCodec):
     def open(self, folder, codebooks, device, digests):
         return DacModel(self, folder / WEIGHTS_FILE, device, digests[WEIGHTS_FILE])
 
-    def write_stand_in(self, folder, seed=0):
-        write_dac_stand_in(Path(folder) / WEIGHTS_FILE, seed)
+    def write_stand_in(self, folder, seed=0, full_size=False):
+        write_dac_stand_in(Path(folder) / WEIGHTS_FILE, seed, full_size)
 
 
 DAC = Dac44kHz()

@@ -11,6 +11,12 @@ of a whole-file encode exactly. The decoder has no such state in transformers, s
 is decoded with one attention span (`sliding_window` code frames) of codes before it, and only
 its own samples are kept; the difference from a whole-file decode is float rounding (measured
 on the stand-in: 6e-7 of the peak; README, "Audio codecs").
+
+The full-size stand-in (benchmarks) is `MimiModel(MimiConfig())` with random weights: transformers
+documents `MimiConfig()` as the kyutai/mimi architecture (read in transformers 5.25's source:
+hidden size 512, 8 layers of 8 heads, 64 filters, up-sampling [8, 6, 5, 4], 32 codebooks of 2048,
+24 kHz, hop 1920, sliding window 250; 79.3 M parameters and 16.8 M codebook buffers, 385 MB in
+float32). Checked offline only: not against the repo's `config.json`.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class Mimi(AudioCodec):
     def open(self, folder, codebooks, device, digests):
         return MimiModel(self, folder, codebooks, device, digests)
 
-    def write_stand_in(self, folder, seed=0):
+    def write_stand_in(self, folder, seed=0, full_size=False):
         import torch
         from transformers import MimiConfig
         from transformers import MimiModel as Network
@@ -59,7 +65,8 @@ class Mimi(AudioCodec):
         from avtokens.atomic import atomic_output
 
         torch.manual_seed(seed)
-        network = Network(MimiConfig(**STAND_IN_CONFIG)).eval()
+        config = MimiConfig() if full_size else MimiConfig(**STAND_IN_CONFIG)  # defaults: kyutai/mimi's
+        network = Network(config).eval()
         _spread_codebooks(network, seed)
         folder = Path(folder)
         transformers_logging.disable_progress_bar()

@@ -127,6 +127,9 @@ class VisualTokenizer:
         """Load the decoder; `digests`: the sha256 of each of its `files`, already pinned."""
         raise NotImplementedError
 
-    def write_stand_in(self, folder: Path, kind: str, temporal: int, spatial: int) -> None:
-        """A tiny randomly initialised model in the official file layout, marked as a stand-in."""
+    def write_stand_in(self, folder: Path, kind: str, temporal: int, spatial: int,
+                       full_size: bool = False) -> None:  # fmt: skip
+        """A tiny randomly initialised model in the official file layout, marked as a stand-in;
+        with `full_size`, the released architecture with random weights, which costs what the
+        released model costs (for benchmarks; the workflow's stand-ins are the tiny ones)."""
         raise NotImplementedError

@@ -9,6 +9,12 @@ Cosmos-Predict2's pipelines train on `(z - latents_mean) / latents_std` (the con
 each), so the tokens are stored normalised that way and the decoder undoes it; the token file
 records the normalisation. torch and diffusers are imported where a model loads or runs: the
 Snakefile reads this module while it plans.
+
+The full-size stand-in (benchmarks) is `AutoencoderKLWan()` with random weights: diffusers gives
+the class the Wan2.1 VAE's architecture as defaults (read in diffusers 0.42's source: base_dim
+96, dim_mult [1, 2, 4, 4], 2 residual blocks, no attention scales, temporal down-sampling
+[False, True, True], z_dim 16, 4x8x8; 126.9 M parameters, the Wan2.1 report's 127 M). Checked
+offline only: not against the repo's `vae/config.json`.
 """
 
 from __future__ import annotations
@@ -63,15 +69,18 @@ class Wan21VAE(VisualTokenizer):
     def open_decoder(self, folder, preset, device, digests):
         return WanDecoder(folder, preset, device, digests)
 
-    def write_stand_in(self, folder, kind, temporal, spatial, seed: int = 0):
+    def write_stand_in(self, folder, kind, temporal, spatial, full_size=False, seed: int = 0):
         import torch
         from diffusers import AutoencoderKLWan
 
         from avtokens.atomic import atomic_output
 
         torch.manual_seed(seed)
-        vae = AutoencoderKLWan(**STAND_IN_CONFIG)
-        blocky_copy(vae, torch.Generator().manual_seed(seed))
+        if full_size:  # diffusers' defaults are the released VAE's config (module docstring)
+            vae = AutoencoderKLWan()
+        else:
+            vae = AutoencoderKLWan(**STAND_IN_CONFIG)
+            blocky_copy(vae, torch.Generator().manual_seed(seed))
         folder = Path(folder)
         vae.save_pretrained(folder / "vae")
         with atomic_output(folder / STAND_IN_FILE) as tmp:

@@ -64,10 +64,10 @@ class Cosmos(VisualTokenizer):
 
         return CosmosDecoder(folder / "decoder.jit", preset, device, digests["decoder.jit"])
 
-    def write_stand_in(self, folder, kind, temporal, spatial):
+    def write_stand_in(self, folder, kind, temporal, spatial, full_size=False):
         from avtokens.visual_tokenizers.cosmos.stand_in import write_cosmos_stand_in
 
-        write_cosmos_stand_in(folder, kind == "DV", temporal, spatial)
+        write_cosmos_stand_in(folder, kind == "DV", temporal, spatial, full_size=full_size)
 
 
 COSMOS = Cosmos()
