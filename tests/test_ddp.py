@@ -35,7 +35,7 @@ from avtokens.data import (
     epoch_batches,
     rank_share,
 )
-from avtokens.presets import make_preset
+from avtokens.presets import make_audio_setting, make_preset
 
 CLIP_LENGTH, BATCH = 8, 4  # as the README's loops take them: clip_length=8, batch_size=4
 # name: (width, height, frames at 25 fps): 136, 36 and 24 latent frames of 17-frame windows
@@ -59,7 +59,14 @@ def workdir(tmp_path_factory):
     folder.mkdir(parents=True)
     rows = [
         data_loading.write_episode(
-            folder, make_preset(name, fields), frames, Fraction(25), width, height, video
+            folder,
+            make_preset(name, fields),
+            make_audio_setting(name, fields),
+            frames,
+            Fraction(25),
+            width,
+            height,
+            video,
         )
         for name, fields in PRESETS.items()
         for video, (width, height, frames) in VIDEOS.items()

@@ -198,11 +198,9 @@ def test_presets_take_their_fields_and_the_documented_defaults():
         "eager",
         "cosmos",
         "0.1",
-        "dac",
-        9,
     )
     # Defaults: family cosmos, its release 0.1, window 121, official weights, NVIDIA's repo for
-    # the factors, engine auto, the DAC codec with its nine codebooks.
+    # the factors, engine auto (the audio part: test_audio_codecs).
     assert make_preset("b", {"kind": "CV", "temporal": "4", "spatial": "8"}) == Preset(
         "b",
         "CV",
@@ -214,8 +212,6 @@ def test_presets_take_their_fields_and_the_documented_defaults():
         "auto",
         "cosmos",
         "0.1",
-        "dac",
-        9,
     )
     assert make_preset("c", {"kind": "CV", "temporal": 8, "spatial": 8}, "demo").weights == "demo"
     # `repo` picks another official checkpoint; stand-ins exist for the released layouts only.
