@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avtokens import AvTokensError
-from avtokens.atomic import atomic_output
+from avtokens.atomic import atomic_output, storage_problem
 from avtokens.background import prefetched
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,10 @@ def read_journal(path: Path) -> dict[str, str]:
 def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> None:
     """Run `stage` over `items`. Without `job` (a per-video job) an error ends the job. With
     it, a video that fails is logged in one line and recorded, the others go on, and videos
-    finished before with the same key are not redone."""
+    finished before with the same key are not redone. A fault of the machine (`machine_fault`)
+    is no video's: it stops the job at once (`MachineFault`), blaming no video, and the
+    journal keeps the videos finished before it, so the run after the cause is gone goes on
+    from there."""
     if job is None:
         stage.open()
         for item in items:
@@ -173,22 +176,59 @@ def _reason(err: BaseException) -> str:
     return " ".join(text.split())  # one line
 
 
+class MachineFault(AvTokensError):
+    """A fault of the machine met while working on a video: the job stops (see `run_items`)."""
+
+
+def machine_fault(err: BaseException, folder: Path | str) -> str | None:
+    """ "<path or device>: <cause>" when `err`, or an error it was raised from, is a fault of
+    the machine rather than of the video being worked on; else None. Told by the exception's
+    type and errno, not its text: the storage under `folder` (full, read-only, not writable,
+    an I/O error: `atomic.storage_problem`), the device (`torch.AcceleratorError`: a CUDA error
+    leaves the context failing every later call), the host's memory (`MemoryError`)."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    problem = storage_problem(chain[0], folder)
+    if problem is not None:
+        path = next((e.filename for e in chain if isinstance(e, OSError) and e.filename), folder)
+        return f"{path}: {problem}"
+    torch = sys.modules.get("torch")
+    for err in chain:
+        if torch is not None and isinstance(err, torch.AcceleratorError):
+            return f"the device: {(str(err).strip().splitlines() or [type(err).__name__])[0]}"
+        if isinstance(err, MemoryError):
+            return "the host: out of memory (MemoryError)"
+    return None
+
+
+def _video_fault(err: Exception, item: Item, failed: str) -> str:
+    """The one-line reason a video failed; raises `MachineFault` when the machine did."""
+    folder = Path(next(iter(item.outputs.values()), ".")).parent
+    fault = machine_fault(err, folder)
+    if fault is not None:
+        raise MachineFault(
+            f"{fault}: a fault of the machine, not of video {item.name}; the job stopped, "
+            "keeping the videos it finished, and the next run goes on from there"
+        ) from err
+    if not isinstance(err, AvTokensError):
+        log.exception("video %s: %s", item.name, failed)
+    return _reason(err)
+
+
 def _prepare(stage: Stage, item: Item):
     try:
         return item, stage.prepare(item), None
     except Exception as err:  # reported for this video; the shard goes on
-        if not isinstance(err, AvTokensError):
-            log.exception("video %s: preparing failed", item.name)
-        return item, None, _reason(err)
+        return item, None, _video_fault(err, item, "preparing failed")
 
 
 def _attempt(stage: Stage, item: Item, prepared) -> str | None:
     try:
         stage.run(item, prepared)
     except Exception as err:  # reported for this video; the shard goes on
-        if not isinstance(err, AvTokensError):
-            log.exception("video %s: failed", item.name)
-        return _reason(err)
+        return _video_fault(err, item, "failed")
     return None
 
 

@@ -1,14 +1,19 @@
 """avtokens.shards without Snakemake: which videos a shard job redoes, how failures travel."""
 
+import errno
 import json
 import os
+import sys
 import threading
 
 import pytest
+import torch
+from helpers import on_small_disk
 
 from avtokens import AvTokensError
 from avtokens.shards import (
     Item,
+    MachineFault,
     PerVideo,
     ShardJob,
     Stage,
@@ -214,3 +219,93 @@ def test_aggregates_read_the_files_of_done_videos_from_records(tmp_path):
     assert manifest_runs([summaries], [audio], {"p": "dac/demo"}) == [
         {"summary": "x.json", "visual_tokens": "x.v", "audio_tokens": "x.a", "audio_summary": "x.audio"}
     ]  # y has no audio summary: left out
+
+
+class Faulty(Copy):
+    """Copy, but the machine fails while it works on the video named `at`: `fault(item)` is raised."""
+
+    def __init__(self, at, fault, in_prepare=False):
+        super().__init__()
+        self.at, self.fault, self.in_prepare = at, fault, in_prepare
+
+    def prepare(self, item):
+        if self.in_prepare and item.name == self.at:
+            raise self.fault(item)
+        return super().prepare(item)
+
+    def run(self, item, prepared):
+        if not self.in_prepare and item.name == self.at:
+            raise self.fault(item)
+        super().run(item, prepared)
+
+
+def _full_disk(item):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), item.outputs["out"])
+
+
+def _read_only(item):
+    return OSError(errno.EROFS, os.strerror(errno.EROFS), item.outputs["out"])
+
+
+def _device_error(item):
+    return torch.AcceleratorError("CUDA error: an illegal memory access was encountered\nmore")
+
+
+@pytest.mark.parametrize(
+    "fault, in_prepare, where",
+    [(_full_disk, False, "b.out: No space left on device"),
+     (_read_only, True, "b.out: Read-only file system"),
+     (_device_error, False, "the device: CUDA error: an illegal memory access was encountered")],
+)  # fmt: skip
+def test_a_fault_of_the_machine_stops_the_job_blames_no_video_and_the_next_run_goes_on(
+    tmp_path, fault, in_prepare, where
+):
+    """The shard goes on after a video's own fault (test above), but a full or read-only disk
+    or a failing device would fail every later video too: the job stops at once, keeps what it
+    finished and records no failure; once the cause is gone the next run does the rest."""
+    items, job = shard(tmp_path, ["a", "b", "c"])
+    stage = Faulty("b", fault, in_prepare)
+    with pytest.raises(MachineFault) as stopped:
+        run_items(stage, items, job)
+    message = str(stopped.value)
+    assert where in message and "not of video b; the job stopped" in message and "\n" not in message
+    assert stage.ran == ["a"] and not job.record.exists()  # no record: the job failed, no video did
+    assert read_journal(job.journal).keys() == {"a"}
+    again = Copy()
+    run_items(again, items, job)
+    assert again.ran == ["b", "c"] and json.loads(job.record.read_text())["failed"] == {}
+
+
+def test_a_full_disk_stops_the_job_on_the_real_errno(tmp_path):
+    """The same with the system's own error: outputs written onto a file system that fills up
+    (a write names no file: the message names the outputs' folder, the full one)."""
+    script = tmp_path / "fill.py"
+    script.write_text(FILL_A_SMALL_DISK)
+    disk = tmp_path / "disk"
+    run = on_small_disk("64k", disk, [sys.executable, str(script), str(disk)])
+    assert run["returncode"] == 0, run["stderr"]
+    assert run["stdout"].splitlines() == [
+        f"{disk}: No space left on device: a fault of the machine, not of video v1; the job "
+        "stopped, keeping the videos it finished, and the next run goes on from there",
+        "journal: v0",
+    ]
+
+
+# Three 40 kB outputs onto 64 kB: the first fits, the second fills the disk.
+FILL_A_SMALL_DISK = """
+import sys
+from pathlib import Path
+from avtokens.shards import Item, MachineFault, PerVideo, ShardJob, read_journal, run_items
+
+disk = Path(sys.argv[1])
+def write(item):
+    with open(item.outputs["out"], "wb") as out:
+        out.write(bytes(40_000))
+items = [Item(f"v{i}", {}, {"out": str(disk / f"v{i}.out")}) for i in range(3)]
+job = ShardJob(Path(sys.argv[0]).with_name("fill.shard.json"), {}, [], stage_name="fill")
+try:
+    run_items(PerVideo(write), items, job)
+except MachineFault as err:
+    print(err)
+print("journal:", " ".join(read_journal(job.journal)))
+"""
