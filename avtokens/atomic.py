@@ -49,6 +49,8 @@ def atomic_output(dest: Path | str):
                 leftover.unlink(missing_ok=True)
         yield tmp
         os.replace(tmp, dest)
+    except AvTokensError:  # said already, naming its own file: not to be blamed on this output
+        raise
     except Exception as err:
         problem = storage_problem(err, staging if staging.is_dir() else dest.parent)
         if problem:

@@ -109,3 +109,14 @@ def test_a_full_or_read_only_disk_is_named_in_one_line(tmp_path, monkeypatch):
     assert storage_problem(ValueError("a bug"), tmp_path) == "No space left on device"  # it is full, though
     monkeypatch.undo()
     assert storage_problem(ValueError("a bug"), tmp_path) is None
+
+
+def test_a_failed_output_is_named_not_the_outputs_written_around_it(tmp_path):
+    """Outputs written together (tokenize_video's placing of its files): the one whose disk is
+    full is named, not one whose write merely stops because of it."""
+    with pytest.raises(AvTokensError) as err:
+        with atomic_output(tmp_path / "a.wav") as a, atomic_output(tmp_path / "b.mp4"):
+            a.write_text("made")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(err.value) == f"{tmp_path / 'b.mp4'}: cannot be written (No space left on device)"
+    assert list(tmp_path.iterdir()) == []  # neither placed, no leftovers

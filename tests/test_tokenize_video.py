@@ -147,6 +147,24 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing_behind(tmp_path, size):
     assert sorted(p.name for p in videos.iterdir()) == ["clip.mp4"]
 
 
+@pytest.mark.workflow
+def test_a_full_reconstruction_folder_is_the_one_named(tmp_path):
+    """Only the reconstruction folder full: the files are placed together at the end, and the
+    line names the one that did not fit, not the .wav placed beside the video first."""
+    videos = tmp_path / "videos"
+    make_clip(videos / "clip.mp4", 96, 64, 40, rate="25")
+    disk = tmp_path / "disk"
+    command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", disk,
+               "--weights", "demo", "--cores", 2]  # fmt: skip
+    run = on_small_disk("64k", disk, command)
+    assert run["returncode"] == 1
+    last = run["stderr"].strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"tokenize_video: {disk}/tom_\w+\.\w+: cannot be written \(No space left on device\)", last
+    ), last
+    assert not (videos / "tom.wav").exists() and run["files"] == []  # all placed or none
+
+
 @pytest.mark.parametrize("read_only", ["videos", "recon"])
 def test_read_only_folders_are_refused_before_any_work(tmp_path, read_only):
     """Videos on a read-only share (the .wav goes beside them), or a read-only output folder."""
