@@ -54,3 +54,25 @@ def test_a_failure_the_log_cannot_take_goes_to_the_terminal():
         "WARNING clip.mp4 has no audio: silence",
         "ERROR clip.mp4: not a readable video (Invalid data)",
     ]
+
+
+DEVICE_FAULT = """
+import sys, types
+import torch
+from avtokens.rule import run_rule
+
+def work():
+    raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered\\nmore lines")
+
+run_rule(types.SimpleNamespace(log=[sys.argv[1]], threads=1, output=["out.json"]), work)
+"""
+
+
+def test_a_fault_of_the_device_ends_the_job_in_one_line_blaming_no_input(tmp_path):
+    command = [sys.executable, "-c", DEVICE_FAULT, str(tmp_path / "job.log")]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert (tmp_path / "job.log").read_text().split(" ", 2)[2] == (
+        "ERROR the device: CUDA error: an illegal memory access was encountered: a fault of the machine, "
+        "not of the job's input\n"
+    )
