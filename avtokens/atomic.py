@@ -86,16 +86,22 @@ def _writer_alive(name: str, dest: Path) -> bool:
     return True
 
 
+def error_chain(err: BaseException | None) -> list[BaseException]:
+    """`err` and the errors it was raised from or while handling, innermost last."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
 def storage_problem(err: BaseException, folder: Path | str) -> str | None:
     """What is wrong with the storage under `folder` if that made `err`: the system's words
     for an errno of `STORAGE_ERRORS` anywhere in the exception's chain, or "No space left on
     device" when the folder's file system is (nearly) full. None when the storage is fine."""
-    chain = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
-            return err.strerror or os.strerror(err.errno)
-        err = err.__cause__ or err.__context__
+    for cause in error_chain(err):
+        if isinstance(cause, OSError) and cause.errno in STORAGE_ERRORS:
+            return cause.strerror or os.strerror(cause.errno)
     with contextlib.suppress(OSError):
         stat = os.statvfs(folder)
         if stat.f_bavail * stat.f_frsize < FULL_BELOW_BYTES:

@@ -29,7 +29,7 @@ def run_rule(snakemake, work, *args, **kwargs) -> None:
     """Call `work(*args, **kwargs)` for a Snakemake job. Log lines go to the job's log file,
     and warnings, errors and progress lines to stderr too (the terminal, on a local run); an
     AvTokensError, a full or read-only disk, or another fault of the machine (a device error,
-    the host's memory: `shards.machine_fault`) ends the job with a one-line message."""
+    the host's memory: `shards.device_fault`) ends the job with a one-line message."""
     logging.raiseExceptions = False  # a log file on a full disk: no traceback for each line
     terminal = logging.StreamHandler(sys.stderr)
     terminal.addFilter(OnTerminal())
@@ -52,14 +52,13 @@ def run_rule(snakemake, work, *args, **kwargs) -> None:
     except AvTokensError as err:
         _fail(log, job_log, str(err))
     except Exception as err:
-        from avtokens.shards import machine_fault
+        from avtokens.shards import device_fault
 
         outputs = list(snakemake.output)
-        folder = Path(outputs[0]).parent if outputs else Path(".")
-        problem = storage_problem(err, folder)
+        problem = storage_problem(err, Path(outputs[0]).parent if outputs else ".")
         if problem is not None:
             _fail(log, job_log, f"{' '.join(outputs)}: cannot be written ({problem})")
-        fault = machine_fault(err, folder)  # the device or the host's memory
+        fault = device_fault(err)
         if fault is None:
             raise
         _fail(log, job_log, f"{fault}: a fault of the machine, not of the job's input")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avtokens import AvTokensError
-from avtokens.atomic import atomic_output, storage_problem
+from avtokens.atomic import atomic_output, error_chain, storage_problem
 from avtokens.background import prefetched
 
 log = logging.getLogger(__name__)
@@ -184,21 +184,23 @@ def machine_fault(err: BaseException, folder: Path | str) -> str | None:
     """ "<path or device>: <cause>" when `err`, or an error it was raised from, is a fault of
     the machine rather than of the video being worked on; else None. Told by the exception's
     type and errno, not its text: the storage under `folder` (full, read-only, not writable,
-    an I/O error: `atomic.storage_problem`), the device (`torch.AcceleratorError`: a CUDA error
-    leaves the context failing every later call), the host's memory (`MemoryError`)."""
-    chain = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    problem = storage_problem(chain[0], folder)
-    if problem is not None:
-        path = next((e.filename for e in chain if isinstance(e, OSError) and e.filename), folder)
-        return f"{path}: {problem}"
+    an I/O error: `atomic.storage_problem`), or the device or the host (`device_fault`)."""
+    problem = storage_problem(err, folder)
+    if problem is None:
+        return device_fault(err)
+    path = next((e.filename for e in error_chain(err) if isinstance(e, OSError) and e.filename), folder)
+    return f"{path}: {problem}"
+
+
+def device_fault(err: BaseException) -> str | None:
+    """ "the device: <cause>" for a device error (`torch.AcceleratorError`: a CUDA error leaves
+    the context failing every later call), "the host: ..." for its memory exhausted
+    (`MemoryError`), else None; in `err` or an error it was raised from."""
     torch = sys.modules.get("torch")
-    for err in chain:
-        if torch is not None and isinstance(err, torch.AcceleratorError):
-            return f"the device: {(str(err).strip().splitlines() or [type(err).__name__])[0]}"
-        if isinstance(err, MemoryError):
+    for cause in error_chain(err):
+        if torch is not None and isinstance(cause, torch.AcceleratorError):
+            return f"the device: {(str(cause).strip().splitlines() or [type(cause).__name__])[0]}"
+        if isinstance(cause, MemoryError):
             return "the host: out of memory (MemoryError)"
     return None
 
