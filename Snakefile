@@ -41,7 +41,7 @@ rule check_run:
     message:
         "Checking that every video of the sheet finished"
     input:
-        records=PLAN.shard_records(),
+        records=retrying_earlier_failures(lambda wildcards: PLAN.shard_records()),
         outputs=[path for path in get_final_output() if not path.endswith(".shard.json")],
     output:
         RUN_COMPLETE,

@@ -13,6 +13,12 @@ What Snakemake no longer sees per video is kept here:
   key per finished video: its stage settings and the size and time of its input files. A
   rerun of the shard (its rows, a preset field, or an input changed; or a failure to retry)
   skips the videos whose key is unchanged and whose outputs exist, and redoes only the rest.
+- a record that leaves a video unfinished (failed in its stage or upstream) has a marker
+  beside it. The run's last job (`settle_failures`) reports those videos and removes such
+  records, so that the next run retries them; a run that ended before its last job left
+  them, and the next run removes them as it starts (`unfinished_records`), finding them by
+  their markers (a look for one file per record: reading 2,000 records of 1,000 videos would
+  slow every run's planning).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -87,6 +94,11 @@ class ShardJob:
     @property
     def journal(self) -> Path:
         return self.record.with_suffix(".journal")
+
+
+def unfinished_marker(record: Path | str) -> Path:
+    """The file beside a shard record that says it left a video unfinished."""
+    return Path(record).with_suffix(".unfinished")
 
 
 def _identity(path: str) -> list:
@@ -193,15 +205,17 @@ def machine_fault(err: BaseException, folder: Path | str) -> str | None:
 
 
 def device_fault(err: BaseException) -> str | None:
-    """ "the device: <cause>" for a device error (`torch.AcceleratorError`: a CUDA error leaves
-    the context failing every later call), "the host: ..." for its memory exhausted
-    (`MemoryError`), else None; in `err` or an error it was raised from."""
+    """ "the device on <host>: <cause>" for a device error (`torch.AcceleratorError`: a CUDA
+    error leaves the context failing every later call), "the host <host>: ..." for its memory
+    exhausted (`MemoryError`), else None; in `err` or an error it was raised from. The host
+    is named for a cluster's operator, who may keep the next jobs off it."""
     torch = sys.modules.get("torch")
     for cause in error_chain(err):
         if torch is not None and isinstance(cause, torch.AcceleratorError):
-            return f"the device: {(str(cause).strip().splitlines() or [type(cause).__name__])[0]}"
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            return f"the device on {platform.node()}: {first}"
         if isinstance(cause, MemoryError):
-            return "the host: out of memory (MemoryError)"
+            return f"the host {platform.node()}: out of memory (MemoryError)"
     return None
 
 
@@ -243,8 +257,17 @@ def write_record(job: ShardJob, done: dict[str, dict], failed: dict[str, str]) -
         "failed": failed,  # in this stage
         "not_run": job.not_run,  # failed upstream
     }
+    # The marker is there whenever its record leaves a video unfinished: made before the
+    # record, removed after it (a job killed in between leaves a marker at worst, which only
+    # makes the next run rerun the job, redoing no finished video).
+    marker = unfinished_marker(job.record)
+    if failed or job.not_run:
+        with atomic_output(marker) as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in [*failed, *job.not_run]), encoding="utf-8")
     with atomic_output(job.record) as tmp:
         tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not (failed or job.not_run):
+        marker.unlink(missing_ok=True)
 
 
 def read_record(path) -> dict:
@@ -369,6 +392,18 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     for name, reasons in list(by_video.items())[:shown]:
         said = "; ".join(f"{', '.join(stages)}: {reason}" for reason, stages in reasons.items())
         print(f"ERROR video {name} ({sources[name]}): {said}", file=sys.stderr)
-    for record in unfinished:
-        os.remove(record)
+    remove_records(unfinished)
     return f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished"
+
+
+def unfinished_records(records: Iterable[str]) -> list[str]:
+    """Those of `records` that left a video unfinished, told by their markers."""
+    return [str(record) for record in records if unfinished_marker(record).exists()]
+
+
+def remove_records(records: Iterable[str]) -> None:
+    """Remove shard records, and their markers, so that Snakemake reruns their jobs, which
+    retry the unfinished videos only (the journal keeps the finished ones)."""
+    for record in records:
+        Path(record).unlink(missing_ok=True)
+        unfinished_marker(record).unlink(missing_ok=True)

@@ -1,3 +1,5 @@
+import contextlib
+import functools
 import os
 import re
 import sys
@@ -15,7 +17,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 from avtokens.outcome import left_out_message, written_since
 from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet
-from avtokens.shards import fill_pattern
+from avtokens.shards import fill_pattern, remove_records, unfinished_records
 
 
 def validated(data, schema, what):
@@ -125,6 +127,47 @@ def manifest_inputs(wildcards):
         for key, pattern in [("summaries", SUMMARY), ("visual_tokens", VISUAL_TOKENS),
                              ("audio_tokens", AUDIO_TOKENS), ("audio_summaries", AUDIO_SUMMARY)]
     }  # fmt: skip
+
+
+def retrying_earlier_failures(input_function):
+    """`input_function`, called after `retry_earlier_failures`: for the input functions of
+    the shard rules and of the run's verdict, the first that Snakemake calls when it plans."""
+
+    def get(wildcards):
+        retry_earlier_failures()
+        return input_function(wildcards)
+
+    return get
+
+
+@functools.cache  # once, before Snakemake looks at any record: later it has cached what exists
+def retry_earlier_failures():
+    """A run that executes jobs retries the videos that shard jobs of an earlier run left
+    unfinished when that run ended before its verdict (`check_run`, which settles them): it
+    removes those records as it plans, so their jobs rerun, and the verdict of a run before,
+    which no longer holds (without it, Snakemake would not remake a record that only jobs it
+    need not run read). A dry run says so and removes nothing, and so do --touch, listings
+    and reports, a job's own process, --trust-io-cache (what exists is taken from the dry run
+    before) and a run that another one holds a lock against (it stops on that lock)."""
+    if not SHARDS or not workflow.is_main_process or workflow.executor_plugin is None:
+        return
+    records = unfinished_records(PLAN.shard_records())
+    if not records:
+        return
+    what = f"the videos that {len(records)} shard job(s) of an earlier run left unfinished"
+    if workflow.dryrun or workflow.touch or workflow.dag_settings.trust_io_cache:
+        print(f"{what[0].upper()}{what[1:]} are retried by a run (not a dry run)", file=sys.stderr)
+    elif not held_by_another_run([*records, RUN_COMPLETE]):
+        remove_records(records)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(RUN_COMPLETE)
+        print(f"Retrying {what}", file=sys.stderr)
+
+
+def held_by_another_run(paths):
+    """Whether a Snakemake run in progress in this folder holds a lock on one of `paths`."""
+    held = {os.path.abspath(path) for _, path in workflow.persistence._read_locks()}
+    return any(os.path.abspath(path) in held for path in paths)
 
 
 def of_plan(method, *wildcard_names):

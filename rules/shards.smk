@@ -9,6 +9,7 @@ import functools
 from avtokens.shards import files_state
 
 
+@retrying_earlier_failures
 def shard_sources(wildcards):
     """The shard's sources that a rule of this workflow makes (the example clip): inputs, so
     that it runs first. The others are not declared: Snakemake's bookkeeping of 100,000 input
@@ -49,7 +50,9 @@ def shard_spec(inputs, outputs, report=False):
 def upstream(*stages):
     """Input function: the records of the stages a shard job takes its videos from, of the
     scopes the job's wildcards imply (`PLAN.implied`)."""
-    return lambda wildcards: [fill_pattern(PLAN.shard_record(s), PLAN.implied(wildcards)) for s in stages]
+    return retrying_earlier_failures(
+        lambda wildcards: [fill_pattern(PLAN.shard_record(s), PLAN.implied(wildcards)) for s in stages]
+    )
 
 
 use rule extract_wav as shard_extract_wav with:
@@ -182,7 +185,9 @@ use rule compare_video as shard_compare_video with:
 
 use rule plot_frame_psnr as shard_plot_frame_psnr with:
     input:
-        records=[fill_pattern(PLAN.shard_record("visual_decode"), {"preset": name}) for name in RUN],
+        records=retrying_earlier_failures(
+            lambda wildcards: [fill_pattern(PLAN.shard_record("visual_decode"), {"preset": name}) for name in RUN]
+        ),
     output:
         record=PLAN.shard_record("plot_frame_psnr"),
     log:

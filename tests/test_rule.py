@@ -3,6 +3,7 @@ on the terminal too, but not the line a job fails with when the run's terminal (
 plugin) names failures itself from the log, unless the log could not take it."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -73,6 +74,6 @@ def test_a_fault_of_the_device_ends_the_job_in_one_line_blaming_no_input(tmp_pat
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert (tmp_path / "job.log").read_text().split(" ", 2)[2] == (
-        "ERROR the device: CUDA error: an illegal memory access was encountered: a fault of the machine, "
-        "not of the job's input\n"
+        f"ERROR the device on {platform.node()}: CUDA error: an illegal memory access was encountered: "
+        "a fault of the machine, not of the job's input\n"
     )

@@ -3,8 +3,12 @@
 import errno
 import json
 import os
+import platform
+import signal
+import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -21,9 +25,12 @@ from avtokens.shards import (
     manifest_runs,
     per_video_files,
     read_journal,
+    remove_records,
     run_items,
     settle_failures,
     shard_items,
+    unfinished_marker,
+    unfinished_records,
 )
 
 
@@ -180,8 +187,35 @@ def test_the_end_of_a_run_names_each_failed_video_once_and_leaves_it_to_the_next
     ]
     # Both records that left a video unfinished go (the next run redoes their jobs); the clean one stays.
     assert [r.exists() for r in records[:3]] == [False, False, True]
+    assert unfinished_records(records) == []  # their markers went with them
     assert settle_failures([clean_job.record], sources, tmp_path / "none.tsv") is None
     assert not (tmp_path / "none.tsv").exists()
+
+
+def test_a_record_that_leaves_a_video_unfinished_is_marked_until_a_rerun_finishes_it(tmp_path):
+    """The markers let the start of a run find, without reading every record, the records an
+    earlier run left unsettled (it ended before its last job); removing them reruns their jobs,
+    which redo only the unfinished videos."""
+    names = ["a", "bad"]
+    items, job = shard(tmp_path, names)
+    run_items(Copy(failing={"bad"}), items, job)
+    later, next_job = shard(tmp_path, names, stage="next", upstream=[job.record])
+    run_items(Copy(), later, next_job)  # "bad" not run: failed upstream
+    clean_items, clean_job = shard(tmp_path, ["a"], stage="clean")
+    run_items(Copy(), clean_items, clean_job)
+    records = [job.record, next_job.record, clean_job.record, tmp_path / "shards" / "never_ran.shard.json"]
+    assert unfinished_marker(job.record).read_text() == "bad\n"
+    assert unfinished_records(records) == [str(job.record), str(next_job.record)]
+    remove_records(unfinished_records(records))
+    assert [r.exists() for r in records[:3]] == [False, False, True] and unfinished_records(records) == []
+    retried = Copy()
+    run_items(retried, items, job)  # "bad" is readable now
+    assert retried.ran == ["bad"] and unfinished_records([job.record]) == []
+    # A record rewritten with every video done has no marker left.
+    run_items(Copy(failing={"a"}), *shard(tmp_path, ["a"], stage="clean", settings={"window": 9}))
+    assert unfinished_records([clean_job.record]) == [str(clean_job.record)]
+    run_items(Copy(), *shard(tmp_path, ["a"], stage="clean", settings={"window": 5}))
+    assert unfinished_records([clean_job.record]) == []
 
 
 def test_without_a_shard_job_an_error_ends_the_job(tmp_path):
@@ -255,7 +289,7 @@ def _device_error(item):
     "fault, in_prepare, where",
     [(_full_disk, False, "b.out: No space left on device"),
      (_read_only, True, "b.out: Read-only file system"),
-     (_device_error, False, "the device: CUDA error: an illegal memory access was encountered")],
+     (_device_error, False, f"on {platform.node()}: CUDA error: an illegal memory access was encountered")],
 )  # fmt: skip
 def test_a_fault_of_the_machine_stops_the_job_blames_no_video_and_the_next_run_goes_on(
     tmp_path, fault, in_prepare, where
@@ -309,3 +343,49 @@ except MachineFault as err:
     print(err)
 print("journal:", " ".join(read_journal(job.journal)))
 """
+
+
+# A shard job that SLURM preempts: SIGTERM while the second video's output is half written.
+PREEMPTED = """
+import sys, time
+from pathlib import Path
+from avtokens.shards import Item, PerVideo, ShardJob, run_items
+
+folder = Path(sys.argv[1])
+def write(item):
+    with open(item.outputs["out"], "w") as out:
+        out.write(item.name)
+        if item.name == "v1":
+            out.flush()
+            (folder / "half_written").touch()
+            time.sleep(60)
+        out.write(" done")
+items = [Item(f"v{i}", {}, {"out": str(folder / f"v{i}.out")}) for i in range(3)]
+run_items(PerVideo(write), items, ShardJob(folder / "job.shard.json", {}, [], stage_name="write"))
+"""
+
+
+def test_a_shard_job_killed_by_sigterm_resumes_without_redoing_finished_videos(tmp_path):
+    script = tmp_path / "preempted.py"
+    script.write_text(PREEMPTED)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "half_written").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the job never reached v1"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM
+    assert not (tmp_path / "job.shard.json").exists()  # the job did not end: no record
+    assert read_journal(tmp_path / "job.shard.journal").keys() == {"v0"}
+
+    written = []
+
+    def write(item):
+        written.append(item.name)
+        with open(item.outputs["out"], "w") as out:
+            out.write(f"{item.name} done")
+
+    items = [Item(f"v{i}", {}, {"out": str(tmp_path / f"v{i}.out")}) for i in range(3)]
+    run_items(PerVideo(write), items, ShardJob(tmp_path / "job.shard.json", {}, [], stage_name="write"))
+    assert written == ["v1", "v2"]  # v1 again: its output was cut short, and the journal knew
+    assert [(tmp_path / f"v{i}.out").read_text() for i in range(3)] == ["v0 done", "v1 done", "v2 done"]

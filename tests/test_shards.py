@@ -3,14 +3,16 @@ appended rows, a changed preset and a failing video redo only what they must."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_clip, planned_jobs, run_workflow
+from helpers import make_clip, on_small_disk, planned_jobs, run_workflow
 
 from avtokens import load_tokens
 from avtokens.data import AlignedClips
+from avtokens.workflow import workflow_command
 
 # A Cosmos model with DAC and the Wan2.1 VAE with Mimi: every family and every codec in shard
 # mode, and the Cosmos one in both modes (the same scripts run in either, so comparing one preset
@@ -282,3 +284,93 @@ def test_a_deleted_video_file_is_made_again_by_a_forced_rerun_of_its_step(both_m
     assert tokens in remade and "DV8x16x16/reconstructed/v1_combined.mp4" in remade
     assert all(("v1" in name and not name.startswith("wan/")) or name.startswith(tables) or
                name == "report/v1_psnr_per_frame.png" for name in remade), remade  # fmt: skip
+
+
+def test_videos_left_unfinished_by_a_run_that_ended_early_are_retried_by_the_next(both_modes, tmp_path):
+    """What a run that stopped before its verdict (a job failed without --keep-going, or the
+    node went) leaves: a shard job recorded a failed video, and nothing settled it. The next run
+    retries that video at once, and finishes in one run when the cause has gone."""
+    folder, overlay, _, _ = both_modes
+    work, results = copy_of_sharded_run(folder, tmp_path)
+    overlay = {**overlay, "shard_size": 2}
+    contents = made_files(results)
+    record = results / "shards" / "DV8x16x16" / "shard00001" / "compare_video.shard.json"
+    left = json.loads(record.read_text())
+    left["failed"] = {"v2": "CUDA out of memory. Tried to allocate 2.00 GiB"}  # a GPU shared for a while
+    del left["done"]["v2"]
+    record.write_text(json.dumps(left))
+    record.with_suffix(".unfinished").write_text("v2\n")
+    comparison = "DV8x16x16/reconstructed/v2_comparison.mp4"
+    (results / comparison).unlink()
+
+    dry = run_workflow(work, overlay, "--dry-run")
+    said = "The videos that 1 shard job(s) of an earlier run left unfinished are retried by a run (not a dry"
+    assert said in dry.stderr and record.exists()
+    # A run in progress here (its lock on the record) keeps it: this run stops on that lock.
+    locks = work / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.output.lock").write_text(f"{record.relative_to(work)}\n")
+    assert run_workflow(work, overlay, check=False).returncode != 0 and record.exists()
+    shutil.rmtree(locks)
+    proc = run_workflow(work, overlay)
+    assert "Retrying the videos that 1 shard job(s) of an earlier run left unfinished" in proc.stderr
+    assert planned_jobs(proc)["shard_compare_video"] == 1
+    log = (results / "logs" / "shards" / "DV8x16x16" / "shard00001.compare_video.log").read_text()
+    assert "1 videos, 1 to do, 0 done before" in log
+    assert made_files(results) == contents  # the same bytes again, and the verdict written
+    assert not record.with_suffix(".unfinished").exists()
+    settled = run_workflow(work, overlay, "--dry-run")
+    assert "Nothing to be done" in settled.stdout + settled.stderr
+
+
+# Inside a mount namespace, `on_small_disk` has mounted a 128 kB file system at the results'
+# 44.1 kHz audio folder: three runs of one shard job, on it full, read-only, then grown.
+FULL_THEN_READ_ONLY = """
+import json, subprocess, sys
+mountpoint, command = sys.argv[1], sys.argv[2:]
+runs = []
+for remount in (None, "remount,ro", "remount,rw,size=8m"):
+    if remount:
+        subprocess.run(["mount", "-o", remount, mountpoint], check=True)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    runs.append({"returncode": proc.returncode, "stderr": proc.stderr})
+print(json.dumps(runs))
+"""
+
+
+def test_a_full_or_read_only_results_disk_stops_the_shard_job_and_the_run_after_it_finishes(tmp_path):
+    """The errno path through the workflow: the shard job extracting the audio stops at the
+    first video that cannot be written, in one line naming the folder, and blames no video;
+    once the disk has room, the next run finishes the job without redoing the video done."""
+    short = make_clip(tmp_path / "short.mp4", 48, 32, 10, rate="25")  # a 35 kB wav: fits
+    long = make_clip(tmp_path / "long.mp4", 48, 32, 100, rate="25")  # a 353 kB wav: does not
+    write_sheet(tmp_path / "videos.tsv", {"v0": short, "v1": long})
+    overlay = {"videos": str(tmp_path / "videos.tsv"), "weights": "demo", "shard_size": 2,
+               "presets": {"p": PRESETS["DV8x16x16"]}, "run": ["p"]}  # fmt: skip
+    work = tmp_path / "w"
+    folder = work / "results" / "audio" / "44100hz"  # the mount point
+    record = "results/shards/audio/44100hz/shard00000/extract_wav.shard.json"
+    command = workflow_command(work, overlay, record, cores=1)
+    script = tmp_path / "runs.py"
+    script.write_text(FULL_THEN_READ_ONLY)
+    full, read_only, grown = json.loads(
+        on_small_disk("128k", folder, [sys.executable, script, folder, *command])["stdout"]
+    )
+    # The folder as the config names it (relative); for the read-only disk, the folder that
+    # could not be made in it.
+    for run, cause in ((full, "No space left on device"), (read_only, "Read-only file system")):
+        assert run["returncode"] != 0
+        lines = [line for line in run["stderr"].splitlines() if "a fault of the machine" in line]
+        assert len(lines) == 1 and lines[0].startswith(
+            "ERROR shard_extract_wav (rate=44100, shard=shard00000)"
+        )
+        where, said = lines[0].split(": ", 1)[1].split(f": {cause}: ")
+        assert where in ("results/audio/44100hz", "results/audio/44100hz/.v1.wav.partial")
+        assert said.startswith("a fault of the machine, not of video v1; the job stopped")
+        assert "ERROR video" not in run["stderr"] and "failed inside shard jobs" not in run["stderr"]
+    assert grown["returncode"] == 0, grown["stderr"][-3000:]
+    log = (
+        work / "results" / "logs" / "shards" / "audio" / "44100hz" / "shard00000.extract_wav.log"
+    ).read_text()
+    assert "2 videos, 1 to do, 1 done before" in log  # the last run; v0 was made by the first
+    assert not (work / "results" / "shards" / "failed_videos.tsv").exists()
