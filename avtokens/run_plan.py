@@ -91,6 +91,9 @@ class RunPlan:
                               f"defined: {sorted(entries)}")  # fmt: skip
         if not self.run:
             raise ConfigError("config: nothing to run: list presets in `run` or give a `grid`")
+        # The revision of a preset's repo is the fetch's alone (not a visual param): a changed
+        # revision refetches the files, and new files rerun the jobs that read them.
+        self.revisions = {name: entries[name].get("revision") for name in self.run}
         try:
             self.presets = {name: make_preset(name, entries[name], weights) for name in self.run}
             self.audio = {name: make_audio_setting(name, entries[name], weights) for name in self.run}
@@ -121,9 +124,10 @@ class RunPlan:
         }
 
     def _plan_weights(self) -> None:
-        """Checkpoint folder -> where its files come from ({"repo": ...} or {"url": ...}), and
-        the files the families and codecs read, for the official presets that run; stand-in
-        folder -> the model it stands in for (a family's model or a codec), for the demo ones."""
+        """Checkpoint folder -> where its files come from ({"repo": ..., optionally "revision":
+        ...} or {"url": ...}), and the files the families and codecs read, for the official
+        presets that run; stand-in folder -> the model it stands in for (a family's model or a
+        codec), for the demo ones."""
         self.official_sources, self.checkpoint_files, self.demo_models = {}, set(), {}
         for name in self.run:
             preset, codec = self.presets[name], self.audio[name].audio_codec
@@ -133,11 +137,16 @@ class RunPlan:
                 self.demo_models.setdefault(preset.model, model)
                 self.demo_models.setdefault(codec.folder, {"codec": codec.name})
                 continue
-            if self.official_sources.setdefault(preset.model, {"repo": preset.repo}) != {"repo": preset.repo}:
+            # Without a revision, the source is what it was before revisions could be set, so
+            # the fetches of existing configs keep their params.
+            source = {"repo": preset.repo}
+            if self.revisions[name]:
+                source["revision"] = self.revisions[name]
+            known = self.official_sources.setdefault(preset.model, source)
+            if known != source:
                 raise ConfigError(
-                    f"config: presets use two repos named {preset.model} "
-                    f"({self.official_sources[preset.model]['repo']} and {preset.repo}); their files would "
-                    "share a folder"
+                    f"config: presets use two sources for {preset.model} ({_described(known)} and "
+                    f"{_described(source)}); their files would share a folder"
                 )
             self.official_sources.setdefault(codec.folder, codec.source(self.config))
             self.checkpoint_files.update(preset.tokenizer.checkpoint_files(), codec.files)
@@ -258,6 +267,11 @@ class RunPlan:
             for stage in stages
             for shard in self.shards
         ]
+
+
+def _described(source: dict) -> str:
+    """A repo and its revision, for a message."""
+    return f"{source['repo']} at {source['revision']}" if "revision" in source else source["repo"]
 
 
 def read_sheet(path: str):

@@ -4,6 +4,13 @@
 # they come from and how a stand-in is made are its visual tokenizer family's
 # (avtokens.visual_tokenizers) or audio codec's (avtokens.audio_codecs).
 
+from avtokens.checkpoints import WEIGHTS_LOCK_VARIABLE
+
+# A download job records the commit it fetches a repo at in the weights lock, whose path
+# reaches it through the environment: a new param, or an edited script, would make Snakemake
+# refetch every checkpoint fetched before, and so rerun every job that reads one.
+os.environ[WEIGHTS_LOCK_VARIABLE] = os.path.abspath(PLAN.weights_lock("official"))
+
 
 rule download_weights:
     output:

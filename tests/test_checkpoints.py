@@ -27,11 +27,14 @@ REPO = "nvidia/Cosmos-0.1-Tokenizer-CV8x16x16"
 FOLDER = "Cosmos-0.1-Tokenizer-CV8x16x16"
 WAN_REPO, WAN_FOLDER = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan2.1-T2V-1.3B-Diffusers"
 WAN_FILES = ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")
+WAN_TAG = "diffusers-vae"  # a tag of the fake Wan repo, which the workflow's Wan preset pins
+SMALL, SMALL_FILES = "me/small", ("a.txt", "sub/b.txt")  # a repo of two small files
 
 
 def hub_for(weights):
     """The stand-ins served as the official CV8x16x16 repo and Wan2.1 Diffusers repo (with the
-    released repos' other files, which are not needed) and DAC release file."""
+    released repos' other files, which are not needed; the Wan files also at the commit of the
+    tag `WAN_TAG`, main's parent) and DAC release file."""
     files = {name: weights / FOLDER / name for name in ("encoder.jit", "decoder.jit")}
     files |= {
         "autoencoder.jit": weights / FOLDER / "decoder.jit",
@@ -39,10 +42,26 @@ def hub_for(weights):
     }
     wan = {name: weights / WAN_FOLDER / name for name in WAN_FILES}
     wan["model_index.json"] = wan["transformer/config.json"] = weights / WAN_FOLDER / WAN_FILES[0]
-    return FakeHub(
-        {REPO: files, WAN_REPO: wan}, {DAC_WEIGHTS_FILE: weights / "dac" / DAC_WEIGHTS_FILE},
-        refused=["nvidia/gated"],
-    )  # fmt: skip
+    hub = FakeHub(
+        {REPO: files}, {DAC_WEIGHTS_FILE: weights / "dac" / DAC_WEIGHTS_FILE}, refused=["nvidia/gated"]
+    )
+    hub.push(WAN_REPO, wan, ref=WAN_TAG)
+    hub.push(WAN_REPO, wan)
+    return hub
+
+
+def served(folder: Path, version: str) -> dict[str, Path]:
+    """`SMALL_FILES`, each holding its name and `version`: one commit's files of `SMALL`."""
+    files = {}
+    for name in SMALL_FILES:
+        files[name] = folder / "served" / version / name
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        files[name].write_text(f"{version} {name}")
+    return files
+
+
+def contents(folder: Path) -> list[str]:
+    return [(folder / name).read_text() for name in SMALL_FILES]
 
 
 def test_fetch_into_an_empty_folder(demo_weights, tmp_path):
@@ -71,6 +90,58 @@ def test_a_failed_fetch_says_what_where_and_how_out_and_leaves_nothing(demo_weig
         assert part in message
     assert "\n" not in message
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
+def test_a_pinned_revision_is_the_one_fetched(tmp_path):
+    with FakeHub({}, {}) as hub:
+        tagged = hub.push(SMALL, served(tmp_path, "v1"), ref="v1")
+        hub.push(SMALL, served(tmp_path, "v2"))  # main
+        for revision in ("v1", tagged):  # a tag, a commit
+            fetched = fetch_files(
+                SMALL, list(SMALL_FILES), tmp_path / revision, endpoint=hub.url, revision=revision
+            )
+            assert fetched == tagged and contents(tmp_path / revision) == ["v1 a.txt", "v1 sub/b.txt"]
+    assert [r for r in hub.requests if r.startswith("/api/models/")] == [f"/api/models/{SMALL}/revision/v1"]
+
+
+def test_an_unpinned_fetch_takes_one_commit_and_the_lock_keeps_it_after_main_moved(tmp_path):
+    lock = WeightsLock(tmp_path / "lock.json")
+    lock.check("old/repo/w.bin", "w.bin", "a" * 64)  # a lock written before commits were recorded
+    with FakeHub({SMALL: served(tmp_path, "v1")}, {}) as hub:
+        first = hub.commit_of(SMALL, "main")
+        assert fetch_files(SMALL, [SMALL_FILES[0]], tmp_path / "x", endpoint=hub.url, lock=lock) == first
+        hub.push(SMALL, served(tmp_path, "v2"))  # main moves on, as on another machine later
+        assert fetch_files(SMALL, [SMALL_FILES[1]], tmp_path / "x", endpoint=hub.url, lock=lock) == first
+        assert contents(tmp_path / "x") == ["v1 a.txt", "v1 sub/b.txt"]
+        assert sum(r.startswith("/api/models/") for r in hub.requests) == 1
+        assert json.loads(lock.path.read_text()) == {
+            "old/repo/w.bin": "a" * 64,
+            "revisions": {SMALL: {"main": first}},
+        }
+        hub.requests.clear()
+        second = fetch_files(SMALL, list(SMALL_FILES), tmp_path / "y", endpoint=hub.url)  # no lock
+    assert second == hub.commit_of(SMALL, "main") != first
+    assert contents(tmp_path / "y") == ["v2 a.txt", "v2 sub/b.txt"]
+    # main looked up once, and every file fetched at its commit, not at whatever main is by then.
+    assert [r for r in hub.requests if r.startswith("/api/models/")] == [f"/api/models/{SMALL}/revision/main"]
+    assert all(f"/resolve/{second}/" in r for r in hub.requests if not r.startswith("/api/models/"))
+
+
+def test_a_missing_revision_or_recorded_commit_is_refused_in_one_line(tmp_path):
+    lock = WeightsLock(tmp_path / "lock.json")
+    lock.commit(SMALL, "main", lambda: "f" * 40)  # a commit the repo has since lost (a rewritten main)
+    with FakeHub({SMALL: served(tmp_path, "v1")}, {}) as hub:
+        refused = []
+        for revision, with_lock in (("v9", None), ("0" * 40, None), (None, lock)):
+            with pytest.raises(AvTokensError) as err:
+                fetch_files(SMALL, list(SMALL_FILES), tmp_path / "x", hub.url, revision, with_lock)
+            refused.append(str(err.value))
+    cannot = f"cannot fetch a.txt, b.txt from Hugging Face repo {SMALL} into {tmp_path}/x/: "
+    for revision, message in zip(("v9", "0" * 40), refused[:2], strict=True):
+        assert message.startswith(f"{cannot}it has no revision '{revision}'; set the `revision` of its")
+    assert refused[2].startswith(f"{cannot}{lock.path} records main as commit {'f' * 40}, which the repo no")
+    assert f'delete "main" under "revisions": "{SMALL}" from {lock.path}' in refused[2]
+    assert not any("\n" in message for message in refused) and not (tmp_path / "x").exists()
 
 
 def test_offline_mode_forbids_the_dac_download(tmp_path, monkeypatch):
@@ -118,7 +189,7 @@ def official(tmp_path_factory, demo_weights):
         "weights_lock": str(workdir / "weights.lock.json"),
         "codecs": {"dac": {"url": f"{hub.url}/files/{DAC_WEIGHTS_FILE}"}},
         "presets": {"p": {"kind": "CV", "temporal": 8, "spatial": 16, "window": 17},
-                    "w": {"family": "wan2.1", "window": 9}},
+                    "w": {"family": "wan2.1", "window": 9, "revision": WAN_TAG}},
         "run": ["p", "w"],
     }  # fmt: skip
     run_workflow(workdir, overlay, env={"HF_ENDPOINT": hub.url})
@@ -136,6 +207,17 @@ def test_the_workflow_fetches_pins_and_records_the_hashes(official):
     pins = json.loads((workdir / "weights.lock.json").read_text())
     encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
     wan = workdir / "ckpt" / WAN_FOLDER / WAN_FILES[1]
+    # Each repo's commit looked up once, though each file is a job of its own (the Wan preset's
+    # at the tag it pins), and every file fetched at its repo's commit.
+    commits = {REPO: hub.commit_of(REPO, "main"), WAN_REPO: hub.commit_of(WAN_REPO, WAN_TAG)}
+    looked_up = sorted(r for r in hub.requests if r.startswith("/api/models/"))
+    assert looked_up == sorted(
+        [f"/api/models/{REPO}/revision/main", f"/api/models/{WAN_REPO}/revision/{WAN_TAG}"]
+    )
+    fetched_at = {(r[1:].split("/resolve/")[0], r.split("/resolve/")[1].split("/")[0]) for r in downloads
+                  if "/resolve/" in r}  # fmt: skip
+    assert fetched_at == set(commits.items())
+    assert pins.pop("revisions") == {REPO: {"main": commits[REPO]}, WAN_REPO: {WAN_TAG: commits[WAN_REPO]}}
     assert pins == {
         f"{REPO}/encoder.jit": sha256_of(encoder),
         f"{REPO}/decoder.jit": sha256_of(encoder.with_name("decoder.jit")),

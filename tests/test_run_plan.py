@@ -88,6 +88,18 @@ def test_checkpoint_folders_sources_and_locks_follow_the_presets_weights(clips):
     assert demo.demo_models == {"Wan2.1-T2V-1.3B-Diffusers": wan, "dac": {"codec": "dac"}}
 
 
+def test_a_revision_goes_with_its_repo_to_the_fetch_and_not_into_the_visual_params(clips):
+    presets = {"cv": {**PRESETS["CV8x8x8"], "revision": "v1", "codec": "mimi"}}
+    codecs = {**DEFAULTS["codecs"], "mimi": {"repo": "kyutai/mimi", "revision": "a" * 40}}
+    plan = plan_of(clips, presets=presets, run=["cv"], weights="official", codecs=codecs)
+    assert plan.official_sources == {
+        "Cosmos-0.1-Tokenizer-CV8x8x8": {"repo": "nvidia/Cosmos-0.1-Tokenizer-CV8x8x8", "revision": "v1"},
+        "mimi": {"repo": "kyutai/mimi", "revision": "a" * 40},
+    }
+    unpinned = plan_of(clips, presets={"cv": PRESETS["CV8x8x8"]}, run=["cv"], weights="official")
+    assert plan.visual_params("cv") == unpinned.visual_params("cv")  # the same jobs: no rerun
+
+
 def test_shards_are_consecutive_rows_and_the_verdict_waits_for_every_stage_of_every_scope(clips):
     plan = plan_of(clips, shard_size=2, run=["CV8x8x8"], weights="demo")
     assert plan.shards == {"shard00000": clips[:2], "shard00001": clips[2:4], "shard00002": clips[4:]}
@@ -128,7 +140,11 @@ def test_missing_videos_are_left_out_and_a_sheet_without_one_is_refused(clips, t
         ({"report_videos_per_shard": 2}, "`report_videos_per_shard` samples the comparison videos"),
         ({"presets": {"a": {**PRESETS["CV8x8x8"], "repo": "me/Cosmos-0.1-Tokenizer-CV8x8x8"},
                       "b": PRESETS["CV8x8x8"]}, "run": ["a", "b"]},
-         "presets use two repos named Cosmos-0.1-Tokenizer-CV8x8x8"),
+         "presets use two sources for Cosmos-0.1-Tokenizer-CV8x8x8 (me/Cosmos-0.1-Tokenizer-CV8x8x8 and "
+         "nvidia/Cosmos-0.1-Tokenizer-CV8x8x8)"),
+        ({"presets": {"a": {**PRESETS["CV8x8x8"], "revision": "v1"}, "b": PRESETS["CV8x8x8"]},
+          "run": ["a", "b"]},
+         "two sources for Cosmos-0.1-Tokenizer-CV8x8x8 (nvidia/Cosmos-0.1-Tokenizer-CV8x8x8 at v1 and"),
         ({"grid": {"kind": ["CV"], "temporal": [8], "spatial": [8], "window": [17]},
           "presets": {"CV8x8x8-w17": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 33}}},
          "grid preset CV8x8x8-w17 differs from the preset of that name in `presets`"),
