@@ -206,13 +206,16 @@ def machine_fault(err: BaseException, folder: Path | str) -> str | None:
 
 def device_fault(err: BaseException) -> str | None:
     """ "the device on <host>: <cause>" for a device error (`torch.AcceleratorError`: a CUDA
-    error leaves the context failing every later call), "the host <host>: ..." for its memory
-    exhausted (`MemoryError`), else None; in `err` or an error it was raised from. The host
-    is named for a cluster's operator, who may keep the next jobs off it."""
+    error leaves the context failing every later call) or the device out of memory (every
+    later video of that size would be too, and so would a retry of this one at the same
+    settings; `err`'s own words name the setting to lower), "the host <host>: ..." for its
+    memory exhausted (`MemoryError`), else None; in `err` or an error it was raised from. The
+    host is named for a cluster's operator, who may keep the next jobs off it."""
     torch = sys.modules.get("torch")
     for cause in error_chain(err):
-        if torch is not None and isinstance(cause, torch.AcceleratorError):
-            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if torch is not None and isinstance(cause, (torch.AcceleratorError, torch.OutOfMemoryError)):
+            said = err if isinstance(err, AvTokensError) else cause
+            first = (str(said).strip().splitlines() or [type(cause).__name__])[0]
             return f"the device on {platform.node()}: {first}"
         if isinstance(cause, MemoryError):
             return f"the host {platform.node()}: out of memory (MemoryError)"

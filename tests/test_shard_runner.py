@@ -285,11 +285,23 @@ def _device_error(item):
     return torch.AcceleratorError("CUDA error: an illegal memory access was encountered\nmore")
 
 
+def _device_out_of_memory(item):
+    """As avtokens.visual explains it: raised `from None` while handling torch's error."""
+    err = AvTokensError(f"cuda:0: {TOO_MANY}")
+    err.__context__ = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+    err.__suppress_context__ = True
+    return err
+
+
+TOO_MANY = "4 windows of 17 frames at 1280x720 do not fit; lower `batch_megapixels`"
+
+
 @pytest.mark.parametrize(
     "fault, in_prepare, where",
     [(_full_disk, False, "b.out: No space left on device"),
      (_read_only, True, "b.out: Read-only file system"),
-     (_device_error, False, f"on {platform.node()}: CUDA error: an illegal memory access was encountered")],
+     (_device_error, False, f"on {platform.node()}: CUDA error: an illegal memory access was encountered"),
+     (_device_out_of_memory, False, f"on {platform.node()}: cuda:0: {TOO_MANY}")],
 )  # fmt: skip
 def test_a_fault_of_the_machine_stops_the_job_blames_no_video_and_the_next_run_goes_on(
     tmp_path, fault, in_prepare, where
