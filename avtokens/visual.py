@@ -244,12 +244,15 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
         # the next batch runs.
         with InOrderWorker(lambda tokens: [writer.append(t) for t in tokens]) as saver:
             batches = _batches(windows_read(), lambda b: b[0].padded_frames, batch_megapixels, height, width)
+            # What a call of full windows takes at this size: a compiling engine pads every call
+            # to it, so a video's shapes, and so its tokens, owe nothing to the videos before it.
+            full_batch = windows_per_call(batch_megapixels, preset.window, height, width)
             for batch in batches:
                 win = batch[0][0]
                 with _explain_oom(dev, preset.tokenizer, "encoder", len(batch), win.padded_frames, height,
                                   width, batch_megapixels):  # fmt: skip
                     x = model_input(batch, height, width, dev, encoder.dtype)
-                    tokens = encoder(x)
+                    tokens = encoder(x, full_batch)
                 expected = win.latent_frames(tc)
                 if tokens.shape[1] != expected or tuple(tokens.shape[2:4]) != frame_shape[:2]:
                     raise AvTokensError(
@@ -383,12 +386,13 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
         progress = Progress(f"{Path(tokens_path).name}: visual decode", video["frame_count"], "frames")
         with InOrderWorker(save) as saver:
             height, width = video["padded_height"], video["padded_width"]
+            full_batch = windows_per_call(batch_megapixels, tok["window"], height, width)
             for batch in _batches(indexed, lambda b: b[1].padded_frames, batch_megapixels, height, width):
                 tokens = torch.cat([latents[:, offsets[i] : offsets[i + 1]] for i, _ in batch])
                 padded = batch[0][1].padded_frames
                 with _explain_oom(dev, preset.tokenizer, "decoder", len(batch), padded, height, width,
                                   batch_megapixels):  # fmt: skip
-                    decoded = decoder(tokens)
+                    decoded = decoder(tokens, full_batch)
                 for (index, win), window_frames in zip(batch, decoded, strict=True):
                     originals = next(source_windows, None)
                     if originals is None or len(originals) != win.real_frames:

@@ -138,9 +138,10 @@ def codec_model_only(model, codec, seconds: float, window_seconds: float, device
             "encode_device_mib": enc.device_mib, "decode_device_mib": dec.device_mib}  # fmt: skip
 
 
-def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device) -> None:
+def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device, full_batch: int) -> None:
     """mp4 -> tokens -> mp4 as the upstream library's loop does it: the whole video in
-    memory, one window per call, numpy between the steps."""
+    memory, one window per call, numpy between the steps. `full_batch`: the batch the
+    compiled engine pads to, the shape `model_only` compiled (no compiling in the timing)."""
     info = probe(clip)
     video = np.concatenate(list(read_frame_windows(clip, info, 64)))  # all of it, in RAM
     s, window = preset.spatial, preset.window
@@ -150,9 +151,9 @@ def upstream_style(clip: Path, out: Path, encoder, decoder, preset, device) -> N
         chunk = video[start : start + window]
         win = Window(start, len(chunk), padded_length(len(chunk), preset.temporal))
         x = visual.model_input([(win, chunk)], height, width, device, encoder.dtype)
-        tokens = encoder(x)
+        tokens = encoder(x, full_batch)
         tokens = (tokens.float() if tokens.is_floating_point() else tokens).cpu().numpy()  # numpy out...
-        frames = decoder(torch.from_numpy(tokens).to(device))[0]  # ...and takes it again
+        frames = decoder(torch.from_numpy(tokens).to(device), full_batch)[0]  # ...and takes it again
         decoded += [
             f.cpu().numpy()
             for f in visual.model_output_to_frames(frames, len(chunk), info.height, info.width)
@@ -253,7 +254,7 @@ def main() -> int:
         codec_model = codec_model_only(loaded_codec, codec, duration, args.audio_window_seconds, device)
         del loaded_codec
         with Stage(device) as base:
-            upstream_style(clip, work / "upstream.mp4", encoder, decoder, preset, device)
+            upstream_style(clip, work / "upstream.mp4", encoder, decoder, preset, device, batch_windows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -32,7 +32,9 @@ class LatentLayout:
 class LoadedEncoder(Protocol):
     """What `VisualTokenizer.encoder` returns: frames [B, 3, T, H, W] in [-1, 1] of `dtype`,
     T = 1 + k * temporal, H and W multiples of spatial -> latents bf16 [B, 1 + k, H/s, W/s,
-    channels] or indices int64 [B, 1 + k, H/s, W/s]."""
+    channels] or indices int64 [B, 1 + k, H/s, W/s]. `full_batch`: how many windows a call of
+    full windows at this resolution takes; an engine that compiles pads every call to it, so
+    that it sees one shape per resolution (None: the call's own batch)."""
 
     preset: object
     device: object
@@ -42,18 +44,18 @@ class LoadedEncoder(Protocol):
     stand_in: bool
     metadata: dict  # more of the token file's `tokenizer` record (e.g. a latent normalisation)
 
-    def __call__(self, frames): ...
+    def __call__(self, frames, full_batch: int | None = None): ...
 
 
 class LoadedDecoder(Protocol):
     """What `VisualTokenizer.decoder` returns: tokens as the encoder gives them (latents or
     indices, any batch of windows) -> frames [B, 3, 1 + temporal * (t - 1), h*s, w*s] in
-    [-1, 1], in the network's dtype."""
+    [-1, 1], in the network's dtype. `full_batch`: as for `LoadedEncoder`."""
 
     device: object
     record: dict
 
-    def __call__(self, tokens): ...
+    def __call__(self, tokens, full_batch: int | None = None): ...
 
 
 class VisualTokenizer:

@@ -194,7 +194,7 @@ class _WanVAE:
 
 
 class WanEncoder(_WanVAE):
-    def __call__(self, frames):
+    def __call__(self, frames, full_batch=None):  # uncompiled: each call runs at its own size
         import torch
 
         with torch.inference_mode():
@@ -203,7 +203,7 @@ class WanEncoder(_WanVAE):
 
 
 class WanDecoder(_WanVAE):
-    def __call__(self, tokens):
+    def __call__(self, tokens, full_batch=None):  # uncompiled: each call runs at its own size
         import torch
 
         with torch.inference_mode():

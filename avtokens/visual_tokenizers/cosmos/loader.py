@@ -67,6 +67,19 @@ def _pad_by_repeating(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     return torch.cat([x, last.expand(*[missing if d == dim else -1 for d in range(x.dim())])], dim=dim)
 
 
+# Dynamo compiles at most `recompile_limit` (8) shapes of a function and runs any further
+# one uncompiled, silently and with other rounding: a shard job's ninth resolution would get
+# other tokens than it gets alone. So every new shape compiles (minutes; cached on disk).
+_COMPILE_EVERY_SHAPE = {"recompile_limit": 1 << 30, "accumulated_recompile_limit": 1 << 30}
+
+
+def run_compiled(compiled, x: torch.Tensor):
+    """`compiled` (a torch.compile'd network) on `x`, compiled for its shape however many
+    shapes came before."""
+    with torch._dynamo.config.patch(**_COMPILE_EVERY_SHAPE):
+        return compiled(x)
+
+
 def _model_dtypes(device: torch.device, discrete: bool) -> tuple[torch.dtype, torch.dtype]:
     """(encoder, decoder) dtypes. bf16 on GPU. On CPU PyTorch has no bf16 3D average
     pooling, so float32, except the DV decoder, whose graph casts its codes to bf16."""
@@ -123,24 +136,24 @@ class _CosmosNetwork:
         self.record["engine"] = self.engine
         self._compiled = None
         if self.engine == "compiled":
-            # One input shape per resolution (see _run), so the network compiles once; the
+            # One input shape per resolution (see _run), compiled once each; the
             # compiled kernels are cached on disk (TORCHINDUCTOR_CACHE_DIR) for later jobs.
             self._compiled = torch.compile(self.module, dynamic=False, backend=compile_backend)
-        self._batch = 0
 
-    def _run(self, x: torch.Tensor, full_length: int, dim: int):
-        """The network on `x`. The compiled engine always sees the same shape: the batch is
-        padded to the largest one seen and dimension `dim` (time) to `full_length`, by
-        repeating the last entry; the network is causal, so the output for the real part is
-        unchanged, and the caller crops it."""
+    def _run(self, x: torch.Tensor, full_length: int, dim: int, full_batch: int | None):
+        """The network on `x`. The compiled engine sees one shape per resolution: dimension
+        `dim` (time) padded to `full_length` and the batch to `full_batch` (None: as it is),
+        by repeating the last entry; the caller crops the output. The network is causal and
+        codes each window alone, so padding changes no value, but the padded shape can change
+        the rounding: it comes from the call's arguments, never from the calls before it (a
+        shard job's earlier videos)."""
         if self._compiled is None:
             return self.module(x)
-        self._batch = max(self._batch, x.shape[0])
-        x = _pad_by_repeating(_pad_by_repeating(x, dim, full_length), 0, self._batch)
+        x = _pad_by_repeating(_pad_by_repeating(x, dim, full_length), 0, full_batch or x.shape[0])
         if not x.is_inference():  # padded inputs are inference tensors: keep one kind (one graph)
             x = x.clone()
         try:
-            return self._compiled(x)
+            return run_compiled(self._compiled, x)
         except torch.OutOfMemoryError:
             raise
         except Exception as err:  # a compiler failure must not cost the job: run as written
@@ -260,9 +273,9 @@ class CosmosEncoder(_CosmosNetwork):
         return out[1] if self.preset.is_discrete else out[0]  # DV codes, CV latents
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, full_batch: int | None = None) -> torch.Tensor:
         batch, latent_frames = frames.shape[0], latent_frame_count(frames.shape[2], self.preset.temporal)
-        out = self._run(frames.to(self.dtype), self.preset.window, dim=2)[0][:batch]
+        out = self._run(frames.to(self.dtype), self.preset.window, 2, full_batch)[0][:batch]
         if self.preset.is_discrete:
             return out[:, :latent_frames].to(torch.int64)
         return out[:, :, :latent_frames].permute(0, 2, 3, 4, 1).to(torch.bfloat16)
@@ -301,13 +314,13 @@ class CosmosDecoder(_CosmosNetwork):
         return out
 
     @torch.inference_mode()
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, full_batch: int | None = None) -> torch.Tensor:
         if self.preset.is_discrete:
             tokens, time_dim = tokens.to(self.device, torch.int64), 1
         else:
             tokens, time_dim = tokens.to(self.device).permute(0, 4, 1, 2, 3).to(self.dtype), 2
         batch, latent_frames = tokens.shape[0], tokens.shape[time_dim]
         window_latents = latent_frame_count(self.preset.window, self.preset.temporal)
-        frames = self._run(tokens, window_latents, dim=time_dim)[:batch]
+        frames = self._run(tokens, window_latents, time_dim, full_batch)[:batch]
         # In the network's dtype: a float32 copy of a 4K window would be 1.7 GB more.
         return frames[:, :, : 1 + self.preset.temporal * (latent_frames - 1)].clamp_(-1, 1)
