@@ -7,11 +7,14 @@ family accepts (releases, kinds, factors, engines, windows) comes from its regis
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from avtokens.audio_codecs import DEFAULT_CODEC, AudioCodec, audio_codec
+from avtokens.shaping import KEYS as SHAPING_KEYS
+from avtokens.shaping import Shaping, parse_rate, rate_text
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, KINDS, VisualTokenizer, visual_tokenizer
 from avtokens.windows import check_window_length
 
@@ -33,6 +36,20 @@ class Preset:
     engine: str = "auto"  # how the network runs: the family's `engines`
     family: str = DEFAULT_FAMILY  # the registry entry: avtokens.visual_tokenizers
     release: str = ""  # the family's release the default repo comes from
+    # The frames' targets (frame rate, size, part: avtokens.shaping); a job's params give them
+    # as `Shaping.as_params` does.
+    shaping: Shaping = field(default_factory=Shaping)
+
+    def __post_init__(self):
+        if not isinstance(self.shaping, Shaping):
+            object.__setattr__(self, "shaping", Shaping.from_params(self.shaping))
+
+    def as_params(self) -> dict:
+        """The fields as a job's params carry them; the shaping only where it changes
+        anything, so that the params of a preset made before it existed stay as they were
+        (a changed param reruns a job)."""
+        params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "shaping"}
+        return {**params, "shaping": self.shaping.as_params()} if self.shaping.changes_anything else params
 
     @property
     def tokenizer(self) -> VisualTokenizer:
@@ -152,7 +169,12 @@ def make_preset(name: str, fields: dict, default_weights: str = "official") -> P
     if engine not in tokenizer.engines:
         raise ValueError(f"preset '{name}': engine must be one of {', '.join(tokenizer.engines)} "
                          f"(family {family}), not {engine!r}")  # fmt: skip
-    return Preset(name, kind, temporal, spatial, window, weights, repo, engine, family, release)
+    try:
+        shaping = Shaping.from_config({key: fields[key] for key in SHAPING_KEYS if key in fields})
+        shaping.check_sides(spatial, f"the {tokenizer.label} {_model_name(kind, temporal, spatial)}")
+    except ValueError as err:
+        raise ValueError(f"preset '{name}': {err}") from None
+    return Preset(name, kind, temporal, spatial, window, weights, repo, engine, family, release, shaping)
 
 
 def make_audio_setting(name: str, fields: dict, default_weights: str = "official") -> AudioSetting:
@@ -171,12 +193,13 @@ def make_audio_setting(name: str, fields: dict, default_weights: str = "official
 
 
 GRID_KEYS = (*MODEL_KEYS, "window")
+SHAPING_GRID_KEYS = ("fps", "size", "fit")  # optional in a grid, as "family" and "codec" are
 
 
 def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
     """Every combination of a parameter grid as preset entries named after their parameters
     (`DV8x16x16-w33`; another family's preset has the family's name first, another codec's the
-    codec's name last), and the combinations
+    codec's name last, after the targets: `-fps24`, `-1280x720`, `-pad`), and the combinations
     left out because no released tokenizer or no valid window fits them (for example temporal
     4 with spatial 16)."""
     if not grid:
@@ -186,10 +209,13 @@ def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
         raise ValueError(f"grid: give lists for all of kind, temporal, spatial and window; missing {missing}")
     presets, skipped = {}, []
     families, codecs = grid.get("family", [DEFAULT_FAMILY]), grid.get("codec", [DEFAULT_CODEC])
-    for family, codec, *values in itertools.product(families, codecs, *(grid[key] for key in GRID_KEYS)):
+    targets = [[(key, value) for value in grid[key]] for key in SHAPING_GRID_KEYS if key in grid]
+    models = (grid[key] for key in GRID_KEYS)
+    combinations = itertools.product(families, codecs, itertools.product(*targets), *models)
+    for family, codec, shaping, *values in combinations:
         kind, temporal, spatial, window = values
-        name = f"{_model_name(kind, temporal, spatial)}-w{window}"
-        fields = dict(zip(GRID_KEYS, values, strict=True))
+        name = f"{_model_name(kind, temporal, spatial)}-w{window}" + "".join(map(_target_name, shaping))
+        fields = {**dict(zip(GRID_KEYS, values, strict=True)), **dict(shaping)}
         if family != DEFAULT_FAMILY:
             name, fields = f"{family}-{name}", {"family": family, **fields}
         if codec != DEFAULT_CODEC:
@@ -202,3 +228,14 @@ def grid_presets(grid: dict) -> tuple[dict[str, dict], list[str]]:
             continue
         presets[name] = fields
     return presets, skipped
+
+
+def _target_name(target: tuple[str, object]) -> str:
+    """A grid preset's name part for a target: -fps24 (-fps30000-1001), -1280x720, -pad."""
+    key, value = target
+    if key == "fps":
+        try:
+            return "-fps" + rate_text(parse_rate(value)).replace("/", "-")
+        except ValueError:
+            return f"-fps{value}"  # refused with its reason when the preset is made
+    return f"-{value}"

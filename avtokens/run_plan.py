@@ -14,7 +14,6 @@ once per sample rate.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Iterable
@@ -177,7 +176,7 @@ class RunPlan:
     def visual_params(self, preset: str) -> dict:
         """The preset's fields its visual jobs read: a change to any of them reruns those jobs.
         Not its audio's: another codec makes other audio, not other visual tokens."""
-        return dataclasses.asdict(self.presets[preset])
+        return self.presets[preset].as_params()
 
     def codec_params(self, setting: str) -> dict:
         """The audio jobs' codec and number of codebooks."""

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from avtokens.presets import Preset
 from avtokens.run_plan import DEMO_WEIGHTS, SCOPES, ConfigError, RunPlan
 from avtokens.workflow import DEFAULT_CONFIG
 
@@ -148,6 +149,13 @@ def test_missing_videos_are_left_out_and_a_sheet_without_one_is_refused(clips, t
         ({"grid": {"kind": ["CV"], "temporal": [8], "spatial": [8], "window": [17]},
           "presets": {"CV8x8x8-w17": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 33}}},
          "grid preset CV8x8x8-w17 differs from the preset of that name in `presets`"),
+
+        ({"presets": {"t": {**PRESETS["DV8x16x16"], "buckets": ["1280x720", "720x1272"]}}, "run": ["t"]},
+         "config: preset 't': bucket 720x1272: the Cosmos DV8x16x16 takes sides that are multiples of 16"),
+        ({"presets": {"t": {**PRESETS["CV8x8x8"], "fps": -24}}, "run": ["t"]},
+         "config: preset 't': fps: a frame rate must be above 0 and at most 240, not -24"),
+        ({"presets": {"t": {**PRESETS["CV8x8x8"], "size": "640x480", "fit": "stretch"}}, "run": ["t"]},
+         "config: preset 't': fit must be crop or pad, not 'stretch'"),
     ],
 )  # fmt: skip
 def test_a_config_that_cannot_run_is_refused_with_one_line(clips, change, message):
@@ -177,3 +185,20 @@ def test_presets_are_a_catalogue_only_those_that_run_are_built(clips):
     assert list(plan.presets) == ["wan"] and plan.rates == ["44100"]
     with pytest.raises(ConfigError, match="config: preset 'elsewhere': no tokenizer family 'not-installed'"):
         plan_of(clips, presets=catalogue, run=["wan", "elsewhere"])
+
+
+def test_targets_go_to_the_visual_params_only_where_set_and_a_grid_names_them(clips):
+    shaped = {**PRESETS["CV8x8x8"], "fps": "30000/1001", "size": "640x480", "start": 1.5}
+    plan = plan_of(clips, presets={**PRESETS, "shaped": shaped}, run=["CV8x8x8", "shaped"], weights="demo")
+    assert "shaping" not in plan.visual_params("CV8x8x8")  # as before targets existed: no job reruns
+    params = plan.visual_params("shaped")
+    assert params["shaping"] == {"fps": "30000/1001", "buckets": ["640x480"], "start": "3/2"}
+    assert Preset(**params) == plan.presets["shaped"]  # what a job makes of its params
+    grid = {"kind": ["CV"], "temporal": [8], "spatial": [8], "window": [17], "fps": [24, "30000/1001"],
+            "size": ["640x480"], "fit": ["crop", "pad"]}  # fmt: skip
+    plan = plan_of(clips, run=[], grid=grid)
+    assert plan.run == [
+        f"CV8x8x8-w17-fps{fps}-640x480-{fit}" for fps in ("24", "30000-1001") for fit in ("crop", "pad")
+    ]
+    assert plan.presets["CV8x8x8-w17-fps24-640x480-pad"].shaping.as_params() == {
+        "fps": "24", "buckets": ["640x480"], "fit": "pad"}  # fmt: skip

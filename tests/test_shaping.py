@@ -33,7 +33,7 @@ def test_crop_covers_the_bucket_and_cuts_the_middle_out():
 
 def test_pad_fits_the_picture_inside_the_bucket_and_records_where():
     shaping = Shaping.from_config({"size": "1280x720", "fit": "pad"})
-    geometry = shaping.geometry(640, 480, Fraction(4, 3))  # 960x720 in the middle, 160 columns of black a side
+    geometry = shaping.geometry(640, 480, Fraction(4, 3))  # 960x720 in the middle, 160 black columns a side
     assert (geometry.scaled, geometry.rect) == ((960, 720), (160, 0, 960, 720))
     assert geometry.filters[1] == "pad=1280:720:160:0:color=black"
     assert geometry.as_metadata() == {"bucket": "1280x720", "fit": "pad", "scaled": "960x720",
