@@ -29,6 +29,8 @@ def runtime_record(device: torch.device) -> dict:
     if device.type == "cuda":
         record |= {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
                    "cudnn": torch.backends.cudnn.version()}  # fmt: skip
+    else:  # a CPU's kernels, and how they split sums over threads, round differently
+        record |= {"threads": torch.get_num_threads(), "cpu": torch.backends.cpu.get_cpu_capability()}
     return record
 
 

@@ -15,10 +15,13 @@ _AUDIO = (
 
 
 def write_example_video(dest, seconds: float = 4.0) -> None:
+    """The example clip, the same bytes on every run and machine (of one ffmpeg build): x264
+    on one thread, as its output depends on its thread count, which ffmpeg would otherwise
+    take from the machine's cores."""
     with atomic_output(dest) as tmp:
         run_ffmpeg(
             ["-y", "-f", "lavfi", "-i", _VIDEO, "-f", "lavfi", "-i", _AUDIO, "-t", str(seconds),
-             "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-c:a", "aac",
+             "-c:v", "libx264", "-threads", "1", "-pix_fmt", "yuv420p", "-crf", "18", "-c:a", "aac",
              "-b:a", "192k", "-f", "mp4", str(tmp)],
             "making the example video", dest,
         )  # fmt: skip

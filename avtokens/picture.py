@@ -19,9 +19,12 @@ PIXELS = ("square", "stored")
 HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
 # BT.2408: HDR reference white is 203 cd/m2; it becomes SDR white. Mobius keeps the range
 # below its knee linear and rolls highlights off, so SDR-range material keeps its contrast
-# and colour.
-TONE_MAP = ("zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=mobius:desat=0,"
-            "zscale=t=bt709:m=bt709:r=tv,format=yuv444p")  # fmt: skip
+# and colour. zscale on one thread each: cut into slices for several, its frames differ from
+# the whole frame's (a 720x480 PQ clip at 4 threads: 6.6% of values, up to 31 levels), and
+# the tokenizer's frames would depend on the job's thread count.
+TONE_MAP = ("zscale=t=linear:npl=203:threads=1,format=gbrpf32le,zscale=p=bt709:threads=1,"
+            "tonemap=tonemap=mobius:desat=0,zscale=t=bt709:m=bt709:r=tv:threads=1,"
+            "format=yuv444p")  # fmt: skip
 # One output frame per input frame (send_frame), so frame counts and timing stay those of the stream.
 DEINTERLACE = "bwdif=mode=send_frame:parity=auto:deint=all"
 

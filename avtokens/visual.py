@@ -154,13 +154,14 @@ def encode_video_file(source, dest, preset: Preset, checkpoint, device: str, bat
 class FrameStream:
     """A video's frames as the tokenizer sees them, being read by ffmpeg on a background
     thread, the first window already decoded: a shard's next video is ready when the model
-    is done with the current one."""
+    is done with the current one. `threads`: ffmpeg's (`read_frame_windows`)."""
 
-    def __init__(self, source, picture: Picture, window: int, budget_megapixels: float):
+    def __init__(self, source, picture: Picture, window: int, budget_megapixels: float, threads: int | None):
         self.decoded = {}  # filled and dropped frames, once all are read (read_frame_windows)
         # Read ahead as far as the budget of frames x pixels goes, and at least one window.
         ahead = 1 + (2 * window * picture.width * picture.height <= budget_megapixels * 1e6)
-        self._reader = read_frame_windows(source, picture, window, prefetch=ahead, decoded=self.decoded)
+        self._reader = read_frame_windows(source, picture, window, prefetch=ahead, decoded=self.decoded,
+                                          threads=threads)  # fmt: skip
         first = next(self._reader, None)
         self.windows = itertools.chain([] if first is None else [first], self._reader)
 
@@ -175,14 +176,15 @@ class SourceFrames:
     """A source video opened for the encoder: probed, its picture planned, its hash being
     taken and its frames being read."""
 
-    def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float):
+    def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float,
+                 threads: int | None):  # fmt: skip
         self.info = probe(source)
         self.info.warn_size_changes(source)
         self.picture = plan_picture(self.info, **picture_settings)
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
         hashing.shutdown(wait=False)
-        self.frames = FrameStream(source, self.picture, window, budget_megapixels)
+        self.frames = FrameStream(source, self.picture, window, budget_megapixels, threads)
 
 
 class VisualEncode(Stage):
@@ -209,7 +211,7 @@ class VisualEncode(Stage):
 
     def prepare(self, item: Item) -> SourceFrames:
         source = Path(item.inputs["source"])
-        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels)
+        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels, self.threads)
 
     def run(self, item: Item, prepared: SourceFrames) -> None:
         try:
@@ -333,7 +335,7 @@ class VisualDecode(Stage):
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
-        return meta, picture, FrameStream(source, picture, tok["window"], self.batch_megapixels)
+        return meta, picture, FrameStream(source, picture, tok["window"], self.batch_megapixels, self.threads)
 
     def run(self, item: Item, prepared) -> None:
         meta, picture, frames = prepared
@@ -369,6 +371,7 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
             # read at the first frames: by then the decoder's record says what decoded them
             comment=lambda: json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True),
             sample_aspect_ratio=picture.sample_aspect_ratio,
+            threads=stage.threads,
         ) as writer,
     ):
         latents = f.get_slice(meta["latent"]["tensor"])

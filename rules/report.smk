@@ -74,6 +74,8 @@ rule compare_video:
         x264_preset=config["reconstruction"]["x264_preset"],
     conda:
         "../envs/avtokens.yaml"
+    # Two decodes and an x264 encode of twice the width: as many threads as visual_decode.
+    threads: 4
     script:
         "../scripts/compare_video.py"
 

@@ -1,6 +1,7 @@
 """The three engines agree: the TorchScript graph, our own modules filled from its weights,
 and those modules compiled; and the self-check on load tells our network from another one.
-Random weights in the released layout, all six models, CPU.
+Random weights in the released layout, all six models, CPU. Token files at one torch thread
+count and across counts (README, Determinism).
 
 Tolerances (CPU, float32 encoders; the DV decoder runs in bf16 as the released graph does):
 CV latents, stored as bf16, within one bf16 step of each other; DV indices equal on at least
@@ -9,6 +10,7 @@ self-check's measure). The DV decoders' bf16 arithmetic on the compiled engine's
 input lands near 3; a network with other levels lands near 100.
 """
 
+import contextlib
 import json
 import logging
 import re
@@ -375,3 +377,46 @@ def test_the_compiled_engine_compiles_every_shape_however_many_came_before():
     for size in sizes:
         assert torch.equal(loader.run_compiled(compiled, torch.ones(size)), torch.full((size,), 2.0))
     assert len(graphs) == len(sizes)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count, as a job of `count` threads sets it (avtokens.rule)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("model", [("CV", 4, 8), ("DV", 8, 16)], ids=lambda m: f"{m[0]}{m[1]}x{m[2]}x{m[2]}")
+def test_token_files_are_byte_identical_at_one_thread_count_and_a_step_apart_across_counts(
+    release_files, tmp_path, model
+):
+    """README, Determinism. The full networks' sums are split differently over 1 and 2 threads:
+    here 1 of 3,840 CV latents lands a bf16 step apart, and 15 of 156,672 values of its
+    reconstruction a level apart; no DV index moves."""
+    kind = model[0]
+    folder, p = release_files / f"{kind}{model[1]}x{model[2]}", preset(*model, "auto")
+    clip = make_clip(tmp_path / "c.mp4", 64, 48, 17, rate="25", audio_channels=None)
+    decoder = CosmosDecoder(folder / "decoder.jit", p, CPU)
+    tensor = "latents" if kind == "CV" else "indices"
+    files, frames = [tmp_path / f"{n}.safetensors" for n in range(3)], []
+    for path, threads in zip(files, (1, 2, 1), strict=True):
+        with torch_threads(threads):
+            encode_video_file(clip, path, p, folder, "cpu", 2, "c")
+            frames.append(decoder(load_tokens(files[0])[tensor]))
+    assert files[0].read_bytes() == files[2].read_bytes()
+    one, two = load_tokens(files[0]), load_tokens(files[1])
+    assert [t.metadata["runtime"]["threads"] for t in (one, two)] == [1, 2]
+    if kind == "CV":
+        assert max_bf16_steps(one["latents"], two["latents"]) <= 1
+    else:
+        assert (one["indices"] == two["indices"]).float().mean() >= 0.999
+    # The same tokens reconstructed: the same frames at one count; across counts, CV's a level
+    # apart at most, DV's (decoded in bf16) within a bf16 step RMS.
+    assert torch.equal(frames[0], frames[2])
+    assert bf16_steps_apart(frames[0], frames[1]) <= 1
+    if kind == "CV":
+        assert (to_pixels(frames[0]).int() - to_pixels(frames[1]).int()).abs().max() <= 1

@@ -82,7 +82,8 @@ def _interrupt_mid_encode(workdir: Path, overlay: dict, sig: signal.Signals) -> 
     # (a CI script, `make test &`) hands its children SIGINT ignored, and a run would then
     # never see it.
     proc = subprocess.Popen(
-        workflow_command(workdir, overlay, *TARGETS, cores=2),
+        # One core, as the runs it is compared with: thread counts decide bytes (README, Determinism).
+        workflow_command(workdir, overlay, *TARGETS, cores=1),
         start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,

@@ -169,6 +169,16 @@ def test_hdr_is_tone_mapped_close_to_its_sdr_rendition(tmp_path, transfer, name)
     assert brightness_and_saturation(plain)[1] < 0.5 * reference[1]
 
 
+def test_tone_mapped_frames_are_the_same_at_any_thread_count(tmp_path):
+    """zscale cut into slices for 4 threads or more gives other frames (picture.TONE_MAP)."""
+    filters, codec = hdr_encoding("smpte2084")
+    source = make(tmp_path / "hdr.mp4", filters, size="480x320", frames=2, codec=codec)
+    picture = plan_picture(probe(source))
+    assert picture.tone_mapped == "PQ"
+    one, four = (np.concatenate(list(read_frame_windows(source, picture, 2, threads=n))) for n in (1, 4))
+    assert np.array_equal(one, four)
+
+
 def test_an_odd_sized_comparison_is_4_2_0_so_that_browsers_play_it(tmp_path, demo_weights):
     """4:4:4 H.264 (what an odd size would need) plays in no browser: the report's videos get
     an even height, a black bottom row added, and the frames above it unchanged."""

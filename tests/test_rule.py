@@ -77,3 +77,24 @@ def test_a_fault_of_the_device_ends_the_job_in_one_line_blaming_no_input(tmp_pat
         f"ERROR the device on {platform.node()}: CUDA error: an illegal memory access was encountered: "
         "a fault of the machine, not of the job's input\n"
     )
+
+
+STAGE_JOB = """
+import sys, types
+from avtokens.rule import run_stage
+from avtokens.shards import Stage
+
+class Said(Stage):
+    def run(self, item, prepared):
+        print(item.name, "on", self.threads, "threads")
+
+clip = types.SimpleNamespace(video="clip")
+job = types.SimpleNamespace(log=[sys.argv[1]], threads=3, params={}, wildcards=clip, input={}, output={})
+run_stage(job, Said())
+"""
+
+
+def test_a_stage_runs_its_ffmpeg_on_the_jobs_thread_count(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", STAGE_JOB, str(tmp_path / "job.log")], capture_output=True,
+                          text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == "clip on 3 threads\n"

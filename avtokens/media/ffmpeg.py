@@ -19,6 +19,18 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def decoding_threads(threads: int | None) -> list[str]:
+    """Options, before an `-i`, that give its decoder and the filters `threads` threads each
+    (None: ffmpeg's own choice, about one per core). Decoded and filtered frames are the same
+    whatever the count (`avtokens.picture.TONE_MAP` says where it takes care)."""
+    return [] if threads is None else ["-filter_threads", str(threads), "-threads", str(threads)]
+
+
+def encoding_threads(threads: int | None) -> list[str]:
+    """Output options that give the encoder `threads` threads (None: ffmpeg's own choice)."""
+    return [] if threads is None else ["-threads", str(threads)]
+
+
 def run_ffmpeg(args: list[str], what: str, source: Path | str) -> bytes:
     """Run ffmpeg to completion; a failure becomes one line naming the file and the cause."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *args]
