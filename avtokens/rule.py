@@ -12,6 +12,7 @@ from pathlib import Path
 from avtokens import AvTokensError
 from avtokens.atomic import storage_problem
 from avtokens.joblog import OnTerminal, TerminalFormat, job_failure
+from avtokens.media.ffmpeg import use_job_threads
 
 _M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 
@@ -46,6 +47,7 @@ def run_rule(snakemake, work, *args, **kwargs) -> None:
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, snakemake.threads))
+    use_job_threads(max(1, snakemake.threads))  # every ffmpeg of the job, as torch
     log = logging.getLogger("avtokens")
     try:
         work(*args, **kwargs)

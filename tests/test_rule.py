@@ -81,12 +81,13 @@ def test_a_fault_of_the_device_ends_the_job_in_one_line_blaming_no_input(tmp_pat
 
 STAGE_JOB = """
 import sys, types
+from avtokens.media.ffmpeg import decoding_threads
 from avtokens.rule import run_stage
 from avtokens.shards import Stage
 
 class Said(Stage):
     def run(self, item, prepared):
-        print(item.name, "on", self.threads, "threads")
+        print(item.name, "on", self.threads, "threads;", "an ffmpeg told none:", *decoding_threads())
 
 clip = types.SimpleNamespace(video="clip")
 job = types.SimpleNamespace(log=[sys.argv[1]], threads=3, params={}, wildcards=clip, input={}, output={})
@@ -97,4 +98,6 @@ run_stage(job, Said())
 def test_a_stage_runs_its_ffmpeg_on_the_jobs_thread_count(tmp_path):
     proc = subprocess.run([sys.executable, "-c", STAGE_JOB, str(tmp_path / "job.log")], capture_output=True,
                           text=True, cwd=REPO)  # fmt: skip
-    assert proc.returncode == 0 and proc.stdout == "clip on 3 threads\n"
+    # One given no count (a script's function) gets the job's too.
+    said = "clip on 3 threads; an ffmpeg told none: -filter_threads 3 -threads 3\n"
+    assert proc.returncode == 0 and proc.stdout == said

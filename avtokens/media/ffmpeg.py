@@ -19,15 +19,29 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def decoding_threads(threads: int | None) -> list[str]:
+# A job's own thread count (`use_job_threads`, which avtokens.rule calls as it sets torch's):
+# what ffmpeg gets where a caller names no count, so a job's every ffmpeg keeps to its `threads:`.
+_job_threads: int | None = None
+
+
+def use_job_threads(threads: int | None) -> None:
+    global _job_threads
+    _job_threads = threads
+
+
+def decoding_threads(threads: int | None = None) -> list[str]:
     """Options, before an `-i`, that give its decoder and the filters `threads` threads each
-    (None: ffmpeg's own choice, about one per core). Decoded and filtered frames are the same
-    whatever the count (`avtokens.picture.TONE_MAP` says where it takes care)."""
+    (None: the job's count, else ffmpeg's own choice, about one per core). Decoded and
+    filtered frames are the same whatever the count (`avtokens.picture.TONE_MAP` says where
+    it takes care)."""
+    threads = threads or _job_threads
     return [] if threads is None else ["-filter_threads", str(threads), "-threads", str(threads)]
 
 
-def encoding_threads(threads: int | None) -> list[str]:
-    """Output options that give the encoder `threads` threads (None: ffmpeg's own choice)."""
+def encoding_threads(threads: int | None = None) -> list[str]:
+    """Output options that give the encoder `threads` threads (None: the job's count, else
+    ffmpeg's own choice)."""
+    threads = threads or _job_threads
     return [] if threads is None else ["-threads", str(threads)]
 
 
