@@ -34,17 +34,27 @@ def align_codes(codes_path, visual_tokens, dest) -> None:
         codes = reader.array("codes")[0]
     visual = read_metadata(visual_tokens)
     video, tok = visual["video"], visual["tokenizer"]
-    timeline = (audio["source"]["sha256"], audio["video"]["fps"], audio["video"]["frame_count"])
-    if (visual["source"]["sha256"], video["fps"], video["frame_count"]) != timeline:
+    # A preset's own timeline (avtokens.shaping) has its own rate and frame count, and starts
+    # `first_tick` frames of its rate after the source's first frame, where the codes start.
+    shaped = visual["picture"].get("timeline")
+    theirs = (audio["source"]["sha256"], audio["video"]["fps"], audio["video"]["frame_count"])
+    ours = (visual["source"]["sha256"], video.get("source_fps", video["fps"]),
+            theirs[2] if shaped else video["frame_count"])  # fmt: skip
+    if ours != theirs:
         raise AvTokensError(
             f"{visual_tokens} and {codes_path} describe different videos (source sha256 "
-            f"{visual['source']['sha256'][:12]} vs {timeline[0][:12]}, {video['fps']} vs {timeline[1]} fps, "
-            f"{video['frame_count']} vs {timeline[2]} frames); rerun both from the same source"
+            f"{ours[0][:12]} vs {theirs[0][:12]}, {ours[1]} vs {theirs[1]} fps, "
+            f"{ours[2]} vs {theirs[2]} frames); rerun both from the same source"
         )
+    first_tick = shaped["first_tick"] if shaped else 0
     spans = video_latent_spans(video["frame_count"], tok["window"], tok["temporal"])
     # The codes' own clock: any codec's sample rate and hop, as the codes file records them.
     coded = audio["audio"]
-    ranges = code_frame_ranges(spans, Fraction(video["fps"]), coded["sample_rate"], coded["hop"])
+    ticks = [(start + first_tick, end + first_tick) for start, end in spans]
+    ranges = code_frame_ranges(ticks, Fraction(video["fps"]), coded["sample_rate"], coded["hop"])
+    # A target timeline's last frame may end a little after the source's audio (ffmpeg's fps
+    # filter rounds the last frame): its codes end where the codes do.
+    ranges = [(min(start, len(codes)), min(end, len(codes))) for start, end in ranges]
     metadata = {
         "format": "avtokens-audio/1",
         "project_version": avtokens.__version__,
@@ -54,6 +64,7 @@ def align_codes(codes_path, visual_tokens, dest) -> None:
             "rule": "code frame k belongs to the latent frame whose time span holds k*hop/sample_rate",
             "fps": video["fps"],
             "frame_count": video["frame_count"],
+            **({"first_tick": first_tick} if shaped else {}),
             "latent_frames": len(ranges),
             "visual_tokens": Path(visual_tokens).name,
             "audio_codes": {"file": Path(codes_path).name, "sha256": sha256_of(codes_path)},

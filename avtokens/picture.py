@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from avtokens.media import VideoInfo, ratio_text
+from avtokens.shaping import Geometry, Shaping, Timeline
 
 PIXELS = ("square", "stored")
 HDR_TRANSFERS = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
@@ -49,16 +50,26 @@ class Picture:
     video_start: float | None = None
     # The filters that give a stream that changes size one size (`VideoInfo.fitting`), first.
     fit: str = ""
+    # A preset's targets (avtokens.shaping): the frames brought to a bucket's size, and put on
+    # a timeline of its own (a frame rate, a part of the video).
+    geometry: Geometry | None = None
+    timeline: Timeline | None = None
 
     @property
     def filters(self) -> str:
-        """The ffmpeg filter chain from decoded frames to the tokenizer's ("" for none)."""
+        """The ffmpeg filter chain from decoded frames to the tokenizer's ("" for none): the
+        frame rate changed after deinterlacing (which needs the frames as they come) and
+        before the rest (fewer frames to convert where it drops some)."""
         chain = [self.fit] if self.fit else []
         if self.deinterlaced:
             chain.append(DEINTERLACE)
+        if self.timeline:
+            chain += self.timeline.filters
         if self.tone_mapped:
             chain.append(TONE_MAP)
-        if (self.width, self.height) != (self.stored_width, self.stored_height):
+        if self.geometry:
+            chain += self.geometry.filters
+        elif (self.width, self.height) != (self.stored_width, self.stored_height):
             chain.append(f"scale={self.width}:{self.height}:flags=lanczos,setsar=1")
         return ",".join(chain)
 
@@ -68,7 +79,7 @@ class Picture:
         size and pixels, nothing left to convert."""
         return replace(
             self, stored_width=self.width, stored_height=self.height, deinterlaced=None, tone_mapped=None,
-            video_stream=None, frame_rate=None, video_start=None, fit="",
+            video_stream=None, frame_rate=None, video_start=None, fit="", geometry=None, timeline=None,
         )  # fmt: skip
 
     def as_metadata(self) -> dict:
@@ -81,6 +92,9 @@ class Picture:
             "filters": self.filters, "video_stream": self.video_stream,
             "frame_rate": None if self.frame_rate is None else ratio_text(self.frame_rate, "/"),
             "video_start": self.video_start, "fit": self.fit,
+            # Only where a preset has targets: the records of files made before they existed.
+            **({"geometry": self.geometry.as_metadata()} if self.geometry else {}),
+            **({"timeline": self.timeline.as_metadata()} if self.timeline else {}),
         }  # fmt: skip
 
     @classmethod
@@ -90,28 +104,40 @@ class Picture:
         for key in ("sample_aspect_ratio", "display_aspect_ratio", "frame_rate"):
             if fields.get(key) is not None:
                 fields[key] = Fraction(fields[key].replace(":", "/"))
+        if fields.get("geometry") is not None:
+            fields["geometry"] = Geometry.from_metadata(fields["geometry"])
+        if fields.get("timeline") is not None:
+            fields["timeline"] = Timeline.from_metadata(fields["timeline"])
         return cls(**fields)
 
 
 def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = True,
-                 fit: str = "pad") -> Picture:  # fmt: skip
+                 fit: str = "pad", shaping: Shaping | None = None) -> Picture:  # fmt: skip
     """How `info`'s frames become the tokenizer's: square pixels at the display aspect ratio
     (`pixels="square"`: width resampled, height kept, sizes even) or the stored pixels;
     interlaced streams deinterlaced unless `deinterlace` is off; HDR tone-mapped to SDR; a
-    stream that changes size brought to the size shown longest (`fit`: `VideoInfo.fitting`)."""
+    stream that changes size brought to the size shown longest (`fit`: `VideoInfo.fitting`).
+    A preset's `shaping` brings them to its bucket (in square pixels, whatever `pixels` says)
+    and onto its timeline."""
     if pixels not in PIXELS:
         raise ValueError(f"pixels must be one of {PIXELS}, not {pixels!r}")
     sar = info.sample_aspect_ratio
     width, height = info.width, info.height
     if pixels == "square" and sar != 1:
         width = max(2, 2 * round(info.width * sar / 2))
+    display_aspect_ratio = info.width * sar / info.height
+    shaping = shaping or Shaping()
+    geometry = shaping.geometry(round(info.width * sar), info.height, display_aspect_ratio)
+    if geometry is not None:
+        (width, height), sar, pixels = geometry.bucket, Fraction(1), "square"
+        display_aspect_ratio = Fraction(*geometry.bucket)
     interlaced = info.field_order != "progressive"
     return Picture(
         width=width, height=height, stored_width=info.width, stored_height=info.height,
         sample_aspect_ratio=sar if pixels == "stored" else Fraction(1),
-        display_aspect_ratio=info.width * sar / info.height, pixels=pixels,
+        display_aspect_ratio=display_aspect_ratio, pixels=pixels,
         deinterlaced=info.field_order if interlaced and deinterlace else None,
         tone_mapped=HDR_TRANSFERS.get(info.transfer),
         video_stream=info.video_stream, frame_rate=info.frame_rate, video_start=info.video_start,
-        fit=info.fitting(fit),
+        fit=info.fitting(fit), geometry=geometry, timeline=shaping.timeline(info.fps),
     )  # fmt: skip

@@ -95,6 +95,12 @@ class Geometry:
             "rect": {"x": x, "y": y, "width": w, "height": h},
         }
 
+    @classmethod
+    def from_metadata(cls, record: dict) -> Geometry:
+        rect = record["rect"]
+        return cls(parse_size(record["bucket"]), parse_size(record["scaled"]), record["fit"],
+                   (rect["x"], rect["y"], rect["width"], rect["height"]))  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Shaping:
@@ -236,6 +242,12 @@ class Timeline:
     @property
     def start_seconds(self) -> Fraction:
         return self.first_tick / self.rate
+
+    def frames_in(self, duration: float) -> int:
+        """About how many frames it holds of a video `duration` seconds long (ffmpeg rounds
+        the last one)."""
+        count = max(0, math.ceil((Fraction(duration) - self.start_seconds) * self.rate))
+        return count if self.frames is None else min(count, self.frames)
 
     def as_metadata(self) -> dict:
         return {"fps": rate_text(self.rate), "first_tick": self.first_tick,

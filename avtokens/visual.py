@@ -30,6 +30,7 @@ from avtokens.media import (
     DecodedVideo,
     VideoWriter,
     probe,
+    ratio_text,
     read_frame_windows,
     sha256_of,
     source_record,
@@ -39,6 +40,7 @@ from avtokens.metrics import psnr, ssim
 from avtokens.picture import Picture, plan_picture
 from avtokens.presets import Preset
 from avtokens.progress import Progress
+from avtokens.shaping import Shaping
 from avtokens.shards import Item, Stage, run_items
 from avtokens.tokenfile import TokenFileWriter, read_metadata
 from avtokens.visual_tokenizers import LEGACY_FAMILY, VisualTokenizer
@@ -177,10 +179,16 @@ class SourceFrames:
     taken and its frames being read."""
 
     def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float,
-                 threads: int | None):  # fmt: skip
+                 threads: int | None, shaping: Shaping | None = None):  # fmt: skip
         self.info = probe(source)
         self.info.warn_size_changes(source)
-        self.picture = plan_picture(self.info, **picture_settings)
+        self.picture = plan_picture(self.info, **picture_settings, shaping=shaping)
+        timeline = self.picture.timeline
+        if timeline and timeline.start_seconds >= self.info.duration:
+            raise AvTokensError(
+                f"{source}: its part starts at {float(timeline.start_seconds):.3f} s (the preset's start), "
+                f"past the end of its {self.info.duration:.3f} s of video"
+            )
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
         hashing.shutdown(wait=False)
@@ -211,7 +219,8 @@ class VisualEncode(Stage):
 
     def prepare(self, item: Item) -> SourceFrames:
         source = Path(item.inputs["source"])
-        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels, self.threads)
+        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels, self.threads,
+                            self.preset.shaping)  # fmt: skip
 
     def run(self, item: Item, prepared: SourceFrames) -> None:
         try:
@@ -231,7 +240,8 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
     tensor_name, dtype = layout.tensor, getattr(torch, layout.dtype)
     frame_shape = (height // s, width // s) + (() if discrete else (encoder.channels,))
     windows: list[Window] = []
-    progress = Progress(f"{source.name}: visual encode", info.packet_count, "frames")
+    expected = info.packet_count if picture.timeline is None else picture.timeline.frames_in(info.duration)
+    progress = Progress(f"{source.name}: visual encode", expected, "frames")
 
     def windows_read():
         for frames in host_frames(opened.frames.windows, dev):
@@ -275,7 +285,8 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
             "format": "avtokens-visual/1",
             "project_version": avtokens.__version__,
             "source": source_record(source, name, opened.sha256.result()),
-            "video": {**video_record(info, decoded), "padded_width": width, "padded_height": height},
+            "video": {**video_record(info, decoded), **timeline_record(picture, frame_count, info),
+                      "padded_width": width, "padded_height": height},
             "picture": picture.as_metadata(),
             "windows": {"frames": preset.window, "count": len(windows),
                         "last_real_frames": windows[-1].real_frames,
@@ -293,6 +304,16 @@ def _encode(encoder, source: Path, dest, name: str, decoder_sha256: str,
         writer.finish(metadata, extra={"frame_spans": torch.tensor(spans, dtype=torch.int64)})
     log.info("%s: %d frames -> %d latent frames of %s %s", source, frame_count, len(spans),
              frame_shape, tensor_name)  # fmt: skip
+
+
+def timeline_record(picture: Picture, frame_count: int, info) -> dict:
+    """What a token file's video record says differently where a preset has a timeline of its
+    own: the rate and duration of its frames, and the source's own rate beside them."""
+    if picture.timeline is None:
+        return {}
+    rate = picture.timeline.rate
+    return {"fps": ratio_text(rate, "/"), "duration": float(frame_count / rate),
+            "source_fps": ratio_text(info.fps, "/")}  # fmt: skip
 
 
 def decode_token_file(tokens_path, dest, preset: Preset, checkpoint, device: str, batch_megapixels: float,
@@ -346,6 +367,17 @@ class VisualDecode(Stage):
             frames.close()
 
 
+def reconstruction_comment(decoder_record: dict, picture: Picture, video: dict) -> str:
+    """The reconstruction's comment tag: its decoder, and where a preset has a timeline of its
+    own, the stretch of the source it shows (seconds after its first frame), which the mux
+    takes the audio of (`avtokens.media.mux`)."""
+    said = {"avtokens_decoder": decoder_record}
+    if picture.timeline is not None:
+        start = picture.timeline.start_seconds
+        said["avtokens_timeline"] = {"start": float(start), "duration": video["duration"]}
+    return json.dumps(said, sort_keys=True)
+
+
 def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta: dict, picture: Picture,
             source_frames) -> None:  # fmt: skip
     from safetensors import safe_open
@@ -369,7 +401,7 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
             stage.crf,
             stage.x264_preset,
             # read at the first frames: by then the decoder's record says what decoded them
-            comment=lambda: json.dumps({"avtokens_decoder": decoder.record}, sort_keys=True),
+            comment=lambda: reconstruction_comment(decoder.record, picture, video),
             sample_aspect_ratio=picture.sample_aspect_ratio,
             threads=stage.threads,
         ) as writer,

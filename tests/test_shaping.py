@@ -1,9 +1,14 @@
 """A preset's picture targets: which bucket, what is scaled, cropped or padded, which frames."""
 
+import subprocess
 from fractions import Fraction
 
+import numpy as np
 import pytest
+from helpers import make_clip
 
+from avtokens.media import ffmpeg_exe, probe, read_frame_windows
+from avtokens.picture import plan_picture
 from avtokens.shaping import Shaping, Timeline
 
 BUCKETS = {"buckets": ["1280x720", "720x1280", "960x960"]}
@@ -86,3 +91,23 @@ def test_bucket_sides_must_be_multiples_of_the_spatial_factor():
     Shaping.from_config({"size": "1280x720"}).check_sides(16, "Cosmos")
     with pytest.raises(ValueError, match="bucket 1280x712: Cosmos takes sides that are multiples of 16"):
         Shaping.from_config(BUCKETS | {"buckets": ["1280x712"]}).check_sides(16, "Cosmos")
+
+
+@pytest.mark.parametrize("start", [0, 0.3])
+def test_the_frames_are_those_ffmpegs_own_fps_filter_picks_scaled_and_cropped(tmp_path, start):
+    """Checked against ffmpeg run here on its own: its fps filter over the whole clip, the
+    first `first_tick` of its frames dropped, then the same scale and crop."""
+    source = make_clip(tmp_path / "a.mp4", 96, 72, 40, rate="25")  # 4:3, 1.6 s
+    shaping = Shaping.from_config({"fps": "30000/1001", "size": "64x32", "start": start})
+    picture = plan_picture(probe(source), shaping=shaping)
+    ours = np.concatenate(list(read_frame_windows(source, picture, 17)))
+    geometry, timeline = picture.geometry, picture.timeline
+    assert geometry.filters == ["scale=64:48:flags=lanczos,setsar=1", "crop=64:32:0:8"]
+    assert timeline.first_tick == {0: 0, 0.3: 9}[start]  # 0.3 s x 29.97 = 8.99: tick 9 is the first after
+    chain = (f"fps=fps=30000/1001:round=near,trim=start_frame={timeline.first_tick},"
+             "scale=64:48:flags=lanczos,crop=64:32:0:8")  # fmt: skip
+    command = [ffmpeg_exe(), "-v", "error", "-i", str(source), "-vf", chain, "-fps_mode", "passthrough",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]  # fmt: skip
+    theirs = np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.uint8)
+    assert ours.shape == (48 - timeline.first_tick, 32, 64, 3)  # 1.6 s at 29.97: 47.95, so 48 ticks
+    assert np.array_equal(ours, theirs.reshape(ours.shape))

@@ -10,6 +10,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import av
+
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
 from avtokens.audio_clock import AudioPlacement, write_clocked_wav
@@ -60,13 +62,28 @@ def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_ra
 
 
 def mux(video: Path | str, audio: Path | str, dest: Path | str) -> None:
-    """One H.264 video stream (copied) and one AAC audio stream in an mp4."""
+    """One H.264 video stream (copied) and one AAC audio stream in an mp4. A reconstruction of
+    a stretch of its source (a preset's `start`, `max_seconds`; its comment tag says which:
+    avtokens.visual.reconstruction_comment) gets the audio of that stretch."""
+    stretch = shown_stretch(video)
+    cut = [] if stretch is None else ["-ss", repr(stretch["start"]), "-t", repr(stretch["duration"])]
     run_ffmpeg(
-        ["-y", "-i", str(video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+        ["-y", "-i", str(video), *cut, "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
          "-c:v", "copy", "-c:a", "aac", "-b:a", "256k", "-movflags", "+faststart",
          "-f", "mp4", str(dest)],
         "muxing", video,
     )  # fmt: skip
+
+
+def shown_stretch(video: Path | str) -> dict | None:
+    """{"start", "duration"} (seconds after the source's first frame) of a reconstruction made
+    on a preset's own timeline, from its comment tag; None for one of the whole source."""
+    with av.open(str(video)) as container:
+        comment = container.metadata.get("comment", "")
+    try:
+        return json.loads(comment).get("avtokens_timeline")
+    except (ValueError, AttributeError):
+        return None
 
 
 def extract_audio(

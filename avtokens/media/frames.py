@@ -26,24 +26,29 @@ def decoding_args(frames) -> list[str]:
     for it): its chosen stream, the picture's filters, and the timeline. A constant-rate
     stream is decoded onto its constant-rate timeline (`-fps_mode cfr`): a frame that cannot
     be decoded (a damaged file) becomes a repeat of the frame before, so every later frame
-    keeps its time. A variable-rate stream gives its frames as they come."""
+    keeps its time. A variable-rate stream gives its frames as they come. A picture with a
+    timeline of its own (a preset's targets) gets it from its filters, and at most as many
+    frames as it holds."""
     stream = getattr(frames, "video_stream", None)
     filters = [getattr(frames, "filters", "")]
-    rate = getattr(frames, "frame_rate", None)
-    if rate:  # the timeline starts at the first frame, not at the start of the file
+    rate, timeline = getattr(frames, "frame_rate", None), getattr(frames, "timeline", None)
+    if rate or timeline:  # the timeline starts at the first frame, not at the start of the file
         start = getattr(frames, "video_start", None)
         # Not STARTPTS: ffmpeg builds the filters again where the frames change size, and
         # STARTPTS would then start the rest of the timeline at 0 again.
         filters.insert(0, "setpts=PTS-STARTPTS" if start is None else f"setpts=round(PTS-{start!r}/TB)")
-        timeline = ["-fps_mode", "cfr", "-r", ratio_text(rate, "/")]
+    if timeline:
+        frame_timing = ["-fps_mode", "passthrough", *timeline.output_args]
+    elif rate:
+        frame_timing = ["-fps_mode", "cfr", "-r", ratio_text(rate, "/")]
     else:
-        timeline = ["-fps_mode", "passthrough"]
+        frame_timing = ["-fps_mode", "passthrough"]
     chain = ",".join(f for f in filters if f)
     return [
         "-map",
         "0:v:0" if stream is None else f"0:{stream}",
         *(["-vf", chain] if chain else []),
-        *timeline,
+        *frame_timing,
     ]
 
 
