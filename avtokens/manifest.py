@@ -47,7 +47,8 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "visual_token_count": summary["visual_tokens"],
         "audio_token_count": summary["audio_tokens"],
         "duration_s": summary["duration_s"],
-        "fps": summary["fps"],
+        "fps": summary["fps"],  # of the frames the tokenizer saw: a preset's target rate, if it has one
+        "bucket": visual["picture"].get("geometry", {}).get("bucket"),  # a preset's size for it, or None
         "frame_count": summary["frame_count"],
         "width": summary["width"],
         "height": summary["height"],

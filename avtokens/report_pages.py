@@ -35,7 +35,7 @@ video, img { max-width: 100%; display: block; margin: 0.4em 0; }
 
 TOKEN_COLUMNS = {"video": "video", "preset": "preset", "family": "family", "codec": "codec",
                  "duration_s": "s", "fps": "fps",
-                 "width": "width", "height": "height", "latent_frames": "latent frames",
+                 "width": "width", "height": "height", "bucket": "bucket", "latent_frames": "latent frames",
                  "latent_width": "latent w", "latent_height": "latent h",
                  "codes_per_latent_frame": "codes / latent frame",
                  "visual_tokens": "visual tokens", "audio_tokens": "audio tokens", "total_tokens": "tokens",
@@ -107,7 +107,7 @@ reconstruction's mp4 encode); higher is better. Each preset's page plays its com
 <h2>Quality against token rate</h2>
 <p>Mean PSNR and SSIM against tokens per second, one point per preset, averaged over the videos.</p>
 <img src="quality_vs_tokens.png" alt="PSNR and SSIM against tokens per second">
-<h2>Token table</h2>
+{_bucket_section(tokens)}<h2>Token table</h2>
 <p>One row per video and preset; the last row sums counts, durations and bytes.
 <a href="token_table.tsv" download>token_table.tsv</a></p>
 {html_table(tokens, TOKEN_COLUMNS)}
@@ -126,6 +126,35 @@ reconstruction.
     _page(Path(folder), "Fidelity of the tokens: overview", body, {k: Path(v) for k, v in files.items()})
 
 
+BUCKET_COLUMNS = {"preset": "preset", "bucket": "bucket", "videos": "videos", "psnr_mean": "PSNR dB",
+                  "ssim_mean": "SSIM", "tokens_per_second": "tokens / s"}  # fmt: skip
+
+
+def _by_bucket(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The token table's rows of presets with buckets (avtokens.shaping), by preset and bucket."""
+    groups = {}
+    for row in rows:
+        if row.get("bucket") and row["video"] != "TOTAL":
+            groups.setdefault((row["preset"], row["bucket"]), []).append(row)
+    return groups
+
+
+def _bucket_section(tokens: list[dict]) -> str:
+    """Per preset and bucket, the mean of its videos' figures: a bucket whose videos lose more
+    (a crop that cuts what matters, a pad that wastes tokens) shows up here."""
+    groups = _by_bucket(tokens)
+    if not groups:
+        return ""
+    mean = lambda rows, key: sum(float(row[key]) for row in rows) / len(rows)  # noqa: E731
+    table = [{"preset": preset, "bucket": bucket, "videos": len(rows),
+              **{key: f"{mean(rows, key):.6g}" for key in ("psnr_mean", "ssim_mean", "tokens_per_second")}}
+             for (preset, bucket), rows in sorted(groups.items())]  # fmt: skip
+    return f"""<h2>By bucket</h2>
+<p>Presets with buckets: each video went to the bucket nearest its aspect ratio; the mean over its videos.</p>
+{html_table(table, BUCKET_COLUMNS)}
+"""
+
+
 def _codec_settings(rows: list[dict]) -> str:
     """The codec settings of the audio table's rows: "dac, 9 codebooks at 44,100 Hz", ..."""
     settings = dict.fromkeys(
@@ -141,16 +170,22 @@ def write_preset_page(folder, preset: str, comparisons: list, psnr_plots: list, 
     `report/<video>_psnr_per_frame.png`)."""
     rows = {row["video"]: row for row in read_tsv(token_table) if row["preset"] == preset}
     plots = {Path(p).name.removesuffix("_psnr_per_frame.png"): Path(p) for p in psnr_plots}
-    sections, files = [], {}
-    for comparison in map(Path, comparisons):
+    # A preset with buckets: its videos under their bucket, a bucket's after another's.
+    comparisons = sorted(map(Path, comparisons), key=lambda path: _bucket_of(rows, path))
+    sections, files, bucket = [], {}, ""
+    for comparison in comparisons:
         video = comparison.name.removesuffix("_comparison.mp4")
         name = f"{video}_{preset}_comparison.mp4"  # what a download is called
         files[name] = comparison
         row = rows.get(video, {})
+        if _bucket_of(rows, comparison) != bucket:
+            bucket = _bucket_of(rows, comparison)
+            sections.append(f'<h2 class="bucket">Bucket {html.escape(bucket)}</h2>\n')
         figures = ", ".join(f"{title} {_number(row[key])}" for key, title in
                             (("psnr_mean", "PSNR dB"), ("psnr_p5", "PSNR p5 dB"), ("ssim_mean", "SSIM"),
                              ("tokens_per_second", "tokens / s")) if key in row)  # fmt: skip
-        section = (f"<h2>{html.escape(video)}</h2>\n<p class=\"figures\">{figures}</p>\n"
+        level = "h3" if bucket else "h2"  # under its bucket's heading
+        section = (f"<{level}>{html.escape(video)}</{level}>\n<p class=\"figures\">{figures}</p>\n"
                    f'<video controls preload="metadata" src="{quote(name)}"></video>\n')  # fmt: skip
         if video in plots:
             plot = f"{video}_psnr_per_frame.png"
@@ -163,6 +198,10 @@ frame and the running mean drawn on the reconstruction; below, the PSNR of every
 preset (dotted lines: a tokenizer window starts, where quality often dips or jumps).</p>
 {"".join(sections) or "<p>No comparison video was made for this preset (shard mode samples them).</p>"}"""
     _page(Path(folder), f"{preset}: source | reconstruction", body, files)
+
+
+def _bucket_of(rows: dict[str, dict], comparison: Path) -> str:
+    return rows.get(comparison.name.removesuffix("_comparison.mp4"), {}).get("bucket", "")
 
 
 def share_report_zip(path) -> None:

@@ -19,7 +19,7 @@ from avtokens.visual_tokenizers import LEGACY_FAMILY
 from avtokens.windows import video_latent_spans
 
 TABLE_COLUMNS = [
-    "video", "preset", "family", "codec", "duration_s", "fps", "width", "height", "latent_frames",
+    "video", "preset", "family", "codec", "duration_s", "fps", "width", "height", "bucket", "latent_frames",
     "latent_width", "latent_height", "codes_per_latent_frame", "visual_tokens", "audio_tokens",
     "total_tokens", "tokens_per_second", "token_bytes", "psnr_mean", "psnr_p5", "ssim_mean",
     "stand_in_weights",
@@ -95,6 +95,8 @@ def video_summary(video: str, preset: str, frame_metrics, visual_tokens, audio_t
         "width": meta["picture"]["width"],
         "height": meta["picture"]["height"],
         "frame_count": meta["video"]["frame_count"],
+        # The preset's bucket the video went to (avtokens.shaping); "" for its own size.
+        "bucket": (meta["picture"].get("geometry") or {}).get("bucket", ""),
         "latent_frames": latent["frames"],
         "latent_width": latent["width"],
         "latent_height": latent["height"],

@@ -78,10 +78,29 @@ def _parser() -> argparse.ArgumentParser:
                         "(default), or tokenized as stored")  # fmt: skip
     p.add_argument("--no-deinterlace", dest="deinterlace", action="store_false",
                    help="tokenize interlaced sources as stored (default: deinterlace, bwdif)")  # fmt: skip
-    p.add_argument("--fit", choices=FITS, default="pad",
-                   help="a picture that changes size mid-file: frames of another size than the one "
-                        "shown longest fitted inside it on black (default), or filling it, cut")  # fmt: skip
+    p.add_argument("--fit", choices=FITS,
+                   help="frames brought to another size: fitted inside it on black (pad) or filling it, "
+                        "cut (crop). For a picture that changes size mid-file (default pad), and for "
+                        "--size or --buckets (default crop)")  # fmt: skip
+    targets = p.add_argument_group("training clips of one shape (README, \"Training clips of one shape\")")
+    targets.add_argument("--fps", help="put the frames on this rate (24, 30000/1001); the audio is kept")
+    size = targets.add_mutually_exclusive_group()
+    size.add_argument("--size", help="every frame at WIDTHxHEIGHT (multiples of the spatial factor)")
+    size.add_argument("--buckets", help="sizes, comma-separated (1280x720,720x1280): the one nearest "
+                                        "the video's aspect ratio")  # fmt: skip
+    targets.add_argument("--start", type=float, help="seconds after the first frame where the frames start")
+    targets.add_argument("--max-seconds", type=float, help="at most this many seconds of the video")
     return p
+
+
+def target_fields(args) -> dict:
+    """A preset's targets (avtokens.shaping) from the command's flags: those given."""
+    fields = {"fps": args.fps, "size": args.size, "start": args.start, "max_seconds": args.max_seconds}
+    if args.buckets:
+        fields["buckets"] = [size.strip() for size in args.buckets.split(",")]
+    if args.fit and (args.size or args.buckets):
+        fields["fit"] = args.fit
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def place_all(outputs: dict[Path, Path]) -> None:
@@ -205,7 +224,7 @@ def main(argv=None) -> int:
         key: getattr(args, key)
         for key in ("release", "window", "engine", "codebooks")
         if getattr(args, key) is not None
-    }
+    } | target_fields(args)
     try:
         make_preset(name, fields)
         audio = make_audio_setting(name, fields)
@@ -260,7 +279,7 @@ def _run(args, audio_setting: AudioSetting, name: str, fields: dict, source: Pat
         "compile_cache": str((REPO / defaults["compile_cache"]).resolve()),
         "weights": args.weights,
         "device": args.device,
-        "picture": {"pixels": args.pixels, "deinterlace": args.deinterlace, "fit": args.fit},
+        "picture": {"pixels": args.pixels, "deinterlace": args.deinterlace, "fit": args.fit or "pad"},
         "presets": {name: fields},
         "run": [name],
     }

@@ -85,6 +85,15 @@ def test_seed_arguments_produce_the_seed_files(tmp_path):
         (["d", "f.mp4", "n", "0", "8", "8", "t", "r"], "does not exist"),
         (["d", "f.mp4", "n", "0", "8"], "the following arguments are required"),
         (["d", "f.mp4", "n", "0", "8", "8", "t", "r", "--weights", "best"], "argument --weights"),
+        (
+            ["d", "f.mp4", "n", "1", "8", "16", "t", "r", "--buckets", "1280x720,720x1270"],
+            "preset 'DV8x16x16': bucket 720x1270: the Cosmos DV8x16x16 takes sides that are multiples of 16",
+        ),
+        (["d", "f.mp4", "n", "0", "8", "8", "t", "r", "--fps", "0"], "fps: a frame rate must be above 0"),
+        (
+            ["d", "f.mp4", "n", "0", "8", "8", "t", "r", "--size", "64x64", "--buckets", "64x64"],
+            "argument --buckets: not allowed with argument --size",
+        ),
     ],
 )
 def test_wrong_arguments_give_one_line_and_the_usage(tmp_path, args, message):
