@@ -1,15 +1,19 @@
 """A preset's picture targets: which bucket, what is scaled, cropped or padded, which frames."""
 
+import json
+import math
 import subprocess
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers import make_clip
+import soundfile
+from helpers import make_clip, run_workflow
 
-from avtokens.media import ffmpeg_exe, probe, read_frame_windows
+from avtokens.media import ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
 from avtokens.picture import plan_picture
 from avtokens.shaping import Shaping, Timeline
+from avtokens.tokenfile import TokenFileReader, read_metadata
 
 BUCKETS = {"buckets": ["1280x720", "720x1280", "960x960"]}
 
@@ -111,3 +115,80 @@ def test_the_frames_are_those_ffmpegs_own_fps_filter_picks_scaled_and_cropped(tm
     theirs = np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.uint8)
     assert ours.shape == (48 - timeline.first_tick, 32, 64, 3)  # 1.6 s at 29.97: 47.95, so 48 ticks
     assert np.array_equal(ours, theirs.reshape(ours.shape))
+
+
+# Four sources of three sizes and four rates under one preset with a frame rate, buckets and a
+# start: 25 fps 4:3 with a beep, 30 fps 4:3, 23.976 fps anamorphic (128x72 stored, pixels 4:3
+# wide: 2.37:1 shown), a portrait phone clip; about 1.2 s each. In shard mode: fewer jobs.
+BEEP = (0.5, 0.55)  # seconds after the first frame
+SOURCES = {"tom": (96, 72, "25", 30, "1"), "sitcom": (64, 48, "30", 36, "1"),
+           "film": (128, 72, "24000/1001", 29, "4/3"), "phone": (36, 64, "30", 36, "1")}  # fmt: skip
+TRAIN = {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17, "fps": 24,
+         "buckets": ["64x48", "48x64", "64x32"], "start": 0.25}  # fmt: skip
+# By hand: the bucket nearest each aspect (4:3 -> 64x48; 2.37:1 -> 64x32, 2:1; 9:16 -> 48x64),
+# and the frames from the first 24 fps tick at or after 0.25 s (tick 6) to the source's end,
+# which ffmpeg's fps filter rounds to the nearest tick (1.2 s: tick 29; 29/23.976 s = 1.2095 s:
+# tick 29; 1.2 s: 29).
+BUCKET_OF = {"tom": (64, 48), "sitcom": (64, 48), "film": (64, 32), "phone": (48, 64)}
+FRAMES = {"tom": 29 - 6, "sitcom": 29 - 6, "film": 29 - 6, "phone": 29 - 6}
+# 23 frames in windows of 17 (latent frames of 1 + 8 + 8 frames) and 6 (1 + 5).
+SPANS = [(0, 1), (1, 9), (9, 17), (17, 18), (18, 23)]
+
+
+def make_source(path, width, height, rate, frames, sample_aspect_ratio, beep=None):
+    audio = (
+        "sin(2*PI*330*t)/4" if beep is None else f"if(between(t,{beep[0]},{beep[1]}),sin(2*PI*1000*t)/2,0)"
+    )
+    run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={rate}",
+                "-f", "lavfi", "-i", f"aevalsrc='{audio}':s=48000", "-frames:v", str(frames),
+                "-vf", f"setsar={sample_aspect_ratio}", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                "-c:a", "aac", "-shortest", str(path)], "making a test clip", path)  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def shaped_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shaped")
+    rows = "".join(
+        f"{name}\t{make_source(folder / f'{name}.mp4', *spec, beep=BEEP if name == 'tom' else None)}\n"
+        for name, spec in SOURCES.items()
+    )
+    (folder / "videos.tsv").write_text("name\tpath\n" + rows)
+    overlay = {"videos": str(folder / "videos.tsv"), "weights": "demo", "presets": {"train": TRAIN},
+               "run": ["train"], "shard_size": 4}  # fmt: skip
+    run_workflow(folder / "w", overlay)
+    return folder / "w" / "results"
+
+
+def test_every_video_gets_its_buckets_shape_and_the_same_latent_frames_a_second(shaped_run):
+    for name, (width, height) in BUCKET_OF.items():
+        meta = read_metadata(shaped_run / "train" / "tokens" / f"{name}_visual_tokens.safetensors")
+        assert (meta["latent"]["width"], meta["latent"]["height"]) == (width // 16, height // 16), name
+        assert meta["picture"]["geometry"]["bucket"] == f"{width}x{height}"
+        assert (meta["video"]["fps"], meta["video"]["frame_count"]) == ("24/1", FRAMES[name]), name
+        assert meta["picture"]["timeline"]["first_tick"] == 6  # 0.25 s x 24
+    rows = {
+        row["video"]: row for row in map(json.loads, (shaped_run / "manifest.jsonl").read_text().splitlines())
+    }
+    assert {name: (row["bucket"], row["fps"]) for name, row in rows.items()} == {
+        name: (f"{w}x{h}", "24/1") for name, (w, h) in BUCKET_OF.items()}  # fmt: skip
+
+
+def test_each_latent_frame_carries_the_codes_of_its_stretch_of_the_new_timeline(shaped_run):
+    """Against times computed here: latent frame [a, b) of the 24 fps timeline that starts at
+    tick 6 covers (6 + a) / 24 to (6 + b) / 24 s; code frame k (hop 512 at 44.1 kHz) starts at
+    k * 512 / 44100 s and belongs to the latent frame its start falls in. The beep at 0.5 s is
+    frame 6 of the timeline ((6 + 6) / 24 = 0.5 s), in latent frame 1 (frames 1 to 8)."""
+    code_frame = Fraction(512, 44100)
+    for name, (_, _, rate, frames, _) in SOURCES.items():
+        with TokenFileReader(shaped_run / "train" / "tokens" / f"{name}_audio_tokens.safetensors") as audio:
+            ranges = audio.array("code_ranges").tolist()
+        # The codes cover the source (its frames at its rate); the last frame of the new timeline
+        # may end after it (1.2083 s, after 1.2 s), and its codes end with the source's.
+        coded = math.ceil(frames / Fraction(rate) / code_frame)
+        by_hand = [[min(coded, math.ceil(Fraction(6 + a, 24) / code_frame)),
+                    min(coded, math.ceil(Fraction(6 + b, 24) / code_frame))] for a, b in SPANS]  # fmt: skip
+        assert ranges == by_hand, name
+    wav, rate = soundfile.read(shaped_run / "audio" / "44100hz" / "tom.wav")
+    energy = [float(np.square(wav[start * 512 : end * 512]).sum()) for start, end in by_hand]
+    assert int(np.argmax(energy)) == 1 and energy[1] > 0.99 * sum(energy)
