@@ -10,6 +10,7 @@ import pytest
 import soundfile
 from helpers import make_clip, run_workflow
 
+from avtokens.data import AlignedClips, ClipBatchSampler
 from avtokens.media import ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
 from avtokens.picture import plan_picture
 from avtokens.shaping import Shaping, Timeline
@@ -192,3 +193,18 @@ def test_each_latent_frame_carries_the_codes_of_its_stretch_of_the_new_timeline(
     wav, rate = soundfile.read(shaped_run / "audio" / "44100hz" / "tom.wav")
     energy = [float(np.square(wav[start * 512 : end * 512]).sum()) for start, end in by_hand]
     assert int(np.argmax(energy)) == 1 and energy[1] > 0.99 * sum(energy)
+
+
+def test_the_loaders_batches_hold_one_bucket_each(shaped_run):
+    """Three buckets' clips of 2 latent frames (five a video: 1 + 2 + 2 windows' latents),
+    batches of 2 over three epochs: one bucket a batch, every clip once an epoch."""
+    clips = AlignedClips(shaped_run / "manifest.jsonl", clip_length=2, preset="train")
+    assert sorted(video.bucket for video in clips.videos) == ["48x64", "64x32", "64x48", "64x48"]
+    batches = ClipBatchSampler(clips, batch_size=2, seed=3, rank=0, world_size=1)
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        order = list(batches)
+        assert sorted(i for batch in order for i in batch) == list(range(len(clips)))
+        for batch in order:
+            assert len({clips.videos[clips.clips[i][0]].bucket for i in batch}) == 1, batch
+            assert len({clips.clip_shape(i) for i in batch}) == 1

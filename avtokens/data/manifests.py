@@ -35,6 +35,7 @@ class VideoTokens:
     codebook_size: int
     code_clock: tuple[int, int]  # the codes' sample rate and hop
     latent_size: tuple[int, int]  # latent height and width
+    bucket: str | None = None  # the preset's size it was brought to (avtokens.shaping), if any
 
     @property
     def latents_per_window(self) -> int:
@@ -108,7 +109,7 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
             latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
             codec=row["audio_codec"], codebooks=row["audio_codebooks"],
             codebook_size=row["audio_codebook_size"], code_clock=(row["audio_sample_rate"], row["audio_hop"]),
-            latent_size=(row["latent_height"], row["latent_width"]),
+            latent_size=(row["latent_height"], row["latent_width"]), bucket=row.get("bucket"),
         )  # fmt: skip
     except KeyError as err:
         raise AvTokensError(f"{where}: the row has no {err.args[0]!r}; write the manifest again with "
