@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import soundfile
-from helpers import make_clip, run_workflow
+from helpers import make_clip, planned_jobs, run_workflow
 
 from avtokens.data import AlignedClips, ClipBatchSampler
 from avtokens.media import ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
@@ -158,18 +158,19 @@ def shaped_run(tmp_path_factory):
     overlay = {"videos": str(folder / "videos.tsv"), "weights": "demo", "presets": {"train": TRAIN},
                "run": ["train"], "shard_size": 4}  # fmt: skip
     run_workflow(folder / "w", overlay)
-    return folder / "w" / "results"
+    return folder / "w" / "results", overlay
 
 
 def test_every_video_gets_its_buckets_shape_and_the_same_latent_frames_a_second(shaped_run):
+    results = shaped_run[0]
     for name, (width, height) in BUCKET_OF.items():
-        meta = read_metadata(shaped_run / "train" / "tokens" / f"{name}_visual_tokens.safetensors")
+        meta = read_metadata(results / "train" / "tokens" / f"{name}_visual_tokens.safetensors")
         assert (meta["latent"]["width"], meta["latent"]["height"]) == (width // 16, height // 16), name
         assert meta["picture"]["geometry"]["bucket"] == f"{width}x{height}"
         assert (meta["video"]["fps"], meta["video"]["frame_count"]) == ("24/1", FRAMES[name]), name
         assert meta["picture"]["timeline"]["first_tick"] == 6  # 0.25 s x 24
     rows = {
-        row["video"]: row for row in map(json.loads, (shaped_run / "manifest.jsonl").read_text().splitlines())
+        row["video"]: row for row in map(json.loads, (results / "manifest.jsonl").read_text().splitlines())
     }
     assert {name: (row["bucket"], row["fps"]) for name, row in rows.items()} == {
         name: (f"{w}x{h}", "24/1") for name, (w, h) in BUCKET_OF.items()}  # fmt: skip
@@ -180,9 +181,9 @@ def test_each_latent_frame_carries_the_codes_of_its_stretch_of_the_new_timeline(
     tick 6 covers (6 + a) / 24 to (6 + b) / 24 s; code frame k (hop 512 at 44.1 kHz) starts at
     k * 512 / 44100 s and belongs to the latent frame its start falls in. The beep at 0.5 s is
     frame 6 of the timeline ((6 + 6) / 24 = 0.5 s), in latent frame 1 (frames 1 to 8)."""
-    code_frame = Fraction(512, 44100)
+    results, code_frame = shaped_run[0], Fraction(512, 44100)
     for name, (_, _, rate, frames, _) in SOURCES.items():
-        with TokenFileReader(shaped_run / "train" / "tokens" / f"{name}_audio_tokens.safetensors") as audio:
+        with TokenFileReader(results / "train" / "tokens" / f"{name}_audio_tokens.safetensors") as audio:
             ranges = audio.array("code_ranges").tolist()
         # The codes cover the source (its frames at its rate); the last frame of the new timeline
         # may end after it (1.2083 s, after 1.2 s), and its codes end with the source's.
@@ -190,7 +191,7 @@ def test_each_latent_frame_carries_the_codes_of_its_stretch_of_the_new_timeline(
         by_hand = [[min(coded, math.ceil(Fraction(6 + a, 24) / code_frame)),
                     min(coded, math.ceil(Fraction(6 + b, 24) / code_frame))] for a, b in SPANS]  # fmt: skip
         assert ranges == by_hand, name
-    wav, rate = soundfile.read(shaped_run / "audio" / "44100hz" / "tom.wav")
+    wav, rate = soundfile.read(results / "audio" / "44100hz" / "tom.wav")
     energy = [float(np.square(wav[start * 512 : end * 512]).sum()) for start, end in by_hand]
     assert int(np.argmax(energy)) == 1 and energy[1] > 0.99 * sum(energy)
 
@@ -198,7 +199,7 @@ def test_each_latent_frame_carries_the_codes_of_its_stretch_of_the_new_timeline(
 def test_the_loaders_batches_hold_one_bucket_each(shaped_run):
     """Three buckets' clips of 2 latent frames (five a video: 1 + 2 + 2 windows' latents),
     batches of 2 over three epochs: one bucket a batch, every clip once an epoch."""
-    clips = AlignedClips(shaped_run / "manifest.jsonl", clip_length=2, preset="train")
+    clips = AlignedClips(shaped_run[0] / "manifest.jsonl", clip_length=2, preset="train")
     assert sorted(video.bucket for video in clips.videos) == ["48x64", "64x32", "64x48", "64x48"]
     batches = ClipBatchSampler(clips, batch_size=2, seed=3, rank=0, world_size=1)
     for epoch in range(3):
@@ -208,3 +209,11 @@ def test_the_loaders_batches_hold_one_bucket_each(shaped_run):
         for batch in order:
             assert len({clips.videos[clips.clips[i][0]].bucket for i in batch}) == 1, batch
             assert len({clips.clip_shape(i) for i in batch}) == 1
+
+
+def test_a_changed_target_reruns_the_presets_visual_jobs_and_codes_no_audio_again(shaped_run):
+    results, overlay = shaped_run
+    changed = {**overlay, "presets": {"train": {**TRAIN, "fps": 30}}}
+    jobs = planned_jobs(run_workflow(results.parent, changed, "--dry-run"))
+    assert jobs["shard_visual_encode"] == 1 and jobs["shard_align_audio"] == 1
+    assert not {"shard_extract_wav", "shard_audio_encode", "shard_audio_decode"} & set(jobs)
