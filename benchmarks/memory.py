@@ -5,6 +5,7 @@ clip must not need more memory than the short one.
     python benchmarks/memory.py --family wan2.1 --preset CV4x8x8 --codec mimi   # the same, Wan2.1 + Mimi
     python benchmarks/memory.py --minutes 0.4 2 --fps 6 --size 320x240 --window 17 \
         --batch-megapixels 1.4 --audio-window-seconds 10             # CI-sized
+    python benchmarks/memory.py ... --to-fps 24 --to-size 256x144  # with a preset's targets
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
 demo weights and one preset (`--family`, `--preset`, `--window`, `--codec`, `--codebooks`,
@@ -119,6 +120,11 @@ def main() -> int:
         help="audio coded per codec call "
         "(default: config/config.yaml's); smaller lets a shorter clip fill a call",
     )
+    parser.add_argument(
+        "--to-fps", help='the preset\'s target frame rate (README, "Training clips of one shape")'
+    )
+    parser.add_argument("--to-size", help="the preset's target size, WIDTHxHEIGHT")
+    parser.add_argument("--fit", choices=["crop", "pad"], help="to --to-size (default: crop)")
     parser.add_argument("--max-ratio", type=float, default=1.2)
     parser.add_argument("--json", type=Path, default=Path("memory.json"))
     args = parser.parse_args()
@@ -128,7 +134,8 @@ def main() -> int:
             setattr(args, setting, default_config()[setting])
     try:
         fields = preset_entry(args.preset, family=args.family, window=args.window, codec=args.codec,
-                              codebooks=args.codebooks)  # fmt: skip
+                              codebooks=args.codebooks, fps=args.to_fps, size=args.to_size,
+                              fit=args.fit)  # fmt: skip
         preset, audio_setting = make_preset(args.preset, fields), make_audio_setting(args.preset, fields)
     except ValueError as err:
         parser.error(str(err))
@@ -158,9 +165,11 @@ def main() -> int:
 
     short, long = runs[minutes[0]]["peak_mib"], runs[minutes[-1]]["peak_mib"]
     ratios = {rule: long[rule] / short[rule] for rule in short}
-    print(f"Peak memory per job (MiB), {args.size} at {args.fps} fps, {preset.tokenizer.label} {args.preset} "
-          f"window {preset.window}, {audio_setting.audio_codec.label} {audio_setting.codebooks} codebooks, "
-          f"demo weights, {args.cores} cores, {platform.node()}")  # fmt: skip
+    targets = "".join(f", to {v}" for v in (args.to_size, args.to_fps and f"{args.to_fps} fps") if v)
+    print(f"Peak memory per job (MiB), {args.size} at {args.fps} fps{targets}, {preset.tokenizer.label} "
+          f"{args.preset} window {preset.window}, {audio_setting.audio_codec.label} "
+          f"{audio_setting.codebooks} codebooks, demo weights, {args.cores} cores, "
+          f"{platform.node()}")  # fmt: skip
     print(f"{'rule':<18}" + "".join(f"{f'{m:g} min':>10}" for m in minutes) + f"{'ratio':>8}")
     for rule in sorted(short):
         cells = "".join(f"{runs[m]['peak_mib'][rule]:>10}" for m in minutes)
@@ -170,7 +179,8 @@ def main() -> int:
     flat = ratios[worst] <= args.max_ratio
     print(f"largest ratio {ratios[worst]:.2f} ({worst}): {'flat' if flat else 'NOT flat'} "
           f"(limit {args.max_ratio})")  # fmt: skip
-    record = {"size": args.size, "fps": args.fps, "family": preset.family, "preset": args.preset,
+    record = {"size": args.size, "fps": args.fps, "to_size": args.to_size, "to_fps": args.to_fps,
+              "family": preset.family, "preset": args.preset,
               "codec": audio_setting.codec, "codebooks": audio_setting.codebooks, "cores": args.cores,
               "window": preset.window, "batch_megapixels": args.batch_megapixels,
               "audio_window_seconds": args.audio_window_seconds,
