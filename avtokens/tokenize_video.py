@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="frames brought to another size: fitted inside it on black (pad) or filling it, "
                         "cut (crop). For a picture that changes size mid-file (default pad), and for "
                         "--size or --buckets (default crop)")  # fmt: skip
-    targets = p.add_argument_group("training clips of one shape (README, \"Training clips of one shape\")")
+    targets = p.add_argument_group('training clips of one shape (README, "Training clips of one shape")')
     targets.add_argument("--fps", help="put the frames on this rate (24, 30000/1001); the audio is kept")
     size = targets.add_mutually_exclusive_group()
     size.add_argument("--size", help="every frame at WIDTHxHEIGHT (multiples of the spatial factor)")
