@@ -137,7 +137,7 @@ import torch.distributed as dist
 import torch.utils.data
 from avtokens.data import AlignedClips, AlignedClipStream, ClipBatchSampler
 
-readme, persistent = open(sys.argv[1]).read(), sys.argv[2] == "persistent"
+readme, workers = open(sys.argv[1]).read(), sys.argv[2]  # persistent, fresh (each epoch) or none
 record = {"rank": int(os.environ["RANK"]), "loops": []}
 
 try:  # made before init_process_group: this rank's share is unknown
@@ -149,7 +149,9 @@ except RuntimeError as err:
 
 class StepLoader(torch.utils.data.DataLoader):
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("persistent_workers", persistent and kwargs.get("num_workers", 0) > 0)
+        if workers == "none":  # batches made in the training process itself
+            kwargs["num_workers"] = 0
+        kwargs.setdefault("persistent_workers", workers == "persistent" and kwargs.get("num_workers", 0) > 0)
         super().__init__(*args, **kwargs)
 
     def __iter__(self):
@@ -218,11 +220,14 @@ def torchrun(workdir, preset: str, *args: str, timeout: float = 150) -> list[dic
     return [json.loads((workdir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
-@pytest.mark.parametrize(("preset", "workers"), [("DV8x16x16", "persistent"), ("DV8x16x16-mimi", "fresh")])
+@pytest.mark.parametrize(
+    ("preset", "workers"), [("DV8x16x16", "persistent"), ("DV8x16x16-mimi", "fresh"), ("DV8x16x16", "none")]
+)
 def test_the_readme_loop_ends_under_torchrun_with_a_collective_per_step(workdir, preset, workers):
     """Two ranks, 24 clips of three shapes in 7 batches of one shape: the README's loop and the
     stream give each rank as many batches (4 each, one batch twice), cover every clip each epoch
-    in a new order, and resume exactly; persistent workers or fresh ones each epoch."""
+    in a new order, and resume exactly; persistent workers, fresh ones each epoch, or none.
+    Each video is of its own size, as a bucket is: a batch of one video is of one bucket."""
     ranks = torchrun(workdir, preset, workers)
     everything = {
         (video, start) for video, n in CLIPS.items() for start in range(0, n * CLIP_LENGTH, CLIP_LENGTH)
