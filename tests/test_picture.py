@@ -12,6 +12,7 @@ from avtokens.compare import write_comparison
 from avtokens.media import probe, read_frame_windows, run_ffmpeg
 from avtokens.picture import plan_picture
 from avtokens.presets import make_preset
+from avtokens.shaping import Shaping
 from avtokens.visual import decode_token_file, encode_video_file
 
 H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
@@ -200,3 +201,26 @@ def test_an_odd_sized_comparison_is_4_2_0_so_that_browsers_play_it(tmp_path, dem
         luma = next(container.decode(stream)).to_ndarray(format="yuv420p")[:22]  # Y rows, then U and V
     assert luma[21].max() <= 20  # the added row: black (16 in video range)
     assert luma[:21].mean() > 40  # the picture itself above it
+
+
+def test_interlaced_anamorphic_and_hdr_sources_go_to_their_bucket_and_rate(tmp_path):
+    """The targets after what makes the frames the tokenizer's kind: deinterlaced at the stream's
+    own rate, then the frame rate changed, tone-mapped, and scaled to the bucket from the stored
+    pixels at the display aspect ratio (720x480 at 32:27 pixels: 16:9, in 64x32 padded)."""
+    shaping = Shaping.from_config({"fps": 24, "buckets": ["64x48", "64x32"], "fit": "pad"})
+    interlaced = make(tmp_path / "i.mp4", "setsar=32/27,setfield=tff", frames=12, codec=INTERLACED_H264)
+    frames, picture = frames_seen(interlaced, shaping=shaping)
+    chain = picture.filters.split(",")
+    order = [chain.index(step) for step in ("bwdif=mode=send_frame:parity=auto:deint=all",
+                                            "fps=fps=24:round=near", "scale=57:32:flags=lanczos",
+                                            "pad=64:32:3:0:color=black")]  # fmt: skip
+    assert order == sorted(order) and picture.deinterlaced == "top first"
+    assert frames.shape == (12, 32, 64, 3)  # 0.48 s at 24 fps: 11.5, which the fps filter rounds to 12
+    assert not frames[:, :, :3].any() and frames[:, :, 3:61].any()  # black bars left and right
+    filters, codec = hdr_encoding("smpte2084")
+    hdr = make(tmp_path / "pq.mp4", f"setsar=32/27,{filters}", frames=12, codec=codec)
+    frames, picture = frames_seen(hdr, shaping=shaping)
+    chain = picture.filters.split(",")
+    order = [chain.index(step) for step in ("fps=fps=24:round=near", "tonemap=tonemap=mobius:desat=0",
+                                            "scale=57:32:flags=lanczos")]  # fmt: skip
+    assert order == sorted(order) and picture.tone_mapped == "PQ" and frames.shape == (12, 32, 64, 3)
