@@ -49,6 +49,10 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "duration_s": summary["duration_s"],
         "fps": summary["fps"],  # of the frames the tokenizer saw: a preset's target rate, if it has one
         "bucket": visual["picture"].get("geometry", {}).get("bucket"),  # a preset's size for it, or None
+        # Where a preset's timeline starts: frame j shows the source at (first_tick + j) / fps s.
+        "first_tick": (visual["picture"].get("timeline") or {}).get("first_tick", 0),
+        # fit: pad: where the picture is in the bucket (x, y, width, height in pixels); else None.
+        "picture_rect": _padded_picture(visual["picture"].get("geometry")),
         "frame_count": summary["frame_count"],
         "width": summary["width"],
         "height": summary["height"],
@@ -69,6 +73,13 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "psnr_mean": summary["psnr"]["mean"],
         "mel_distance": audio_summary["mel_distance"],
     }
+
+
+def _padded_picture(geometry: dict | None) -> list[int] | None:
+    if not geometry or geometry["fit"] != "pad":
+        return None
+    rect = geometry["rect"]
+    return [rect["x"], rect["y"], rect["width"], rect["height"]]
 
 
 def write_manifest(runs: list[dict], dest) -> None:

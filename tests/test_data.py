@@ -29,6 +29,7 @@ from avtokens.data import (
     rank_share,
     read_manifests,
 )
+from avtokens.data.manifests import latent_rect
 
 PRESETS = {
     "CV8x8x8": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17},
@@ -396,3 +397,11 @@ def test_a_bounded_number_of_files_stay_open_and_clips_stay_the_same(data_run):
     del many
     gc.collect()
     assert token_files_open() - before <= 1
+
+
+def test_a_padded_picture_is_given_in_latent_positions():
+    """fit: pad records where the picture sits in the bucket (pixels); a reader gets the latent
+    positions it touches: 960x720 at x 160 in 1280x720, factor 16: columns 10 to 69."""
+    assert latent_rect([160, 0, 960, 720], 16) == (10, 0, 60, 45)
+    assert latent_rect([0, 93, 1280, 533], 8) == (0, 11, 160, 68)  # rows 93 to 625: 11 to 78
+    assert latent_rect(None, 8) is None

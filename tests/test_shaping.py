@@ -201,6 +201,9 @@ def test_the_loaders_batches_hold_one_bucket_each(shaped_run):
     batches of 2 over three epochs: one bucket a batch, every clip once an epoch."""
     clips = AlignedClips(shaped_run[0] / "manifest.jsonl", clip_length=2, preset="train")
     assert sorted(video.bucket for video in clips.videos) == ["48x64", "64x32", "64x48", "64x48"]
+    # A clip's times are the source's: the second clip's latent frames start at frames 9 and 17
+    # of the timeline, ticks 15 and 23 of 24 fps.
+    assert clips[1]["time"].tolist() == [15 / 24, 23 / 24]
     batches = ClipBatchSampler(clips, batch_size=2, seed=3, rank=0, world_size=1)
     for epoch in range(3):
         batches.set_epoch(epoch)

@@ -150,7 +150,8 @@ class AlignedClips(Dataset):
             "start": start,
             "visual": visual,
             "frame_start": spans[:, 0].clone(),
-            "time": spans[:, 0].double() * video.fps.denominator / video.fps.numerator,
+            # seconds after the source's first frame (a preset's timeline may start later)
+            "time": (spans[:, 0] + video.first_tick).double() * video.fps.denominator / video.fps.numerator,
             "window_start": torch.arange(start, stop) % video.latents_per_window == 0,
         }
         if self.audio == "ragged":

@@ -36,6 +36,9 @@ class VideoTokens:
     code_clock: tuple[int, int]  # the codes' sample rate and hop
     latent_size: tuple[int, int]  # latent height and width
     bucket: str | None = None  # the preset's size it was brought to (avtokens.shaping), if any
+    first_tick: int = 0  # a preset's timeline: frame j shows the source at (first_tick + j) / fps s
+    # fit: pad: the latent positions the picture covers (x, y, width, height), the rest pad
+    content: tuple[int, int, int, int] | None = None
 
     @property
     def latents_per_window(self) -> int:
@@ -110,10 +113,21 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
             codec=row["audio_codec"], codebooks=row["audio_codebooks"],
             codebook_size=row["audio_codebook_size"], code_clock=(row["audio_sample_rate"], row["audio_hop"]),
             latent_size=(row["latent_height"], row["latent_width"]), bucket=row.get("bucket"),
+            first_tick=row.get("first_tick", 0),
+            content=latent_rect(row.get("picture_rect"), row["spatial"]),
         )  # fmt: skip
     except KeyError as err:
         raise AvTokensError(f"{where}: the row has no {err.args[0]!r}; write the manifest again with "
                             "this version (snakemake --forcerun manifest)") from None  # fmt: skip
+
+
+def latent_rect(rect: list[int] | None, spatial: int) -> tuple[int, int, int, int] | None:
+    """The latent positions a picture rectangle (pixels) touches."""
+    if rect is None:
+        return None
+    x, y, width, height = rect
+    left, top = x // spatial, y // spatial
+    return left, top, -(-(x + width) // spatial) - left, -(-(y + height) // spatial) - top
 
 
 def _file_problems(video: VideoTokens, row: dict, verify: str) -> list[str]:
