@@ -127,7 +127,7 @@ def plan_picture(info: VideoInfo, pixels: str = "square", deinterlace: bool = Tr
         width = max(2, 2 * round(info.width * sar / 2))
     display_aspect_ratio = info.width * sar / info.height
     shaping = shaping or Shaping()
-    geometry = shaping.geometry(round(info.width * sar), info.height, display_aspect_ratio)
+    geometry = shaping.geometry(display_aspect_ratio)
     if geometry is not None:
         (width, height), sar, pixels = geometry.bucket, Fraction(1), "square"
         display_aspect_ratio = Fraction(*geometry.bucket)

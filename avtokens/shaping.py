@@ -184,9 +184,9 @@ class Shaping:
 
         return min(self.buckets, key=distance)
 
-    def geometry(self, width: int, height: int, display_aspect_ratio: Fraction) -> Geometry | None:
-        """How a frame `width` x `height` in square pixels (its display aspect ratio) becomes
-        its bucket's; None without buckets."""
+    def geometry(self, display_aspect_ratio: Fraction) -> Geometry | None:
+        """How a frame shown at `display_aspect_ratio` becomes its bucket's (scaled from its
+        stored pixels in one step, square pixels out); None without buckets."""
         bucket = self.bucket_for(display_aspect_ratio)
         if bucket is None:
             return None

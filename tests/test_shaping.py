@@ -31,11 +31,11 @@ def test_each_video_goes_to_the_bucket_nearest_its_display_aspect_ratio(aspect, 
 
 def test_crop_covers_the_bucket_and_cuts_the_middle_out():
     # 960x720 (4:3) into 1280x720: scaled to 1280x960, the middle 720 rows kept.
-    geometry = Shaping.from_config({"size": "1280x720"}).geometry(960, 720, Fraction(4, 3))
+    geometry = Shaping.from_config({"size": "1280x720"}).geometry(Fraction(4, 3))
     assert (geometry.scaled, geometry.rect) == ((1280, 960), (0, 120, 1280, 720))
     assert geometry.filters == ["scale=1280:960:flags=lanczos,setsar=1", "crop=1280:720:0:120"]
     # A portrait 1080x1920 phone clip into 720x1280: the same aspect, only scaled.
-    same = Shaping.from_config({"size": "720x1280"}).geometry(1080, 1920, Fraction(9, 16))
+    same = Shaping.from_config({"size": "720x1280"}).geometry(Fraction(9, 16))
     assert (same.scaled, same.rect, same.filters) == (
         (720, 1280), (0, 0, 720, 1280), ["scale=720:1280:flags=lanczos,setsar=1"]
     )  # fmt: skip
@@ -43,12 +43,12 @@ def test_crop_covers_the_bucket_and_cuts_the_middle_out():
 
 def test_pad_fits_the_picture_inside_the_bucket_and_records_where():
     shaping = Shaping.from_config({"size": "1280x720", "fit": "pad"})
-    geometry = shaping.geometry(640, 480, Fraction(4, 3))  # 960x720 in the middle, 160 black columns a side
+    geometry = shaping.geometry(Fraction(4, 3))  # 960x720 in the middle, 160 black columns a side
     assert (geometry.scaled, geometry.rect) == ((960, 720), (160, 0, 960, 720))
     assert geometry.filters[1] == "pad=1280:720:160:0:color=black"
     assert geometry.as_metadata() == {"bucket": "1280x720", "fit": "pad", "scaled": "960x720",
                                       "rect": {"x": 160, "y": 0, "width": 960, "height": 720}}  # fmt: skip
-    wide = shaping.geometry(1920, 800, Fraction(12, 5))  # 2.4:1: 1280x533, 93 rows above
+    wide = shaping.geometry(Fraction(12, 5))  # 2.4:1: 1280x533, 93 rows above
     assert (wide.scaled, wide.rect) == ((1280, 533), (0, 93, 1280, 533))
 
 
