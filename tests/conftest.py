@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # as is a test marked so itself: `make test` runs every tier, `make test-fast` leaves this one
 # out (docs/testing.md).
 SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_run", "cluster",
-               "release_files", "mirrored_dv4x8x8"}  # fmt: skip
+               "release_files", "mirrored_dv4x8x8", "shaped_run"}  # fmt: skip
 
 
 # The modules that take longest (CPU seconds per module, 2026-12-06: docs/testing.md), longest
@@ -29,7 +29,8 @@ SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_ru
 SLOWEST_MODULES = ["test_slurm.py", "test_shards.py", "test_benchmarks.py", "test_engines.py",
                    "test_make_run.py", "test_inputs.py", "test_workflow.py", "test_tokenize_video.py",
                    "test_checkpoints.py", "test_module.py", "test_wan.py", "test_interrupted.py",
-                   "test_data.py", "test_ddp.py", "test_cosmos_network.py", "test_picture.py"]  # fmt: skip
+                   "test_data.py", "test_ddp.py", "test_shaping.py", "test_cosmos_network.py",
+                   "test_picture.py"]  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
