@@ -24,7 +24,7 @@ from avtokens.visual_tokenizers import visual_tokenizer
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; } h3 { font-size: 1em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, td:nth-child(2) { text-align: left; }
