@@ -10,11 +10,13 @@ import pytest
 import soundfile
 from helpers import make_clip, planned_jobs, run_workflow
 
+from avtokens import AvTokensError
 from avtokens.data import AlignedClips, ClipBatchSampler
 from avtokens.media import ffmpeg_exe, probe, read_frame_windows, run_ffmpeg
 from avtokens.picture import plan_picture
 from avtokens.shaping import Shaping, Timeline
 from avtokens.tokenfile import TokenFileReader, read_metadata
+from avtokens.visual import SourceFrames
 
 BUCKETS = {"buckets": ["1280x720", "720x1280", "960x960"]}
 
@@ -220,3 +222,11 @@ def test_a_changed_target_reruns_the_presets_visual_jobs_and_codes_no_audio_agai
     jobs = planned_jobs(run_workflow(results.parent, changed, "--dry-run"))
     assert jobs["shard_visual_encode"] == 1 and jobs["shard_align_audio"] == 1
     assert not {"shard_extract_wav", "shard_audio_encode", "shard_audio_decode"} & set(jobs)
+
+
+def test_a_start_past_the_end_fails_that_video_in_one_line(tmp_path):
+    source = make_clip(tmp_path / "short.mp4", 48, 32, 10, rate="25")  # 0.4 s
+    with pytest.raises(AvTokensError) as failed:
+        SourceFrames(source, {}, 17, 64, None, Shaping.from_config({"start": 5}))
+    said = f"{source}: its part starts at 5.000 s (the preset's start), past the end of its 0.400 s of video"
+    assert str(failed.value) == said
