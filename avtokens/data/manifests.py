@@ -39,6 +39,7 @@ class VideoTokens:
     first_tick: int = 0  # a preset's timeline: frame j shows the source at (first_tick + j) / fps s
     # fit: pad: the latent positions the picture covers (x, y, width, height), the rest pad
     content: tuple[int, int, int, int] | None = None
+    source_sha256: str | None = None  # of the video file the tokens were made from
 
     @property
     def latents_per_window(self) -> int:
@@ -115,6 +116,7 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
             latent_size=(row["latent_height"], row["latent_width"]), bucket=row.get("bucket"),
             first_tick=row.get("first_tick", 0),
             content=latent_rect(row.get("picture_rect"), row["spatial"]),
+            source_sha256=row.get("source_sha256"),
         )  # fmt: skip
     except KeyError as err:
         raise AvTokensError(f"{where}: the row has no {err.args[0]!r}; write the manifest again with "
