@@ -213,3 +213,13 @@ def sample_reader(audio):
         return torch.cat([piece, torch.zeros(end - start - len(piece))])
 
     return read
+
+
+def benchmark(name: str):
+    """The module of `benchmarks/<name>.py` (a script, not a package), to use its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

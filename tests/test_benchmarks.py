@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from helpers import benchmark
 
 from avtokens.workflow import REPO
 
@@ -80,14 +81,11 @@ def test_every_rule_needs_no_more_memory_for_a_clip_five_times_as_long(tmp_path)
 
 
 def test_each_stage_reports_its_own_peak_memory_not_the_process_lifetime_peak():
-    import importlib.util
 
     import numpy as np
     import torch
 
-    spec = importlib.util.spec_from_file_location("throughput", REPO / "benchmarks" / "throughput.py")
-    throughput = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(throughput)
+    throughput = benchmark("throughput")
     with throughput.Stage(torch.device("cpu")) as large:
         block = np.ones(300 * 2**20, dtype=np.uint8)  # 300 MiB, touched
         del block

@@ -10,7 +10,6 @@ so that the README's batches of 4 make 5 + 1 + 1 = 7 batches of one shape each, 
 ranks share 4 and 3 unless the shares are made even.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, benchmark
 from torch.utils.data import DataLoader
 
 from avtokens.data import (
@@ -51,9 +50,7 @@ MANIFEST = "results/example/manifest.jsonl"  # where the README's loops read it
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """results/example/manifest.jsonl with the three videos in both presets."""
-    spec = importlib.util.spec_from_file_location("data_loading", REPO / "benchmarks" / "data_loading.py")
-    data_loading = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(data_loading)
+    data_loading = benchmark("data_loading")
     root = tmp_path_factory.mktemp("ddp")
     folder = root / "results" / "example"
     folder.mkdir(parents=True)

@@ -1,7 +1,6 @@
 """Packed training shards, read back with `tarfile` and numpy and checked against the token
 files as `safetensors` reads them: not through the packer's own code."""
 
-import importlib.util
 import io
 import json
 import tarfile
@@ -11,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import benchmark
 from safetensors import safe_open
 
 from avtokens.packing import clip_starts, pack_clips, sample_key
@@ -27,9 +26,7 @@ SHARD_BYTES = 4_000  # a few clips a tar
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("data_loading", REPO / "benchmarks" / "data_loading.py")
-    data_loading = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(data_loading)
+    data_loading = benchmark("data_loading")
     folder = tmp_path_factory.mktemp("tokens")
     rows = [data_loading.write_episode(folder, make_preset(name, fields), make_audio_setting(name, fields),
                                        frames, Fraction(25), width, height, video)
