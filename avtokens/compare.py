@@ -28,13 +28,13 @@ def _caption(frames: np.ndarray, x: int, text: str, font) -> None:
     frames[0, :band_height, x:] = np.asarray(image)
 
 
-def write_comparison(source, reconstruction, frame_metrics, visual_tokens, dest, label: str, crf: int,
-                     x264_preset: str, threads: int | None = None) -> None:  # fmt: skip
+def write_comparison(
+    source, reconstruction, frame_metrics, visual_tokens, dest, label: str, crf: int, x264_preset: str
+) -> None:
     """Stream both videos frame by frame into `dest`, twice as wide as the frames the
     tokenizer saw (the source converted as the visual token file records), shown at the
     source's aspect ratio. The reconstruction is read at that size (not probed: a process
-    per clip), so one of another size is a decoding error. `threads`: ffmpeg's decoding and
-    x264's threads, a job's own count."""
+    per clip), so one of another size is a decoding error."""
     with open(frame_metrics, newline="") as f:
         psnr = [float(row["psnr"]) for row in csv.DictReader(f, delimiter="\t")]
     metadata = read_metadata(visual_tokens)
@@ -43,7 +43,7 @@ def write_comparison(source, reconstruction, frame_metrics, visual_tokens, dest,
     chunk, done, total = max(1, min(32, COMPARE_PIXELS // (picture.width * picture.height))), 0, 0.0
     # An even height (a black bottom row if need be) keeps it 4:2:0, which browsers play inline.
     extra_row = picture.height % 2
-    sources = read_frame_windows(source, picture, chunk, threads=threads)
+    sources = read_frame_windows(source, picture, chunk)
     with (
         atomic_output(dest) as tmp,
         VideoWriter(
@@ -54,10 +54,9 @@ def write_comparison(source, reconstruction, frame_metrics, visual_tokens, dest,
             crf,
             x264_preset,
             sample_aspect_ratio=picture.sample_aspect_ratio,
-            threads=threads,
         ) as writer,
     ):
-        for reconstructed in read_frame_windows(reconstruction, picture.converted, chunk, threads=threads):
+        for reconstructed in read_frame_windows(reconstruction, picture.converted, chunk):
             original = next(sources, None)
             if original is None or len(original) != len(reconstructed) or done + len(original) > len(psnr):
                 raise AvTokensError(f"{reconstruction}: frame count differs from {source} or {frame_metrics}")

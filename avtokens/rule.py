@@ -99,7 +99,6 @@ def run_stage(snakemake, stage) -> None:
     file patterns of its videos; `input.records`: the upstream stages' records)."""
     from avtokens.shards import Item, ShardJob, run_items, shard_items
 
-    stage.threads = snakemake.threads
     if "shard" not in snakemake.params.keys():
         item = Item(snakemake.wildcards.video, dict(snakemake.input.items()), dict(snakemake.output.items()))
         run_rule(snakemake, run_items, stage, [item])

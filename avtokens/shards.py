@@ -56,10 +56,7 @@ class Stage:
     """A rule's work, one video at a time. `open` loads what the videos share (a model), once,
     before the first video that has work to do; `prepare` runs one video ahead on a background
     thread (probing it, starting to read it) while `run` keeps the model busy with the
-    current one. `threads`: the job's thread count, for the stage's ffmpeg processes
-    (`avtokens.rule.run_stage` gives it; None: ffmpeg's own choice, one per core)."""
-
-    threads: int | None = None
+    current one."""
 
     def open(self) -> None:
         pass

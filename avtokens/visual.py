@@ -156,14 +156,13 @@ def encode_video_file(source, dest, preset: Preset, checkpoint, device: str, bat
 class FrameStream:
     """A video's frames as the tokenizer sees them, being read by ffmpeg on a background
     thread, the first window already decoded: a shard's next video is ready when the model
-    is done with the current one. `threads`: ffmpeg's (`read_frame_windows`)."""
+    is done with the current one."""
 
-    def __init__(self, source, picture: Picture, window: int, budget_megapixels: float, threads: int | None):
+    def __init__(self, source, picture: Picture, window: int, budget_megapixels: float):
         self.decoded = {}  # filled and dropped frames, once all are read (read_frame_windows)
         # Read ahead as far as the budget of frames x pixels goes, and at least one window.
         ahead = 1 + (2 * window * picture.width * picture.height <= budget_megapixels * 1e6)
-        self._reader = read_frame_windows(source, picture, window, prefetch=ahead, decoded=self.decoded,
-                                          threads=threads)  # fmt: skip
+        self._reader = read_frame_windows(source, picture, window, prefetch=ahead, decoded=self.decoded)
         first = next(self._reader, None)
         self.windows = itertools.chain([] if first is None else [first], self._reader)
 
@@ -179,7 +178,7 @@ class SourceFrames:
     taken and its frames being read."""
 
     def __init__(self, source: Path, picture_settings: dict, window: int, budget_megapixels: float,
-                 threads: int | None, shaping: Shaping | None = None):  # fmt: skip
+                 shaping: Shaping | None = None):  # fmt: skip
         self.info = probe(source)
         self.info.warn_size_changes(source)
         self.picture = plan_picture(self.info, **picture_settings, shaping=shaping)
@@ -192,7 +191,7 @@ class SourceFrames:
         hashing = ThreadPoolExecutor(1)
         self.sha256 = hashing.submit(sha256_of, source)
         hashing.shutdown(wait=False)
-        self.frames = FrameStream(source, self.picture, window, budget_megapixels, threads)
+        self.frames = FrameStream(source, self.picture, window, budget_megapixels)
 
 
 class VisualEncode(Stage):
@@ -219,8 +218,9 @@ class VisualEncode(Stage):
 
     def prepare(self, item: Item) -> SourceFrames:
         source = Path(item.inputs["source"])
-        return SourceFrames(source, self.picture, self.preset.window, self.batch_megapixels, self.threads,
-                            self.preset.shaping)  # fmt: skip
+        return SourceFrames(
+            source, self.picture, self.preset.window, self.batch_megapixels, self.preset.shaping
+        )
 
     def run(self, item: Item, prepared: SourceFrames) -> None:
         try:
@@ -356,7 +356,7 @@ class VisualDecode(Stage):
             )
         picture = Picture.from_metadata(meta["picture"])
         source = item.inputs["source"]
-        return meta, picture, FrameStream(source, picture, tok["window"], self.batch_megapixels, self.threads)
+        return meta, picture, FrameStream(source, picture, tok["window"], self.batch_megapixels)
 
     def run(self, item: Item, prepared) -> None:
         meta, picture, frames = prepared
@@ -403,7 +403,6 @@ def _decode(stage: VisualDecode, tokens_path, source, dest, frame_metrics, meta:
             # read at the first frames: by then the decoder's record says what decoded them
             comment=lambda: reconstruction_comment(decoder.record, picture, video),
             sample_aspect_ratio=picture.sample_aspect_ratio,
-            threads=stage.threads,
         ) as writer,
     ):
         latents = f.get_slice(meta["latent"]["tensor"])

@@ -87,7 +87,7 @@ from avtokens.shards import Stage
 
 class Said(Stage):
     def run(self, item, prepared):
-        print(item.name, "on", self.threads, "threads;", "an ffmpeg told none:", *decoding_threads())
+        print(item.name, "with an ffmpeg told no count:", *decoding_threads())
 
 clip = types.SimpleNamespace(video="clip")
 job = types.SimpleNamespace(log=[sys.argv[1]], threads=3, params={}, wildcards=clip, input={}, output={})
@@ -98,6 +98,6 @@ run_stage(job, Said())
 def test_a_stage_runs_its_ffmpeg_on_the_jobs_thread_count(tmp_path):
     proc = subprocess.run([sys.executable, "-c", STAGE_JOB, str(tmp_path / "job.log")], capture_output=True,
                           text=True, cwd=REPO)  # fmt: skip
-    # One given no count (a script's function) gets the job's too.
-    said = "clip on 3 threads; an ffmpeg told none: -filter_threads 3 -threads 3\n"
+    # An ffmpeg of the job that is given no count (a rule script's function) gets the job's.
+    said = "clip with an ffmpeg told no count: -filter_threads 3 -threads 3\n"
     assert proc.returncode == 0 and proc.stdout == said

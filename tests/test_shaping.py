@@ -227,6 +227,6 @@ def test_a_changed_target_reruns_the_presets_visual_jobs_and_codes_no_audio_agai
 def test_a_start_past_the_end_fails_that_video_in_one_line(tmp_path):
     source = make_clip(tmp_path / "short.mp4", 48, 32, 10, rate="25")  # 0.4 s
     with pytest.raises(AvTokensError) as failed:
-        SourceFrames(source, {}, 17, 64, None, Shaping.from_config({"start": 5}))
+        SourceFrames(source, {}, 17, 64, Shaping.from_config({"start": 5}))
     said = f"{source}: its part starts at 5.000 s (the preset's start), past the end of its 0.400 s of video"
     assert str(failed.value) == said

@@ -23,8 +23,8 @@ from avtokens.media.sources import sha256_of, source_record, video_record
 log = logging.getLogger(__name__)
 
 
-def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_rate: int,
-                threads: int | None = None) -> tuple[DecodedVideo, AudioPlacement]:  # fmt: skip
+def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo,
+                sample_rate: int) -> tuple[DecodedVideo, AudioPlacement]:  # fmt: skip
     """The source's chosen audio stream as mono 16-bit PCM at `sample_rate`, placed on the
     video's clock (`avtokens.audio_clock`): sample 0 is the moment of the first video frame,
     every stretch of audio sits where its timestamps put it, across format changes; silence
@@ -34,11 +34,11 @@ def extract_wav(source: Path | str, dest: Path | str, info: VideoInfo, sample_ra
     frame count every visual token file of it records (read_frame_windows decodes the same
     way), which can differ from the packet count (frames the decoder drops, or an edit list
     discards). Timestamps are the container's own (`-copyts`), as the probe and the audio
-    placement read them. `threads`: ffmpeg's decoder and filter threads, a job's own count."""
+    placement read them. ffmpeg decodes on the job's threads (`decoding_threads`)."""
     with ThreadPoolExecutor(1) as pool:
         counting = pool.submit(
             run_ffmpeg,
-            ["-progress", "pipe:1", "-nostats", *decoding_threads(threads), "-copyts", "-i", str(source),
+            ["-progress", "pipe:1", "-nostats", *decoding_threads(), "-copyts", "-i", str(source),
              *decoding_args(info), "-f", "null", "-"],
             "decoding the video", source,
         )  # fmt: skip
@@ -86,19 +86,17 @@ def shown_stretch(video: Path | str) -> dict | None:
         return None
 
 
-def extract_audio(
-    source, name: str, sample_rate: int, wav_dest, timeline_dest, threads: int | None = None
-) -> None:
+def extract_audio(source, name: str, sample_rate: int, wav_dest, timeline_dest) -> None:
     """What the audio jobs of a video need, made once per sample rate for every codec of that
     rate: its audio as their input (mono at `sample_rate` on the video's clock, `extract_wav`)
     and its timeline (JSON: the source file and the video stream with the decoded frame count,
     which every visual token file of the video records too, so the codes cover exactly the
-    frames the latent frames do). `threads`: ffmpeg's, a job's own count."""
+    frames the latent frames do)."""
     info = probe(source)
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(sha256_of, source)
         with atomic_output(wav_dest) as tmp:
-            decoded, placement = extract_wav(source, tmp, info, int(sample_rate), threads)
+            decoded, placement = extract_wav(source, tmp, info, int(sample_rate))
         timeline = {"source": source_record(source, name, digest.result()),
                     "video": video_record(info, decoded),
                     "audio_placement": placement.as_metadata()}  # fmt: skip
