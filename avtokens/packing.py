@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,33 +31,9 @@ import torch
 
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output
-from avtokens.data.manifests import VideoTokens, read_manifests
-from avtokens.tokenfile import TokenFileReader
+from avtokens.data import AlignedClips
 
 PACK_FORMAT = "avtokens-pack/1"
-
-
-@dataclass(frozen=True)
-class ClipRef:
-    video: int  # index into the videos packed
-    start: int  # first latent frame
-    length: int
-
-
-def clip_starts(
-    latent_frames: int, length: int, stride: int | None = None, keep_partial: bool = False
-) -> list[int]:
-    """Where the clips of a video of `latent_frames` start: every `stride` (default `length`)
-    latent frames while a whole clip fits; with `keep_partial`, one more clip that runs to the
-    end, shorter than `length`."""
-    if length < 1 or (stride is not None and stride < 1):
-        raise ValueError(f"clip length and stride must be at least 1, not {length} and {stride}")
-    step = stride or length
-    starts = list(range(0, latent_frames - length + 1, step))
-    following = starts[-1] + step if starts else 0
-    if keep_partial and following < latent_frames:
-        starts.append(following)
-    return starts
 
 
 def sample_key(video: str, preset: str, start: int) -> str:
@@ -84,42 +59,19 @@ def _stored(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-class _Readers:
-    """The token files of the videos packed, each opened once."""
-
-    def __init__(self):
-        self.open: dict[Path, TokenFileReader] = {}
-
-    def __call__(self, path: Path) -> TokenFileReader:
-        if path not in self.open:
-            self.open[path] = TokenFileReader(path)
-        return self.open[path]
-
-    def close(self) -> None:
-        for reader in self.open.values():
-            reader.close()
-
-
-def clip_files(video: VideoTokens, clip: ClipRef, readers: _Readers) -> dict[str, bytes]:
-    """The files of one clip's sample, by extension."""
-    visual, audio = readers(video.visual), readers(video.audio)
-    stop = clip.start + clip.length
-    frames = visual.read_frames(video.layout.tensor, clip.start, stop)
-    spans = visual.read("frame_spans")[clip.start : stop]
-    ranges = audio.read("code_ranges")[clip.start : stop]
-    first, last = int(ranges[0, 0]), int(ranges[-1, 1])
-    codes = audio.read_frames("codes", first, last)
-    offsets = torch.cat([ranges[:, 0], ranges[-1:, 1]]) - first
-    frame = int(spans[0, 0]) + video.first_tick
+def sample_files(clips: AlignedClips, index: int) -> dict[str, bytes]:
+    """The files of clip `index`'s sample, by extension: the clip as `AlignedClips` cuts it
+    (ragged audio), its tokens in the dtypes the token files store."""
+    clip, video = clips[index], clips.videos[clips.clips[index][0]]
+    visual = clip["visual"].to(getattr(torch, clips.layout.dtype))  # DV indices come as int64
     record = {
         "format": PACK_FORMAT,
         "video": video.video,
         "preset": video.preset,
-        "start": clip.start,
-        "latent_frames": clip.length,
-        "frame_start": int(spans[0, 0]),
-        # seconds after the source's first frame (a preset's timeline may start later)
-        "time": frame * video.fps.denominator / video.fps.numerator,
+        "start": clip["start"],
+        "latent_frames": len(visual),
+        "frame_start": int(clip["frame_start"][0]),
+        "time": float(clip["time"][0]),  # seconds after the source's first frame
         "fps": f"{video.fps.numerator}/{video.fps.denominator}",
         "family": video.family,
         "kind": video.kind,
@@ -127,16 +79,16 @@ def clip_files(video: VideoTokens, clip: ClipRef, readers: _Readers) -> dict[str
         "spatial": video.factors[1],
         "window": video.window,
         "bucket": video.bucket,
-        "visual": {"dtype": str(frames.dtype).removeprefix("torch."), "shape": list(frames.shape)},
+        "visual": {"dtype": clips.layout.dtype, "shape": list(visual.shape)},
         "codec": video.codec,
         "codebooks": video.codebooks,
         "code_clock": list(video.code_clock),
         "source_sha256": video.source_sha256,
     }
     return {
-        "visual.npy": _npy(_stored(frames)),
-        "audio_codes.npy": _npy(codes.numpy()),
-        "audio_offsets.npy": _npy(offsets.numpy()),
+        "visual.npy": _npy(_stored(visual)),
+        "audio_codes.npy": _npy(clip["audio_codes"].numpy().astype(np.uint16)),  # as stored
+        "audio_offsets.npy": _npy(clip["audio_offsets"].numpy()),
         "json": json.dumps(record, sort_keys=True).encode(),
     }
 
@@ -150,33 +102,23 @@ def _member(name: str, data: bytes) -> tarfile.TarInfo:
 
 
 def pack_clips(manifests, preset: str, dest: Path | str, clip_latent_frames: int, *,
-               stride: int | None = None, keep_partial: bool = False, shard_bytes: int = 1 << 30,
+               stride: int | None = None, tail: str = "drop", shard_bytes: int = 1 << 30,
                seed: int = 0) -> list[Path]:  # fmt: skip
-    """Cut the videos of `preset` in `manifests` into clips and write them, shuffled across
-    videos by `seed`, into tars `<dest>/<preset>-000000.tar`, ... of about `shard_bytes` each
-    (a tar ends with the sample that reaches it). Samples are written as they are read: a job
-    holds one clip at a time. Returns the tars in order."""
-    videos = read_manifests(manifests, preset=preset)
-    clips = [ClipRef(v, start, min(clip_latent_frames, video.latent_frames - start))
-             for v, video in enumerate(videos)
-             for start in clip_starts(video.latent_frames, clip_latent_frames, stride,
-                                      keep_partial)]  # fmt: skip
-    if not clips:
-        raise AvTokensError(f"{preset}: no video of {manifests} has {clip_latent_frames} latent frames")
-    order = np.random.default_rng(seed).permutation(len(clips))
-    readers, shards = _Readers(), _TarShards(Path(dest), preset, shard_bytes)
+    """Cut the videos of `preset` in `manifests` into clips (`AlignedClips`: `stride`, and
+    `tail` for a video's last latent frames that do not fill a clip) and write them, shuffled
+    across videos by `seed`, into tars `<dest>/<preset>-000000.tar`, ... of about `shard_bytes`
+    each (a tar ends with the sample that reaches it). Samples are written as they are read: a
+    job holds one clip at a time. Returns the tars in order."""
+    clips = AlignedClips(manifests, clip_latent_frames, preset=preset, stride=stride, tail=tail)
+    shards = _TarShards(Path(dest), preset, shard_bytes)
     try:
-        for index in order:
-            clip = clips[index]
-            video = videos[clip.video]
-            key = sample_key(video.video, video.preset, clip.start)
-            shards.add(
-                {f"{key}.{extension}": data for extension, data in clip_files(video, clip, readers).items()}
-            )
+        for index in np.random.default_rng(seed).permutation(len(clips)).tolist():
+            video_index, start, _ = clips.clips[index]
+            key = sample_key(clips.videos[video_index].video, preset, start)
+            shards.add({f"{key}.{extension}": data for extension, data in sample_files(clips, index).items()})
         shards.close()
     finally:
         shards.abandon()
-        readers.close()
     return shards.written
 
 

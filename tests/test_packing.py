@@ -13,7 +13,7 @@ import torch
 from helpers import benchmark
 from safetensors import safe_open
 
-from avtokens.packing import clip_starts, pack_clips, sample_key
+from avtokens.packing import pack_clips, sample_key
 from avtokens.presets import make_audio_setting, make_preset
 
 PRESETS = {  # one continuous and one discrete, with DAC's and Mimi's codes
@@ -52,16 +52,6 @@ def samples(tars) -> dict[str, dict[str, bytes]]:
 
 def from_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def test_clips_start_every_stride_and_the_last_partial_one_is_kept_only_when_asked():
-    assert clip_starts(17, 8) == [0, 8]
-    assert clip_starts(17, 8, keep_partial=True) == [0, 8, 16]
-    assert clip_starts(16, 8, keep_partial=True) == [0, 8]
-    assert clip_starts(17, 8, stride=4) == [0, 4, 8]
-    assert clip_starts(5, 8) == [] and clip_starts(5, 8, keep_partial=True) == [0]
-    with pytest.raises(ValueError, match="at least 1"):
-        clip_starts(17, 0)
 
 
 def test_a_key_has_no_dot_and_tells_clips_apart():
@@ -122,7 +112,7 @@ def test_a_failure_part_way_leaves_no_tar_that_looks_complete(manifest, tmp_path
     import avtokens.packing
 
     calls = []
-    real = avtokens.packing.clip_files
+    real = avtokens.packing.sample_files
 
     def failing_on_the_tenth(*args):
         calls.append(1)
@@ -130,7 +120,7 @@ def test_a_failure_part_way_leaves_no_tar_that_looks_complete(manifest, tmp_path
             raise OSError("the disk went")
         return real(*args)
 
-    monkeypatch.setattr(avtokens.packing, "clip_files", failing_on_the_tenth)
+    monkeypatch.setattr(avtokens.packing, "sample_files", failing_on_the_tenth)
     with pytest.raises(OSError, match="the disk went"):
         pack_clips(manifest, "CV8x8x8", tmp_path / "packed", 4, shard_bytes=SHARD_BYTES, seed=1)
     left = sorted(p.name for p in (tmp_path / "packed").rglob("*") if p.is_file())
