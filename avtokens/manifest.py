@@ -48,7 +48,7 @@ def manifest_row(summary_path, visual_tokens, audio_tokens, audio_summary_path, 
         "audio_token_count": summary["audio_tokens"],
         "duration_s": summary["duration_s"],
         "fps": summary["fps"],  # of the frames the tokenizer saw: a preset's target rate, if it has one
-        "bucket": visual["picture"].get("geometry", {}).get("bucket"),  # a preset's size for it, or None
+        "bucket": summary.get("bucket") or None,  # a preset's size for it, or None
         # Where a preset's timeline starts: frame j shows the source at (first_tick + j) / fps s.
         "first_tick": (visual["picture"].get("timeline") or {}).get("first_tick", 0),
         # fit: pad: where the picture is in the bucket (x, y, width, height in pixels); else None.

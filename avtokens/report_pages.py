@@ -178,8 +178,8 @@ def write_preset_page(folder, preset: str, comparisons: list, psnr_plots: list, 
         name = f"{video}_{preset}_comparison.mp4"  # what a download is called
         files[name] = comparison
         row = rows.get(video, {})
-        if _bucket_of(rows, comparison) != bucket:
-            bucket = _bucket_of(rows, comparison)
+        if row.get("bucket", "") != bucket:
+            bucket = row["bucket"]
             sections.append(f'<h2 class="bucket">Bucket {html.escape(bucket)}</h2>\n')
         figures = ", ".join(f"{title} {_number(row[key])}" for key, title in
                             (("psnr_mean", "PSNR dB"), ("psnr_p5", "PSNR p5 dB"), ("ssim_mean", "SSIM"),
