@@ -20,6 +20,7 @@ include: "rules/audio.smk"
 include: "rules/visual.smk"
 include: "rules/mux.smk"
 include: "rules/report.smk"
+include: "rules/pack.smk"
 
 
 if SHARDS:
@@ -60,7 +61,11 @@ rule check_run:
 
 
 onsuccess:
-    print(PLAN.outputs_note(get_final_output(), REPORT_OVERVIEW))
+    targets = set(workflow.dag_settings.targets)
+    if targets & {"pack", PACK_COMPLETE}:
+        print(PLAN.pack_note())
+    if not targets or targets - {"pack", PACK_COMPLETE}:
+        print(PLAN.outputs_note(get_final_output(), REPORT_OVERVIEW))
 
 
 # A run that failed before its verdict (which names them itself): the videos left out at the

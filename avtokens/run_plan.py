@@ -70,6 +70,7 @@ class RunPlan:
         self._plan_presets(config)
         self._plan_shards(config)
         self._plan_weights()
+        self._plan_packing(config)
 
     def _plan_presets(self, config: dict) -> None:
         try:
@@ -122,6 +123,25 @@ class RunPlan:
             for number, start in enumerate(range(0, len(rows) if size else 0, size or 1))
         }
 
+    def _plan_packing(self, config: dict) -> None:
+        """The presets `snakemake pack` packs (every one that runs unless `pack.presets` says),
+        its settings, and its parts: one per shard of the sheet, so that a new video rewrites
+        its shard's tars only, or one, "all", outside shard mode."""
+        section = dict(config.get("pack") or {})
+        chosen = section.pop("presets", None)
+        self.pack_presets = list(self.run if chosen is None else chosen)
+        unknown = [name for name in self.pack_presets if name not in self.run]
+        if unknown:
+            raise ConfigError(
+                f"config: pack.presets names presets that do not run: {unknown}; running: {self.run}"
+            )
+        self.pack_settings = section
+        self.pack_parts = list(self.shards) or ["all"]
+
+    def pack_videos(self, part: str) -> list[str]:
+        """The videos of a pack part, as the sheet lists them."""
+        return [name for name, _ in self.shards[part]] if self.shards else list(self.videos)
+
     def _plan_weights(self) -> None:
         """Checkpoint folder -> where its files come from ({"repo": ..., optionally "revision":
         ...} or {"url": ...}), and the files the families and codecs read, for the official
@@ -171,6 +191,13 @@ class RunPlan:
             lines.append(f"Presets {', '.join(demo)} used stand-in demo weights: their tokens carry no "
                          "meaning, their reconstructions show only that the pipeline works (the report "
                          "says what they look like); use `weights: official` for real ones.")  # fmt: skip
+        return "\n".join(lines)
+
+    def pack_note(self) -> str:
+        """Where `snakemake pack` left the packed datasets."""
+        lines = [f'\nPacked training shards under {self.results}/packed/ (README, "Packed training shards"):']
+        lines += [f"  {self.results}/packed/{name}/  (README.md: what it holds; .nv-meta/: Energon's index)"
+                  for name in self.pack_presets]  # fmt: skip
         return "\n".join(lines)
 
     def visual_params(self, preset: str) -> dict:

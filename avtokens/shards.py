@@ -344,6 +344,24 @@ def manifest_runs(summary_records: Iterable, audio_records: Iterable, audio_of: 
     return runs
 
 
+def manifest_runs_of(inputs, audio_of: dict) -> list[dict]:
+    """The manifest's runs from a job's inputs: one job per video's four lists (`summaries`,
+    `visual_tokens`, `audio_tokens`, `audio_summaries`: one entry per video x preset), or shard
+    mode's records of the summaries (`manifest_runs`)."""
+    if "visual_tokens" in inputs.keys():
+        return [
+            {"summary": s, "visual_tokens": v, "audio_tokens": a, "audio_summary": m}
+            for s, v, a, m in zip(
+                inputs.summaries,
+                inputs.visual_tokens,
+                inputs.audio_tokens,
+                inputs.audio_summaries,
+                strict=True,
+            )
+        ]
+    return manifest_runs(inputs.summaries, inputs.audio_summaries, audio_of)
+
+
 def _audio_scope(wildcards: dict) -> str:
     """ "<codec setting>/<weights>" of an audio job's wildcards, "<rate>hz" of an extraction's."""
     if "codec" in wildcards:

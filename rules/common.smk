@@ -66,6 +66,7 @@ wildcard_constraints:
     video="(?!)" if SHARDS else _alternatives(PLAN.videos),
     preset=_alternatives(PLAN.presets),
     shard=r"shard\d\d\d\d\d+",
+    part=r"all|shard\d\d\d\d\d+",
     model=_alternatives(PLAN.demo_models) or "(?!)",
     folder=_alternatives(PLAN.official_sources) or "(?!)",
     file=_alternatives(sorted(PLAN.checkpoint_files)) or "(?!)",
@@ -94,6 +95,9 @@ REPORT_OVERVIEW = f"{RESULTS}/report/overview"
 REPORT_PRESET_PAGE = f"{RESULTS}/report/presets/{{preset}}"
 # Made by the last job, when every listed video finished (Snakefile, `check_run`).
 RUN_COMPLETE = f"{RESULTS}/run_complete.json"
+# Packed training shards (rules/pack.smk): a preset's dataset, and the pack target's verdict.
+PACKED = f"{RESULTS}/packed/{{preset}}"
+PACK_COMPLETE = f"{RESULTS}/packed/pack_complete.json"
 
 
 def per_video(pattern, stage, presets=RUN):
@@ -121,12 +125,27 @@ def manifest_inputs(wildcards):
     if SHARDS:
         return {"summaries": per_video(SUMMARY, "summarize"),
                 "audio_summaries": per_video(AUDIO_SUMMARY, "summarize_audio")}  # fmt: skip
-    runs = [PLAN.implied({"preset": p, "video": v}) for p in RUN for v in PLAN.videos]
+    return summaries_and_token_files(RUN)
+
+
+def summaries_and_token_files(presets):
+    """Every video x each of `presets`, in the same order: summary, token files, audio summary."""
+    runs = [PLAN.implied({"preset": p, "video": v}) for p in presets for v in PLAN.videos]
     return {
         key: [fill_pattern(pattern, run) for run in runs]
         for key, pattern in [("summaries", SUMMARY), ("visual_tokens", VISUAL_TOKENS),
                              ("audio_tokens", AUDIO_TOKENS), ("audio_summaries", AUDIO_SUMMARY)]
     }  # fmt: skip
+
+
+def pack_part_inputs(wildcards):
+    """A pack part's videos x its preset: as the manifest's (`manifest_inputs`); in shard mode
+    the records of the shard's summaries."""
+    values = PLAN.implied({"preset": wildcards.preset, "shard": wildcards.part})
+    if SHARDS:
+        return {"summaries": [fill_pattern(PLAN.shard_record("summarize"), values)],
+                "audio_summaries": [fill_pattern(PLAN.shard_record("summarize_audio"), values)]}  # fmt: skip
+    return summaries_and_token_files([wildcards.preset])
 
 
 def retrying_earlier_failures(input_function):

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -223,3 +224,34 @@ def benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tar_samples(tars) -> dict[str, dict[str, bytes]]:
+    """A WebDataset's samples, read with `tarfile`: key -> extension -> bytes (the key is a
+    member's path up to the first dot of its name); every member's key and extension is new."""
+    found = {}
+    for path in tars:
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                folder, _, name = member.name.rpartition("/")
+                stem, _, extension = name.partition(".")
+                files = found.setdefault(f"{folder}/{stem}", {})
+                assert extension not in files, member.name
+                files[extension] = tar.extractfile(member).read()
+    return found
+
+
+def token_slice(visual_tokens, audio_tokens, start: int, length: int):
+    """Latent frames [start, start + length) of a token file, as `safetensors` reads it, their
+    frame spans, and the codes of exactly those frames with each frame's offset into them."""
+    from safetensors import safe_open
+
+    with safe_open(str(visual_tokens), framework="pt") as visual:
+        name = "indices" if "indices" in visual.keys() else "latents"
+        frames = visual.get_tensor(name)[0, start : start + length]
+        spans = visual.get_tensor("frame_spans")[start : start + length]
+    with safe_open(str(audio_tokens), framework="pt") as audio:
+        ranges = audio.get_tensor("code_ranges")[start : start + length]
+        codes = audio.get_tensor("codes")[0, int(ranges[0, 0]) : int(ranges[-1, 1])]
+    offsets = [*(ranges[:, 0] - ranges[0, 0]).tolist(), int(ranges[-1, 1] - ranges[0, 0])]
+    return frames, spans, codes, offsets

@@ -2,17 +2,21 @@
 
 import contextlib
 import gc
+import io
 import json
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from helpers import REPO, make_clip, run_workflow
+from helpers import REPO, make_clip, planned_jobs, run_workflow, tar_samples, token_slice, whole_account
 from torch.utils.data import DataLoader
 
 import avtokens.audio_codecs
@@ -30,11 +34,16 @@ from avtokens.data import (
     read_manifests,
 )
 from avtokens.data.manifests import latent_rect
+from avtokens.data.packed_sample import decode_sample
+from avtokens.packing import PackSettings, check_pack, pack_part, write_dataset
+from avtokens.shards import manifest_runs
 
 PRESETS = {
     "CV8x8x8": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17},
     "DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17},
 }
+# Packed clips of 2 latent frames, a few a tar; seed 2 puts video "short" (only) in val.
+PACK = {"clip_latent_frames": 2, "shard_bytes": 8_000, "val_fraction": 0.34, "seed": 2}
 VIDEOS = {"long": (64, 48, 200), "short": (48, 32, 30), "tiny": (48, 32, 9)}  # width, height, frames
 
 
@@ -50,8 +59,8 @@ def data_run(tmp_path_factory):
     ]
     sheet.write_text("name\tpath\n" + "\n".join(rows) + "\n")
     overlay = {"videos": str(sheet), "weights": "demo", "presets": PRESETS, "run": list(PRESETS),
-               "results": "results/example", "shard_size": len(VIDEOS)}  # fmt: skip
-    run_workflow(root / "w", overlay, "results/example/manifest.jsonl")
+               "results": "results/example", "shard_size": len(VIDEOS), "pack": PACK}  # fmt: skip
+    run_workflow(root / "w", overlay, "results/example/manifest.jsonl", "pack")
     return root / "w"
 
 
@@ -405,3 +414,213 @@ def test_a_padded_picture_is_given_in_latent_positions():
     assert latent_rect([160, 0, 960, 720], 16) == (10, 0, 60, 45)
     assert latent_rect([0, 93, 1280, 533], 8) == (0, 11, 160, 68)  # rows 93 to 625: 11 to 78
     assert latent_rect(None, 8) is None
+
+
+# --- Packed training shards (`snakemake pack`), of the same run -----------------------------
+
+
+def packed_index(data_run, preset) -> dict:
+    return json.loads((data_run / "results" / "example" / "packed" / preset / "dataset.json").read_text())
+
+
+def packed_tars(data_run, preset, split=None) -> list[Path]:
+    folder, index = data_run / "results" / "example" / "packed" / preset, packed_index(data_run, preset)
+    return [
+        folder / tar["path"]
+        for name, tars in index["splits"].items()
+        if split in (None, name)
+        for tar in tars
+    ]
+
+
+def test_every_packed_clip_is_its_token_files_slice_and_a_video_is_in_one_split(data_run):
+    rows = [json.loads(line) for line in manifest(data_run).read_text().splitlines()]
+    split_of = {"long": "train", "short": "val", "tiny": "train"}  # by PACK's seed
+    verdict = json.loads((data_run / "results" / "example" / "packed" / "pack_complete.json").read_text())
+    for preset in PRESETS:
+        expected = {
+            f"{row['video']}/{preset}/{start:06d}": row
+            for row in rows
+            if row["preset"] == preset
+            for start in range(0, row["latent_frames"] - 1, 2)
+        }
+        found = {split: tar_samples(packed_tars(data_run, preset, split)) for split in ("train", "val")}
+        assert sorted([*found["train"], *found["val"]]) == sorted(expected)
+        assert verdict[preset] == {split: len(samples) for split, samples in found.items()}
+        for split, samples in found.items():
+            assert {key.split("/")[0] for key in samples} == {v for v, s in split_of.items() if s == split}
+            for key, files in samples.items():
+                row, start = expected[key], int(key.rsplit("/", 1)[1])
+                base = manifest(data_run).parent
+                frames, spans, codes, offsets = token_slice(
+                    base / row["visual_tokens"], base / row["audio_tokens"], start, 2
+                )
+                stored = np.load(io.BytesIO(files["visual.npy"]))
+                if frames.dtype == torch.bfloat16:
+                    stored = torch.from_numpy(stored.view(np.int16)).view(torch.bfloat16)
+                assert torch.equal(torch.as_tensor(stored), frames), key
+                assert np.array_equal(np.load(io.BytesIO(files["audio_codes.npy"])), codes.numpy()), key
+                assert np.load(io.BytesIO(files["audio_offsets.npy"])).tolist() == offsets
+                record = json.loads(files["json"])
+                assert (record["video"], record["start"], record["frame_start"]) == (
+                    row["video"],
+                    start,
+                    spans[:, 0].tolist(),
+                )
+                assert (record["codec"], record["source_sha256"]) == (
+                    row["audio_codec"],
+                    row["source_sha256"],
+                )
+        card = (data_run / "results" / "example" / "packed" / preset / "README.md").read_text()
+        assert (
+            f"| train | 2 | {len(found['train'])} |" in card and f"| val | 1 | {len(found['val'])} |" in card
+        )
+
+
+# An epoch of the packed folder argv[1] through Energon's get_train_dataset and through
+# PackedClips (a collective every step), in one process or in each rank of torchrun; what each
+# saw goes to seen<rank>.json.
+PACKED_EPOCH = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from megatron.energon import WorkerConfig, get_loader, get_train_dataset
+from avtokens.data import PackedClips
+if "WORLD_SIZE" in os.environ:
+    dist.init_process_group("gloo")
+config = WorkerConfig.default_worker_config(num_workers=0)
+dataset = get_train_dataset(sys.argv[1], batch_size=None, worker_config=config, shuffle_buffer_size=None,
+                            max_samples_per_sequence=None, repeat=False)
+energon = [[clip.__key__, clip.video, clip.start, list(clip.visual.shape), str(clip.visual.dtype),
+            clip.audio_codes.shape[0], int(clip.audio_offsets[-1])] for clip in get_loader(dataset)]
+ours = []
+for clip in PackedClips(sys.argv[1]):
+    ours.append(f"{clip['video']}/{clip['preset']}/{clip['start']:06d}")
+    if dist.is_initialized():  # as training does
+        dist.all_reduce(torch.ones(1))
+rank = dist.get_rank() if dist.is_initialized() else 0
+with open(f"seen{rank}.json", "w") as out:
+    json.dump({"energon": energon, "ours": ours}, out)
+"""
+
+
+def packed_epoch(folder, workdir, ranks: int) -> list[dict]:
+    """What each rank saw of an epoch (PACKED_EPOCH), in one process or under torchrun; a run
+    that does not end within two minutes (a rank waiting in a collective) fails."""
+    (workdir / "epoch.py").write_text(PACKED_EPOCH)
+    launcher = (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, *launcher, "epoch.py", str(folder)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return [json.loads((workdir / f"seen{rank}.json").read_text()) for rank in range(ranks)]
+
+
+def test_energon_and_packed_clips_read_every_train_clip_once_per_epoch_on_one_rank_and_on_two(
+    data_run, tmp_path
+):
+    """megatron-energon as installed from PyPI, on the folder as the workflow left it."""
+    folder = data_run / "results" / "example" / "packed" / "CV8x8x8"
+    expected = tar_samples(packed_tars(data_run, "CV8x8x8", "train"))
+    (alone,) = packed_epoch(folder, tmp_path, 1)
+    assert sorted(key for key, *_ in alone["energon"]) == sorted(alone["ours"]) == sorted(expected)
+    for key, video, start, shape, dtype, codes, last in alone["energon"]:
+        decoded = decode_sample(expected[key])
+        assert (video, start, shape, dtype) == (
+            decoded["video"],
+            decoded["start"],
+            list(decoded["visual"].shape),
+            "torch.bfloat16",
+        )
+        assert codes == len(decoded["audio_codes"]) == last
+    two = packed_epoch(folder, tmp_path, 2)
+    shares = [[key for key, *_ in rank["energon"]] for rank in two]
+    assert sorted(shares[0] + shares[1]) == sorted(expected) and shares[0] and shares[1]  # each on one rank
+    assert len(two[0]["ours"]) == len(two[1]["ours"])  # PackedClips: equal steps (padded)
+    assert set(two[0]["ours"]) | set(two[1]["ours"]) == set(expected)
+
+
+def test_packing_again_gives_the_same_bytes(data_run, tmp_path):
+    results = data_run / "results" / "example"
+    records = sorted((results / "shards").rglob("summarize*.shard.json"))
+    runs = manifest_runs(
+        [r for r in records if r.name == "summarize.shard.json"],
+        [r for r in records if r.name == "summarize_audio.shard.json"],
+        {"CV8x8x8": "dac/demo", "DV8x16x16": "dac/demo"},
+    )
+    for preset in PRESETS:
+        mine = [run for run in runs if f"/{preset}/" in run["summary"]]
+        record = pack_part(mine, tmp_path / preset, "shard00000", PackSettings(**PACK), list(VIDEOS))
+        made = json.loads((results / "packed" / preset / "shard00000.pack.json").read_text())
+        assert record["tars"] == made["tars"]
+        for tar in made["tars"]:
+            assert (tmp_path / preset / tar["path"]).read_bytes() == (
+                results / "packed" / preset / tar["path"]
+            ).read_bytes()
+
+
+def test_a_damaged_or_missing_token_file_is_named_and_the_other_videos_pack(data_run, tmp_path, caplog):
+    results = data_run / "results" / "example"
+    copied = tmp_path / "results"
+    shutil.copytree(results / "CV8x8x8", copied / "CV8x8x8")
+    runs = [
+        {
+            "summary": str(copied / "CV8x8x8" / "metrics" / f"{video}_summary.json"),
+            "visual_tokens": str(copied / "CV8x8x8" / "tokens" / f"{video}_visual_tokens.safetensors"),
+            "audio_tokens": str(copied / "CV8x8x8" / "tokens" / f"{video}_audio_tokens.safetensors"),
+            "audio_summary": str(results / "audio" / "dac" / "demo" / f"{video}_summary.json"),
+        }
+        for video in VIDEOS
+    ]
+    damaged = Path(runs[0]["audio_tokens"])
+    data = bytearray(damaged.read_bytes())
+    data[-5] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    Path(runs[2]["visual_tokens"]).unlink()
+    packed = tmp_path / "packed" / "CV8x8x8"
+    record = pack_part(runs, packed, "all", PackSettings(**PACK), list(VIDEOS))
+    assert sorted(record["failed"]) == ["long", "tiny"] and list(record["videos"]) == ["short"]
+    assert "not the file its summary describes" in record["failed"]["long"]
+    assert record["failed"]["tiny"].endswith("tiny_visual_tokens.safetensors: missing")
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+        f"video {video} not packed: {record['failed'][video]}" for video in ("long", "tiny")
+    ]
+    write_dataset(packed, "CV8x8x8", [record])
+    with pytest.raises(
+        AvTokensError,
+        match="2 problem.*preset CV8x8x8: video long not packed: .*preset CV8x8x8: "
+        "video tiny not packed: .*missing",
+    ):
+        check_pack([packed / "dataset.json"], tmp_path / "pack_complete.json")
+    assert not (tmp_path / "pack_complete.json").exists()
+
+
+def test_a_new_video_packs_its_own_part_only(data_run):
+    sheet = data_run / "more_videos.tsv"
+    rows = (data_run.parent / "videos.tsv").read_text()
+    sheet.write_text(rows + "late\t" + rows.splitlines()[1].split("\t")[1] + "\n")
+    overlay = {
+        "videos": str(sheet),
+        "weights": "demo",
+        "presets": PRESETS,
+        "run": list(PRESETS),
+        "results": "results/example",
+        "shard_size": len(VIDEOS),
+        "pack": PACK,
+    }
+    dry_run = run_workflow(data_run, overlay, "pack", "-n")
+    jobs = planned_jobs(dry_run)
+    assert jobs["pack_part"] == 2 and jobs["pack_index"] == 2 and jobs["pack"] == 1  # shard00001's, x preset
+    dry = whole_account(dry_run)
+    assert "output: results/example/packed/CV8x8x8/shard00001.pack.json" in dry
+    assert "output: results/example/packed/CV8x8x8/shard00000.pack.json" not in dry

@@ -4,16 +4,17 @@ files as `safetensors` reads them: not through the packer's own code."""
 import io
 import json
 import tarfile
-from collections import defaultdict
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
-from helpers import benchmark
-from safetensors import safe_open
+from helpers import benchmark, tar_samples, token_slice
+from torch.utils.data import DataLoader
 
-from avtokens.packing import pack_clips, sample_key
+from avtokens.data import AlignedClips, PackedClips, collate_padded
+from avtokens.data.packed_sample import decode_sample
+from avtokens.packing import PackSettings, pack_clips, sample_key
 from avtokens.presets import make_audio_setting, make_preset
 
 PRESETS = {  # one continuous and one discrete, with DAC's and Mimi's codes
@@ -28,30 +29,44 @@ SHARD_BYTES = 4_000  # a few clips a tar
 def manifest(tmp_path_factory):
     data_loading = benchmark("data_loading")
     folder = tmp_path_factory.mktemp("tokens")
-    rows = [data_loading.write_episode(folder, make_preset(name, fields), make_audio_setting(name, fields),
-                                       frames, Fraction(25), width, height, video)
-            for name, fields in PRESETS.items()
-            for video, (width, height, frames) in VIDEOS.items()]  # fmt: skip
+    rows = [
+        data_loading.write_episode(
+            folder,
+            make_preset(name, fields),
+            make_audio_setting(name, fields),
+            frames,
+            Fraction(25),
+            width,
+            height,
+            video,
+        )
+        for name, fields in PRESETS.items()
+        for video, (width, height, frames) in VIDEOS.items()
+    ]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder / "manifest.jsonl"
 
 
-def samples(tars) -> dict[str, dict[str, bytes]]:
-    """key -> extension -> bytes, read with tarfile; every member's key is new."""
-    found = defaultdict(dict)
-    for path in tars:
-        with tarfile.open(path) as tar:
-            for member in tar.getmembers():
-                folder, _, name = member.name.rpartition("/")
-                stem, _, extension = name.partition(".")
-                key = f"{folder}/{stem}"
-                assert extension not in found[key], member.name
-                found[key][extension] = tar.extractfile(member).read()
-    return found
-
-
 def from_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def packed(manifest, preset, dest, seed=1, stride=None, tail="drop"):
+    """Every clip of `preset` packed into tars `<dest>/train-NNNNNN.tar`, and the clips."""
+    clips = AlignedClips(manifest, 4, preset=preset, stride=stride, tail=tail)
+    return pack_clips(clips, range(len(clips)), dest, "train", shard_bytes=SHARD_BYTES, seed=seed), clips
+
+
+def write_index(folder, tars):
+    """A dataset.json as the index job writes it, for PackedClips."""
+    splits = {
+        "train": [
+            {"path": path.relative_to(folder).as_posix(), "samples": n, "bytes": path.stat().st_size}
+            for path, n in tars
+        ],
+        "val": [],
+    }
+    (folder / "dataset.json").write_text(json.dumps({"splits": splits}))
 
 
 def test_a_key_has_no_dot_and_tells_clips_apart():
@@ -61,51 +76,75 @@ def test_a_key_has_no_dot_and_tells_clips_apart():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_packed_clip_is_the_slice_of_its_token_files(manifest, tmp_path, preset):
-    tars = pack_clips(manifest, preset, tmp_path / "packed", 4, shard_bytes=SHARD_BYTES, seed=1)
-    assert len(tars) > 1 and [t.name for t in tars] == [f"{preset}-{i:06d}.tar" for i in range(len(tars))]
-    packed = samples(tars)
+    tars, _ = packed(manifest, preset, tmp_path / "packed")
+    assert len(tars) > 1 and [t.name for t, _ in tars] == [f"train-{i:06d}.tar" for i in range(len(tars))]
+    found = tar_samples(t for t, _ in tars)
+    assert [n for _, n in tars] == [len(tar_samples([t])) for t, _ in tars]  # the counts the index keeps
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-    expected = {sample_key(row["video"], preset, start): row
-                for row in rows if row["preset"] == preset
-                for start in range(0, row["latent_frames"] - 3, 4)}  # fmt: skip
-    assert sorted(packed) == sorted(expected)  # every whole clip once, the last partial ones left out
-    videos = [key.split("/")[0] for key in packed]  # in the order written
+    expected = {
+        sample_key(row["video"], preset, start): row
+        for row in rows
+        if row["preset"] == preset
+        for start in range(0, row["latent_frames"] - 3, 4)
+    }
+    assert sorted(found) == sorted(expected)  # every whole clip once, the last partial ones left out
+    videos = [key.split("/")[0] for key in found]  # in the order written
     changes = sum(a != b for a, b in zip(videos, videos[1:], strict=False))
     assert changes > len(VIDEOS) - 1  # shuffled across videos, not one video after another
-    for key, files in packed.items():
+    for key, files in found.items():
         row = expected[key]
         record, start = json.loads(files["json"]), int(key.rsplit("/", 1)[1])
         assert (record["video"], record["preset"], record["start"], record["latent_frames"]) == (
-            row["video"], preset, start, 4)  # fmt: skip
-        with safe_open(str(manifest.parent / row["visual_tokens"]), framework="pt") as visual:
-            name = "indices" if row["kind"] == "DV" else "latents"
-            frames = visual.get_tensor(name)[0, start : start + 4]
-            spans = visual.get_tensor("frame_spans")
+            row["video"],
+            preset,
+            start,
+            4,
+        )
+        frames, spans, codes, offsets = token_slice(
+            manifest.parent / row["visual_tokens"], manifest.parent / row["audio_tokens"], start, 4
+        )
         stored = from_npy(files["visual.npy"])
         if frames.dtype == torch.bfloat16:
             assert stored.dtype == np.uint16 and record["visual"]["dtype"] == "bfloat16"
             assert torch.equal(torch.from_numpy(stored.view(np.int16)).view(torch.bfloat16), frames)
         else:
             assert np.array_equal(stored, frames.numpy())
-        assert record["frame_start"] == int(spans[start, 0])
-        assert record["time"] == int(spans[start, 0]) / 25
-        with safe_open(str(manifest.parent / row["audio_tokens"]), framework="pt") as audio:
-            ranges = audio.get_tensor("code_ranges")[start : start + 4]
-            codes = audio.get_tensor("codes")[0, int(ranges[0, 0]) : int(ranges[-1, 1])]
+        assert record["frame_start"] == spans[:, 0].tolist()
+        assert record["time"] == [int(s) / 25 for s in spans[:, 0]]
         assert np.array_equal(from_npy(files["audio_codes.npy"]), codes.numpy())
-        offsets = from_npy(files["audio_offsets.npy"])
-        assert offsets.tolist() == [
-            *(ranges[:, 0] - ranges[0, 0]).tolist(),
-            int(ranges[-1, 1] - ranges[0, 0]),
-        ]
+        assert from_npy(files["audio_offsets.npy"]).tolist() == offsets
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_decoded_sample_is_the_clip_aligned_clips_gives(manifest, tmp_path, preset):
+    tars, clips = packed(manifest, preset, tmp_path / "packed", stride=3, tail="short")
+    by_key = {
+        sample_key(clip["video"], preset, clip["start"]): clip
+        for clip in map(clips.__getitem__, range(len(clips)))
+    }
+    found = tar_samples(t for t, _ in tars)
+    assert sorted(found) == sorted(by_key)
+    for key, files in found.items():
+        clip, decoded = by_key[key], decode_sample(files)
+        assert decoded.pop("record")["video"] == clip["video"]
+        assert decoded.keys() == clip.keys()
+        for name, value in clip.items():
+            assert (
+                torch.equal(decoded[name], value)
+                if isinstance(value, torch.Tensor)
+                else decoded[name] == value
+            )
+            if isinstance(value, torch.Tensor):
+                assert decoded[name].dtype == value.dtype, name
 
 
 def test_packing_twice_gives_the_same_bytes_and_a_seed_its_own_order(manifest, tmp_path):
-    first = pack_clips(manifest, "CV8x8x8", tmp_path / "one", 4, shard_bytes=SHARD_BYTES, seed=1)
-    again = pack_clips(manifest, "CV8x8x8", tmp_path / "two", 4, shard_bytes=SHARD_BYTES, seed=1)
-    assert [t.read_bytes() for t in first] == [t.read_bytes() for t in again]
-    other = pack_clips(manifest, "CV8x8x8", tmp_path / "three", 4, shard_bytes=SHARD_BYTES, seed=2)
-    assert list(samples(other)) != list(samples(first)) and sorted(samples(other)) == sorted(samples(first))
+    first, _ = packed(manifest, "CV8x8x8", tmp_path / "one")
+    again, _ = packed(manifest, "CV8x8x8", tmp_path / "two")
+    assert [t.read_bytes() for t, _ in first] == [t.read_bytes() for t, _ in again]
+    other, _ = packed(manifest, "CV8x8x8", tmp_path / "three", seed=2)
+    one, three = tar_samples(t for t, _ in first), tar_samples(t for t, _ in other)
+    assert list(three) != list(one) and sorted(three) == sorted(one)
 
 
 def test_a_failure_part_way_leaves_no_tar_that_looks_complete(manifest, tmp_path, monkeypatch):
@@ -122,12 +161,93 @@ def test_a_failure_part_way_leaves_no_tar_that_looks_complete(manifest, tmp_path
 
     monkeypatch.setattr(avtokens.packing, "sample_files", failing_on_the_tenth)
     with pytest.raises(OSError, match="the disk went"):
-        pack_clips(manifest, "CV8x8x8", tmp_path / "packed", 4, shard_bytes=SHARD_BYTES, seed=1)
+        packed(manifest, "CV8x8x8", tmp_path / "packed")
     left = sorted(p.name for p in (tmp_path / "packed").rglob("*") if p.is_file())
     complete = [name for name in left if name.endswith(".tar")]
-    assert all(name.startswith("CV8x8x8-") for name in complete) and not [
-        n for n in left if n not in complete
-    ]
+    assert (
+        complete
+        and all(name.startswith("train-") for name in complete)
+        and not [n for n in left if n not in complete]
+    )
     for name in complete:  # the tars finished before the failure are whole
         with tarfile.open(tmp_path / "packed" / name) as tar:
             assert tar.getmembers()
+
+
+def test_a_video_keeps_its_split_as_others_join():
+    settings = PackSettings(clip_latent_frames=4, val_fraction=0.25, seed=3)
+    names = [f"video{i}" for i in range(2000)]
+    split = {name: settings.split_of(name) for name in names}
+    assert 400 < sum(s == "val" for s in split.values()) < 600  # about a quarter, by a hash
+    assert all(settings.split_of(name) == split[name] for name in reversed(names))  # of the name alone
+    assert {PackSettings(4, val_fraction=0.0).split_of(n) for n in names} == {"train"}
+    assert {PackSettings(4, val_fraction=1.0).split_of(n) for n in names} == {"val"}
+    other = PackSettings(clip_latent_frames=4, val_fraction=0.25, seed=4)
+    assert [other.split_of(n) for n in names] != list(split.values())
+
+
+@pytest.fixture(scope="module")
+def stream_folder(manifest, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    tars, clips = packed(manifest, "DV8x16x16-mimi", folder / "part", stride=2)
+    write_index(folder, tars)
+    return folder, tars
+
+
+def keys(stream) -> list[str]:
+    return [sample_key(clip["video"], clip["preset"], clip["start"]) for clip in stream]
+
+
+def test_every_rank_streams_its_own_tars_and_all_of_them_cover_the_split_once(stream_folder):
+    folder, tars = stream_folder
+    everything = sorted(tar_samples(t for t, _ in tars))
+    one = PackedClips(folder, rank=0, world_size=1, seed=5)
+    assert sorted(keys(one)) == everything and len(one) == len(everything)
+    for epoch in (0, 1):
+        shares = []
+        for rank in (0, 1):
+            stream = PackedClips(folder, rank=rank, world_size=2, seed=5, even=False)
+            stream.set_epoch(epoch)
+            shares.append(keys(stream))
+            assert len(shares[-1]) == len(stream)
+        assert sorted(shares[0] + shares[1]) == everything  # each clip once, on one rank
+    padded = [PackedClips(folder, rank=rank, world_size=2, seed=5) for rank in (0, 1)]
+    assert len(padded[0]) == len(padded[1]) == len(keys(padded[0])) == len(keys(padded[1]))
+    with pytest.raises(Exception, match="tar\\(s\\) for 64 ranks"):
+        PackedClips(folder, rank=0, world_size=64)
+
+
+def test_workers_take_whole_batches_in_turn_so_a_resume_goes_on_where_the_rank_stopped(stream_folder):
+    folder, _ = stream_folder
+    whole = keys(PackedClips(folder, rank=1, world_size=2, seed=5))
+    stream = PackedClips(folder, batch_size=3, rank=1, world_size=2, seed=5)
+    loader = DataLoader(stream, batch_size=3, num_workers=2, collate_fn=lambda clips: clips)
+    assert [key for batch in loader for key in keys(batch)] == whole
+    stream.set_epoch(0, start=7)
+    assert [key for batch in loader for key in keys(batch)] == whole[7:]
+    batch = collate_padded(list(PackedClips(folder, rank=0, world_size=1))[:3])  # as AlignedClips' clips
+    assert batch["visual"].shape[0] == 3 and batch["audio_offsets"].shape[0] == 3
+
+
+def test_webdataset_and_hugging_face_datasets_read_the_same_tar_samples(stream_folder):
+    """The README's decoders, with the libraries as installed from PyPI."""
+    import datasets
+    import webdataset as wds
+
+    folder, tars = stream_folder
+    expected = tar_samples(t for t, _ in tars)
+    urls = [str(t) for t, _ in tars]
+    read = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode():
+        clip = decode_sample(sample)
+        read[sample["__key__"]] = clip
+    assert sorted(read) == sorted(expected)
+    for key, clip in read.items():
+        assert torch.equal(clip["visual"], decode_sample(expected[key])["visual"])
+    table = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train")
+    assert sorted(table["__key__"]) == sorted(expected)
+    row = table[0]
+    clip = decode_sample(
+        {key: row[key] for key in ("visual.npy", "audio_codes.npy", "audio_offsets.npy", "json")}
+    )
+    assert torch.equal(clip["audio_codes"], decode_sample(expected[row["__key__"]])["audio_codes"])

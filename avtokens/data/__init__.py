@@ -29,14 +29,20 @@ Discrete tokens with `joint_tokens=True` also come as one id sequence per clip i
 dataset's `JointVocabulary` (`clips.vocabulary`), made from what its manifest rows record
 (the family's vocabulary of their kind, their codes' codebooks), not from today's defaults.
 
+Packed training shards (`snakemake pack`: WebDataset tars of clips, README "Packed training
+shards") stream through `PackedClips`: every rank its own tars, read in sequence.
+
 Modules: `manifests` (rows and their files), `clips` (`AlignedClips`), `vocabulary`, `epochs`
-(an epoch's order and a rank's share), `samplers` (the samplers and the stream), `collate`.
+(an epoch's order and a rank's share), `samplers` (the samplers and the stream), `collate`,
+`packed` (`PackedClips`), `packed_sample` (a packed sample's files as a clip), `energon`
+(the sample type Megatron-Energon makes of them).
 """
 
 from avtokens.data.clips import AlignedClips
 from avtokens.data.collate import collate_clips, collate_padded
 from avtokens.data.epochs import epoch_batches, epoch_order, rank_share
 from avtokens.data.manifests import VideoTokens, read_manifests
+from avtokens.data.packed import PackedClips
 from avtokens.data.samplers import AlignedClipStream, ClipBatchSampler, ClipSampler
 from avtokens.data.vocabulary import JointVocabulary
 
@@ -46,6 +52,7 @@ __all__ = [
     "ClipBatchSampler",
     "ClipSampler",
     "JointVocabulary",
+    "PackedClips",
     "VideoTokens",
     "collate_clips",
     "collate_padded",
