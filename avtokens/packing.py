@@ -71,9 +71,10 @@ def _stored(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def sample_files(clips: AlignedClips, index: int) -> dict[str, tuple]:
+def sample_files(clips: AlignedClips, index: int, sources: dict[str, str] | None = None) -> dict[str, tuple]:
     """The files of clip `index`'s sample, by extension, each as the pieces of its bytes: the
-    clip as `AlignedClips` cuts it (ragged audio), its tokens in the dtypes the token files store."""
+    clip as `AlignedClips` cuts it (ragged audio), its tokens in the dtypes the token files store.
+    `sources`: video -> its source file, as the sample sheet names it."""
     clip, video = clips[index], clips.videos[clips.clips[index][0]]
     visual = clip["visual"].to(getattr(torch, clips.layout.dtype))  # DV indices come as int64
     record = {
@@ -100,6 +101,7 @@ def sample_files(clips: AlignedClips, index: int) -> dict[str, tuple]:
         "codebooks": video.codebooks,
         "codebook_size": video.codebook_size,
         "code_clock": list(video.code_clock),
+        "source": (sources or {}).get(video.video),
         "source_sha256": video.source_sha256,
     }
     return {
@@ -121,19 +123,31 @@ def _member_header(name: str, size: int) -> bytes:
 
 
 def pack_clips(
-    clips: AlignedClips, indices, dest: Path | str, name: str, *, shard_bytes: int, seed: int
+    clips: AlignedClips,
+    indices,
+    dest: Path | str,
+    name: str,
+    *,
+    shard_bytes: int,
+    seed: int,
+    sources: dict[str, str] | None = None,
 ) -> list[tuple[Path, int]]:
     """Write the clips `indices` of `clips`, shuffled by `seed`, into tars `<dest>/<name>-000000.tar`,
     ... of about `shard_bytes` each (a tar ends with the sample that reaches it). Samples are
-    written as they are read: a job holds one clip at a time. Returns the tars in order, each
-    with its number of samples."""
+    written as they are read: a job holds one clip at a time. `sources`: as `sample_files`'.
+    Returns the tars in order, each with its number of samples."""
     indices = np.asarray(indices, dtype=np.int64)
     shards = _TarShards(Path(dest), name, shard_bytes)
     try:
         for index in indices[np.random.default_rng(seed).permutation(len(indices))].tolist():
             video_index, start, _ = clips.clips[index]
             key = sample_key(clips.videos[video_index].video, clips.videos[video_index].preset, start)
-            shards.add({f"{key}.{extension}": data for extension, data in sample_files(clips, index).items()})
+            shards.add(
+                {
+                    f"{key}.{extension}": data
+                    for extension, data in sample_files(clips, index, sources).items()
+                }
+            )
         shards.close()
     finally:
         shards.abandon()
@@ -261,14 +275,18 @@ def token_file_problem(run: dict) -> str | None:
 
 
 def pack_part(
-    runs: list[dict], folder: Path | str, part: str, settings: PackSettings, videos: list[str] | None = None
+    runs: list[dict],
+    folder: Path | str,
+    part: str,
+    settings: PackSettings,
+    videos: dict[str, str] | None = None,
 ) -> dict:
     """Pack one part of a preset's dataset: the `runs` (one per video x preset, as
     `avtokens.manifest.write_manifest` takes them) into `<folder>/<part>/{train,val}-NNNNNN.tar`,
     replacing what was there. A video whose token files cannot be read is recorded under
-    `failed` with the reason and the others are packed; `videos`, the part's videos as the
-    sheet lists them, names those that came with no runs (`unfinished` upstream). Returns the
-    part's record."""
+    `failed` with the reason and the others are packed. `videos`: the part's videos as the
+    sheet lists them (name -> source file), for the samples' records and to name those that
+    came with no runs (`unfinished` upstream). Returns the part's record."""
     folder, dest = Path(folder), Path(folder) / part
     dest.mkdir(parents=True, exist_ok=True)
     for old in [*dest.glob("*.tar"), *dest.glob("*.tar.idx")]:
@@ -309,7 +327,13 @@ def pack_part(
         for name in SPLITS:
             indices = [i for i, (video, _, _) in enumerate(clips.clips) if split[video] == name]
             for path, samples in pack_clips(
-                clips, indices, dest, name, shard_bytes=settings.shard_bytes, seed=settings.seed
+                clips,
+                indices,
+                dest,
+                name,
+                shard_bytes=settings.shard_bytes,
+                seed=settings.seed,
+                sources=videos,
             ):
                 record["tars"].append(
                     {
@@ -485,7 +509,9 @@ def pack_problems(indexes: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_part(runs: list[dict], record_path: Path | str, settings: PackSettings, videos: list[str]) -> None:
+def write_part(
+    runs: list[dict], record_path: Path | str, settings: PackSettings, videos: dict[str, str]
+) -> None:
     """A pack job: the part `<preset folder>/<part>.pack.json` names, packed (`pack_part`), and
     its record written when its tars are."""
     record_path = Path(record_path)

@@ -138,9 +138,9 @@ class RunPlan:
         self.pack_settings = section
         self.pack_parts = list(self.shards) or ["all"]
 
-    def pack_videos(self, part: str) -> list[str]:
-        """The videos of a pack part, as the sheet lists them."""
-        return [name for name, _ in self.shards[part]] if self.shards else list(self.videos)
+    def pack_videos(self, part: str) -> dict[str, str]:
+        """The videos of a pack part and their sources, as the sheet lists them."""
+        return dict(self.shards[part]) if self.shards else dict(self.videos)
 
     def _plan_weights(self) -> None:
         """Checkpoint folder -> where its files come from ({"repo": ..., optionally "revision":

@@ -5,7 +5,7 @@
 
 rule pack_part:
     input:
-        unpack(pack_part_inputs),
+        unpack(retrying_earlier_failures(pack_part_inputs)),
     output:
         record=f"{PACKED}/{{part}}.pack.json",
     log:

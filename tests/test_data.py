@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -419,6 +420,12 @@ def test_a_padded_picture_is_given_in_latent_positions():
 # --- Packed training shards (`snakemake pack`), of the same run -----------------------------
 
 
+def sources(data_run) -> dict[str, str]:
+    """The sheet's videos: name -> source file."""
+    lines = (data_run.parent / "videos.tsv").read_text().splitlines()[1:]
+    return dict(line.split("\t") for line in lines)
+
+
 def packed_index(data_run, preset) -> dict:
     return json.loads((data_run / "results" / "example" / "packed" / preset / "dataset.json").read_text())
 
@@ -471,10 +478,16 @@ def test_every_packed_clip_is_its_token_files_slice_and_a_video_is_in_one_split(
                     row["audio_codec"],
                     row["source_sha256"],
                 )
+                assert record["source"] == sources(data_run)[row["video"]]
         card = (data_run / "results" / "example" / "packed" / preset / "README.md").read_text()
         assert (
             f"| train | 2 | {len(found['train'])} |" in card and f"| val | 1 | {len(found['val'])} |" in card
         )
+    # Hugging Face datasets finds both splits' tars from the card (its YAML header's data_files)
+    table = datasets.load_dataset(str(data_run / "results" / "example" / "packed" / preset))
+    assert {split: sorted(table[split]["__key__"]) for split in table} == {
+        split: sorted(samples) for split, samples in found.items()
+    }
 
 
 # An epoch of the packed folder argv[1] through Energon's get_train_dataset and through
@@ -501,6 +514,8 @@ for clip in PackedClips(sys.argv[1]):
 rank = dist.get_rank() if dist.is_initialized() else 0
 with open(f"seen{rank}.json", "w") as out:
     json.dump({"energon": energon, "ours": ours}, out)
+if dist.is_initialized():
+    dist.destroy_process_group()
 """
 
 
@@ -560,7 +575,7 @@ def test_packing_again_gives_the_same_bytes(data_run, tmp_path):
     )
     for preset in PRESETS:
         mine = [run for run in runs if f"/{preset}/" in run["summary"]]
-        record = pack_part(mine, tmp_path / preset, "shard00000", PackSettings(**PACK), list(VIDEOS))
+        record = pack_part(mine, tmp_path / preset, "shard00000", PackSettings(**PACK), sources(data_run))
         made = json.loads((results / "packed" / preset / "shard00000.pack.json").read_text())
         assert record["tars"] == made["tars"]
         for tar in made["tars"]:
@@ -588,7 +603,7 @@ def test_a_damaged_or_missing_token_file_is_named_and_the_other_videos_pack(data
     damaged.write_bytes(bytes(data))
     Path(runs[2]["visual_tokens"]).unlink()
     packed = tmp_path / "packed" / "CV8x8x8"
-    record = pack_part(runs, packed, "all", PackSettings(**PACK), list(VIDEOS))
+    record = pack_part(runs, packed, "all", PackSettings(**PACK), sources(data_run))
     assert sorted(record["failed"]) == ["long", "tiny"] and list(record["videos"]) == ["short"]
     assert "not the file its summary describes" in record["failed"]["long"]
     assert record["failed"]["tiny"].endswith("tiny_visual_tokens.safetensors: missing")

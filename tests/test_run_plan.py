@@ -156,6 +156,8 @@ def test_missing_videos_are_left_out_and_a_sheet_without_one_is_refused(clips, t
          "config: preset 't': fps: a frame rate must be above 0 and at most 240, not -24"),
         ({"presets": {"t": {**PRESETS["CV8x8x8"], "size": "640x480", "fit": "stretch"}}, "run": ["t"]},
          "config: preset 't': fit must be crop or pad, not 'stretch'"),
+        ({"pack": {**DEFAULTS["pack"], "presets": ["CV8x8x8", "CV4x8x8"]}},
+         "config: pack.presets names presets that do not run: ['CV4x8x8']"),
     ],
 )  # fmt: skip
 def test_a_config_that_cannot_run_is_refused_with_one_line(clips, change, message):
@@ -202,3 +204,17 @@ def test_targets_go_to_the_visual_params_only_where_set_and_a_grid_names_them(cl
     ]
     assert plan.presets["CV8x8x8-w17-fps24-640x480-pad"].shaping.as_params() == {
         "fps": "24", "buckets": ["640x480"], "fit": "pad"}  # fmt: skip
+
+
+def test_packing_has_a_part_per_shard_and_packs_the_presets_that_run_unless_told(clips):
+    plan = plan_of(clips, shard_size=2)
+    assert plan.pack_presets == ["CV8x8x8", "DV8x16x16"] and plan.pack_parts == [
+        "shard00000",
+        "shard00001",
+        "shard00002",
+    ]
+    assert plan.pack_videos("shard00002") == {"v4": clips[4][1]}
+    assert "presets" not in plan.pack_settings and plan.pack_settings["clip_latent_frames"] == 16
+    plan = plan_of(clips, pack={**DEFAULTS["pack"], "presets": ["DV8x16x16"]})
+    assert plan.pack_presets == ["DV8x16x16"] and plan.pack_parts == ["all"]
+    assert plan.pack_videos("all") == dict(clips)
