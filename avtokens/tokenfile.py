@@ -222,11 +222,19 @@ class TokenFileReader:
         dtype = _torch_dtype(entry["dtype"])
         if not size:
             return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(bytearray(self._data(name, offset, size)), dtype=dtype).reshape(shape)
+        return torch.frombuffer(self._data(name, offset, size), dtype=dtype).reshape(shape)
 
-    def _data(self, name: str, offset: int, size: int) -> bytes:
-        """`size` bytes of tensor `name` from byte `offset` of its data, counted in `bytes_read`."""
-        data = self._pread(size, self._data_start + self._entries[name]["data_offsets"][0] + offset)
+    def _data(self, name: str, offset: int, size: int) -> bytearray:
+        """`size` bytes of tensor `name` from byte `offset` of its data, counted in `bytes_read`:
+        read into the buffer they are returned in (a tensor or array on it copies nothing)."""
+        data, done = bytearray(size), 0
+        where = self._data_start + self._entries[name]["data_offsets"][0] + offset
+        view = memoryview(data)
+        while done < size:
+            count = os.preadv(self._fd, [view[done:]], where + done)
+            if count == 0:
+                raise ValueError(f"{self.path}: ends early ({done} of {size} bytes at {where})")
+            done += count
         self.bytes_read += size
         return data
 
