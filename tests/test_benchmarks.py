@@ -114,6 +114,24 @@ def test_the_data_loading_benchmark_reads_a_clip_not_the_file(tmp_path):
         assert loaded["bytes_mapped_per_clip"] == pytest.approx(figures["file_mb"] * 1e6)
 
 
+@pytest.mark.workflow
+def test_the_packing_benchmark_packs_every_clip_and_copies_the_same_bytes(tmp_path):
+    report = tmp_path / "packing.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "packing.py"), "--videos", "2", "--minutes", "0.2",
+         "--size", "320x240", "--shard-mb", "0.2", "--json", str(report)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    figures = json.loads(report.read_text())
+    # 300 frames at 25 fps, window 121 (16 latent frames each, 8x temporal): 2 full windows of 16
+    # and 58 frames, 1 + 57 // 8 = 8 latent frames; clips of 16 tile the first 32 of 40.
+    assert figures["clips"] == 2 * 2 and figures["tars"] > 1
+    assert figures["pack_mb_s"] > 0 and figures["copy_mb_s"] > 0
+    assert figures["pack_over_copy"] == pytest.approx(figures["pack_mb_s"] / figures["copy_mb_s"])
+    assert figures["imports_peak_mib"] < figures["pack_peak_mib"] < figures["imports_peak_mib"] + 200
+
+
 def run_shards_benchmark(tmp_path, *args) -> tuple[dict, float]:
     """The benchmark's JSON record, and its wall time measured here."""
     report = tmp_path / "shards.json"
