@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import re
 import shutil
@@ -224,6 +225,25 @@ def benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def token_files_manifest(folder: Path, presets: dict, videos: dict) -> Path:
+    """`folder/manifest.jsonl` and its token files, written directly in the workflow's layout
+    (random tokens: `benchmarks/data_loading.py`): every video (name -> width, height, frames
+    at 25 fps) in every preset (name -> config entry)."""
+    from fractions import Fraction
+
+    from avtokens.presets import make_audio_setting, make_preset
+
+    write_episode = benchmark("data_loading").write_episode
+    rows = [
+        write_episode(folder, make_preset(name, fields), make_audio_setting(name, fields), frames,
+                      Fraction(25), width, height, video)
+        for name, fields in presets.items()
+        for video, (width, height, frames) in videos.items()
+    ]  # fmt: skip
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder / "manifest.jsonl"
 
 
 def tar_samples(tars) -> dict[str, dict[str, bytes]]:

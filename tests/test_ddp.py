@@ -17,12 +17,11 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, benchmark
+from helpers import REPO, token_files_manifest
 from torch.utils.data import DataLoader
 
 from avtokens.data import (
@@ -34,7 +33,6 @@ from avtokens.data import (
     epoch_batches,
     rank_share,
 )
-from avtokens.presets import make_audio_setting, make_preset
 
 CLIP_LENGTH, BATCH = 8, 4  # as the README's loops take them: clip_length=8, batch_size=4
 # name: (width, height, frames at 25 fps): 136, 36 and 24 latent frames of 17-frame windows
@@ -50,25 +48,10 @@ MANIFEST = "results/example/manifest.jsonl"  # where the README's loops read it
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """results/example/manifest.jsonl with the three videos in both presets."""
-    data_loading = benchmark("data_loading")
     root = tmp_path_factory.mktemp("ddp")
     folder = root / "results" / "example"
     folder.mkdir(parents=True)
-    rows = [
-        data_loading.write_episode(
-            folder,
-            make_preset(name, fields),
-            make_audio_setting(name, fields),
-            frames,
-            Fraction(25),
-            width,
-            height,
-            video,
-        )
-        for name, fields in PRESETS.items()
-        for video, (width, height, frames) in VIDEOS.items()
-    ]
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    token_files_manifest(folder, PRESETS, VIDEOS)
     for preset in PRESETS:
         clips = AlignedClips(root / MANIFEST, clip_length=CLIP_LENGTH, preset=preset)
         assert Counter(clips.videos[v].video for v, _, _ in clips.clips) == CLIPS

@@ -4,18 +4,16 @@ files as `safetensors` reads them: not through the packer's own code."""
 import io
 import json
 import tarfile
-from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
-from helpers import benchmark, tar_samples, token_slice
+from helpers import tar_samples, token_files_manifest, token_slice
 from torch.utils.data import DataLoader
 
 from avtokens.data import AlignedClips, PackedClips, collate_padded
 from avtokens.data.packed_sample import decode_sample
 from avtokens.packing import PackSettings, pack_clips, sample_key
-from avtokens.presets import make_audio_setting, make_preset
 
 PRESETS = {  # one continuous and one discrete, with DAC's and Mimi's codes
     "CV8x8x8": {"kind": "CV", "temporal": 8, "spatial": 8, "window": 17},
@@ -27,24 +25,7 @@ SHARD_BYTES = 4_000  # a few clips a tar
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    data_loading = benchmark("data_loading")
-    folder = tmp_path_factory.mktemp("tokens")
-    rows = [
-        data_loading.write_episode(
-            folder,
-            make_preset(name, fields),
-            make_audio_setting(name, fields),
-            frames,
-            Fraction(25),
-            width,
-            height,
-            video,
-        )
-        for name, fields in PRESETS.items()
-        for video, (width, height, frames) in VIDEOS.items()
-    ]
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder / "manifest.jsonl"
+    return token_files_manifest(tmp_path_factory.mktemp("tokens"), PRESETS, VIDEOS)
 
 
 def from_npy(data: bytes) -> np.ndarray:
