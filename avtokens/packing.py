@@ -142,16 +142,25 @@ def pack_clips(
         for index in indices[np.random.default_rng(seed).permutation(len(indices))].tolist():
             video_index, start, _ = clips.clips[index]
             key = sample_key(clips.videos[video_index].video, clips.videos[video_index].preset, start)
-            shards.add(
-                {
-                    f"{key}.{extension}": data
-                    for extension, data in sample_files(clips, index, sources).items()
-                }
-            )
+            try:
+                files = sample_files(clips, index, sources)
+            except (ValueError, IndexError, KeyError, RuntimeError, AvTokensError) as err:
+                # what the token files hold cannot be cut (an OSError is the machine's: it goes on up)
+                reason = f"its token files cannot be cut into clips ({err})"
+                raise UnreadableVideo(clips.videos[video_index].video, reason) from err
+            shards.add({f"{key}.{extension}": data for extension, data in files.items()})
         shards.close()
     finally:
         shards.abandon()
     return shards.written
+
+
+class UnreadableVideo(AvTokensError):
+    """A video's token files could not be cut into clips: `video`, and `reason`."""
+
+    def __init__(self, video: str, reason: str):
+        super().__init__(f"video {video}: {reason}")
+        self.video, self.reason = video, reason
 
 
 class _TarShards:
@@ -288,9 +297,7 @@ def pack_part(
     sheet lists them (name -> source file), for the samples' records and to name those that
     came with no runs (`unfinished` upstream). Returns the part's record."""
     folder, dest = Path(folder), Path(folder) / part
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in [*dest.glob("*.tar"), *dest.glob("*.tar.idx")]:
-        old.unlink()
+    _clear(dest)
     failed, good = {}, []
     for run in runs:
         video, problem = _video_of(run), token_file_problem(run)
@@ -315,42 +322,55 @@ def pack_part(
         "failed": failed,
         "unfinished": sorted(set(videos or []) - {row["video"] for row in rows} - set(failed)),
     }
-    if len(too_short) < len(rows):
-        clips = AlignedClips(
-            dest / "manifest.jsonl",
-            settings.clip_latent_frames,
-            stride=settings.stride,
-            tail=settings.tail,
-            verify="none",
-        )
-        split = [settings.split_of(video.video) for video in clips.videos]
-        for name in SPLITS:
-            indices = [i for i, (video, _, _) in enumerate(clips.clips) if split[video] == name]
-            for path, samples in pack_clips(
-                clips,
-                indices,
-                dest,
-                name,
-                shard_bytes=settings.shard_bytes,
-                seed=settings.seed,
-                sources=videos,
-            ):
-                record["tars"].append(
-                    {
-                        "path": f"{part}/{path.name}",
-                        "split": name,
-                        "samples": samples,
-                        "bytes": path.stat().st_size,
-                    }
-                )
-        record["tokens"] = {key: rows[0][key] for key in TOKEN_FIELDS}
-        record["tokens"]["stand_in_weights"] = any(row["stand_in_weights"] for row in rows)
-        counts = Counter(clips.videos[video].video for video, _, _ in clips.clips)
-        record["videos"] = {
-            video.video: {"split": split[i], "clips": counts[video.video]}
-            for i, video in enumerate(clips.videos)
-        }
+    while len(too_short) < len(rows):
+        try:
+            _pack_splits(record, dest, part, settings, videos)
+            break
+        except UnreadableVideo as err:  # left out, and the part packed again without it
+            failed[err.video] = err.reason
+            log.error("video %s not packed: %s", err.video, err.reason)
+            _clear(dest)
+            good = [run for run in good if _video_of(run) != err.video]
+            write_manifest(good, dest / "manifest.jsonl")
+            rows = [row for row in rows if row["video"] != err.video]
+            record["tars"] = []
     return record
+
+
+def _clear(dest: Path) -> None:
+    """A part's folder, without the tars of an earlier packing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in [*dest.glob("*.tar"), *dest.glob("*.tar.idx")]:
+        old.unlink()
+
+
+def _pack_splits(record: dict, dest: Path, part: str, settings: PackSettings, videos) -> None:
+    """Cut the videos of `dest/manifest.jsonl` into clips and pack each split's into its tars,
+    filling in `record`'s tars, videos and what the tokens are."""
+    clips = AlignedClips(
+        dest / "manifest.jsonl",
+        settings.clip_latent_frames,
+        stride=settings.stride,
+        tail=settings.tail,
+        verify="none",
+    )
+    split = [settings.split_of(video.video) for video in clips.videos]
+    for name in SPLITS:
+        indices = [i for i, (video, _, _) in enumerate(clips.clips) if split[video] == name]
+        tars = pack_clips(
+            clips, indices, dest, name, shard_bytes=settings.shard_bytes, seed=settings.seed, sources=videos
+        )
+        record["tars"] += [
+            {"path": f"{part}/{path.name}", "split": name, "samples": samples, "bytes": path.stat().st_size}
+            for path, samples in tars
+        ]
+    rows = [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()]
+    record["tokens"] = {key: rows[0][key] for key in TOKEN_FIELDS}
+    record["tokens"]["stand_in_weights"] = any(row["stand_in_weights"] for row in rows)
+    counts = Counter(clips.videos[video].video for video, _, _ in clips.clips)
+    record["videos"] = {
+        video.video: {"split": split[i], "clips": counts[video.video]} for i, video in enumerate(clips.videos)
+    }
 
 
 def _video_of(run: dict) -> str:
@@ -551,8 +571,6 @@ def check_pack(index_paths: list[str], output: Path | str) -> None:
         index = json.loads(Path(path).read_text())
         indexes[index["preset"]] = index
     problems = pack_problems(indexes)
-    for line in problems:
-        log.error("%s", line)
     if problems:
         raise AvTokensError(
             f"{len(problems)} problem(s) packing {', '.join(indexes)}: " + "; ".join(problems)

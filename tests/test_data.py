@@ -2,12 +2,14 @@
 
 import contextlib
 import gc
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -584,7 +586,12 @@ def test_packing_again_gives_the_same_bytes(data_run, tmp_path):
             ).read_bytes()
 
 
-def test_a_damaged_or_missing_token_file_is_named_and_the_other_videos_pack(data_run, tmp_path, caplog):
+def test_a_video_whose_codes_cannot_be_cut_or_whose_file_is_missing_is_named_and_the_others_pack(
+    data_run, tmp_path, caplog
+):
+    """A token file whose bytes its summary describes but whose code ranges point past its codes
+    (as after a rerun of `summarize` on a damaged file, in per-video mode: the file is newer)
+    is found as its clips are cut; the part is packed again without it."""
     results = data_run / "results" / "example"
     copied = tmp_path / "results"
     shutil.copytree(results / "CV8x8x8", copied / "CV8x8x8")
@@ -597,19 +604,27 @@ def test_a_damaged_or_missing_token_file_is_named_and_the_other_videos_pack(data
         }
         for video in VIDEOS
     ]
-    damaged = Path(runs[0]["audio_tokens"])
-    data = bytearray(damaged.read_bytes())
-    data[-5] ^= 0xFF
-    damaged.write_bytes(bytes(data))
+    garbled = Path(runs[0]["audio_tokens"])
+    data = bytearray(garbled.read_bytes())
+    (size,) = struct.unpack("<Q", data[:8])  # safetensors: the header's length, the header, the data
+    begin = 8 + size + json.loads(data[8 : 8 + size])["code_ranges"]["data_offsets"][0]
+    data[begin + 7] = 0x7F  # the first latent frame's codes start past the end of the codes
+    garbled.write_bytes(bytes(data))
+    summary = json.loads(Path(runs[0]["summary"]).read_text())
+    summary["files"]["audio_tokens"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    Path(runs[0]["summary"]).write_text(json.dumps(summary))
     Path(runs[2]["visual_tokens"]).unlink()
     packed = tmp_path / "packed" / "CV8x8x8"
     record = pack_part(runs, packed, "all", PackSettings(**PACK), sources(data_run))
     assert sorted(record["failed"]) == ["long", "tiny"] and list(record["videos"]) == ["short"]
-    assert "not the file its summary describes" in record["failed"]["long"]
+    assert record["failed"]["long"].startswith("its token files cannot be cut into clips (")
     assert record["failed"]["tiny"].endswith("tiny_visual_tokens.safetensors: missing")
-    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+    assert sorted(
         f"video {video} not packed: {record['failed'][video]}" for video in ("long", "tiny")
-    ]
+    ) == sorted(r.message for r in caplog.records if r.levelname == "ERROR")
+    tars = [packed / tar["path"] for tar in record["tars"]]
+    assert {key.split("/")[0] for key in tar_samples(tars)} == {"short"}  # nothing of long's is left
+    assert sorted(p.name for p in (packed / "all").glob("*.tar")) == sorted(t.name for t in tars)
     write_dataset(packed, "CV8x8x8", [record])
     with pytest.raises(
         AvTokensError,
@@ -639,3 +654,26 @@ def test_a_new_video_packs_its_own_part_only(data_run):
     dry = whole_account(dry_run)
     assert "output: results/example/packed/CV8x8x8/shard00001.pack.json" in dry
     assert "output: results/example/packed/CV8x8x8/shard00000.pack.json" not in dry
+
+
+def test_the_pack_target_fails_naming_a_video_whose_token_file_is_damaged(data_run, tmp_path):
+    """As a user runs it: a copy of the run, one token file damaged, `snakemake pack` again."""
+    work = tmp_path / "w"
+    shutil.copytree(data_run, work)
+    damaged = work / "results" / "example" / "CV8x8x8" / "tokens" / "long_audio_tokens.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-3] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    overlay = {"videos": str(data_run.parent / "videos.tsv"), "weights": "demo", "presets": PRESETS,
+               "run": list(PRESETS), "results": "results/example", "shard_size": len(VIDEOS),
+               "pack": {**PACK, "presets": ["CV8x8x8"]}}  # fmt: skip
+    proc = run_workflow(work, overlay, "pack", "--forcerun", "pack_part", check=False)
+    assert proc.returncode != 0
+    named = [line for line in proc.stderr.splitlines() if "video long not packed" in line]
+    assert named and all(
+        "long_audio_tokens.safetensors: not the file its summary describes" in n for n in named
+    )
+    packed = work / "results" / "example" / "packed"
+    assert not (packed / "pack_complete.json").exists()
+    index = json.loads((packed / "CV8x8x8" / "dataset.json").read_text())
+    assert sorted(index["videos"]) == ["short", "tiny"] and list(index["failed"]) == ["long"]
