@@ -90,6 +90,7 @@ def sample_files(clips: AlignedClips, index: int, sources: dict[str, str] | None
         "window_start": clip["window_start"].tolist(),
         "fps": f"{video.fps.numerator}/{video.fps.denominator}",
         "family": video.family,
+        "release": video.release,
         "kind": video.kind,
         "temporal": video.factors[0],
         "spatial": video.factors[1],

@@ -481,6 +481,11 @@ def test_every_packed_clip_is_its_token_files_slice_and_a_video_is_in_one_split(
                     row["source_sha256"],
                 )
                 assert record["source"] == sources(data_run)[row["video"]]
+                assert (record["family"], record["release"], record["kind"]) == (
+                    row["family"],
+                    row["release"],
+                    row["kind"],
+                )
         card = (data_run / "results" / "example" / "packed" / preset / "README.md").read_text()
         assert (
             f"| train | 2 | {len(found['train'])} |" in card and f"| val | 1 | {len(found['val'])} |" in card

@@ -40,6 +40,7 @@ class VideoTokens:
     # fit: pad: the latent positions the picture covers (x, y, width, height), the rest pad
     content: tuple[int, int, int, int] | None = None
     source_sha256: str | None = None  # of the video file the tokens were made from
+    release: str = ""  # of the tokenizer family (avtokens.visual_tokenizers), "" where rows lack it
 
     @property
     def latents_per_window(self) -> int:
@@ -116,7 +117,7 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
             latent_size=(row["latent_height"], row["latent_width"]), bucket=row.get("bucket"),
             first_tick=row.get("first_tick", 0),
             content=latent_rect(row.get("picture_rect"), row["spatial"]),
-            source_sha256=row.get("source_sha256"),
+            source_sha256=row.get("source_sha256"), release=row.get("release", ""),
         )  # fmt: skip
     except KeyError as err:
         raise AvTokensError(f"{where}: the row has no {err.args[0]!r}; write the manifest again with "
