@@ -526,10 +526,17 @@ if dist.is_initialized():
 """
 
 
-def packed_epoch(folder, workdir, ranks: int) -> list[dict]:
-    """What each rank saw of an epoch (PACKED_EPOCH), in one process or under torchrun; a run
-    that does not end within two minutes (a rank waiting in a collective) fails."""
+def packed_epoch(folder, workdir, ranks: int, monkeypatch) -> list[dict]:
+    """What each rank saw of an epoch (PACKED_EPOCH): in this process for one rank, else under
+    torchrun, where a run that does not end within two minutes (a rank waiting in a collective)
+    fails."""
     (workdir / "epoch.py").write_text(PACKED_EPOCH)
+    if ranks == 1:
+        with monkeypatch.context() as patched:
+            patched.chdir(workdir)
+            patched.setattr(sys, "argv", ["epoch.py", str(folder)])
+            exec(compile(PACKED_EPOCH, "epoch.py", "exec"), {})
+        return [json.loads((workdir / "seen0.json").read_text())]
     launcher = (
         ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else []
     )
@@ -549,12 +556,12 @@ def packed_epoch(folder, workdir, ranks: int) -> list[dict]:
 
 
 def test_energon_and_packed_clips_read_every_train_clip_once_per_epoch_on_one_rank_and_on_two(
-    data_run, tmp_path
+    data_run, tmp_path, monkeypatch
 ):
     """megatron-energon as installed from PyPI, on the folder as the workflow left it."""
     folder = data_run / "results" / "example" / "packed" / "CV8x8x8"
     expected = tar_samples(packed_tars(data_run, "CV8x8x8", "train"))
-    (alone,) = packed_epoch(folder, tmp_path, 1)
+    (alone,) = packed_epoch(folder, tmp_path, 1, monkeypatch)
     assert sorted(key for key, *_ in alone["energon"]) == sorted(alone["ours"]) == sorted(expected)
     for key, video, start, shape, dtype, codes, last in alone["energon"]:
         decoded = decode_sample(expected[key])
@@ -565,7 +572,7 @@ def test_energon_and_packed_clips_read_every_train_clip_once_per_epoch_on_one_ra
             "torch.bfloat16",
         )
         assert codes == len(decoded["audio_codes"]) == last
-    two = packed_epoch(folder, tmp_path, 2)
+    two = packed_epoch(folder, tmp_path, 2, monkeypatch)
     shares = [[key for key, *_ in rank["energon"]] for rank in two]
     assert sorted(shares[0] + shares[1]) == sorted(expected) and shares[0] and shares[1]  # each on one rank
     assert len(two[0]["ours"]) == len(two[1]["ours"])  # PackedClips: equal steps (padded)
@@ -682,3 +689,24 @@ def test_the_pack_target_fails_naming_a_video_whose_token_file_is_damaged(data_r
     assert not (packed / "pack_complete.json").exists()
     index = json.loads((packed / "CV8x8x8" / "dataset.json").read_text())
     assert sorted(index["videos"]) == ["short", "tiny"] and list(index["failed"]) == ["long"]
+
+
+def test_the_readmes_loops_over_packed_shards_run_as_written(data_run):
+    """Energon's (3 steps of its endless stream, not 1,000), webdataset's and PackedClips', on
+    the shards `snakemake pack` wrote (cwd: the run's folder, as after `make run`)."""
+    section = (REPO / "README.md").read_text().split("## Packed training shards", 1)[1].split("\n## ", 1)[0]
+    energon, plain, ours = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert energon.count("range(1000)") == 1
+    for code, check in (
+        (energon.replace("range(1000)", "range(3)"), lambda found: found["step"] == 2),
+        (
+            plain,
+            lambda found: (
+                found["visual"].dtype == torch.int64 and found["offsets"][-1] == len(found["codes"])
+            ),
+        ),
+        (ours, lambda found: found["batch"]["visual"].shape[0] >= 1),
+    ):
+        found = {}
+        exec(compile(code, "README.md", "exec"), found)
+        assert check(found)
