@@ -28,7 +28,7 @@ import logging
 import shutil
 import tarfile
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -233,14 +233,9 @@ class PackSettings:
     clip_latent_frames: int
     stride: int | None = None  # latent frames from one clip's start to the next; None: the clip length
     tail: str = "drop"  # a video's last latent frames that do not fill a clip: dropped, or a "short" clip
-    shard_bytes: int = 1 << 30
+    shard_bytes: int = 1_000_000_000  # the defaults are config/config.yaml's
     seed: int = 0
-    val_fraction: float = 0.0  # of the videos (never of a video's clips), chosen by a hash of the name
-
-    @classmethod
-    def from_config(cls, section: dict) -> PackSettings:
-        names = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in section.items() if key in names})
+    val_fraction: float = 0.05  # of the videos (never of a video's clips), chosen by a hash of the name
 
     def split_of(self, video: str) -> str:
         """ "val" for about `val_fraction` of the videos, "train" for the others: by a hash of
@@ -325,7 +320,7 @@ def pack_part(
     }
     while len(too_short) < len(rows):
         try:
-            _pack_splits(record, dest, part, settings, videos)
+            record.update(_pack_splits(dest, part, settings, rows, videos))
             break
         except UnreadableVideo as err:  # left out, and the part packed again without it
             failed[err.video] = err.reason
@@ -334,7 +329,6 @@ def pack_part(
             good = [run for run in good if _video_of(run) != err.video]
             write_manifest(good, dest / "manifest.jsonl")
             rows = [row for row in rows if row["video"] != err.video]
-            record["tars"] = []
     return record
 
 
@@ -345,9 +339,9 @@ def _clear(dest: Path) -> None:
         old.unlink()
 
 
-def _pack_splits(record: dict, dest: Path, part: str, settings: PackSettings, videos) -> None:
-    """Cut the videos of `dest/manifest.jsonl` into clips and pack each split's into its tars,
-    filling in `record`'s tars, videos and what the tokens are."""
+def _pack_splits(dest: Path, part: str, settings: PackSettings, rows: list[dict], videos) -> dict:
+    """Cut the videos of `dest/manifest.jsonl` (its `rows`) into clips and pack each split's into
+    its tars. Returns the part record's tars, videos and what the tokens are."""
     clips = AlignedClips(
         dest / "manifest.jsonl",
         settings.clip_latent_frames,
@@ -356,22 +350,24 @@ def _pack_splits(record: dict, dest: Path, part: str, settings: PackSettings, vi
         verify="none",
     )
     split = [settings.split_of(video.video) for video in clips.videos]
+    packed = []
     for name in SPLITS:
         indices = [i for i, (video, _, _) in enumerate(clips.clips) if split[video] == name]
         tars = pack_clips(
             clips, indices, dest, name, shard_bytes=settings.shard_bytes, seed=settings.seed, sources=videos
         )
-        record["tars"] += [
+        packed += [
             {"path": f"{part}/{path.name}", "split": name, "samples": samples, "bytes": path.stat().st_size}
             for path, samples in tars
         ]
-    rows = [json.loads(line) for line in (dest / "manifest.jsonl").read_text().splitlines()]
-    record["tokens"] = {key: rows[0][key] for key in TOKEN_FIELDS}
-    record["tokens"]["stand_in_weights"] = any(row["stand_in_weights"] for row in rows)
     counts = Counter(clips.videos[video].video for video, _, _ in clips.clips)
-    record["videos"] = {
-        video.video: {"split": split[i], "clips": counts[video.video]} for i, video in enumerate(clips.videos)
-    }
+    return {
+        "tars": packed,
+        "tokens": {**{key: rows[0][key] for key in TOKEN_FIELDS},
+                   "stand_in_weights": any(row["stand_in_weights"] for row in rows)},
+        "videos": {video.video: {"split": split[i], "clips": counts[video.video]}
+                   for i, video in enumerate(clips.videos)},
+    }  # fmt: skip
 
 
 def _video_of(run: dict) -> str:
@@ -403,7 +399,9 @@ def write_dataset(folder: Path | str, preset: str, records: list[dict]) -> dict:
             for name in SPLITS
         },
         "videos": {name: files for record in records for name, files in sorted(record["videos"].items())},
-        **{key: _merged(records, key) for key in ("too_short", "failed", "unfinished")},
+        "too_short": sorted(video for record in records for video in record["too_short"]),
+        "failed": {video: why for record in records for video, why in record["failed"].items()},
+        "unfinished": sorted(video for record in records for video in record["unfinished"]),
     }
     meta = folder / ".nv-meta"
     if meta.exists():
@@ -469,13 +467,6 @@ def dataset_card(index: dict) -> str:
         if index[key]:
             lines += ["", f"Videos {what}: {', '.join(sorted(index[key]))}."]
     return "\n".join(lines) + "\n"
-
-
-def _merged(records: list[dict], key: str):
-    values = [record[key] for record in records]
-    return (
-        {k: v for value in values for k, v in value.items()} if key == "failed" else sorted(sum(values, []))
-    )
 
 
 def _prepare_for_energon(folder: Path, paths: list[str]) -> None:

@@ -9,6 +9,6 @@ run_rule(
     write_part,
     runs,
     snakemake.output.record,
-    PackSettings.from_config(params.settings),
+    PackSettings(**params.settings),
     params.videos,
 )
