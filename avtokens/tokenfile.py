@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from avtokens.storage import ObjectRanges, is_url
+
 if TYPE_CHECKING:
     import torch
 
@@ -156,19 +158,38 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         data, offset = data[written:], offset + written
 
 
-class TokenFileReader:
-    """Parts of a token file, read by byte range (`os.pread`): the latent frames of a clip
-    cost their own bytes, however long the video. `bytes_read` counts what was read."""
+class _LocalFile:
+    """Byte ranges of a local file (`os.preadv`, straight into the caller's buffer)."""
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+    def __init__(self, path: Path):
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        return os.preadv(self._fd, [view], offset)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class TokenFileReader:
+    """Parts of a token file, read by byte range: the latent frames of a clip cost their own
+    bytes, however long the video. `bytes_read` counts what was read.
+
+    `path`: a local file, or an object's URL (`s3://bucket/key`: `avtokens.storage`, each
+    range one ranged request; `storage_options` go to its fsspec filesystem)."""
+
+    def __init__(self, path, storage_options: dict | None = None):
+        remote = is_url(path)
+        self.path = path if remote else Path(path)
+        self._file = ObjectRanges(path, storage_options) if remote else _LocalFile(self.path)
         try:
-            (size,) = struct.unpack("<Q", self._pread(8, 0))
-            file_size = os.fstat(self._fd).st_size
-            if size > file_size - 8:  # garbage, not a length: do not try to allocate it
-                raise ValueError(f"a header of {size} bytes in a file of {file_size}")
-            header = json.loads(self._pread(size, 8))
+            (size,) = struct.unpack("<Q", self._read(8, 0))
+            if size > self._file.size - 8:  # garbage, not a length: do not try to allocate it
+                raise ValueError(f"a header of {size} bytes in a file of {self._file.size}")
+            header = json.loads(self._read(size, 8))
         except (struct.error, ValueError) as err:
             self.close()
             raise ValueError(f"{self.path}: not a safetensors file ({err})") from None
@@ -177,10 +198,15 @@ class TokenFileReader:
         self._data_start = 8 + size
         self.bytes_read = 8 + size
 
-    def _pread(self, size: int, offset: int) -> bytes:
-        data = os.pread(self._fd, size, offset)
-        if len(data) != size:
-            raise ValueError(f"{self.path}: ends early ({len(data)} of {size} bytes at {offset})")
+    def _read(self, size: int, offset: int) -> bytearray:
+        """`size` bytes from byte `offset`, read into the buffer they are returned in."""
+        data, done = bytearray(size), 0
+        view = memoryview(data)
+        while done < size:
+            count = self._file.read_into(view[done:], offset + done)
+            if count == 0:
+                raise ValueError(f"{self.path}: ends early ({done} of {size} bytes at {offset})")
+            done += count
         return data
 
     def shape(self, name: str) -> list[int]:
@@ -225,23 +251,16 @@ class TokenFileReader:
         return torch.frombuffer(self._data(name, offset, size), dtype=dtype).reshape(shape)
 
     def _data(self, name: str, offset: int, size: int) -> bytearray:
-        """`size` bytes of tensor `name` from byte `offset` of its data, counted in `bytes_read`:
-        read into the buffer they are returned in (a tensor or array on it copies nothing)."""
-        data, done = bytearray(size), 0
-        where = self._data_start + self._entries[name]["data_offsets"][0] + offset
-        view = memoryview(data)
-        while done < size:
-            count = os.preadv(self._fd, [view[done:]], where + done)
-            if count == 0:
-                raise ValueError(f"{self.path}: ends early ({done} of {size} bytes at {where})")
-            done += count
+        """`size` bytes of tensor `name` from byte `offset` of its data, counted in `bytes_read`
+        (a tensor or array on the buffer copies nothing)."""
+        data = self._read(size, self._data_start + self._entries[name]["data_offsets"][0] + offset)
         self.bytes_read += size
         return data
 
     def close(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-            self._fd = None
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
 
     __del__ = close
 

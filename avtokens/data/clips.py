@@ -4,6 +4,7 @@ tokens and exactly its audio codes, read by byte range from the token files."""
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class AlignedClips(Dataset):
     `joint_tokens` (discrete tokens only): also a flat id sequence per clip in the dataset's
     `vocabulary`.
 
+    `manifests` may be objects (`s3://bucket/results/manifest.jsonl`): a clip is then read with
+    one ranged request per token file, its own bytes; `storage_options` go to fsspec
+    (credentials and endpoint are otherwise the environment's, as boto3 finds them).
+
     A clip is a dict: `video`, `preset`, `start` (first latent frame), `visual` (CV bf16
     [L, h, w, 16], DV int64 [L, h, w]), the audio as above, `frame_start` (int64 [L]: the
     first video frame of each latent frame), `time` (float64 [L]: its time in seconds),
@@ -48,13 +53,15 @@ class AlignedClips(Dataset):
 
     def __init__(self, manifests, clip_length: int, preset: str | None = None, stride: int | None = None,
                  tail: str = "drop", audio: str = "ragged", block_size: int | None = None,
-                 joint_tokens: bool = False, verify: str = "size", open_files: int = 64):  # fmt: skip
+                 joint_tokens: bool = False, verify: str = "size", open_files: int = 64,
+                 storage_options: dict | None = None):  # fmt: skip
         if clip_length < 1 or (stride is not None and stride < 1):
             raise ValueError(f"clip_length and stride must be positive, not {clip_length} and {stride}")
         if tail not in ("drop", "short") or audio not in ("ragged", "blocks"):
             raise ValueError(f"tail must be 'drop' or 'short' (not {tail!r}), audio 'ragged' or 'blocks' "
                              f"(not {audio!r})")  # fmt: skip
-        self.videos = read_manifests(manifests, preset, verify)
+        self.videos = read_manifests(manifests, preset, verify, storage_options)
+        self.storage_options = storage_options
         first = self.videos[0]
         self.layout = first.layout
         self.vocabulary = JointVocabulary.of(first) if self.layout.vocabulary is not None else None
@@ -79,9 +86,10 @@ class AlignedClips(Dataset):
             raise AvTokensError(
                 f"no video has {clip_length} latent frames: no clips (tail='short' keeps shorter ones)"
             )
-        self._readers: OrderedDict[Path, TokenFileReader] = OrderedDict()
+        self._readers: OrderedDict[Path | str, TokenFileReader] = OrderedDict()
         self._open_files, self._bytes_of_closed = open_files, 0
-        self._small: dict[Path, dict[str, torch.Tensor]] = {}
+        self._small: dict[Path | str, dict[str, torch.Tensor]] = {}
+        self._readers_pid = os.getpid()
 
     def __getstate__(self) -> dict:
         # A worker started by spawning opens its own files.
@@ -109,13 +117,16 @@ class AlignedClips(Dataset):
         """Bytes this process has read from token files."""
         return self._bytes_of_closed + sum(reader.bytes_read for reader in self._readers.values())
 
-    def _reader(self, path: Path) -> TokenFileReader:
+    def _reader(self, path: Path | str) -> TokenFileReader:
         # Opened lazily, so that each data-loader worker has its own; the least recently
-        # used is closed beyond `open_files`.
+        # used is closed beyond `open_files`. A forked worker leaves its parent's alone: an
+        # object's reader holds a connection pool and event loop of the parent's.
+        if self._readers_pid != os.getpid():
+            self._readers, self._readers_pid = OrderedDict(), os.getpid()
         if path in self._readers:
             self._readers.move_to_end(path)
         else:
-            self._readers[path] = TokenFileReader(path)
+            self._readers[path] = TokenFileReader(path, self.storage_options)
             if len(self._readers) > self._open_files:
                 closed_path, closed = self._readers.popitem(last=False)
                 closed.close()
@@ -123,7 +134,7 @@ class AlignedClips(Dataset):
                 self._small.pop(closed_path, None)
         return self._readers[path]
 
-    def _small_tensor(self, path: Path, name: str) -> torch.Tensor:
+    def _small_tensor(self, path: Path | str, name: str) -> torch.Tensor:
         """frame_spans and code_ranges: a few bytes per latent frame, read once per file and
         kept while it is open."""
         reader = self._reader(path)

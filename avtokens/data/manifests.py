@@ -12,6 +12,7 @@ from pathlib import Path
 from avtokens import AvTokensError
 from avtokens.audio_codecs import LEGACY_CODEC_ROW
 from avtokens.media import sha256_of
+from avtokens.storage import folder_of, is_url, joined, object_sizes, read_text
 from avtokens.visual_tokenizers import LEGACY_FAMILY, LatentLayout, visual_tokenizer
 
 
@@ -26,8 +27,8 @@ class VideoTokens:
     kind: str
     factors: tuple[int, int]  # temporal, spatial
     window: int
-    visual: Path
-    audio: Path
+    visual: Path | str  # a local file, or an object's URL (avtokens.storage)
+    audio: Path | str
     latent_frames: int
     fps: Fraction
     codec: str  # of the audio: avtokens.audio_codecs
@@ -53,22 +54,30 @@ class VideoTokens:
         return visual_tokenizer(self.family).layout(self.kind)
 
 
-def read_manifests(manifests, preset: str | None = None, verify: str = "size") -> list[VideoTokens]:
+def read_manifests(manifests, preset: str | None = None, verify: str = "size",
+                   storage_options: dict | None = None) -> list[VideoTokens]:  # fmt: skip
     """The rows of one or more manifest.jsonl files for one preset (`preset` may be left out
     when they hold only one), with their files checked: `verify` "size" (present, same size
     as when the manifest was written), "sha256" (also the same content: reads every file
-    whole once) or "none"."""
+    whole once) or "none".
+
+    A manifest may be an object (`s3://bucket/results/manifest.jsonl`): its token files are
+    then the objects beside it, checked by size with a listing per folder, not a request per
+    file; `storage_options` go to fsspec (avtokens.storage)."""
     if verify not in ("size", "sha256", "none"):
         raise ValueError(f"verify must be 'size', 'sha256' or 'none', not {verify!r}")
     manifests = [manifests] if isinstance(manifests, (str, os.PathLike)) else list(manifests)
     rows = []
-    for manifest in map(Path, manifests):
+    for manifest in manifests:
+        manifest = manifest if is_url(manifest) else Path(manifest)
         try:
-            lines = manifest.read_text(encoding="utf-8").splitlines()
+            lines = read_text(manifest, storage_options).splitlines()
         except OSError as err:
             raise AvTokensError(f"{manifest}: cannot be read ({err.strerror or err})") from None
         rows += [
-            (f"{manifest}:{n}", manifest.parent, json.loads(line)) for n, line in enumerate(lines, 1) if line
+            (f"{manifest}:{n}", folder_of(manifest), json.loads(line))
+            for n, line in enumerate(lines, 1)
+            if line
         ]
     presets = sorted({row["preset"] for _, _, row in rows})
     if preset is None and len(presets) > 1:
@@ -90,10 +99,12 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
             for v in kinds.values()
         ]
         raise AvTokensError("one dataset needs one kind of tokens, but " + " and ".join(described))
+    remote = [path for video in videos for path in (video.visual, video.audio) if is_url(path)]
+    sizes = object_sizes(remote, storage_options) if remote and verify != "none" else {}
     problems = [
         p
         for video, (_, _, row) in zip(videos, chosen, strict=True)
-        for p in _file_problems(video, row, verify)
+        for p in _file_problems(video, row, verify, sizes, storage_options)
     ]
     if problems:
         raise AvTokensError(f"{len(problems)} token file(s) missing or changed since the manifest was "
@@ -101,7 +112,7 @@ def read_manifests(manifests, preset: str | None = None, verify: str = "size") -
     return videos
 
 
-def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
+def _video_tokens(where: str, base: Path | str, row: dict) -> VideoTokens:
     # A manifest written before codecs were plug-ins has neither family nor codec: Cosmos and
     # DAC as they were then, not today's defaults.
     row = {"family": LEGACY_FAMILY, **LEGACY_CODEC_ROW, **row}
@@ -110,7 +121,7 @@ def _video_tokens(where: str, base: Path, row: dict) -> VideoTokens:
             where=where, video=row["video"], preset=row["preset"], family=row["family"],
             kind=row["kind"],
             factors=(row["temporal"], row["spatial"]), window=row["window"],
-            visual=base / row["visual_tokens"], audio=base / row["audio_tokens"],
+            visual=joined(base, row["visual_tokens"]), audio=joined(base, row["audio_tokens"]),
             latent_frames=row["latent_frames"], fps=Fraction(row["fps"]),
             codec=row["audio_codec"], codebooks=row["audio_codebooks"],
             codebook_size=row["audio_codebook_size"], code_clock=(row["audio_sample_rate"], row["audio_hop"]),
@@ -133,16 +144,21 @@ def latent_rect(rect: list[int] | None, spatial: int) -> tuple[int, int, int, in
     return left, top, -(-(x + width) // spatial) - left, -(-(y + height) // spatial) - top
 
 
-def _file_problems(video: VideoTokens, row: dict, verify: str) -> list[str]:
+def _file_problems(video: VideoTokens, row: dict, verify: str, object_sizes: dict[str, int],
+                   storage_options: dict | None) -> list[str]:  # fmt: skip
+    """What is wrong with a row's files; `object_sizes`: the sizes of the objects among them."""
     problems = []
     if verify == "none":
         return problems
     for part, path in (("visual_tokens", video.visual), ("audio_tokens", video.audio)):
-        size = path.stat().st_size if path.is_file() else None
+        if is_url(path):
+            size = object_sizes.get(path)
+        else:
+            size = path.stat().st_size if path.is_file() else None
         if size is None:
             problems.append(f"{video.where}: {path}: no such file")
         elif size != row[f"{part}_bytes"]:
             problems.append(f"{video.where}: {path}: {size} bytes, the manifest says {row[f'{part}_bytes']}")
-        elif verify == "sha256" and sha256_of(path) != row[f"{part}_sha256"]:
+        elif verify == "sha256" and sha256_of(path, storage_options=storage_options) != row[f"{part}_sha256"]:
             problems.append(f"{video.where}: {path}: its sha256 differs from the manifest's")
     return problems

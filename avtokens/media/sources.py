@@ -34,9 +34,12 @@ def video_record(info: VideoInfo, decoded: DecodedVideo) -> dict:
     return {**info.as_metadata(), **decoded._asdict(), "duration": float(decoded.frame_count / info.fps)}
 
 
-def sha256_of(path: Path | str, chunk: int = 1 << 22) -> str:
+def sha256_of(path: Path | str, chunk: int = 1 << 22, storage_options: dict | None = None) -> str:
+    """The sha256 of a file, or of an object (a URL: avtokens.storage)."""
+    from avtokens.storage import opened
+
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with opened(path, chunk, storage_options) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
