@@ -63,9 +63,9 @@ rule check_run:
 onsuccess:
     targets = set(workflow.dag_settings.targets)
     if targets & {"pack", PACK_COMPLETE}:
-        print(PLAN.pack_note())
+        print(PLAN.pack_note(STORAGE_PREFIX))
     if not targets or targets - {"pack", PACK_COMPLETE}:
-        print(PLAN.outputs_note(get_final_output(), REPORT_OVERVIEW))
+        print(PLAN.outputs_note(get_final_output(), REPORT_OVERVIEW, STORAGE_PREFIX))
 
 
 # A run that failed before its verdict (which names them itself): the videos left out at the

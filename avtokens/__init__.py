@@ -8,8 +8,7 @@ nothing here imports torch. Training code reads token files with `load_tokens`.
 __version__ = "0.1.0"
 
 
-class AvTokensError(Exception):
-    """An error the user can act on; its message is shown as one line, without traceback."""
+from avtokens.errors import AvTokensError  # noqa: F401 (the package's error, importable from here)
 
 
 def load_tokens(path, device="cpu"):

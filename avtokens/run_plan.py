@@ -18,10 +18,12 @@ import os
 import time
 from collections.abc import Iterable
 
+from avtokens import AvTokensError
 from avtokens.checkpoints import checkpoint_folder
 from avtokens.media import unusable_source
 from avtokens.presets import AudioSetting, grid_presets, make_audio_setting, make_preset
 from avtokens.renamed_keys import renamed_keys
+from avtokens.storage import is_url, object_sizes
 
 DEMO_WEIGHTS = "resources/demo_weights"  # where stand-in checkpoints are built
 # The per-video stages by the scope of their jobs, in run order: what a stage makes, it makes
@@ -45,9 +47,12 @@ class RunPlan:
 
     `rows`: the sheet's (name, path) rows; `made_here`: sources a rule of the workflow makes
     (so not missing before it runs). A listed file that does not exist or cannot be read is
-    left out (`left_out`), so that the rest of a large sheet still runs."""
+    left out (`left_out`), so that the rest of a large sheet still runs; so is a listed object
+    (`s3://bucket/key`) that is not in its bucket, found by one listing per folder
+    (`storage_options`: fsspec's, avtokens.storage)."""
 
-    def __init__(self, config: dict, sheet: str, rows: Iterable[tuple[str, str]], made_here: Iterable = ()):
+    def __init__(self, config: dict, sheet: str, rows: Iterable[tuple[str, str]], made_here: Iterable = (),
+                 storage_options: dict | None = None):  # fmt: skip
         self.config, self.sheet, self.started = config, sheet, time.time()
         for message in renamed_keys(config):
             raise ConfigError(message)
@@ -60,8 +65,15 @@ class RunPlan:
         made_here = {os.path.normpath(path) for path in made_here}
         self.left_out = {}  # name -> path, with `reasons` why
         self.reasons = {}
+        try:
+            objects = object_sizes([path for _, path in rows if is_url(path)], storage_options)
+        except AvTokensError as err:
+            raise ConfigError(f"{sheet}: {err}") from None
         for name, path in rows:
-            reason = None if os.path.normpath(path) in made_here else unusable_source(path)
+            if is_url(path):
+                reason = None if path in objects else "no such object"
+            else:
+                reason = None if os.path.normpath(path) in made_here else unusable_source(path)
             if reason:
                 self.left_out[name], self.reasons[name] = path, reason
         self.videos = {name: path for name, path in rows if name not in self.left_out}
@@ -175,10 +187,11 @@ class RunPlan:
         return [f"{path}: {self.reasons[name]} (video {name} of {self.sheet}); left out"
                 for name, path in self.left_out.items()]  # fmt: skip
 
-    def outputs_note(self, outputs: list[str], report: str) -> str:
+    def outputs_note(self, outputs: list[str], report: str, under: str = "") -> str:
         """What a finished run tells its user: where its outputs and report are, and which
-        presets ran on stand-in weights."""
-        results = self.results
+        presets ran on stand-in weights. `under`: the storage prefix they are objects under."""
+        results, report = under_prefix(under, self.results), under_prefix(under, report)
+        outputs = [under_prefix(under, path) for path in outputs]
         lines = [f"\nOutputs under {results}/ (per preset: tokens/, reconstructed/, metrics/):"]
         if self.shards:
             lines.append(f"  {len(self.videos)} videos in {len(self.shards)} shards of up to "
@@ -193,10 +206,11 @@ class RunPlan:
                          "says what they look like); use `weights: official` for real ones.")  # fmt: skip
         return "\n".join(lines)
 
-    def pack_note(self) -> str:
-        """Where `snakemake pack` left the packed datasets."""
-        lines = [f'\nPacked training shards under {self.results}/packed/ (README, "Packed training shards"):']
-        lines += [f"  {self.results}/packed/{name}/  (README.md: what it holds; .nv-meta/: Energon's index)"
+    def pack_note(self, under: str = "") -> str:
+        """Where `snakemake pack` left the packed datasets (`under`: the storage prefix)."""
+        results = under_prefix(under, self.results)
+        lines = [f'\nPacked training shards under {results}/packed/ (README, "Packed training shards"):']
+        lines += [f"  {results}/packed/{name}/  (README.md: what it holds; .nv-meta/: Energon's index)"
                   for name in self.pack_presets]  # fmt: skip
         return "\n".join(lines)
 
@@ -293,6 +307,12 @@ class RunPlan:
             for stage in stages
             for shard in self.shards
         ]
+
+
+def under_prefix(prefix: str, path: str) -> str:
+    """`path` as the object it is under a storage prefix (Snakemake's default storage), or as
+    it is without one."""
+    return f"{prefix.rstrip('/')}/{path}" if prefix else path
 
 
 def _described(source: dict) -> str:

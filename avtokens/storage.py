@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import posixpath
 from pathlib import Path
 
-from avtokens import AvTokensError
+from avtokens.errors import AvTokensError
+
+# Set by the workflow (rules/common.smk) when Snakemake's default storage provider keeps the
+# run's files in a bucket: the folder of a job's local copies of them, which the job is given.
+LOCAL_COPIES_VARIABLE = "AVTOKENS_LOCAL_COPIES"
+
+
+def as_declared(path) -> str:
+    """`path` as the workflow declares it: a job's local copy of a file of the default storage
+    is named without the folder of the copies. What token files record of their checkpoints
+    then does not depend on where the run kept its files."""
+    path, copies = str(path), os.environ.get(LOCAL_COPIES_VARIABLE)
+    return path[len(copies) + 1 :] if copies and path.startswith(f"{copies}/") else path
 
 
 def is_url(path) -> bool:

@@ -41,6 +41,17 @@ _SOME_JOBS_FAILED = "At least one job did not complete successfully"
 _ERROR_LINE = re.compile(r"^\S+ \S+ ERROR (.+)$")
 # Failures named again at the end of a run, at most; the complete log has them all.
 SHOWN_FAILURES = 5
+# How Snakemake names a job's file in a storage provider ("s3://bucket/key (send to storage)"),
+# and where it keeps the job's local copy of it (its default --local-storage-prefix).
+_STORAGE_NOTE = re.compile(r" \((send to|retrieve from) storage\)$")
+LOCAL_STORAGE = Path(".snakemake/storage")
+
+
+def local_copy(path: str) -> str:
+    """The file a job reads or wrote for `path`: itself, or for an object (`s3://bucket/key`)
+    the local copy Snakemake made of it."""
+    protocol, found, rest = path.partition("://")
+    return str(LOCAL_STORAGE / protocol / rest) if found else path
 
 
 @dataclass
@@ -55,16 +66,27 @@ class FailedJob:
     inputs: list[str]
     logs: list[str]
 
+    def __post_init__(self) -> None:
+        self.inputs = [_STORAGE_NOTE.sub("", str(path)) for path in self.inputs]
+        self.logs = [_STORAGE_NOTE.sub("", str(path)) for path in self.logs]
+
     def reason(self) -> str | None:
-        """The job's last error line, from its log."""
+        """The job's last error line, from its log (an object's: from its local copy), with an
+        object's local copy named as the object."""
         for log in self.logs:
             try:
-                lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+                lines = Path(local_copy(log)).read_text(encoding="utf-8", errors="replace").splitlines()
             except OSError:
                 continue
             errors = [match[1] for line in lines if (match := _ERROR_LINE.match(line))]
             if errors:
-                return errors[-1]
+                reason = errors[-1]
+                for path in self.inputs:
+                    copy = local_copy(path)
+                    reason = (
+                        f"{path}{reason[len(copy) :]}" if copy != path and reason.startswith(copy) else reason
+                    )
+                return reason
         return None
 
     def blamed_input(self, reason: str | None) -> str | None:

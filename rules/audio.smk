@@ -6,7 +6,7 @@
 
 rule extract_wav:
     input:
-        source=of_plan("source", "video"),
+        source=source_input,
     output:
         wav=WAV,
         timeline=TIMELINE,
@@ -23,14 +23,16 @@ rule audio_encode:
     input:
         wav=audio_file(WAV),
         timeline=audio_file(TIMELINE),
-        weights=of_plan("codec_files", "codec", "weights"),
+        weights=checkpoint_files(of_plan("codec_files", "codec", "weights")),
     output:
         codes=CODES,
     log:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_encode.log",
     params:
         codec=of_plan("codec_params", "codec"),
-        checkpoint=of_plan("codec_folder", "codec", "weights"),
+        checkpoint=checkpoint_as_found(
+            of_plan("codec_folder", "codec", "weights"), of_plan("codec_files", "codec", "weights")
+        ),
         weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,
@@ -46,14 +48,16 @@ rule audio_encode:
 rule audio_decode:
     input:
         codes=CODES,
-        weights=of_plan("codec_files", "codec", "weights"),
+        weights=checkpoint_files(of_plan("codec_files", "codec", "weights")),
     output:
         wav=RECONSTRUCTED_WAV,
     log:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_decode.log",
     params:
         codec=of_plan("codec_params", "codec"),
-        checkpoint=of_plan("codec_folder", "codec", "weights"),
+        checkpoint=checkpoint_as_found(
+            of_plan("codec_folder", "codec", "weights"), of_plan("codec_files", "codec", "weights")
+        ),
         weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,

@@ -16,8 +16,9 @@ PACKAGE_ROOT = os.path.dirname(workflow.current_basedir.get_path_or_uri(secret_f
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 from avtokens.outcome import left_out_message, written_since
-from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet
+from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet, under_prefix
 from avtokens.shards import fill_pattern, remove_records, unfinished_records
+from avtokens.storage import LOCAL_COPIES_VARIABLE, is_url
 
 
 def validated(data, schema, what):
@@ -38,12 +39,39 @@ def validated(data, schema, what):
 
 
 EXAMPLE_VIDEO = "resources/example/example.mp4"  # made by rules/example.smk
+
+
+def s3_storage_options():
+    """fsspec's options for the objects this process reads itself (the sheet's `s3://` sources):
+    the endpoint and keys given to Snakemake's S3 storage plugin, if any (else s3fs finds them
+    where boto3 does: the environment, ~/.aws)."""
+    tagged = (workflow.storage_provider_settings or {}).get("s3")
+    settings = tagged.get_settings(None) if tagged is not None else None
+    given = {"endpoint_url": "endpoint_url", "key": "access_key", "secret": "secret_key"}
+    return {option: getattr(settings, name) for option, name in given.items() if getattr(settings, name, None)}
+
+
+# Where a run's files are, when Snakemake's default storage provider keeps them in a bucket:
+# the prefix its outputs go under ("" for local files), for the messages that name them, and
+# the folder of a job's local copies of them (avtokens.storage.as_declared).
+STORAGE_PREFIX = ""
+if workflow.storage_settings.default_storage_provider:
+    STORAGE_PREFIX = workflow.storage_settings.default_storage_prefix
+    os.environ[LOCAL_COPIES_VARIABLE] = os.path.join(
+        workflow.storage_registry.default_storage_provider.local_prefix, STORAGE_PREFIX.partition("://")[2]
+    )
+
+
 # A config or sheet that cannot run stops before any job, with one line saying what is wrong
 # and what to do (a WorkflowError would be printed inside Snakemake's account of the frames).
 try:
     validated(config, "../config/schemas/config.schema.yaml", "config")
     sheet = validated(read_sheet(config["videos"]), "../config/schemas/videos.schema.yaml", config["videos"])
-    PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO])
+    PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO],
+                   storage_options=s3_storage_options())  # fmt: skip
+    if PLAN.shards and (STORAGE_PREFIX or any(map(is_url, PLAN.videos.values()))):
+        raise ConfigError("config: shard mode (`shard_size` > 0) reads and writes local files only so far; "
+                          "with objects (s3:// sources, a default storage provider) set `shard_size: 0`")  # fmt: skip
 except ConfigError as err:
     print(f"ERROR {err}", file=sys.stderr)
     raise SystemExit(1)
@@ -192,6 +220,43 @@ def held_by_another_run(paths):
 def of_plan(method, *wildcard_names):
     """Input or params function: the plan's `method` of the job's wildcards of those names."""
     return lambda wildcards: getattr(PLAN, method)(*(getattr(wildcards, name) for name in wildcard_names))
+
+
+def source_input(wildcards):
+    """Input function: a video's source as its jobs take it: an object (`s3://...`) through its
+    storage plugin; a file a rule of this workflow makes (the example) as any output; any other
+    file as the local file it is, also when a default storage provider keeps the results in a
+    bucket (which would otherwise look for it there)."""
+    path = PLAN.source(wildcards.video)
+    if is_url(path):
+        return storage(path)
+    return path if os.path.normpath(path) == os.path.normpath(EXAMPLE_VIDEO) else local(path)
+
+
+def checkpoint_files(files_of):
+    """Input function: a job's checkpoint files `files_of(wildcards)`; with a default storage
+    provider, objects whose local copies are kept after the run (`keep_local`): fetched once
+    for a run, as Snakemake does, and not again by the next run on this machine."""
+
+    def get(wildcards):
+        files = files_of(wildcards)
+        if not STORAGE_PREFIX:
+            return files
+        return [storage(under_prefix(STORAGE_PREFIX, path), keep_local=True) for path in files]
+
+    return get
+
+
+def checkpoint_as_found(folder_of, files_of):
+    """Params function: the checkpoint folder `folder_of(wildcards)` as the job finds it, beside
+    its `weights` input (`files_of(wildcards)`): in place, or with a default storage provider in
+    the local copy Snakemake made of them. The same value as before in place, so no job reruns."""
+
+    def get(wildcards, input):
+        declared, found = files_of(wildcards)[0], input.weights[0]
+        return found[: len(found) - len(declared)] + folder_of(wildcards)
+
+    return get
 
 
 def audio_file(pattern):

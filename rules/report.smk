@@ -61,7 +61,7 @@ rule token_table:
 
 rule compare_video:
     input:
-        source=of_plan("source", "video"),
+        source=source_input,
         reconstruction=VISUAL_MP4,
         frame_metrics=FRAME_METRICS,
         visual_tokens=VISUAL_TOKENS,

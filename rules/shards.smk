@@ -69,7 +69,7 @@ use rule extract_wav as shard_extract_wav with:
 use rule audio_encode as shard_audio_encode with:
     input:
         records=upstream("extract_wav"),
-        weights=of_plan("codec_files", "codec", "weights"),
+        weights=checkpoint_files(of_plan("codec_files", "codec", "weights")),
     output:
         record=PLAN.shard_record("audio_encode"),
     log:
@@ -81,7 +81,7 @@ use rule audio_encode as shard_audio_encode with:
 use rule audio_decode as shard_audio_decode with:
     input:
         records=upstream("audio_encode"),
-        weights=of_plan("codec_files", "codec", "weights"),
+        weights=checkpoint_files(of_plan("codec_files", "codec", "weights")),
     output:
         record=PLAN.shard_record("audio_decode"),
     log:
@@ -106,7 +106,7 @@ use rule summarize_audio as shard_summarize_audio with:
 use rule visual_encode as shard_visual_encode with:
     input:
         sources=shard_sources,
-        weights=model_files("encoder", "decoder"),
+        weights=checkpoint_files(model_files("encoder", "decoder")),
     output:
         record=PLAN.shard_record("visual_encode"),
     log:
@@ -119,7 +119,7 @@ use rule visual_decode as shard_visual_decode with:
     input:
         records=upstream("visual_encode"),
         sources=shard_sources,
-        weights=model_files("decoder"),
+        weights=checkpoint_files(model_files("decoder")),
     output:
         record=PLAN.shard_record("visual_decode"),
     log:

@@ -4,15 +4,15 @@
 
 rule visual_encode:
     input:
-        source=of_plan("source", "video"),
-        weights=model_files("encoder", "decoder"),
+        source=source_input,
+        weights=checkpoint_files(model_files("encoder", "decoder")),
     output:
         tokens=VISUAL_TOKENS,
     log:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
     params:
         preset=of_plan("visual_params", "preset"),
-        checkpoint=of_plan("model_folder", "preset"),
+        checkpoint=checkpoint_as_found(of_plan("model_folder", "preset"), model_files("encoder", "decoder")),
         weights_lock=of_plan("preset_lock", "preset"),
         picture=config["picture"],
     resources:
@@ -29,8 +29,8 @@ rule visual_encode:
 rule visual_decode:
     input:
         tokens=VISUAL_TOKENS,
-        weights=model_files("decoder"),
-        source=of_plan("source", "video"),
+        weights=checkpoint_files(model_files("decoder")),
+        source=source_input,
     output:
         video=VISUAL_MP4,
         frame_metrics=FRAME_METRICS,
@@ -38,7 +38,7 @@ rule visual_decode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:
         preset=of_plan("visual_params", "preset"),
-        checkpoint=of_plan("model_folder", "preset"),
+        checkpoint=checkpoint_as_found(of_plan("model_folder", "preset"), model_files("decoder")),
         weights_lock=of_plan("preset_lock", "preset"),
         crf=config["reconstruction"]["crf"],
         x264_preset=config["reconstruction"]["x264_preset"],

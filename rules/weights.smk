@@ -19,7 +19,8 @@ rule download_weights:
         "logs/download/{folder}/{file}.log",
     params:
         source=of_plan("official_source", "folder"),
-        folder=f"{PLAN.checkpoints}/{{folder}}",
+        # the output's folder, where the job finds it (a default storage provider's local copy)
+        folder=lambda wildcards, output: output[0][: -len(wildcards.file) - 1],
     localrule: True
     priority: 100
     conda:

@@ -225,3 +225,27 @@ def test_torchrun_ranks_and_their_workers_read_only_their_clips_byte_ranges(s3, 
             frames += 0 if first < reader._data_start or first in small else r.body_bytes
     by_name = {video.video: video for video in local.videos}
     assert frames == sum(sum(clip_bytes(by_name[video], start, 8)) for video, start in seen)
+
+
+def test_a_sheet_s_objects_are_checked_with_a_listing_and_a_missing_one_left_out(s3, few_retries):
+    import yaml
+
+    from avtokens.run_plan import ConfigError, RunPlan
+    from avtokens.workflow import DEFAULT_CONFIG
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    there = f"s3://{BUCKET}/{PREFIX}/manifest.jsonl"  # any object stands for a video here
+    rows = [("there", there), ("gone", f"s3://{BUCKET}/{PREFIX}/gone.mp4")]
+    since = len(s3.requests)
+    plan = RunPlan(config, "videos.tsv", rows)
+    assert s3.counts(since) == {"LIST": 1}
+    assert plan.videos == {"there": there}
+    assert plan.left_out_lines() == [
+        f"s3://{BUCKET}/{PREFIX}/gone.mp4: no such object (video gone of videos.tsv); left out"
+    ]
+
+    s3.fail_next(2, "AccessDenied")
+    with pytest.raises(ConfigError) as err:
+        RunPlan(config, "videos.tsv", rows)
+    denied = "access denied (check the credentials and the bucket's policy)"
+    assert str(err.value) == f"videos.tsv: s3://{BUCKET}/{PREFIX}: {denied}"

@@ -117,6 +117,23 @@ def test_each_failure_is_one_line_as_it_happens_and_the_end_names_them_again(tmp
     ]
 
 
+def test_a_failure_of_an_object_names_the_object_and_reads_the_log_s_local_copy(tmp_path, monkeypatch):
+    """With a storage provider Snakemake names a job's files as objects ("s3://b/k (retrieve
+    from storage)"); the job read and wrote local copies of them under .snakemake/storage/."""
+    monkeypatch.chdir(tmp_path)
+    video, log = "s3://avt-videos/in/bad.mp4", "s3://avt-results/run/results/logs/bad.extract_wav.log"
+    copy = tmp_path / ".snakemake/storage/s3/avt-results/run/results/logs/bad.extract_wav.log"
+    copy.parent.mkdir(parents=True)
+    write_log(copy, "ERROR .snakemake/storage/s3/avt-videos/in/bad.mp4: not a readable video (Invalid data)")
+    shown = handler()
+    shown.lines(job_info(1, "extract_wav", rate="44100", video="bad"))
+    inputs, logs = [f"{video} (retrieve from storage)"], [f"{log} (send to storage)"]
+    assert shown.lines(job_error(1, "extract_wav", inputs, logs)) == [
+        f"ERROR video bad: {video}: not a readable video (Invalid data). Fix or replace the file, or remove "
+        "its row from the sheet, and run again"
+    ]
+
+
 def test_the_end_names_each_failure_once_after_the_last_progress(tmp_path):
     shown = handler()
     lines = []

@@ -18,6 +18,7 @@ from avtokens import AvTokensError
 from avtokens.atomic import write_saved
 from avtokens.audio_codecs.base import AudioCodec, overlapping_windows
 from avtokens.joblog import warn_stand_in
+from avtokens.storage import as_declared
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class DacModel:
         self.stand_in = bool(package["metadata"].get("avtokens_stand_in", False))
         self.encode_context = math.ceil(_receptive_field(model.encoder, upsampling=False) / self.hop) + 1
         self.decode_context = math.ceil(_receptive_field(model.decoder, upsampling=True)) + 1
-        self.record = {"name": codec.name, "file": str(path), "sha256": sha256, "stand_in": self.stand_in,
-                       "hop": self.hop, "codebooks": self.codebooks,
+        self.record = {"name": codec.name, "file": as_declared(path), "sha256": sha256,
+                       "stand_in": self.stand_in, "hop": self.hop, "codebooks": self.codebooks,
                        "codebook_size": self.codebook_size}  # fmt: skip
         if self.stand_in:
             warn_stand_in(log, path, "codes")

@@ -28,6 +28,7 @@ from pathlib import Path
 from avtokens import AvTokensError
 from avtokens.audio_codecs.base import AudioCodec, overlapping_windows
 from avtokens.joblog import warn_stand_in
+from avtokens.storage import as_declared
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class MimiModel:
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
             warn_stand_in(log, folder, "codes")
-        self.record = {"name": codec.name, "repo": codec.repo, "file": str(folder / WEIGHTS),
+        self.record = {"name": codec.name, "repo": codec.repo, "file": as_declared(folder / WEIGHTS),
                        "sha256": digests[WEIGHTS], "config_sha256": digests[CONFIG],
                        "stand_in": self.stand_in, "hop": self.hop, "codebooks": codebooks,
                        "codebook_size": self.codebook_size, "encode": "streaming (exact)",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from avtokens import AvTokensError
 from avtokens.joblog import warn_stand_in
+from avtokens.storage import as_declared
 from avtokens.visual_tokenizers.base import VisualTokenizer
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class _WanVAE:
         self.stand_in = (folder / STAND_IN_FILE).is_file()
         if self.stand_in:
             warn_stand_in(log, folder, "tokens")
-        self.record = {"file": str(folder / WEIGHTS), "repo": preset.repo, "sha256": digests[WEIGHTS],
+        self.record = {"file": as_declared(folder / WEIGHTS), "repo": preset.repo, "sha256": digests[WEIGHTS],
                        "config_sha256": digests[CONFIG], "dtype": str(self.dtype).removeprefix("torch."),
                        "stand_in": self.stand_in, "engine": "eager"}  # fmt: skip
         self.metadata = {

@@ -22,6 +22,7 @@ import torch
 from avtokens import AvTokensError
 from avtokens.joblog import warn_stand_in
 from avtokens.media import sha256_of
+from avtokens.storage import as_declared
 from avtokens.visual_tokenizers.cosmos.fsq import CODEBOOK_SIZE
 from avtokens.visual_tokenizers.cosmos.network import DECODER_VARIANTS, network_from_release
 from avtokens.visual_tokenizers.cosmos.stand_in import STAND_IN_MARKER
@@ -118,7 +119,7 @@ class _CosmosNetwork:
         self.stand_in = bool(extra[STAND_IN_MARKER])
         tiny = self.stand_in and json.loads(extra[STAND_IN_MARKER]).get("network", "tiny") == "tiny"
         self.record = {
-            "file": str(path),
+            "file": as_declared(path),
             "repo": preset.repo,
             "sha256": sha256 or sha256_of(path),
             "dtype": str(self.dtype).removeprefix("torch."),
