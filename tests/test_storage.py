@@ -51,6 +51,13 @@ def s3(tmp_path_factory):
             os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
+@pytest.fixture(autouse=True)
+def no_failure_left_over(s3):
+    """A test's failures to come that its requests did not take are not the next test's."""
+    yield
+    s3.fail_next(0, "SlowDown")
+
+
 @pytest.fixture
 def few_retries(monkeypatch):
     """Two tries by s3fs of one by botocore each (5 of 5 by default, with back-off: a minute
@@ -142,11 +149,8 @@ def test_a_bucket_manifest_whose_objects_changed_or_went_is_refused_naming_them(
 def test_a_manifest_that_cannot_be_read_is_named_in_one_line(s3, few_retries, url, failure, message):
     if failure:
         s3.fail_next(failure[1], failure[0])
-    try:
-        with pytest.raises(AvTokensError) as err:
-            AlignedClips(url, clip_length=8, preset="DV8x16x16")
-    finally:
-        s3.fail_next(0, "SlowDown")
+    with pytest.raises(AvTokensError) as err:
+        AlignedClips(url, clip_length=8, preset="DV8x16x16")
     assert str(err.value).startswith(f"{url}: {message}") and "\n" not in str(err.value)
 
 
