@@ -98,6 +98,7 @@ def run_stage(snakemake, stage) -> None:
     named inputs and outputs are the one item), or a shard job (`params.shard`: the rows and
     file patterns of its videos; `input.records`: the upstream stages' records)."""
     from avtokens.shards import Item, ShardJob, run_items, shard_items
+    from avtokens.storage import RunStorage
 
     if "shard" not in snakemake.params.keys():
         item = Item(snakemake.wildcards.video, dict(snakemake.input.items()), dict(snakemake.output.items()))
@@ -121,6 +122,7 @@ def run_stage(snakemake, stage) -> None:
             not_run=not_run,
             wildcards=dict(snakemake.wildcards.items()),
             stage_name=snakemake.rule.rpartition("shard_")[2],  # also as a module's `prefix_shard_<stage>`
+            storage=RunStorage.of_run(),
         )
         run_items(stage, items, job)
 

@@ -23,7 +23,7 @@ from avtokens.checkpoints import checkpoint_folder
 from avtokens.media import unusable_source
 from avtokens.presets import AudioSetting, grid_presets, make_audio_setting, make_preset
 from avtokens.renamed_keys import renamed_keys
-from avtokens.storage import is_url, object_sizes
+from avtokens.storage import is_url, object_entries
 
 DEMO_WEIGHTS = "resources/demo_weights"  # where stand-in checkpoints are built
 # The per-video stages by the scope of their jobs, in run order: what a stage makes, it makes
@@ -66,9 +66,13 @@ class RunPlan:
         self.left_out = {}  # name -> path, with `reasons` why
         self.reasons = {}
         try:
-            objects = object_sizes([path for _, path in rows if is_url(path)], storage_options)
+            objects = object_entries([path for _, path in rows if is_url(path)], storage_options)
         except AvTokensError as err:
             raise ConfigError(f"{sheet}: {err}") from None
+        # What each object source is (shard jobs rerun when it changes: avtokens.shards.files_state)
+        self.object_identities = {
+            url: [url, entry["size"], entry.get("ETag")] for url, entry in objects.items()
+        }
         for name, path in rows:
             if is_url(path):
                 reason = None if path in objects else "no such object"

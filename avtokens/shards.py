@@ -23,11 +23,13 @@ What Snakemake no longer sees per video is kept here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +39,7 @@ from pathlib import Path
 from avtokens import AvTokensError
 from avtokens.atomic import atomic_output, error_chain, storage_problem
 from avtokens.background import prefetched
+from avtokens.storage import RunStorage, as_declared, fetch_object, is_url, local_copy, object_identity
 
 log = logging.getLogger(__name__)
 RECORD_FORMAT = "avtokens-shard/1"
@@ -45,11 +48,14 @@ RECORD_SUFFIX = ".shard.json"
 
 @dataclass
 class Item:
-    """One video's files for one stage: name -> path of its inputs and outputs."""
+    """One video's files for one stage: name -> path of its inputs and outputs; `sources`: the
+    inputs that are the sheet's file of the video (a local file or an object's URL), not a file
+    of the run."""
 
     name: str
     inputs: dict[str, str]
     outputs: dict[str, str]
+    sources: tuple[str, ...] = ()
 
 
 class Stage:
@@ -90,6 +96,7 @@ class ShardJob:
     not_run: dict[str, str] = field(default_factory=dict)
     wildcards: dict[str, str] = field(default_factory=dict)
     stage_name: str = ""
+    storage: RunStorage | None = None  # the run's files are objects there (avtokens.storage)
 
     @property
     def journal(self) -> Path:
@@ -101,7 +108,16 @@ def unfinished_marker(record: Path | str) -> Path:
     return Path(record).with_suffix(".unfinished")
 
 
-def _identity(path: str) -> list:
+def _identity(path: str, storage: RunStorage | None = None) -> list:
+    """What a file is, to tell when it changed: a local file's size and modification time; an
+    object's size and ETag (a URL, a local copy of one, or with `storage` a file of the run),
+    which do not depend on when a copy of it was made."""
+    if is_url(path):
+        return object_identity(path)
+    if storage is None and as_declared(path) != path:  # a local copy of one of the run's objects
+        storage = RunStorage.of_run()
+    if storage is not None:
+        return storage.identity(path)
     try:
         st = os.stat(path)
     except OSError:
@@ -109,15 +125,21 @@ def _identity(path: str) -> list:
     return [path, st.st_size, st.st_mtime_ns]
 
 
-def files_state(paths: Iterable[str]) -> str:
-    """A digest of the files' sizes and modification times: it changes when one of them does."""
-    return hashlib.sha256(json.dumps([_identity(p) for p in paths]).encode()).hexdigest()
+def files_state(paths: Iterable[str], known: Mapping[str, list] | None = None) -> str:
+    """A digest of the files' sizes and modification times (or objects' sizes and ETags, from
+    `known` where it has them): it changes when one of them does."""
+    identities = [(known or {}).get(p) or _identity(p) for p in paths]
+    return hashlib.sha256(json.dumps(identities).encode()).hexdigest()
 
 
-def video_key(item: Item, shared: str) -> str:
+def video_key(item: Item, shared: str, storage: RunStorage | None = None) -> str:
     """What a video's outputs were made from: what the job shares (`job_state`) and the
-    video's own input files (size and modification time, as Snakemake judges staleness)."""
-    inputs = sorted((name, _identity(path)) for name, path in item.inputs.items())
+    video's own input files (size and modification time, as Snakemake judges staleness; an
+    object's size and ETag)."""
+    inputs = sorted(
+        (name, _identity(path, None if name in item.sources else storage))
+        for name, path in item.inputs.items()
+    )
     return hashlib.sha256(json.dumps([shared, inputs]).encode()).hexdigest()
 
 
@@ -153,34 +175,62 @@ def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> N
         for item in items:
             stage.run(item, stage.prepare(item))
         return
+    stored = job.storage
+    if stored is not None:
+        with contextlib.suppress(AvTokensError):  # no journal yet
+            stored.fetch(job.journal)
     known = read_journal(job.journal)
     shared = job_state(job)
-    keys = {item.name: video_key(item, shared) for item in items}
+    keys = {item.name: video_key(item, shared, stored) for item in items}
+    made = (lambda path: stored.exists(path)) if stored is not None else os.path.exists
     todo = [
         item
         for item in items
-        if known.get(item.name) != keys[item.name] or not all(map(os.path.exists, item.outputs.values()))
+        if known.get(item.name) != keys[item.name] or not all(map(made, item.outputs.values()))
     ]
     failed: dict[str, str] = {}
     started = time.monotonic()
     log.info("%s: %d videos, %d to do, %d done before, %d not run (failed upstream)",
              job.stage_name, len(items), len(todo), len(items) - len(todo), len(job.not_run))  # fmt: skip
-    if todo:
-        stage.open()
-        with open(job.journal, "a", encoding="utf-8") as journal:
-            for item, prepared, error in prefetched(todo, lambda i: _prepare(stage, i), depth=1):
-                if error is None:
-                    error = _attempt(stage, item, prepared)
-                if error is None:
-                    journal.write(json.dumps({"video": item.name, "key": keys[item.name]}) + "\n")
-                    journal.flush()
-                else:
-                    failed[item.name] = error
-                    log.error("video %s failed in %s: %s", item.name, job.stage_name, error)
+    try:
+        if todo:
+            stage.open()
+            with open(job.journal, "a", encoding="utf-8") as journal:
+                prepare = lambda i: _prepare(stage, i, stored)  # noqa: E731
+                for item, prepared, error in prefetched(todo, prepare, depth=1):
+                    if error is None:
+                        error = _attempt(stage, item, prepared, stored)
+                    if error is None:
+                        journal.write(json.dumps({"video": item.name, "key": keys[item.name]}) + "\n")
+                        journal.flush()
+                    else:
+                        failed[item.name] = error
+                        log.error("video %s failed in %s: %s", item.name, job.stage_name, error)
+    finally:
+        if stored is not None and os.path.exists(job.journal):  # also when a fault stops the job
+            stored.store(job.journal)
     done = {i.name: {**i.inputs, **i.outputs} for i in items if i.name not in failed}
     write_record(job, done, failed)
     log.info("%s: %d made, %d failed, %.1f s", job.stage_name, len(todo) - len(failed), len(failed),
              time.monotonic() - started)  # fmt: skip
+
+
+def staged(item: Item, storage: RunStorage | None) -> Item:
+    """`item` with the files a stage can open: its sources that are objects fetched to local
+    copies, and with `storage` its other inputs too, and its outputs' local copies to write."""
+    inputs = dict(item.inputs)
+    for name in item.sources:
+        if is_url(inputs[name]):
+            inputs[name] = fetch_object(inputs[name], local_copy(inputs[name]))
+        elif storage is not None and not os.path.exists(inputs[name]):  # made by the run (the example)
+            inputs[name] = storage.fetch(inputs[name])
+    if storage is None:
+        return Item(item.name, inputs, item.outputs, item.sources)
+    inputs |= {name: storage.fetch(path) for name, path in item.inputs.items() if name not in item.sources}
+    outputs = {name: storage.local(path) for name, path in item.outputs.items()}
+    for path in outputs.values():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    return Item(item.name, inputs, outputs, item.sources)
 
 
 def _reason(err: BaseException) -> str:
@@ -236,16 +286,22 @@ def _video_fault(err: Exception, item: Item, failed: str) -> str:
     return _reason(err)
 
 
-def _prepare(stage: Stage, item: Item):
+def _prepare(stage: Stage, item: Item, storage: RunStorage | None):
     try:
-        return item, stage.prepare(item), None
+        local = staged(item, storage)
+        return item, (local, stage.prepare(local)), None
     except Exception as err:  # reported for this video; the shard goes on
         return item, None, _video_fault(err, item, "preparing failed")
 
 
-def _attempt(stage: Stage, item: Item, prepared) -> str | None:
+def _attempt(stage: Stage, item: Item, prepared, storage: RunStorage | None) -> str | None:
+    """Run the stage on the video's local files; with `storage`, put its outputs in their objects."""
+    local, prepared = prepared
     try:
-        stage.run(item, prepared)
+        stage.run(local, prepared)
+        if storage is not None:
+            for path in item.outputs.values():
+                storage.store(path)
     except Exception as err:  # reported for this video; the shard goes on
         return _video_fault(err, item, "failed")
     return None
@@ -267,10 +323,14 @@ def write_record(job: ShardJob, done: dict[str, dict], failed: dict[str, str]) -
     if failed or job.not_run:
         with atomic_output(marker) as tmp:
             tmp.write_text("".join(f"{name}\n" for name in [*failed, *job.not_run]), encoding="utf-8")
+        if job.storage is not None:
+            job.storage.store(str(marker))
     with atomic_output(job.record) as tmp:
         tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if not (failed or job.not_run):
         marker.unlink(missing_ok=True)
+        if job.storage is not None:
+            job.storage.remove(str(marker))
 
 
 def read_record(path) -> dict:
@@ -299,7 +359,8 @@ def shard_items(videos: Iterable[tuple[str, str]], inputs: dict[str, str], outpu
             continue
         files = {key: source if pattern == "source" else fill_pattern(pattern, {"video": name})
                  for key, pattern in {**inputs, **outputs}.items()}  # fmt: skip
-        items.append(Item(name, {key: files[key] for key in inputs}, {key: files[key] for key in outputs}))
+        items.append(Item(name, {key: files[key] for key in inputs}, {key: files[key] for key in outputs},
+                          tuple(key for key, pattern in inputs.items() if pattern == "source")))  # fmt: skip
     return items, not_run
 
 
@@ -312,14 +373,21 @@ def fill_pattern(pattern: str, values: dict[str, str]) -> str:
 
 def per_video_files(paths: Iterable, key: str) -> list[str]:
     """`paths` themselves, except that a shard record (shard mode) stands for the file `key`
-    of each video done in it, in record order."""
+    of each video done in it, in record order (`local_files`: where the job can open them)."""
     files = []
     for path in map(str, paths):
         if path.endswith(RECORD_SUFFIX):
-            files += [done[key] for done in read_record(path)["done"].values()]
+            files += local_files([done[key] for done in read_record(path)["done"].values()])
         else:
             files.append(path)
     return files
+
+
+def local_files(paths: list[str]) -> list[str]:
+    """The files a shard record lists, where a job can open them: themselves, or when the run's
+    files are objects (avtokens.storage.RunStorage) their local copies, fetched."""
+    storage = RunStorage.of_run()
+    return paths if storage is None else [storage.fetch(path) for path in paths]
 
 
 def manifest_runs(summary_records: Iterable, audio_records: Iterable, audio_of: dict) -> list[dict]:
@@ -330,17 +398,18 @@ def manifest_runs(summary_records: Iterable, audio_records: Iterable, audio_of: 
     for path in audio_records:
         record = read_record(path)
         for name, files in record["done"].items():
-            audio[_audio_scope(record["wildcards"]), name] = files["summary"]
+            audio[_audio_scope(record["wildcards"]), name] = local_files([files["summary"]])[0]
     runs = []
     for path in summary_records:
         record = read_record(path)
         scope = audio_of[record["wildcards"]["preset"]]
         for name, files in record["done"].items():
             if (scope, name) in audio:
-                runs.append({
-                    "summary": files["summary"], "visual_tokens": files["visual_tokens"],
-                    "audio_tokens": files["audio_tokens"], "audio_summary": audio[scope, name],
-                })  # fmt: skip
+                summary, visual, audio_tokens = local_files(
+                    [files["summary"], files["visual_tokens"], files["audio_tokens"]]
+                )
+                runs.append({"summary": summary, "visual_tokens": visual, "audio_tokens": audio_tokens,
+                             "audio_summary": audio[scope, name]})  # fmt: skip
     return runs
 
 
@@ -397,8 +466,11 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     records that left a video unfinished, so that the next run retries those videos and
     nothing else, and return what failed, for the run's closing message."""
     rows, unfinished = failures(records)
+    storage = RunStorage.of_run()
     if not unfinished:
         Path(table).unlink(missing_ok=True)  # an earlier run's list, now settled
+        if storage is not None:
+            storage.remove(str(table))
         return None
     lines = ["video\tpath\tstage\tscope\treason\n"]
     for row in rows:
@@ -406,6 +478,10 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
         lines.append("\t".join(fields) + "\n")
     with atomic_output(table) as tmp:  # a full disk: one line, not a traceback in the run's summary
         tmp.write_text("".join(lines), encoding="utf-8")
+    if storage is not None:  # beside the records, in the bucket
+        os.makedirs(os.path.dirname(storage.local(str(table))), exist_ok=True)
+        shutil.copyfile(table, storage.local(str(table)))
+        storage.store(str(table))
     by_video: dict[str, dict[str, list[str]]] = {}  # video: reason: the stages that failed for it
     for row in rows:
         scope = f" ({row['scope']})" if row["scope"] else ""
@@ -417,14 +493,23 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     return f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished"
 
 
-def unfinished_records(records: Iterable[str]) -> list[str]:
-    """Those of `records` that left a video unfinished, told by their markers."""
-    return [str(record) for record in records if unfinished_marker(record).exists()]
+def unfinished_records(records: Iterable[str], folder: str) -> list[str]:
+    """Those of `records` that left a video unfinished, told by their markers; when the run's
+    files are objects, by one listing of the records' `folder`, not a request per record."""
+    storage = RunStorage.of_run()
+    if storage is None:
+        return [str(record) for record in records if unfinished_marker(record).exists()]
+    listed = storage.listed(folder)
+    return [str(record) for record in records if str(unfinished_marker(record)) in listed]
 
 
 def remove_records(records: Iterable[str]) -> None:
     """Remove shard records, and their markers, so that Snakemake reruns their jobs, which
-    retry the unfinished videos only (the journal keeps the finished ones)."""
+    retry the unfinished videos only (the journal keeps the finished ones); objects too, when
+    the run's files are objects."""
+    storage = RunStorage.of_run()
     for record in records:
-        Path(record).unlink(missing_ok=True)
-        unfinished_marker(record).unlink(missing_ok=True)
+        for path in (Path(record), unfinished_marker(record)):
+            path.unlink(missing_ok=True)
+            if storage is not None:
+                storage.remove(str(path))

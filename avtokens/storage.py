@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
 from pathlib import Path
@@ -19,8 +20,19 @@ from pathlib import Path
 from avtokens.errors import AvTokensError
 
 # Set by the workflow (rules/common.smk) when Snakemake's default storage provider keeps the
-# run's files in a bucket: the folder of a job's local copies of them, which the job is given.
+# run's files in a bucket: the prefix they are objects under, and the folder of a job's local
+# copies of them (Snakemake's: .snakemake/storage/s3/<bucket>/<prefix>), which jobs are given.
+PREFIX_VARIABLE = "AVTOKENS_STORAGE_PREFIX"
 LOCAL_COPIES_VARIABLE = "AVTOKENS_LOCAL_COPIES"
+# Where Snakemake keeps a job's local copy of an object (its default --local-storage-prefix).
+LOCAL_STORAGE = ".snakemake/storage"
+
+
+def local_copy(url: str) -> str:
+    """The local file Snakemake (or a shard job) keeps of an object: `s3://bucket/key` ->
+    .snakemake/storage/s3/bucket/key; a local path is itself."""
+    protocol, found, rest = url.partition("://")
+    return f"{LOCAL_STORAGE}/{protocol}/{rest}" if found else url
 
 
 def as_declared(path) -> str:
@@ -103,18 +115,24 @@ def read_text(path, storage_options: dict | None = None) -> str:
 def object_sizes(urls, storage_options: dict | None = None) -> dict[str, int]:
     """The size of each of `urls` that exists, by a listing of each folder they are in (one
     request per thousand objects, not one per object)."""
-    sizes = {}
+    return {url: entry["size"] for url, entry in object_entries(urls, storage_options).items()}
+
+
+def object_entries(urls, storage_options: dict | None = None) -> dict[str, dict]:
+    """fsspec's entry (size, ETag, ...) of each of `urls` that exists, by a listing of each
+    folder they are in."""
+    entries = {}
     for folder in sorted({posixpath.dirname(url) for url in urls}):
         fs, where = filesystem(folder, storage_options)
         try:
-            entries = fs.ls(where, detail=True, refresh=True)
+            listed = fs.ls(where, detail=True, refresh=True)
         except FileNotFoundError:
             continue
         except Exception as err:
             raise object_error(folder, err) from None
         protocol = folder.split("://", 1)[0]
-        sizes |= {f"{protocol}://{e['name']}": e["size"] for e in entries if e["type"] == "file"}
-    return sizes
+        entries |= {f"{protocol}://{e['name']}": e for e in listed if e["type"] == "file"}
+    return {url: entries[url] for url in urls if url in entries}
 
 
 class ObjectRanges:
@@ -142,3 +160,128 @@ class ObjectRanges:
 
     def close(self) -> None:
         pass
+
+
+class RunStorage:
+    """A run's files as objects, where Snakemake's default storage provider keeps them: the
+    file the workflow names `path` (results/...) is the object `<prefix>/<path>`, and a job's
+    local copy of it is `<copies>/<path>` (where Snakemake puts its own). Shard jobs move the
+    per-video files that Snakemake does not track themselves: a HEAD, GET or PUT per file."""
+
+    def __init__(self, prefix: str, copies: str):
+        self.prefix, self.copies = prefix.rstrip("/"), copies.rstrip("/")
+        self._fs, _ = filesystem(self.prefix)
+
+    @classmethod
+    def of_run(cls) -> RunStorage | None:
+        """The run's storage, as the workflow set it for its jobs; None for local files."""
+        prefix, copies = os.environ.get(PREFIX_VARIABLE), os.environ.get(LOCAL_COPIES_VARIABLE)
+        return cls(prefix, copies) if prefix and copies else None
+
+    def url(self, path: str) -> str:
+        return f"{self.prefix}/{as_declared(path)}"
+
+    def local(self, path: str) -> str:
+        return f"{self.copies}/{as_declared(path)}"
+
+    def _call(self, path: str, method: str, *args, **kwargs):
+        try:
+            return getattr(self._fs, method)(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # fsspec's and botocore's exceptions, named in one line
+            raise object_error(self.url(path), err) from None
+
+    def identity(self, path: str) -> list:
+        """[path, size, ETag] of the object (None, None when there is none): what its content is."""
+        try:
+            info = self._call(path, "info", self.url(path), refresh=True)
+        except FileNotFoundError:
+            return [as_declared(path), None, None]
+        return [as_declared(path), info["size"], info.get("ETag")]
+
+    def exists(self, path: str) -> bool:
+        return self.identity(path)[1] is not None
+
+    def fetch(self, path: str) -> str:
+        """The local copy of the object, fetched unless the copy there is already its content."""
+        return fetch_object(self.url(path), self.local(path), self._fs)
+
+    def store(self, path: str) -> None:
+        """Put the local copy of `path` in its object (one PUT, or a multipart upload for a
+        large file: either way the object appears whole or not at all)."""
+        self._call(path, "put_file", self.local(path), self.url(path))
+
+    def remove(self, path: str) -> None:
+        """Remove the object and the local copy, if there."""
+        with contextlib.suppress(FileNotFoundError):
+            self._call(path, "rm_file", self.url(path))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.local(path))
+
+    def listed(self, folder: str) -> set[str]:
+        """The paths (as the workflow names them) of every object under `folder`, listed at once."""
+        try:
+            found = self._call(folder, "find", self.url(folder))
+        except FileNotFoundError:
+            return set()
+        bucket_prefix = self.prefix.partition("://")[2]
+        return {name[len(bucket_prefix) + 1 :] for name in found}
+
+
+def object_identity(url: str) -> list:
+    """[url, size, ETag] of an object (None, None when there is none): one HEAD."""
+    fs, where = filesystem(url)
+    try:
+        info = fs.info(where, refresh=True)
+    except FileNotFoundError:
+        return [url, None, None]
+    except Exception as err:
+        raise object_error(url, err) from None
+    return [url, info["size"], info.get("ETag")]
+
+
+def fetch_object(url: str, local: str, fs=None) -> str:
+    """The object `url` in the file `local`: fetched whole or not at all (under a temporary
+    name, then renamed), unless `local` already holds its content (its size, and the MD5 that
+    a single-part object's ETag is); returns `local`."""
+    if fs is None:
+        fs, _ = filesystem(url)
+    try:
+        info = fs.info(url, refresh=True)
+    except FileNotFoundError:
+        raise AvTokensError(f"{url}: no such object") from None
+    except Exception as err:
+        raise object_error(url, err) from None
+    if _holds(local, info):
+        return local
+    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+    partial = f"{local}.partial-{os.getpid()}"
+    try:
+        fs.get_file(url, partial)
+        os.replace(partial, local)
+    except OSError as err:
+        if err.filename in (partial, local):  # the local disk's fault, not the object's
+            raise
+        raise object_error(url, err) from None
+    except Exception as err:
+        raise object_error(url, err) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+    return local
+
+
+def _holds(local: str, info: dict) -> bool:
+    """Whether the file `local` has the content of the object fsspec's `info` describes."""
+    etag = str(info.get("ETag", "")).strip('"')
+    try:
+        if os.path.getsize(local) != info["size"] or not etag or "-" in etag:
+            return False
+    except OSError:
+        return False
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(local, "rb") as file:
+        while block := file.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest() == etag

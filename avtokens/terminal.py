@@ -27,6 +27,7 @@ from snakemake_interface_logger_plugins.common import LogEvent
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 from avtokens.joblog import BY_TERMINAL, FAILURES_NAMED_BY
+from avtokens.storage import local_copy
 
 # Snakemake's own lines kept on the terminal of a run; the rest of its INFO lines go to its log
 # only. Outside a run (`--lint`, `--unlock`, ...) its INFO lines are shown but for its planning's.
@@ -41,17 +42,8 @@ _SOME_JOBS_FAILED = "At least one job did not complete successfully"
 _ERROR_LINE = re.compile(r"^\S+ \S+ ERROR (.+)$")
 # Failures named again at the end of a run, at most; the complete log has them all.
 SHOWN_FAILURES = 5
-# How Snakemake names a job's file in a storage provider ("s3://bucket/key (send to storage)"),
-# and where it keeps the job's local copy of it (its default --local-storage-prefix).
+# How Snakemake names a job's file in a storage provider: "s3://bucket/key (send to storage)".
 _STORAGE_NOTE = re.compile(r" \((send to|retrieve from) storage\)$")
-LOCAL_STORAGE = Path(".snakemake/storage")
-
-
-def local_copy(path: str) -> str:
-    """The file a job reads or wrote for `path`: itself, or for an object (`s3://bucket/key`)
-    the local copy Snakemake made of it."""
-    protocol, found, rest = path.partition("://")
-    return str(LOCAL_STORAGE / protocol / rest) if found else path
 
 
 @dataclass

@@ -18,7 +18,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.envi
 from avtokens.outcome import left_out_message, written_since
 from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet, under_prefix
 from avtokens.shards import fill_pattern, remove_records, unfinished_records
-from avtokens.storage import LOCAL_COPIES_VARIABLE, is_url
+from avtokens.storage import LOCAL_COPIES_VARIABLE, PREFIX_VARIABLE, RunStorage, is_url
 
 
 def validated(data, schema, what):
@@ -41,22 +41,23 @@ def validated(data, schema, what):
 EXAMPLE_VIDEO = "resources/example/example.mp4"  # made by rules/example.smk
 
 
-def s3_storage_options():
-    """fsspec's options for the objects this process reads itself (the sheet's `s3://` sources):
-    the endpoint and keys given to Snakemake's S3 storage plugin, if any (else s3fs finds them
-    where boto3 does: the environment, ~/.aws)."""
-    tagged = (workflow.storage_provider_settings or {}).get("s3")
-    settings = tagged.get_settings(None) if tagged is not None else None
-    given = {"endpoint_url": "endpoint_url", "key": "access_key", "secret": "secret_key"}
-    return {option: getattr(settings, name) for option, name in given.items() if getattr(settings, name, None)}
-
+# The S3 storage plugin's endpoint and keys, if given to Snakemake (--storage-s3-endpoint-url,
+# ...), for what this workflow reads and writes itself (the sheet's s3:// sources, shard jobs'
+# per-video files: avtokens.storage, through s3fs): where s3fs finds them, unless already set.
+_s3 = (workflow.storage_provider_settings or {}).get("s3")
+_s3 = _s3.get_settings(None) if _s3 is not None else None
+for variable, setting in [("AWS_ENDPOINT_URL", "endpoint_url"), ("AWS_ACCESS_KEY_ID", "access_key"),
+                          ("AWS_SECRET_ACCESS_KEY", "secret_key")]:  # fmt: skip
+    if getattr(_s3, setting, None):
+        os.environ.setdefault(variable, getattr(_s3, setting))
 
 # Where a run's files are, when Snakemake's default storage provider keeps them in a bucket:
 # the prefix its outputs go under ("" for local files), for the messages that name them, and
-# the folder of a job's local copies of them (avtokens.storage.as_declared).
+# for the jobs (avtokens.storage.RunStorage) that prefix and the folder of their local copies.
 STORAGE_PREFIX = ""
 if workflow.storage_settings.default_storage_provider:
     STORAGE_PREFIX = workflow.storage_settings.default_storage_prefix
+    os.environ[PREFIX_VARIABLE] = STORAGE_PREFIX
     os.environ[LOCAL_COPIES_VARIABLE] = os.path.join(
         workflow.storage_registry.default_storage_provider.local_prefix, STORAGE_PREFIX.partition("://")[2]
     )
@@ -67,11 +68,7 @@ if workflow.storage_settings.default_storage_provider:
 try:
     validated(config, "../config/schemas/config.schema.yaml", "config")
     sheet = validated(read_sheet(config["videos"]), "../config/schemas/videos.schema.yaml", config["videos"])
-    PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO],
-                   storage_options=s3_storage_options())  # fmt: skip
-    if PLAN.shards and (STORAGE_PREFIX or any(map(is_url, PLAN.videos.values()))):
-        raise ConfigError("config: shard mode (`shard_size` > 0) reads and writes local files only so far; "
-                          "with objects (s3:// sources, a default storage provider) set `shard_size: 0`")  # fmt: skip
+    PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO])
 except ConfigError as err:
     print(f"ERROR {err}", file=sys.stderr)
     raise SystemExit(1)
@@ -198,7 +195,7 @@ def retry_earlier_failures():
     before) and a run that another one holds a lock against (it stops on that lock)."""
     if not SHARDS or not workflow.is_main_process or workflow.executor_plugin is None:
         return
-    records = unfinished_records(PLAN.shard_records())
+    records = unfinished_records(PLAN.shard_records(), f"{RESULTS}/shards")
     if not records:
         return
     what = f"the videos that {len(records)} shard job(s) of an earlier run left unfinished"
@@ -208,6 +205,8 @@ def retry_earlier_failures():
         remove_records(records)
         with contextlib.suppress(FileNotFoundError):
             os.remove(RUN_COMPLETE)
+        if STORAGE_PREFIX:
+            RunStorage.of_run().remove(RUN_COMPLETE)
         print(f"Retrying {what}", file=sys.stderr)
 
 

@@ -21,7 +21,7 @@ def shard_sources(wildcards):
 
 @functools.cache
 def sources_state(shard):
-    return files_state(path for _, path in SHARDS[shard])
+    return files_state((path for _, path in SHARDS[shard]), PLAN.object_identities)
 
 
 def shard_spec(inputs, outputs, report=False):

@@ -1,8 +1,9 @@
 """The workflow with its videos and results in object storage, the Snakemake way: a sheet of
 `s3://` videos, results under `--default-storage-provider s3 --default-storage-prefix ...`
-(Snakemake's S3 storage plugin), against a local S3 server that the tests start
-(tests/s3_server.py). The objects are a local run's files byte for byte; a second run does
-nothing; a replaced video reruns its own jobs only."""
+(Snakemake's S3 storage plugin), in per-video and in shard mode, against a local S3 server
+that the tests start (tests/s3_server.py). The objects are a local run's files byte for byte;
+a second run does nothing; a replaced video reruns its own jobs only (in shard mode: its
+shard's jobs, which redo that video only)."""
 
 import shutil
 
@@ -13,8 +14,9 @@ from s3_server import CREDENTIALS, S3Server
 pytestmark = pytest.mark.workflow
 
 VIDEOS, RESULTS = "avt-videos", "avt-results"
-PREFIX = f"s3://{RESULTS}/run"
+PREFIX, SHARDED = f"s3://{RESULTS}/run", f"s3://{RESULTS}/sharded"
 OVERLAY = {"weights": "demo", "run": ["CV8x16x16"], "videos": "videos.tsv"}
+SHARD_MODE = {**OVERLAY, "shard_size": 2}
 CLIPS = {"a": (64, 64, 17), "b": (96, 64, 20)}
 USED_WEIGHTS = ("Cosmos-0.1-Tokenizer-CV8x16x16", "dac")  # the folders of its preset's model and codec
 
@@ -44,33 +46,46 @@ def runs(tmp_path_factory):
         # The stand-in weights as an earlier run left them in the bucket: the same as the local run's.
         for path in stand_in_weights().rglob("*"):
             if path.is_file() and path.relative_to(stand_in_weights()).parts[0] in USED_WEIGHTS:
-                key = f"run/resources/demo_weights/{path.relative_to(stand_in_weights()).as_posix()}"
-                client.upload_file(str(path), RESULTS, key)
+                for prefix in ("run", "sharded"):
+                    key = f"{prefix}/resources/demo_weights/{path.relative_to(stand_in_weights()).as_posix()}"
+                    client.upload_file(str(path), RESULTS, key)
         args = ["--default-storage-provider", "s3", "--default-storage-prefix", PREFIX,
                 "--storage-s3-endpoint-url", s3.url]  # fmt: skip
         since = len(s3.requests)
         first = run_workflow(remote, OVERLAY, *args, env=CREDENTIALS, built_stand_ins=False)
+        requests = s3.requests[since:]
+        sharded = root / "sharded"
+        shutil.copytree(remote, sharded, ignore=shutil.ignore_patterns(".snakemake"))
+        shard_args = [*args[:3], SHARDED, *args[4:]]
+        run_workflow(sharded, SHARD_MODE, *shard_args, env=CREDENTIALS, built_stand_ins=False)
+        stored = objects(client, RESULTS)  # as the two runs left them
         yield {"s3": s3, "client": client, "local": local, "remote": remote, "args": args, "first": first,
-               "requests": s3.requests[since:]}  # fmt: skip
+               "requests": requests, "sharded": sharded, "shard_args": shard_args, "stored": stored}  # fmt: skip
 
 
-def test_the_objects_of_a_run_from_a_bucket_are_a_local_run_s_files(runs):
-    stored = objects(runs["client"], RESULTS)
+@pytest.mark.parametrize("prefix", ["run", "sharded"])
+def test_the_objects_of_a_run_from_a_bucket_are_a_local_run_s_files(runs, prefix):
+    stored = runs["stored"]
     local = {
-        f"run/{path.relative_to(runs['local']).as_posix()}": path.read_bytes()
+        f"{prefix}/{path.relative_to(runs['local']).as_posix()}": path.read_bytes()
         for path in (runs["local"] / "results").rglob("*")
         if path.is_file() and "/logs/" not in path.as_posix()
     }
     assert len(local) > 30  # token files, reconstructions, metrics, report pages, the manifest
     assert {key: stored.get(key) == data for key, data in local.items()} == dict.fromkeys(local, True)
-    made = {key for key in stored if not key.startswith(("run/resources/", "run/results/logs/"))}
-    assert made == set(local)  # nothing else, nothing left behind
-    # The run named where its outputs are: in the bucket.
-    assert f"Outputs under {PREFIX}/results/" in runs["first"].stdout
-    assert f"Report: {PREFIX}/results/report/overview/index.html" in runs["first"].stdout
-    # The weights were fetched once for the run, not once per job (2 videos: twice as many jobs).
-    weights = [r.key for r in runs["requests"] if r.method == "GET" and "/demo_weights/" in r.key]
-    assert sorted(weights) == sorted(key for key in stored if key.startswith("run/resources/demo_weights/"))
+    made = {key for key in stored if key.startswith(f"{prefix}/results/") and "/logs/" not in key}
+    # nothing else, nothing left behind; in shard mode the records and journals of its jobs
+    assert {key for key in made - set(local) if not key.startswith(f"{prefix}/results/shards/")} == set()
+    if prefix == "run":
+        assert made == set(local)
+        # The run named where its outputs are: in the bucket.
+        assert f"Outputs under {PREFIX}/results/" in runs["first"].stdout
+        assert f"Report: {PREFIX}/results/report/overview/index.html" in runs["first"].stdout
+        # The weights were fetched once for the run, not once per job (2 videos: twice as many jobs).
+        weights = [r.key for r in runs["requests"] if r.method == "GET" and "/demo_weights/" in r.key]
+        assert sorted(weights) == sorted(
+            key for key in stored if key.startswith("run/resources/demo_weights/")
+        )
 
 
 def test_a_second_run_does_nothing_and_a_replaced_video_reruns_only_its_jobs(runs, tmp_path):
@@ -87,4 +102,13 @@ def test_a_second_run_does_nothing_and_a_replaced_video_reruns_only_its_jobs(run
     assert {rule: planned.get(rule) for rule in per_video} == dict.fromkeys(per_video, 1)
     account = whole_account(dry)
     assert "video=b" in account and "video=a" not in account
-    shutil.rmtree(runs["remote"] / ".snakemake" / "storage", ignore_errors=True)
+
+    # In shard mode the replaced video's shard reruns, and its jobs redo that video only.
+    again = run_workflow(runs["sharded"], SHARD_MODE, *runs["shard_args"], env=CREDENTIALS,
+                         built_stand_ins=False)  # fmt: skip
+    log = runs["client"].get_object(
+        Bucket=RESULTS, Key="sharded/results/logs/shards/CV8x16x16/shard00000.visual_encode.log"
+    )
+    assert "visual_encode: 2 videos, 1 to do, 1 done before" in log["Body"].read().decode()
+    manifest = runs["client"].get_object(Bucket=RESULTS, Key="sharded/results/manifest.jsonl")["Body"].read()
+    assert manifest.count(b'"video": "b"') == 1 and again.returncode == 0
