@@ -60,7 +60,8 @@ def runs(tmp_path_factory):
         run_workflow(sharded, SHARD_MODE, *shard_args, env=CREDENTIALS, built_stand_ins=False)
         stored = objects(client, RESULTS)  # as the two runs left them
         yield {"s3": s3, "client": client, "local": local, "remote": remote, "args": args, "first": first,
-               "requests": requests, "sharded": sharded, "shard_args": shard_args, "stored": stored}  # fmt: skip
+               "requests": requests, "sharded": sharded, "shard_args": shard_args,
+               "stored": stored}  # fmt: skip
 
 
 @pytest.mark.parametrize("prefix", ["run", "sharded"])
