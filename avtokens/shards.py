@@ -493,14 +493,16 @@ def settle_failures(records: Iterable, sources: Mapping[str, str], table: Path,
     return f"{len(by_video)} video(s) failed inside shard jobs, listed in {table}; the other videos finished"
 
 
-def unfinished_records(records: Iterable[str], folder: str) -> list[str]:
+def unfinished_records(records: Iterable[str]) -> list[str]:
     """Those of `records` that left a video unfinished, told by their markers; when the run's
-    files are objects, by one listing of the records' `folder`, not a request per record."""
-    storage = RunStorage.of_run()
+    files are objects, by one listing of the folder that holds them all, not a request each."""
+    records, storage = list(map(str, records)), RunStorage.of_run()
     if storage is None:
-        return [str(record) for record in records if unfinished_marker(record).exists()]
-    listed = storage.listed(folder)
-    return [str(record) for record in records if str(unfinished_marker(record)) in listed]
+        return [record for record in records if unfinished_marker(record).exists()]
+    if not records:
+        return []
+    listed = storage.listed(os.path.commonpath([os.path.dirname(record) for record in records]))
+    return [record for record in records if str(unfinished_marker(record)) in listed]
 
 
 def remove_records(records: Iterable[str]) -> None:

@@ -195,7 +195,7 @@ def retry_earlier_failures():
     before) and a run that another one holds a lock against (it stops on that lock)."""
     if not SHARDS or not workflow.is_main_process or workflow.executor_plugin is None:
         return
-    records = unfinished_records(PLAN.shard_records(), f"{RESULTS}/shards")
+    records = unfinished_records(PLAN.shard_records())
     if not records:
         return
     what = f"the videos that {len(records)} shard job(s) of an earlier run left unfinished"
