@@ -80,7 +80,7 @@ def object_error(url: str, err: Exception) -> AvTokensError:
     elif type(err).__name__ == "EndpointConnectionError":
         what = f"cannot reach the store ({err}; check AWS_ENDPOINT_URL or storage_options' endpoint_url)"
     else:
-        what = f"cannot be read ({type(err).__name__}: {err})"
+        what = f"the request failed ({type(err).__name__}: {err})"
     return AvTokensError(f"{url}: {what}")
 
 

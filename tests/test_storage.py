@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,3 +254,35 @@ def test_a_sheet_s_objects_are_checked_with_a_listing_and_a_missing_one_left_out
         RunPlan(config, "videos.tsv", rows)
     denied = "access denied (check the credentials and the bucket's policy)"
     assert str(err.value) == f"videos.tsv: s3://{BUCKET}/{PREFIX}: {denied}"
+
+
+def test_a_run_s_files_are_fetched_once_and_put_whole_or_not_at_all(s3, few_retries, tmp_path, monkeypatch):
+    """Shard jobs' per-video files in the bucket (avtokens.storage.RunStorage): a local copy is
+    fetched when it is not the object's content, and an upload that fails leaves no object."""
+    from avtokens.storage import RunStorage
+
+    monkeypatch.chdir(tmp_path)
+    storage = RunStorage(f"s3://{BUCKET}/files", ".snakemake/storage/s3/avt-tokens/files")
+    path = "results/P/tokens/v_visual_tokens.safetensors"
+    local = Path(storage.local(path))
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"tokens" * 1000)
+    storage.store(path)
+    assert storage.identity(path)[1] == 6000
+    since = len(s3.requests)
+    assert storage.fetch(path) == str(local)  # the copy is the object's content: not fetched again
+    assert s3.counts(since) == {"HEAD": 1}
+    local.write_bytes(b"stale")
+    storage.fetch(path)
+    assert local.read_bytes() == b"tokens" * 1000 and s3.counts(since)["GET"] == 1
+
+    other = "results/P/tokens/w_visual_tokens.safetensors"
+    Path(storage.local(other)).write_bytes(b"more tokens")
+    s3.fail_next(10, "InternalError")
+    with pytest.raises(AvTokensError) as err:
+        storage.store(other)
+    assert str(err.value).startswith(f"s3://{BUCKET}/files/{other}: ")
+    s3.fail_next(0, "InternalError")
+    assert not storage.exists(other)
+    with pytest.raises(AvTokensError, match=f"^s3://{BUCKET}/files/{other}: no such object$"):
+        storage.fetch(other)
