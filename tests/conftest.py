@@ -27,10 +27,10 @@ SHARED_RUNS = {"run", "report", "both_modes", "inputs_run", "official", "data_ru
 # the short ones fill in behind them, instead of one long module running on alone at the end.
 # SLURM's first: its runs mostly wait on the cluster, leaving the cores to the modules beside them.
 SLOWEST_MODULES = ["test_slurm.py", "test_shards.py", "test_benchmarks.py", "test_engines.py",
-                   "test_make_run.py", "test_inputs.py", "test_workflow.py", "test_tokenize_video.py",
-                   "test_checkpoints.py", "test_module.py", "test_wan.py", "test_interrupted.py",
-                   "test_data.py", "test_ddp.py", "test_shaping.py", "test_cosmos_network.py",
-                   "test_picture.py"]  # fmt: skip
+                   "test_make_run.py", "test_object_storage.py", "test_inputs.py", "test_workflow.py",
+                   "test_tokenize_video.py", "test_checkpoints.py", "test_module.py", "test_wan.py",
+                   "test_interrupted.py", "test_data.py", "test_ddp.py", "test_shaping.py",
+                   "test_cosmos_network.py", "test_picture.py"]  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
