@@ -171,6 +171,7 @@ class RunStorage:
     def __init__(self, prefix: str, copies: str):
         self.prefix, self.copies = prefix.rstrip("/"), copies.rstrip("/")
         self._fs, _ = filesystem(self.prefix)
+        self._heads: dict[str, dict] = {}  # what `identity` found, for the `fetch` that follows it
 
     @classmethod
     def of_run(cls) -> RunStorage | None:
@@ -198,14 +199,16 @@ class RunStorage:
             info = self._call(path, "info", self.url(path), refresh=True)
         except FileNotFoundError:
             return [as_declared(path), None, None]
+        self._heads[self.url(path)] = info
         return [as_declared(path), info["size"], info.get("ETag")]
 
     def exists(self, path: str) -> bool:
         return self.identity(path)[1] is not None
 
     def fetch(self, path: str) -> str:
-        """The local copy of the object, fetched unless the copy there is already its content."""
-        return fetch_object(self.url(path), self.local(path), self._fs)
+        """The local copy of the object, fetched unless the copy there is already its content
+        (as `identity` found it just before, if it did: one HEAD, not two)."""
+        return fetch_object(self.url(path), self.local(path), self._fs, self._heads.pop(self.url(path), None))
 
     def store(self, path: str) -> None:
         """Put the local copy of `path` in its object (one PUT, or a multipart upload for a
@@ -241,14 +244,15 @@ def object_identity(url: str) -> list:
     return [url, info["size"], info.get("ETag")]
 
 
-def fetch_object(url: str, local: str, fs=None) -> str:
+def fetch_object(url: str, local: str, fs=None, info: dict | None = None) -> str:
     """The object `url` in the file `local`: fetched whole or not at all (under a temporary
     name, then renamed), unless `local` already holds its content (its size, and the MD5 that
-    a single-part object's ETag is); returns `local`."""
+    a single-part object's ETag is: fsspec's `info` of it, asked for unless given); returns
+    `local`."""
     if fs is None:
         fs, _ = filesystem(url)
     try:
-        info = fs.info(url, refresh=True)
+        info = info or fs.info(url, refresh=True)
     except FileNotFoundError:
         raise AvTokensError(f"{url}: no such object") from None
     except Exception as err:
