@@ -39,6 +39,7 @@ from avtokens.atomic import atomic_output
 from avtokens.data import AlignedClips
 from avtokens.manifest import write_manifest
 from avtokens.media import sha256_of
+from avtokens.storage import RunStorage, as_declared
 from avtokens.tokenfile import TokenFileReader
 
 log = logging.getLogger(__name__)
@@ -538,14 +539,37 @@ def write_part(
         len(record["failed"]),
         len(record["too_short"]),
     )
+    storage = RunStorage.of_run()
+    if storage is not None:  # the part's tars and manifest in the bucket, and no tar of before
+        _put_folder(storage, record_path.parent / record["part"])
     with atomic_output(record_path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _put_folder(storage: RunStorage, folder: Path, pattern: str = "*") -> None:
+    """Put the files of the local `folder` (those `pattern` matches) in their objects, and
+    remove the objects under it that it no longer has."""
+    written = {as_declared(path) for path in folder.glob(pattern) if path.is_file()}
+    for path in sorted(written):
+        storage.store(path)
+    for stale in storage.listed(as_declared(folder)) - written:
+        if Path(stale).match(pattern):
+            storage.remove(stale)
 
 
 def index_dataset(record_paths: list[str], index_path: Path | str, preset: str) -> None:
     """A preset's index job: its dataset (`write_dataset`) from its parts' records."""
     records = [json.loads(Path(path).read_text()) for path in record_paths]
-    index = write_dataset(Path(index_path).parent, preset, records)
+    folder, storage = Path(index_path).parent, RunStorage.of_run()
+    if storage is not None:  # Energon's `prepare` reads the tars: here, as local copies
+        for record in records:
+            for tar in record["tars"]:
+                storage.fetch(str(folder / tar["path"]))
+    index = write_dataset(folder, preset, records)
+    if storage is not None:  # Energon's index and each tar's .tar.idx beside the tars
+        _put_folder(storage, folder / ".nv-meta")
+        for part in {Path(tar["path"]).parent for record in records for tar in record["tars"]}:
+            _put_folder(storage, folder / part, "*.tar.idx")
     log.info(
         "%s",
         ", ".join(

@@ -5,6 +5,7 @@ that the tests start (tests/s3_server.py). The objects are a local run's files b
 a second run does nothing; a replaced video reruns its own jobs only (in shard mode: its
 shard's jobs, which redo that video only)."""
 
+import json
 import shutil
 
 import pytest
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.workflow
 VIDEOS, RESULTS = "avt-videos", "avt-results"
 PREFIX, SHARDED = f"s3://{RESULTS}/run", f"s3://{RESULTS}/sharded"
 OVERLAY = {"weights": "demo", "run": ["CV8x16x16"], "videos": "videos.tsv"}
-SHARD_MODE = {**OVERLAY, "shard_size": 2}
+SHARD_MODE = {**OVERLAY, "shard_size": 2, "pack": {"clip_latent_frames": 1}}
 CLIPS = {"a": (64, 64, 17), "b": (96, 64, 20)}
 USED_WEIGHTS = ("Cosmos-0.1-Tokenizer-CV8x16x16", "dac")  # the folders of its preset's model and codec
 
@@ -57,7 +58,7 @@ def runs(tmp_path_factory):
         sharded = root / "sharded"
         shutil.copytree(remote, sharded, ignore=shutil.ignore_patterns(".snakemake"))
         shard_args = [*args[:3], SHARDED, *args[4:]]
-        run_workflow(sharded, SHARD_MODE, *shard_args, env=CREDENTIALS, built_stand_ins=False)
+        run_workflow(sharded, SHARD_MODE, "all", "pack", *shard_args, env=CREDENTIALS, built_stand_ins=False)
         stored = objects(client, RESULTS)  # as the two runs left them
         yield {"s3": s3, "client": client, "local": local, "remote": remote, "args": args, "first": first,
                "requests": requests, "sharded": sharded, "shard_args": shard_args,
@@ -75,8 +76,19 @@ def test_the_objects_of_a_run_from_a_bucket_are_a_local_run_s_files(runs, prefix
     assert len(local) > 30  # token files, reconstructions, metrics, report pages, the manifest
     assert {key: stored.get(key) == data for key, data in local.items()} == dict.fromkeys(local, True)
     made = {key for key in stored if key.startswith(f"{prefix}/results/") and "/logs/" not in key}
-    # nothing else, nothing left behind; in shard mode the records and journals of its jobs
-    assert {key for key in made - set(local) if not key.startswith(f"{prefix}/results/shards/")} == set()
+    # nothing else, nothing left behind; in shard mode the records and journals of its jobs, and
+    # the packed dataset
+    bookkeeping = (f"{prefix}/results/shards/", f"{prefix}/results/packed/")
+    assert {key for key in made - set(local) if not key.startswith(bookkeeping)} == set()
+    if prefix == "sharded":  # packed too: the tars, their Energon index, the dataset's index and card
+        packed = "sharded/results/packed/CV8x16x16"
+        index = json.loads(stored[f"{packed}/dataset.json"])
+        tars = [tar["path"] for tars in index["splits"].values() for tar in tars]
+        assert tars and all(f"{packed}/{tar}" in stored and f"{packed}/{tar}.idx" in stored for tar in tars)
+        assert (
+            sum(tar["samples"] for tars in index["splits"].values() for tar in tars) == 3 + 4
+        )  # latent frames
+        assert f"{packed}/.nv-meta/index.sqlite" in stored and f"{packed}/README.md" in stored
     if prefix == "run":
         assert made == set(local)
         # The run named where its outputs are: in the bucket.
