@@ -11,8 +11,9 @@ Every row is the same tiny clip (0.4 s, 64x64) under its own key; one preset (DV
 DAC), stand-in weights (made before the timing, put in the bucket as an earlier run leaves
 them), the comparison videos and PSNR plots left out (`report_videos_per_shard: 0`, as a
 dataset would run), `--cores 2`. Requests per video should not grow with N: each video costs
-its shard jobs' HEAD, GET and PUT per file, and Snakemake tracks one record per shard job.
-Prints a table and writes JSON.
+its shard jobs' HEAD, GET and PUT per file, and Snakemake tracks one record per shard job. The
+requests are counted by client too (told by User-Agent): Snakemake's S3 plugin (boto3) and the
+workflow's own code in the jobs (s3fs). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from avtokens.workflow import workflow_command  # noqa: E402
 
 PRESET = {"DV8x16x16": {"kind": "DV", "temporal": 8, "spatial": 16, "window": 17}}
 VIDEOS, RESULTS = "avt-bench-videos", "avt-bench-results"
+JOBS = "aiobotocore/"  # s3fs's User-Agent: the requests of the workflow's own code
 
 
 def make_clip(path: Path) -> Path:
@@ -113,19 +115,21 @@ def main() -> None:
                     since = len(s3.requests)
                     seconds, cpu, _ = snakemake(workdir, overlay, *storage, "--dry-run")
                     counts = dict(s3.counts(since))
-                    figures["plans"].append({"rows": rows, "seconds": seconds, "requests": counts})
+                    figures["plans"].append({"rows": rows, "seconds": seconds, "requests": counts,
+                                             "by_jobs": dict(s3.counts(since, JOBS))})  # fmt: skip
                     print(f"{rows:>7} rows, dry run: {seconds:7.1f} s, {sum(counts.values()):>7} requests "
                           f"({sum(counts.values()) / rows:.2f} a video) {counts}", flush=True)  # fmt: skip
                     continue
                 for what in ("run", "rerun"):
                     since = len(s3.requests)
                     seconds, cpu, _ = snakemake(workdir, overlay, *storage)
-                    counts = dict(s3.counts(since))
-                    total = sum(counts.values())
-                    figures["runs"].append({"rows": rows, "what": what, "seconds": seconds,
-                                            "cpu_seconds": cpu, "requests": counts})  # fmt: skip
+                    counts, by_jobs = dict(s3.counts(since)), dict(s3.counts(since, JOBS))
+                    total, jobs = sum(counts.values()), sum(by_jobs.values())
+                    run = {"rows": rows, "what": what, "seconds": seconds, "cpu_seconds": cpu}
+                    figures["runs"].append({**run, "requests": counts, "by_jobs": by_jobs})
                     print(f"{rows:>7} rows, {what:>5}: {seconds:7.1f} s ({seconds / rows:.3f} s a video, "
-                          f"{cpu:.0f} CPU s), {total:>7} requests ({total / rows:.2f} a video) {counts}",
+                          f"{cpu:.0f} CPU s), {total:>7} requests ({total / rows:.2f} a video; "
+                          f"{(total - jobs) / rows:.2f} Snakemake's, {jobs / rows:.2f} the jobs') {counts}",
                           flush=True)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)

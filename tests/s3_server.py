@@ -29,6 +29,7 @@ class Request:
     key: str
     query: dict
     range: str | None
+    agent: str = ""  # the client's User-Agent
     body_bytes: int = 0  # of an object's body sent back (GET)
 
     @property
@@ -80,7 +81,8 @@ class S3Server:
         def serve(environ, start_response):
             bucket, _, key = unquote(environ["PATH_INFO"]).lstrip("/").partition("/")
             query = parse_qs(environ.get("QUERY_STRING", ""))
-            request = Request(environ["REQUEST_METHOD"], bucket, key, query, environ.get("HTTP_RANGE"))
+            request = Request(environ["REQUEST_METHOD"], bucket, key, query, environ.get("HTTP_RANGE"),
+                              environ.get("HTTP_USER_AGENT", ""))  # fmt: skip
             with self._lock:
                 self.requests.append(request)
                 code = self._failing.pop() if self._failing else None
@@ -103,10 +105,12 @@ class S3Server:
         """The environment a client needs to reach this server (credentials, endpoint)."""
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.url}
 
-    def counts(self, since: int = 0) -> Counter:
-        """Requests by kind (GET, PUT, HEAD, LIST, POST, DELETE) from request number `since`."""
+    def counts(self, since: int = 0, agent: str = "") -> Counter:
+        """Requests by kind (GET, PUT, HEAD, LIST, POST, DELETE) from request number `since`, of
+        the clients whose User-Agent holds `agent` (boto3's "Boto3/": Snakemake's S3 plugin;
+        "aiobotocore/": s3fs, what this workflow's own code asks)."""
         with self._lock:
-            return Counter(r.kind for r in self.requests[since:])
+            return Counter(r.kind for r in self.requests[since:] if agent in r.agent)
 
     def client(self):
         import boto3
