@@ -13,6 +13,9 @@ What Snakemake no longer sees per video is kept here:
   key per finished video: its stage settings and the size and time of its input files. A
   rerun of the shard (its rows, a preset field, or an input changed; or a failure to retry)
   skips the videos whose key is unchanged and whose outputs exist, and redoes only the rest.
+- when the run's files are objects (Snakemake's default storage provider), a shard job
+  fetches its videos' files and puts what it makes itself (avtokens.storage.RunStorage), and
+  its journal and marker are objects beside its record.
 - a record that leaves a video unfinished (failed in its stage or upstream) has a marker
   beside it. The run's last job (`settle_failures`) reports those videos and removes such
   records, so that the next run retries them; a run that ended before its last job left
@@ -24,6 +27,7 @@ What Snakemake no longer sees per video is kept here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -182,7 +186,7 @@ def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> N
     known = read_journal(job.journal)
     shared = job_state(job)
     keys = {item.name: video_key(item, shared, stored) for item in items}
-    made = (lambda path: stored.exists(path)) if stored is not None else os.path.exists
+    made = stored.exists if stored is not None else os.path.exists
     todo = [
         item
         for item in items
@@ -196,7 +200,7 @@ def run_items(stage: Stage, items: list[Item], job: ShardJob | None = None) -> N
         if todo:
             stage.open()
             with open(job.journal, "a", encoding="utf-8") as journal:
-                prepare = lambda i: _prepare(stage, i, stored)  # noqa: E731
+                prepare = functools.partial(_prepare, stage, storage=stored)
                 for item, prepared, error in prefetched(todo, prepare, depth=1):
                     if error is None:
                         error = _attempt(stage, item, prepared, stored)
