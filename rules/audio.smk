@@ -30,9 +30,7 @@ rule audio_encode:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_encode.log",
     params:
         codec=of_plan("codec_params", "codec"),
-        checkpoint=checkpoint_as_found(
-            of_plan("codec_folder", "codec", "weights"), of_plan("codec_files", "codec", "weights")
-        ),
+        checkpoint=as_found(of_plan("codec_folder", "codec", "weights")),
         weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,
@@ -55,9 +53,7 @@ rule audio_decode:
         f"{RESULTS}/logs/audio/{{codec}}/{{weights}}/{{video}}.audio_decode.log",
     params:
         codec=of_plan("codec_params", "codec"),
-        checkpoint=checkpoint_as_found(
-            of_plan("codec_folder", "codec", "weights"), of_plan("codec_files", "codec", "weights")
-        ),
+        checkpoint=as_found(of_plan("codec_folder", "codec", "weights")),
         weights_lock=of_plan("weights_lock", "weights"),
     resources:
         gpu=1,

@@ -246,14 +246,15 @@ def checkpoint_files(files_of):
     return get
 
 
-def checkpoint_as_found(folder_of, files_of):
-    """Params function: the checkpoint folder `folder_of(wildcards)` as the job finds it, beside
-    its `weights` input (`files_of(wildcards)`): in place, or with a default storage provider in
-    the local copy Snakemake made of them. The same value as before in place, so no job reruns."""
+def as_found(path_of):
+    """Params function: the path `path_of(wildcards)` where a job finds it: in place, or with a
+    default storage provider in the local copy Snakemake makes of it. Not from the job's
+    `input`: a param that needs it is unknown when Snakemake plans, which would count as changed
+    and rerun every job; in place it is the value it always was, so no job reruns."""
 
-    def get(wildcards, input):
-        declared, found = files_of(wildcards)[0], input.weights[0]
-        return found[: len(found) - len(declared)] + folder_of(wildcards)
+    def get(wildcards):
+        path = path_of(wildcards)
+        return os.path.join(os.environ[LOCAL_COPIES_VARIABLE], path) if STORAGE_PREFIX else path
 
     return get
 

@@ -12,7 +12,7 @@ rule visual_encode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_encode.log",
     params:
         preset=of_plan("visual_params", "preset"),
-        checkpoint=checkpoint_as_found(of_plan("model_folder", "preset"), model_files("encoder", "decoder")),
+        checkpoint=as_found(of_plan("model_folder", "preset")),
         weights_lock=of_plan("preset_lock", "preset"),
         picture=config["picture"],
     resources:
@@ -38,7 +38,7 @@ rule visual_decode:
         f"{RESULTS}/logs/{{preset}}/{{video}}.visual_decode.log",
     params:
         preset=of_plan("visual_params", "preset"),
-        checkpoint=checkpoint_as_found(of_plan("model_folder", "preset"), model_files("decoder")),
+        checkpoint=as_found(of_plan("model_folder", "preset")),
         weights_lock=of_plan("preset_lock", "preset"),
         crf=config["reconstruction"]["crf"],
         x264_preset=config["reconstruction"]["x264_preset"],

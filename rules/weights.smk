@@ -19,8 +19,7 @@ rule download_weights:
         "logs/download/{folder}/{file}.log",
     params:
         source=of_plan("official_source", "folder"),
-        # the output's folder, where the job finds it (a default storage provider's local copy)
-        folder=lambda wildcards, output: output[0][: -len(wildcards.file) - 1],
+        folder=as_found(lambda wildcards: f"{PLAN.checkpoints}/{wildcards.folder}"),
     localrule: True
     priority: 100
     conda:
