@@ -267,7 +267,9 @@ def test_a_changed_checkpoint_is_refused(official, tmp_path):
     encoder = workdir / "ckpt" / FOLDER / "encoder.jit"
     write_cosmos_stand_in(tmp_path, discrete=False, temporal=8, spatial=16, seed=1)
     shutil.copyfile(tmp_path / "encoder.jit", encoder)
-    proc = run_workflow(workdir, overlay, "--forcerun", "visual_encode", check=False,
+    # The job that loads it, alone (the Wan preset's jobs and every later step would run too).
+    tokens = "results/p/tokens/clip_visual_tokens.safetensors"
+    proc = run_workflow(workdir, overlay, tokens, "--forcerun", "visual_encode", check=False,
                         env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr

@@ -67,6 +67,23 @@ def release_files(tmp_path_factory):
     return root
 
 
+# Our network at an eighth of the released width: the same layers, loaded, checked and run
+# the same way, at a fraction of the cost (not compiled with inductor: its kernels take as long
+# to build, 55-60 CPU s), for what does not depend on the width: the fallback when compiling
+# fails, what a video leaves behind in a shard job.
+NARROW_WIDTH = network.BASE_WIDTH // 8
+
+
+@pytest.fixture(scope="module")
+def narrow_cv8x16x16(tmp_path_factory):
+    """CV8x16x16 at NARROW_WIDTH, traced into encoder.jit / decoder.jit."""
+    folder = tmp_path_factory.mktemp("narrow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(network, "BASE_WIDTH", NARROW_WIDTH)
+        write_cosmos_stand_in(folder, False, 8, 16, seed=6, full_size=True)
+    return folder
+
+
 def to_pixels(frames):
     return ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).flatten(0, 1)
 
@@ -245,7 +262,7 @@ def decoder_record_of(reconstruction) -> dict:
 
 
 def test_a_compiler_failure_runs_the_network_uncompiled_and_says_so(
-    release_files, tmp_path, monkeypatch, caplog
+    narrow_cv8x16x16, tmp_path, monkeypatch, caplog
 ):
     """Compiling can fail on some platform (no C++ compiler, an operator the compiler lacks):
     the job logs a warning, runs our network uncompiled and records engine eager, and its
@@ -258,12 +275,14 @@ def test_a_compiler_failure_runs_the_network_uncompiled_and_says_so(
         return compiled
 
     monkeypatch.setattr(torch, "compile", compile_that_fails)
-    folder = release_files / "CV8x8"
+    monkeypatch.setattr(network, "BASE_WIDTH", NARROW_WIDTH)  # read as the file's weights are loaded
+    folder = narrow_cv8x16x16
     clip = make_clip(tmp_path / "clip.mp4", 48, 32, 12, rate="25", audio_channels=None)
     warning = "torch.compile failed (InductorError: no working C++ compiler found); running the network"
     made = {}
     for engine in ("compiled", "eager"):
-        p, tokens, recon = preset("CV", 8, 8, engine, window=9), tmp_path / engine, tmp_path / f"{engine}.mp4"
+        p = preset("CV", 8, 16, engine, window=9)
+        tokens, recon = tmp_path / engine, tmp_path / f"{engine}.mp4"
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="avtokens"):
             encode_video_file(clip, tokens, p, folder, "cpu", 2, "c")
@@ -293,20 +312,8 @@ def test_our_network_refuses_weights_that_do_not_fill_it(tmp_path, demo_weights)
         network_from_release(state, "encoder", "CV", 8, 8)
 
 
-# Our network at an eighth of the released width: the same layers, loaded, checked and run
-# the same way, at a fraction of the cost.
-NARROW_WIDTH = network.BASE_WIDTH // 8
 # Two 17-frame windows of 32x32 a call: the long clip's two windows go in one call.
 ORDER_BUDGET_MEGAPIXELS = 0.04
-
-
-@pytest.fixture(scope="module")
-def narrow_cv8x16x16(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("narrow")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(network, "BASE_WIDTH", NARROW_WIDTH)
-        write_cosmos_stand_in(folder, False, 8, 16, seed=6, full_size=True)
-    return folder
 
 
 @pytest.mark.parametrize("engine", ["compiled", "eager"])

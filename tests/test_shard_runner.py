@@ -192,6 +192,43 @@ def test_the_end_of_a_run_names_each_failed_video_once_and_leaves_it_to_the_next
     assert not (tmp_path / "none.tsv").exists()
 
 
+def test_a_video_failing_at_each_rate_and_in_each_preset_is_one_line_naming_every_scope(tmp_path, capsys):
+    """A broken source fails the extraction at both sample rates (two codecs) and the visual
+    encode of both presets: at the end, one line for the video naming each stage with its
+    scope, a row of the table for each, and every one of those jobs left to the next run."""
+    names = ["a", "bad"]
+    for name in names:
+        (tmp_path / f"{name}.src").write_text(name)
+    scopes = [("extract_wav", {"rate": "44100"}), ("extract_wav", {"rate": "24000"}),
+              ("visual_encode", {"preset": "p"}), ("visual_encode", {"preset": "q"})]  # fmt: skip
+    records = []
+    for stage, wildcards in scopes:
+        folder = tmp_path / "shards" / next(iter(wildcards.values()))
+        folder.mkdir(parents=True)
+        rows = [(name, str(tmp_path / f"{name}.src")) for name in names]
+        items, not_run = shard_items(rows, {"source": "source"}, {"out": str(folder / "{video}.out")}, [])
+        job = ShardJob(folder / f"{stage}.shard.json", {}, [], not_run, wildcards, stage)
+        run_items(Copy(failing={"bad"}), items, job)
+        records.append(job.record)
+    sources = {name: f"/videos/{name}.mp4" for name in names}
+    table = tmp_path / "failed_videos.tsv"
+
+    assert settle_failures(records, sources, table).startswith("1 video(s) failed inside shard jobs")
+    reason = f"{tmp_path / 'bad.src'}: not a readable video (second line)"
+    named = "extract_wav (44100hz), extract_wav (24000hz), visual_encode (p), visual_encode (q)"
+    assert capsys.readouterr().err.splitlines() == [f"ERROR video bad (/videos/bad.mp4): {named}: {reason}"]
+    assert table.read_text().splitlines()[1:] == [
+        f"bad\t/videos/bad.mp4\t{stage}\t{scope}\t{reason}"
+        for stage, scope in [
+            ("extract_wav", "44100hz"),
+            ("extract_wav", "24000hz"),
+            ("visual_encode", "p"),
+            ("visual_encode", "q"),
+        ]  # fmt: skip
+    ]
+    assert not any(record.exists() for record in records)
+
+
 def test_a_record_that_leaves_a_video_unfinished_is_marked_until_a_rerun_finishes_it(tmp_path):
     """The markers let the start of a run find, without reading every record, the records an
     earlier run left unsettled (it ended before its last job); removing them reruns their jobs,
