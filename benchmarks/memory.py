@@ -8,10 +8,11 @@ clip must not need more memory than the short one.
     python benchmarks/memory.py ... --to-fps 24 --to-size 256x144  # with a preset's targets
 
 Each clip (moving test pattern with a tone) goes through the whole workflow with stand-in
-demo weights and one preset (`--family`, `--preset`, `--window`, `--codec`, `--codebooks`,
-checked as the workflow checks a preset); every job logs its own peak resident memory, which
-this script collects per rule. It prints a table, writes JSON, and exits 1 when a rule's peak on the
-longest clip exceeds `--max-ratio` times its peak on the shortest.
+demo weights (built by the first run, copied into the others) and one preset (`--family`,
+`--preset`, `--window`, `--codec`, `--codebooks`, checked as the workflow checks a preset);
+every job logs its own peak resident memory, which this script collects per rule. It prints a
+table, writes JSON, and exits 1 when a rule's peak on the longest clip exceeds `--max-ratio`
+times its peak on the shortest.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from avtokens.audio_codecs import AUDIO_CODECS, DEFAULT_CODEC  # noqa: E402
 from avtokens.media import run_ffmpeg  # noqa: E402
 from avtokens.presets import make_audio_setting, make_preset, preset_entry  # noqa: E402
+from avtokens.run_plan import DEMO_WEIGHTS  # noqa: E402
 from avtokens.visual_tokenizers import DEFAULT_FAMILY, VISUAL_TOKENIZERS  # noqa: E402
 from avtokens.workflow import workflow_command  # noqa: E402
 
@@ -153,6 +155,8 @@ def main() -> int:
                        "presets": {args.preset: fields},
                        "batch_megapixels": args.batch_megapixels,
                        "audio_window_seconds": args.audio_window_seconds}  # fmt: skip
+            if runs:  # the stand-in weights the first run built (their jobs' logs are not compared)
+                shutil.copytree(work / f"run_{minutes[0]:g}min" / DEMO_WEIGHTS, workdir / DEMO_WEIGHTS)
             start = time.perf_counter()
             proc = subprocess.run(workflow_command(workdir, overlay, cores=args.cores), capture_output=True,
                                   text=True)  # fmt: skip

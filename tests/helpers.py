@@ -66,6 +66,15 @@ def stand_in_weights() -> Path:
     return root
 
 
+def place_stand_ins(workdir: Path) -> None:
+    """`workdir`/resources/demo_weights as an earlier run in `workdir` would have left it (a
+    copy of `stand_in_weights()`), unless there already: for a run whose subject is not
+    building them (a job per model and run, about 7 CPU s for a Cosmos model and DAC)."""
+    weights = Path(workdir) / "resources" / "demo_weights"
+    if not weights.exists():
+        shutil.copytree(stand_in_weights(), weights)
+
+
 def uses_stand_ins(overlay: dict) -> bool:
     presets = overlay.get("presets", {}).values()
     return "demo" in (overlay.get("weights"), *(preset.get("weights") for preset in presets))
@@ -91,9 +100,8 @@ def run_workflow(
     after an earlier run (a copy of `stand_in_weights()`): building them is a job per model
     and run. The SLURM run, `make run` and the module client build their own, and dry runs
     that count those jobs pass False."""
-    weights = workdir / "resources" / "demo_weights"
-    if built_stand_ins and uses_stand_ins(overlay) and not weights.exists():
-        shutil.copytree(stand_in_weights(), weights)
+    if built_stand_ins and uses_stand_ins(overlay):
+        place_stand_ins(workdir)
     cmd = [*prefix, *workflow_command(workdir, overlay, *extra, cores=cores)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, count_frames, make_clip, on_small_disk
+from helpers import REPO, count_frames, make_clip, on_small_disk, place_stand_ins
 
 from avtokens import load_tokens
 from avtokens.media import probe
@@ -16,6 +16,11 @@ from avtokens.media import probe
 
 def tokenize_video(*args):
     return subprocess.run([str(REPO / "tokenize_video"), *map(str, args)], capture_output=True, text=True)
+
+
+def work_folder(tokens: Path, nickname: str = "tom") -> Path:
+    """Where ./tokenize_video runs the workflow for `nickname` into `tokens`."""
+    return tokens / ".tokenize_video" / nickname
 
 
 def audio_codes(tokens):
@@ -126,11 +131,13 @@ def test_a_failing_video_names_the_reason_and_the_whole_log(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "clip.mp4").write_text("not a video\n")
+    # The stand-ins as an earlier call left them (test_seed_arguments builds them).
+    place_stand_ins(work_folder(tmp_path / "tokens"))
     proc = tokenize_video(videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", tmp_path / "recon",
                           "--weights", "demo", "--cores", 2)  # fmt: skip
     assert proc.returncode == 1 and not TRACEBACK.search(proc.stderr)
     *_, pointer, last = proc.stderr.strip().splitlines()
-    log = tmp_path / "tokens" / ".tokenize_video" / "tom" / "tokenize_video.log"
+    log = work_folder(tmp_path / "tokens") / "tokenize_video.log"
     assert pointer == f"tokenize_video: the workflow's whole log: {log}"
     assert re.fullmatch(rf"tokenize_video: {videos / 'clip.mp4'}: not a readable video \(.+\)", last), last
     assert "Error in rule" in log.read_text()  # Snakemake's account, kept in the log
@@ -163,6 +170,7 @@ def test_a_full_reconstruction_folder_is_the_one_named(tmp_path):
     videos = tmp_path / "videos"
     make_clip(videos / "clip.mp4", 96, 64, 40, rate="25")
     disk = tmp_path / "disk"
+    place_stand_ins(work_folder(tmp_path / "tokens"))  # as an earlier call left them
     command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", disk,
                "--weights", "demo", "--cores", 2]  # fmt: skip
     run = on_small_disk("64k", disk, command)
@@ -206,8 +214,9 @@ def test_the_same_command_twice_at_once(tmp_path):
     args = [videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", tmp_path / "recon", "--weights", "demo",
             "--cores", 1, "--wav-dir", wavs]  # fmt: skip
     command = [str(REPO / "tokenize_video"), *map(str, args)]
+    place_stand_ins(work_folder(tmp_path / "tokens"))  # as an earlier call left them
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = tmp_path / "tokens" / ".tokenize_video" / "tom" / ".tokenize_video.lock"
+    lock = work_folder(tmp_path / "tokens") / ".tokenize_video.lock"
     while not (lock.exists() and lock.read_text().strip() == str(first.pid)) and first.poll() is None:
         time.sleep(0.05)
     second = tokenize_video(*args)

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, make_clip, max_bf16_steps
+from helpers import REPO, make_clip, max_bf16_steps, place_stand_ins
 
 from avtokens import AvTokensError, load_tokens
 from avtokens.media import probe, read_frame_windows
@@ -151,6 +151,9 @@ def test_a_checkpoint_that_is_not_the_presets_model_is_refused(wan_clip, tmp_pat
 def test_the_seed_command_runs_another_family(tmp_path):
     videos, tokens, recon = tmp_path / "videos", tmp_path / "tokens", tmp_path / "recon"
     make_clip(videos / "clip.mp4", 48, 32, 13, rate="25")
+    # The stand-ins as an earlier call left them: the family's own is built by the README's
+    # starter steps (test_make_run), and the command's stand-in build by test_tokenize_video.
+    place_stand_ins(tokens / ".tokenize_video" / "w")
     proc = subprocess.run(
         [str(REPO / "tokenize_video"), videos, "clip.mp4", "w", "0", "4", "8", tokens, recon,
          "--family", "wan2.1", "--window", "9", "--weights", "demo", "--cores", "2"],
