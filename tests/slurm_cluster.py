@@ -19,6 +19,7 @@ from debian_packages import apt_install
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 CONFIG_DIR = Path("/etc/slurm")
+MARKER = "# the avtokens tests' cluster (tests/slurm_cluster.py), removed when it stops"
 
 
 def unavailable_reason() -> str | None:
@@ -125,12 +126,16 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         raise RuntimeError(f"SLURM node never became idle (state {state!r}); logs in {f / 'log'}")
 
     def _install_config(self, name: str, text: str) -> None:
+        """Write /etc/slurm/`name`, keeping what was there to put back, unless that is the
+        leftover of a test cluster that was killed: put back, it would point every SLURM
+        client at a controller that is gone, and each Snakemake start (its SLURM plugin asks
+        squeue and sacct) would wait about 9 s for it."""
         path = CONFIG_DIR / name
         CONFIG_DIR.mkdir(parents=True, exist_ok=True)
-        if path.exists() and name not in self.saved:
+        if path.exists() and name not in self.saved and MARKER not in path.read_text(errors="replace"):
             self.saved[name] = path.read_bytes()
         self.written.append(path)
-        path.write_text(text)
+        path.write_text(f"{MARKER}\n{text}")
 
     def _daemon(self, cmd: list[str], pid_file: Path) -> None:
         self.pids.append(pid_file)
