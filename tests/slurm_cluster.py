@@ -2,8 +2,9 @@
 from Debian's packages, one node with a GPU GRES backed by a fake character device, no
 accounting (job state comes from squeue; MinJobAge keeps finished jobs listed).
 
-The configuration goes to /etc/slurm (any files there are put back afterwards): srun inside
-a job finds it only there, because Snakemake's job step drops SLURM_* variables."""
+The configuration goes to /etc/slurm (files there are put back afterwards, but not a killed
+test cluster's): srun inside a job finds it only there, because Snakemake's job step drops
+SLURM_* variables."""
 
 from __future__ import annotations
 
