@@ -195,9 +195,8 @@ class RunStorage:
 
     def identity(self, path: str) -> list:
         """[path, size, ETag] of the object (None, None when there is none): what its content is."""
-        try:
-            info = self._call(path, "info", self.url(path), refresh=True)
-        except FileNotFoundError:
+        info = object_info(self.url(path), self._fs)
+        if info is None:
             return [as_declared(path), None, None]
         self._heads[self.url(path)] = info
         return [as_declared(path), info["size"], info.get("ETag")]
@@ -232,16 +231,23 @@ class RunStorage:
         return {name[len(bucket_prefix) + 1 :] for name in found}
 
 
+def object_info(url: str, fs=None) -> dict | None:
+    """fsspec's entry of the object `url` (size, ETag, ...), None when there is none: one HEAD
+    (`fs`: its filesystem, if at hand); any other failure in one line naming it."""
+    if fs is None:
+        fs, _ = filesystem(url)
+    try:
+        return fs.info(url, refresh=True)
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # fsspec's and botocore's exceptions, named in one line
+        raise object_error(url, err) from None
+
+
 def object_identity(url: str) -> list:
     """[url, size, ETag] of an object (None, None when there is none): one HEAD."""
-    fs, where = filesystem(url)
-    try:
-        info = fs.info(where, refresh=True)
-    except FileNotFoundError:
-        return [url, None, None]
-    except Exception as err:
-        raise object_error(url, err) from None
-    return [url, info["size"], info.get("ETag")]
+    info = object_info(url)
+    return [url, None, None] if info is None else [url, info["size"], info.get("ETag")]
 
 
 def fetch_object(url: str, local: str, fs=None, info: dict | None = None) -> str:
@@ -251,12 +257,9 @@ def fetch_object(url: str, local: str, fs=None, info: dict | None = None) -> str
     `local`."""
     if fs is None:
         fs, _ = filesystem(url)
-    try:
-        info = info or fs.info(url, refresh=True)
-    except FileNotFoundError:
-        raise AvTokensError(f"{url}: no such object") from None
-    except Exception as err:
-        raise object_error(url, err) from None
+    info = info or object_info(url, fs)
+    if info is None:
+        raise AvTokensError(f"{url}: no such object")
     if _holds(local, info):
         return local
     os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
