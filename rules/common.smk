@@ -19,6 +19,12 @@ from avtokens.outcome import left_out_message, written_since
 from avtokens.run_plan import DEMO_WEIGHTS, ConfigError, RunPlan, read_sheet, under_prefix
 from avtokens.shards import fill_pattern, remove_records, unfinished_records
 from avtokens.storage import LOCAL_COPIES_VARIABLE, PREFIX_VARIABLE, RunStorage, is_url
+from avtokens import scheduling
+
+# Snakemake 9's scheduler re-picks jobs in chains that never stop, each pick asking the bucket
+# about every ready job's inputs: one pending re-pick at most, and only while the rate limit
+# holds jobs back.
+scheduling.install()
 
 
 def validated(data, schema, what):
