@@ -35,6 +35,7 @@ def schedule_repick(scheduler, delay: float) -> None:
     """`JobScheduler._schedule_reevalutation`: wake the scheduler after `delay` seconds, unless
     the rate limit holds nothing back or an earlier wake-up is already pending."""
     limiter = scheduler.job_rate_limiter
+    # The call after each pick asks for one timespan; a wait for queue input asks for its own.
     if (
         limiter is not None
         and delay == limiter.timespan

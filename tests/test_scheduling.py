@@ -1,5 +1,6 @@
-"""The scheduler's re-picks (avtokens/scheduling.py): one pending at most, only while the rate
-limit holds jobs back, and a rate-limited run still finishes."""
+"""Snakemake's scheduler as avtokens/scheduling.py mends it: re-picks one pending at most, only
+while the rate limit holds jobs back, and a rate-limited run still finishes; each ready job's
+inputs measured once."""
 
 from __future__ import annotations
 
