@@ -72,4 +72,4 @@ onsuccess:
 # start, named once more.
 onerror:
     if PLAN.left_out and not written_since(rules.check_run.log[0], PLAN.started):
-        print(f"ERROR {left_out_message(config['videos'], PLAN.left_out)}", file=sys.stderr)
+        say(f"ERROR {left_out_message(config['videos'], PLAN.left_out)}")

@@ -69,6 +69,12 @@ if workflow.storage_settings.default_storage_provider:
     )
 
 
+def say(line):
+    """`line` on the terminal in one write: Snakemake's logger writes from a thread of its own,
+    and print() writes the line and its end apart, so another line could land between them."""
+    sys.stderr.write(f"{line}\n")
+
+
 # A config or sheet that cannot run stops before any job, with one line saying what is wrong
 # and what to do (a WorkflowError would be printed inside Snakemake's account of the frames).
 try:
@@ -76,12 +82,12 @@ try:
     sheet = validated(read_sheet(config["videos"]), "../config/schemas/videos.schema.yaml", config["videos"])
     PLAN = RunPlan(config, config["videos"], zip(sheet["name"], sheet["path"]), made_here=[EXAMPLE_VIDEO])
 except ConfigError as err:
-    print(f"ERROR {err}", file=sys.stderr)
+    say(f"ERROR {err}")
     raise SystemExit(1)
 for line in PLAN.left_out_lines():
-    print(f"ERROR {line}", file=sys.stderr)
+    say(f"ERROR {line}")
 for reason in PLAN.grid_skipped:
-    print(f"grid: left out {reason.removeprefix('preset ')}", file=sys.stderr)
+    say(f"grid: left out {reason.removeprefix('preset ')}")
 RESULTS, SHARDS, RUN = PLAN.results, PLAN.shards, PLAN.run
 # Compiled kernels are kept for the jobs after the first (the `compiled` engine); a value
 # already in the environment wins.
@@ -206,14 +212,14 @@ def retry_earlier_failures():
         return
     what = f"the videos that {len(records)} shard job(s) of an earlier run left unfinished"
     if workflow.dryrun or workflow.touch or workflow.dag_settings.trust_io_cache:
-        print(f"{what[0].upper()}{what[1:]} are retried by a run (not a dry run)", file=sys.stderr)
+        say(f"{what[0].upper()}{what[1:]} are retried by a run (not a dry run)")
     elif not held_by_another_run([*records, RUN_COMPLETE]):
         remove_records(records)
         with contextlib.suppress(FileNotFoundError):
             os.remove(RUN_COMPLETE)
         if STORAGE_PREFIX:
             RunStorage.of_run().remove(RUN_COMPLETE)
-        print(f"Retrying {what}", file=sys.stderr)
+        say(f"Retrying {what}")
 
 
 def held_by_another_run(paths):
