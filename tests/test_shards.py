@@ -172,28 +172,15 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
         (v, p) for v in ["v0", "v1", "v2", "v3", "v4"] for p in PRESETS
     )
 
-    # The next run retries the failed video (its shard's jobs), and makes nothing else again.
-    again = mtimes(results)
-    retry = run_workflow(work, overlay, check=False)
-    assert retry.returncode != 0 and "1 video(s) failed inside shard jobs" in retry.stdout + retry.stderr
-    retried = planned_jobs(retry)
-    assert {rule: n for rule, n in retried.items() if rule.startswith("shard_")} == shard_jobs(
-        1
-    )  # shard00002
-    final = mtimes(results)
-    assert {n: final[n] for n in again if not n.startswith(("report/", *tables))} == {
-        n: t for n, t in again.items() if not n.startswith(("report/", *tables))
-    }
-    log = (results / "logs" / "shards" / "DV8x16x16" / "shard00002.visual_encode.log").read_text()
-    assert "2 videos, 1 to do, 1 done before" in log
-
-    # Without the broken row, and with v4's source file made again: the run finishes, the jobs
-    # of v4's shard (whose rows changed) rerun and only v4 is made again (v3's shard is left
-    # alone); then there is nothing to do.
-    write_sheet(tmp_path / "videos.tsv", {**clips, **extra})
+    # The next run, with the broken file mended and v4's source file made again, reruns the jobs
+    # of their shard (and of nothing else): it makes those two videos and nothing else again
+    # (v3's shard is left alone); then there is nothing to do.
+    make_clip(broken, 48, 32, 11, rate="25")
     make_clip(extra["v4"], 48, 32, 13, rate="25")
     before = mtimes(results)
-    run_workflow(work, overlay)
+    retry = run_workflow(work, overlay)
+    retried = planned_jobs(retry)
+    assert {rule: n for rule, n in retried.items() if rule.startswith("shard_")} == shard_jobs(1)  # 00002
     settled = run_workflow(work, overlay, "--dry-run")
     assert "Nothing to be done" in settled.stdout + settled.stderr
     after = mtimes(results)
@@ -201,8 +188,13 @@ def test_appended_rows_and_a_failing_video_redo_only_what_is_missing(both_modes,
     assert all(name.startswith(tables) or "v4" in name for name in remade), remade
     videos_files = [name for name in remade if "v4" in name and not name.startswith(tables)]
     assert len(videos_files) == 7 + 5 + 1  # all of them
+    made_now = sorted(name for name in after if "broken" in name and not name.startswith(tables))
+    assert len(made_now) == 7 + 5 + 1 and not any("broken" in name for name in before)
     assert load_tokens(results / "DV8x16x16" / "tokens" / "v4_visual_tokens.safetensors").metadata["video"][
         "frame_count"] == 13  # fmt: skip
+    log = (results / "logs" / "shards" / "DV8x16x16" / "shard00002.visual_encode.log").read_text()
+    assert "2 videos, 2 to do, 0 done before" in log
+    assert not (results / "shards" / "failed_videos.tsv").exists()
 
 
 def test_a_changed_preset_reruns_its_shards_and_only_them(both_modes, tmp_path):
