@@ -15,9 +15,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# The workflow on the bundled example, with stand-in weights (works offline).
+# The workflow on the bundled example, with stand-in weights (works offline); `make run CORES=2`
+# leaves the rest of the machine to others.
+CORES ?= all
 run: setup
-	$(BIN)/snakemake --cores all --configfile config/example.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/example.yaml
 	$(BIN)/snakemake --configfile config/example.yaml --report results/example/report.zip
 	$(BIN)/python -m avtokens.report_pages results/example/report.zip  # files readable by all, as unpacked
 	@echo "Report: results/example/report.zip (unzip it and open report/report.html)"

@@ -28,7 +28,8 @@ NOISE = re.compile(
 def clean_copy(tmp_path_factory):
     """The working tree as git would check it out (its tracked files, and new ones not yet
     committed), with `make run` done; this test's environment stands in for the `.venv` that
-    `make setup` builds."""
+    `make setup` builds. On one core (`CORES=1`): the suite runs a process per core, and two
+    jobs at once beside it cost more CPU time (test_workflow's run is the one with jobs at once)."""
     clone = tmp_path_factory.mktemp("clone")
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True)  # fmt: skip
@@ -41,7 +42,7 @@ def clean_copy(tmp_path_factory):
     assert not (clone / "resources").exists() and not (clone / "results").exists()
     venv = Path(sys.prefix)
     (clone / ".venv").symlink_to(venv)
-    proc = subprocess.run(["make", "run", f"VENV={venv}", "-o", f"{venv}/.installed"], cwd=clone,
+    proc = subprocess.run(["make", "run", f"VENV={venv}", "CORES=1", "-o", f"{venv}/.installed"], cwd=clone,
                           capture_output=True, text=True)  # fmt: skip
     return clone, proc
 
