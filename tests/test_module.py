@@ -44,7 +44,7 @@ def outer_workflow(folder: Path, sheet: dict[str, str], **config) -> Path:
 
 def snakemake(folder: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *extra], cwd=folder,
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *extra], cwd=folder,
                           capture_output=True, text=True, env=env)  # fmt: skip
 
 

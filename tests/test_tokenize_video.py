@@ -134,7 +134,7 @@ def test_a_failing_video_names_the_reason_and_the_whole_log(tmp_path):
     # The stand-ins as an earlier call left them (test_seed_arguments builds them).
     place_stand_ins(work_folder(tmp_path / "tokens"))
     proc = tokenize_video(videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", tmp_path / "recon",
-                          "--weights", "demo", "--cores", 2)  # fmt: skip
+                          "--weights", "demo", "--cores", 1)  # fmt: skip
     assert proc.returncode == 1 and not TRACEBACK.search(proc.stderr)
     *_, pointer, last = proc.stderr.strip().splitlines()
     log = work_folder(tmp_path / "tokens") / "tokenize_video.log"
@@ -151,7 +151,7 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing_behind(tmp_path, size):
     make_clip(videos / "clip.mp4", 96, 64, 40, rate="25")
     disk = tmp_path / "disk"
     command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, disk / "tokens", disk / "recon",
-               "--weights", "demo", "--cores", 2]  # fmt: skip
+               "--weights", "demo", "--cores", 1]  # fmt: skip
     run = on_small_disk(size, disk, command)
     assert run["returncode"] == 1
     last = run["stderr"].strip().splitlines()[-1]
@@ -172,7 +172,7 @@ def test_a_full_reconstruction_folder_is_the_one_named(tmp_path):
     disk = tmp_path / "disk"
     place_stand_ins(work_folder(tmp_path / "tokens"))  # as an earlier call left them
     command = [REPO / "tokenize_video", videos, "clip.mp4", "tom", 1, 8, 16, tmp_path / "tokens", disk,
-               "--weights", "demo", "--cores", 2]  # fmt: skip
+               "--weights", "demo", "--cores", 1]  # fmt: skip
     run = on_small_disk("64k", disk, command)
     assert run["returncode"] == 1
     last = run["stderr"].strip().splitlines()[-1]
