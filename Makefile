@@ -6,13 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast lint mutation clean
 
-# The virtual environment, rebuilt when the pinned requirements change.
+# The virtual environment, rebuilt when the pinned requirements change. pip (with the machine's
+# own pip settings) fetches uv, and uv installs the lock: the same packages in about 30 s instead
+# of pip's 3 minutes, most of which went on compiling bytecode for every module of torch and the
+# CUDA wheels; uv leaves that to the first import of what is used. uv reads its index from
+# UV_DEFAULT_INDEX (pip's --index-url) and keeps its cache in UV_CACHE_DIR (README, Quick start).
+UV_VERSION := 0.13.10
+
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 # The workflow on the bundled example, with stand-in weights (works offline); `make run CORES=2`
